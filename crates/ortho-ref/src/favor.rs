@@ -1,0 +1,467 @@
+//! Random-feature attention (FAVOR+, FAVOR, generalized ReLU) and exact softmax attention, in f64
+//! (math.md §1).
+//!
+//! Tensors are `[B, H, L, d]` (or `[L, d]`, read as `B = H = 1`); the projection is `[m, d]` shared by
+//! all heads or `[H, m, d]`. The linear-time forms here use the stabilisers of math.md §1.5, which
+//! change no output; [`favor_quadratic`] builds the `L x L` matrix from the raw formula of §1.4 and is
+//! the independent oracle the linear forms are tested against.
+
+use crate::error::{Error, Result};
+use crate::tensor::{Element, Tensor};
+
+/// The feature map of math.md §1.3.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kernel {
+    /// FAVOR+: `m^(-1/2) exp(w.x~ - |x~|^2/2)`, positive.
+    Softmax,
+    /// FAVOR: `m^(-1/2) exp(|x~|^2/2) [cos w.x~, sin w.x~]`, `2m` features, unbiased but signed.
+    Trig,
+    /// Generalized attention: `relu(w.x~) + eps`.
+    Relu { eps: f64 },
+}
+
+impl Kernel {
+    pub const DEFAULT_RELU_EPS: f64 = 1e-3;
+
+    /// Features per row: `m`, or `2m` for `trig`.
+    pub fn feature_count(self, m: usize) -> usize {
+        match self {
+            Kernel::Trig => 2 * m,
+            _ => m,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Softmax => "softmax",
+            Kernel::Trig => "trig",
+            Kernel::Relu { .. } => "relu",
+        }
+    }
+}
+
+impl std::str::FromStr for Kernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "softmax" => Ok(Kernel::Softmax),
+            "trig" => Ok(Kernel::Trig),
+            "relu" => Ok(Kernel::Relu {
+                eps: Kernel::DEFAULT_RELU_EPS,
+            }),
+            _ => Err(Error::argument("kernel", format!("'{s}' is not one of softmax, trig, relu"))),
+        }
+    }
+}
+
+/// The sizes of one attention problem, checked for consistency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub heads: usize,
+    pub len: usize,
+    pub dim: usize,
+    pub value_dim: usize,
+    /// Random features `m` (0 for exact attention).
+    pub features: usize,
+    /// 1 when the projection is shared by all heads, `heads` when each head has its own.
+    pub projection_heads: usize,
+}
+
+impl AttentionShape {
+    /// Checks `q, k: [B, H, L, d]`, `v: [B, H, L, dv]` (or all 2-D `[L, ·]`) and, when given, the
+    /// projection `[m, d]` or `[H, m, d]`.
+    pub fn of(q: &[usize], k: &[usize], v: &[usize], w: Option<&[usize]>) -> Result<Self> {
+        let four = |name: &str, s: &[usize]| -> Result<[usize; 4]> {
+            match *s {
+                [l, d] => Ok([1, 1, l, d]),
+                [b, h, l, d] => Ok([b, h, l, d]),
+                _ => Err(Error::shape(name, "[L, d] or [B, H, L, d]", s)),
+            }
+        };
+        if q.len() != k.len() || q.len() != v.len() {
+            return Err(Error::shape(
+                "k, v",
+                format!("the same rank as q {q:?}"),
+                if k.len() != q.len() { k } else { v },
+            ));
+        }
+        let [b, h, l, d] = four("q", q)?;
+        let [kb, kh, kl, kd] = four("k", k)?;
+        if [kb, kh, kl, kd] != [b, h, l, d] {
+            return Err(Error::shape("k", format!("{q:?} (the shape of q)"), k));
+        }
+        let [vb, vh, vl, dv] = four("v", v)?;
+        if [vb, vh, vl] != [b, h, l] {
+            return Err(Error::shape("v", format!("[{b}, {h}, {l}, dv] to match q"), v));
+        }
+        for (name, n) in [("B", b), ("H", h), ("L", l), ("d", d), ("dv", dv)] {
+            if n == 0 {
+                return Err(Error::argument(name, "every dimension of q, k and v must be at least 1"));
+            }
+        }
+        let (features, projection_heads) = match w {
+            None => (0, 1),
+            Some(&[m, wd]) if wd == d && m > 0 => (m, 1),
+            Some(&[wh, m, wd]) if wh == h && wd == d && m > 0 => (m, h),
+            Some(s) => {
+                return Err(Error::shape("projection", format!("[m, {d}] or [{h}, m, {d}] with m >= 1"), s));
+            }
+        };
+        Ok(AttentionShape {
+            batch: b,
+            heads: h,
+            len: l,
+            dim: d,
+            value_dim: dv,
+            features,
+            projection_heads,
+        })
+    }
+
+    /// Independent attention problems `B * H`.
+    pub fn problems(&self) -> usize {
+        self.batch * self.heads
+    }
+
+    /// The output shape, with the rank of the inputs.
+    pub fn output_shape(&self, rank: usize) -> Vec<usize> {
+        if rank == 2 {
+            vec![self.len, self.value_dim]
+        } else {
+            vec![self.batch, self.heads, self.len, self.value_dim]
+        }
+    }
+}
+
+/// Rejects non-finite entries in any input.
+pub fn check_inputs<T: Element>(inputs: &[(&str, &Tensor<T>)]) -> Result<()> {
+    inputs.iter().try_for_each(|(name, t)| t.check_finite(name))
+}
+
+/// Rows `a_i = w_i . x~` and `|x~|^2 / 2` for one problem's `[L, d]` block: `x~ = x d^(-1/4)`.
+fn projections(x: &[f64], w: &[f64], l: usize, d: usize, m: usize) -> (Vec<f64>, Vec<f64>) {
+    let scale = (d as f64).powf(-0.25);
+    let mut a = vec![0.0; l * m];
+    let mut half_sq = vec![0.0; l];
+    for t in 0..l {
+        let row = &x[t * d..(t + 1) * d];
+        half_sq[t] = row.iter().map(|v| (v * scale).powi(2)).sum::<f64>() / 2.0;
+        for i in 0..m {
+            let wi = &w[i * d..(i + 1) * d];
+            a[t * m + i] = scale * row.iter().zip(wi).map(|(x, w)| x * w).sum::<f64>();
+        }
+    }
+    (a, half_sq)
+}
+
+/// Stabilised query and key features `[L, f]` of one problem's row-major `q, k: [L, d]` and
+/// `w: [m, d]` (math.md §1.5): each query row is scaled by its own positive constant, and all key
+/// rows by one shared constant, so `o` is unchanged.
+pub fn stabilised_features(
+    kernel: Kernel,
+    q: &[f64],
+    k: &[f64],
+    w: &[f64],
+    l: usize,
+    d: usize,
+    m: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (aq, _) = projections(q, w, l, d, m);
+    let (ak, kk) = projections(k, w, l, d, m);
+    let f = kernel.feature_count(m);
+    let mut pq = vec![0.0; l * f];
+    let mut pk = vec![0.0; l * f];
+    match kernel {
+        Kernel::Softmax => {
+            let gamma = (0..l * m).map(|x| ak[x] - kk[x / m]).fold(f64::NEG_INFINITY, f64::max);
+            for t in 0..l {
+                let row = &aq[t * m..(t + 1) * m];
+                let beta = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                for i in 0..m {
+                    pq[t * m + i] = (row[i] - beta).exp();
+                    pk[t * m + i] = (ak[t * m + i] - kk[t] - gamma).exp();
+                }
+            }
+        }
+        Kernel::Trig => {
+            let gamma = kk.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            for t in 0..l {
+                let scale = (kk[t] - gamma).exp();
+                for i in 0..m {
+                    let (sq, cq) = aq[t * m + i].sin_cos();
+                    let (sk, ck) = ak[t * m + i].sin_cos();
+                    pq[t * f + i] = cq;
+                    pq[t * f + m + i] = sq;
+                    pk[t * f + i] = scale * ck;
+                    pk[t * f + m + i] = scale * sk;
+                }
+            }
+        }
+        Kernel::Relu { eps } => {
+            for x in 0..l * m {
+                pq[x] = aq[x].max(0.0) + eps;
+                pk[x] = ak[x].max(0.0) + eps;
+            }
+        }
+    }
+    (pq, pk)
+}
+
+/// `num / den`, or 0 where the denominator vanished (every term underflowed, or a `trig` estimate
+/// cancelled exactly): a finite input never gives a NaN.
+fn normalise(num: f64, den: f64) -> f64 {
+    if den == 0.0 || !den.is_finite() { 0.0 } else { num / den }
+}
+
+struct Problem<'a> {
+    q: &'a [f64],
+    k: &'a [f64],
+    v: &'a [f64],
+    w: &'a [f64],
+}
+
+fn for_each_problem(
+    s: &AttentionShape,
+    q: &Tensor<f64>,
+    k: &Tensor<f64>,
+    v: &Tensor<f64>,
+    w: Option<&Tensor<f64>>,
+    mut f: impl FnMut(Problem, &mut [f64]),
+) -> Vec<f64> {
+    let (l, d, dv, m) = (s.len, s.dim, s.value_dim, s.features);
+    let mut out = vec![0.0; s.problems() * l * dv];
+    for z in 0..s.problems() {
+        let wh = (z % s.heads) % s.projection_heads;
+        let p = Problem {
+            q: &q.data()[z * l * d..(z + 1) * l * d],
+            k: &k.data()[z * l * d..(z + 1) * l * d],
+            v: &v.data()[z * l * dv..(z + 1) * l * dv],
+            w: w.map_or(&[][..], |w| &w.data()[wh * m * d..(wh + 1) * m * d]),
+        };
+        f(p, &mut out[z * l * dv..(z + 1) * l * dv]);
+    }
+    out
+}
+
+/// Bidirectional random-feature attention in linear time:
+/// `o = phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1)`.
+pub fn favor(
+    q: &Tensor<f64>,
+    k: &Tensor<f64>,
+    v: &Tensor<f64>,
+    w: &Tensor<f64>,
+    kernel: Kernel,
+) -> Result<Tensor<f64>> {
+    let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), Some(w.shape()))?;
+    check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w)])?;
+    let (l, d, dv, m) = (s.len, s.dim, s.value_dim, s.features);
+    let f = kernel.feature_count(m);
+    let out = for_each_problem(&s, q, k, v, Some(w), |p, o| {
+        let (pq, pk) = stabilised_features(kernel, p.q, p.k, p.w, l, d, m);
+        // kv = phi(K)^T [V | 1]: [f, dv + 1].
+        let mut kv = vec![0.0; f * (dv + 1)];
+        for j in 0..l {
+            for i in 0..f {
+                let phi = pk[j * f + i];
+                for c in 0..dv {
+                    kv[i * (dv + 1) + c] += phi * p.v[j * dv + c];
+                }
+                kv[i * (dv + 1) + dv] += phi;
+            }
+        }
+        for t in 0..l {
+            let mut acc = vec![0.0; dv + 1];
+            for i in 0..f {
+                let phi = pq[t * f + i];
+                for c in 0..=dv {
+                    acc[c] += phi * kv[i * (dv + 1) + c];
+                }
+            }
+            for c in 0..dv {
+                o[t * dv + c] = normalise(acc[c], acc[dv]);
+            }
+        }
+    });
+    Tensor::new(&s.output_shape(q.shape().len()), out)
+}
+
+/// The raw formula of math.md §1.4 through the explicit `L x L` matrix
+/// `A[t, j] = phi(q_t) . phi(k_j)`, bidirectional or causal (`j <= t`). For `softmax` and `trig` each
+/// row of `A` is evaluated in the log domain relative to that row's own largest exponent, which is
+/// exact and shares nothing with the stabilisers of the linear forms.
+pub fn favor_quadratic(
+    q: &Tensor<f64>,
+    k: &Tensor<f64>,
+    v: &Tensor<f64>,
+    w: &Tensor<f64>,
+    kernel: Kernel,
+    causal: bool,
+) -> Result<Tensor<f64>> {
+    let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), Some(w.shape()))?;
+    check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w)])?;
+    let (l, d, dv, m) = (s.len, s.dim, s.value_dim, s.features);
+    let out = for_each_problem(&s, q, k, v, Some(w), |p, o| {
+        let (aq, qq) = projections(p.q, p.w, l, d, m);
+        let (ak, kk) = projections(p.k, p.w, l, d, m);
+        for t in 0..l {
+            let keys = if causal { t + 1 } else { l };
+            // Exponents of every term of row t: softmax exp(aq + ak - |q~|^2/2 - |k~|^2/2);
+            // trig exp(|q~|^2/2 + |k~|^2/2) cos(aq - ak) (the sin-cos sum of the feature product).
+            let exponent = |j: usize, i: usize| match kernel {
+                Kernel::Softmax => aq[t * m + i] + ak[j * m + i] - qq[t] - kk[j],
+                _ => qq[t] + kk[j],
+            };
+            let top = (0..keys)
+                .flat_map(|j| (0..m).map(move |i| (j, i)))
+                .map(|(j, i)| exponent(j, i))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let mut num = vec![0.0; dv];
+            let mut den = 0.0;
+            for j in 0..keys {
+                let a: f64 = (0..m)
+                    .map(|i| match kernel {
+                        Kernel::Softmax => (exponent(j, i) - top).exp(),
+                        Kernel::Trig => (exponent(j, i) - top).exp() * (aq[t * m + i] - ak[j * m + i]).cos(),
+                        Kernel::Relu { eps } => (aq[t * m + i].max(0.0) + eps) * (ak[j * m + i].max(0.0) + eps),
+                    })
+                    .sum();
+                den += a;
+                for c in 0..dv {
+                    num[c] += a * p.v[j * dv + c];
+                }
+            }
+            for c in 0..dv {
+                o[t * dv + c] = normalise(num[c], den);
+            }
+        }
+    });
+    Tensor::new(&s.output_shape(q.shape().len()), out)
+}
+
+/// Exact softmax attention (math.md §1.7): `o_t = sum_j exp(q_t.k_j/sqrt(d)) v_j / sum_j exp(...)`,
+/// over all `j` or `j <= t`, with the max trick per row.
+pub fn exact(q: &Tensor<f64>, k: &Tensor<f64>, v: &Tensor<f64>, causal: bool) -> Result<Tensor<f64>> {
+    let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), None)?;
+    check_inputs(&[("q", q), ("k", k), ("v", v)])?;
+    let (l, d, dv) = (s.len, s.dim, s.value_dim);
+    let scale = 1.0 / (d as f64).sqrt();
+    let out = for_each_problem(&s, q, k, v, None, |p, o| {
+        let mut scores = vec![0.0; l];
+        for t in 0..l {
+            let keys = if causal { t + 1 } else { l };
+            let qt = &p.q[t * d..(t + 1) * d];
+            for j in 0..keys {
+                scores[j] = scale * qt.iter().zip(&p.k[j * d..(j + 1) * d]).map(|(a, b)| a * b).sum::<f64>();
+            }
+            let top = scores[..keys].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut den = 0.0;
+            let row = &mut o[t * dv..(t + 1) * dv];
+            for j in 0..keys {
+                let e = (scores[j] - top).exp();
+                den += e;
+                for c in 0..dv {
+                    row[c] += e * p.v[j * dv + c];
+                }
+            }
+            row.iter_mut().for_each(|x| *x /= den);
+        }
+    });
+    Tensor::new(&s.output_shape(q.shape().len()), out)
+}
+
+/// Flops of bidirectional random-feature attention: the two projections, `phi(K)^T [V|1]` and
+/// `phi(Q) kv`.
+pub fn favor_flops(s: &AttentionShape, kernel: Kernel) -> f64 {
+    let (z, l, d, dv) = (s.problems() as f64, s.len as f64, s.dim as f64, s.value_dim as f64);
+    let m = s.features as f64;
+    let f = kernel.feature_count(s.features) as f64;
+    z * (2.0 * 2.0 * l * d * m + 2.0 * 2.0 * l * f * (dv + 1.0))
+}
+
+/// Flops of exact attention: `Q K^T` and `P V`, halved when causal.
+pub fn exact_flops(s: &AttentionShape, causal: bool) -> f64 {
+    let (z, l, d, dv) = (s.problems() as f64, s.len as f64, s.dim as f64, s.value_dim as f64);
+    let pairs = if causal { l * (l + 1.0) / 2.0 } else { l * l };
+    z * pairs * 2.0 * (d + dv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::{Gaussian, Scaling, projection};
+    use crate::tensor::relative_frobenius;
+
+    fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f64> {
+        let mut g = Gaussian::new(seed);
+        Tensor::from_fn(shape, |_| scale * g.sample())
+    }
+
+    #[test]
+    fn linear_form_equals_quadratic_oracle() {
+        let (b, h, l, d, dv, m) = (2, 3, 9, 5, 4, 7);
+        let q = gaussian(&[b, h, l, d], 0.7, 1);
+        let k = gaussian(&[b, h, l, d], 0.7, 2);
+        let v = gaussian(&[b, h, l, dv], 1.0, 3);
+        for per_head in [false, true] {
+            let w = if per_head {
+                crate::random::projection_per_head(h, m, d, Scaling::Chi, 4).unwrap()
+            } else {
+                projection(m, d, Scaling::Chi, 4).unwrap()
+            };
+            for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: 1e-3 }] {
+                let lin = favor(&q, &k, &v, &w, kernel).unwrap();
+                let quad = favor_quadratic(&q, &k, &v, &w, kernel, false).unwrap();
+                let err = relative_frobenius(lin.data(), quad.data());
+                assert!(err < 1e-12, "{kernel:?} per_head={per_head}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_features_with_huge_exponents_stay_finite() {
+        let (l, d, dv, m) = (6, 4, 3, 8);
+        let q = gaussian(&[l, d], 30.0, 5);
+        let k = gaussian(&[l, d], 30.0, 6);
+        let v = gaussian(&[l, dv], 1.0, 7);
+        let w = projection(m, d, Scaling::Chi, 8).unwrap();
+        let o = favor(&q, &k, &v, &w, Kernel::Softmax).unwrap();
+        assert!(o.data().iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn exact_attention_of_identical_keys_averages_values() {
+        let (l, d, dv) = (5, 3, 2);
+        let q = gaussian(&[l, d], 1.0, 9);
+        let k = Tensor::from_fn(&[l, d], |i| (i % d) as f64);
+        let v = gaussian(&[l, dv], 1.0, 10);
+        let o = exact(&q, &k, &v, true).unwrap();
+        for t in 0..l {
+            for c in 0..dv {
+                let mean = (0..=t).map(|j| v.data()[j * dv + c]).sum::<f64>() / (t + 1) as f64;
+                assert!((o.data()[t * dv + c] - mean).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn shape_errors_name_the_tensor() {
+        let q = Tensor::<f64>::zeros(&[1, 2, 3, 4]);
+        let k = Tensor::<f64>::zeros(&[1, 2, 3, 5]);
+        let v = Tensor::<f64>::zeros(&[1, 2, 3, 4]);
+        let err = exact(&q, &k, &v, false).unwrap_err().to_string();
+        assert!(err.starts_with("k:"), "{err}");
+        let w = Tensor::<f64>::zeros(&[3, 3]);
+        let err = favor(&q, &q, &v, &w, Kernel::Softmax).unwrap_err().to_string();
+        assert!(err.starts_with("projection:"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_input_is_named() {
+        let mut q = Tensor::<f64>::zeros(&[2, 3]);
+        q.data_mut()[4] = f64::NAN;
+        let k = Tensor::<f64>::zeros(&[2, 3]);
+        let err = exact(&q, &k, &k, false).unwrap_err();
+        assert!(matches!(err, Error::NonFinite { ref tensor, ref index, .. } if tensor == "q" && index == &vec![1, 1]));
+    }
+}

@@ -1,0 +1,15 @@
+//! CPU reference for the ortho kernels: the correctness oracle the GPU shaders are tested against,
+//! and the fallback the engine runs when no GPU adapter is present.
+//!
+//! Everything here computes in `f64`, with plain loops whose order of operations is fixed, so results
+//! are reproducible bit for bit on every machine. `shared/math.md` (mirrored in the crate docs of
+//! each module) is the contract for what each function computes.
+
+pub mod error;
+pub mod favor;
+pub mod linalg;
+pub mod random;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use tensor::Tensor;

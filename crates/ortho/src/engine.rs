@@ -1,0 +1,404 @@
+//! Adapter choice, the device and queue (the engine's own or an application's), and the CPU fallback.
+
+use crate::error::{Error, Result};
+use crate::pool::{BufferKind, BufferPool, PoolStats};
+use crate::shaders::PipelineCache;
+use crate::tensor::GpuTensor;
+use ortho_ref::Tensor;
+use std::sync::Arc;
+
+/// Which backend to use. `Auto` takes the best adapter of any backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Vulkan,
+    Gl,
+    Metal,
+    Dx12,
+    /// No GPU: the CPU reference answers every call.
+    Cpu,
+}
+
+impl BackendChoice {
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Auto => wgpu::Backends::all(),
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Gl => wgpu::Backends::GL,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Cpu => wgpu::Backends::empty(),
+        }
+    }
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" => BackendChoice::Auto,
+            "vulkan" => BackendChoice::Vulkan,
+            "gl" => BackendChoice::Gl,
+            "metal" => BackendChoice::Metal,
+            "dx12" => BackendChoice::Dx12,
+            "cpu" => BackendChoice::Cpu,
+            _ => {
+                return Err(ortho_ref::Error::argument(
+                    "backend",
+                    format!("'{s}' is not one of auto, vulkan, gl, metal, dx12, cpu"),
+                )
+                .into());
+            }
+        })
+    }
+}
+
+/// How [`Engine::with_options`] picks its device.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    pub backend: BackendChoice,
+    /// Only adapters whose name contains this (case-insensitive).
+    pub adapter_name: Option<String>,
+    /// Fail instead of falling back to the CPU reference when no adapter is usable.
+    pub require_gpu: bool,
+}
+
+impl EngineOptions {
+    /// `ORTHO_BACKEND`, `WGPU_ADAPTER_NAME` and `ORTHO_REQUIRE_GPU=1`.
+    pub fn from_env() -> Result<Self> {
+        let backend = match std::env::var("ORTHO_BACKEND") {
+            Ok(s) if !s.is_empty() => s.parse()?,
+            _ => BackendChoice::Auto,
+        };
+        Ok(EngineOptions {
+            backend,
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            require_gpu: std::env::var("ORTHO_REQUIRE_GPU").is_ok_and(|v| v == "1"),
+        })
+    }
+}
+
+/// What `ortho devices` prints about an adapter.
+#[derive(Debug, Clone)]
+pub struct AdapterReport {
+    pub backend: String,
+    pub name: String,
+    pub device_type: String,
+    pub driver: String,
+    pub f16: bool,
+    pub f64: bool,
+    pub subgroups: bool,
+    pub timestamps: bool,
+    pub max_storage_binding: u64,
+    pub max_buffer: u64,
+    pub max_workgroup_storage: u32,
+    pub max_invocations: u32,
+}
+
+impl AdapterReport {
+    fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let f = adapter.features();
+        let l = adapter.limits();
+        AdapterReport {
+            backend: format!("{:?}", info.backend),
+            name: info.name,
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            f16: f.contains(wgpu::Features::SHADER_F16),
+            f64: f.contains(wgpu::Features::SHADER_F64),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            max_storage_binding: l.max_storage_buffer_binding_size as u64,
+            max_buffer: l.max_buffer_size,
+            max_workgroup_storage: l.max_compute_workgroup_storage_size,
+            max_invocations: l.max_compute_invocations_per_workgroup,
+        }
+    }
+}
+
+pub(crate) struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub pool: BufferPool,
+    pub pipelines: PipelineCache,
+}
+
+/// The entry point of ortho: a GPU device, or the CPU reference with the reason there is no GPU.
+#[derive(Clone)]
+pub struct Engine {
+    gpu: Option<Arc<Gpu>>,
+    fallback_reason: Option<String>,
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+impl Engine {
+    /// The best adapter under the environment's choice (see [`EngineOptions::from_env`]).
+    pub fn new() -> Result<Engine> {
+        Engine::with_options(&EngineOptions::from_env()?)
+    }
+
+    pub fn with_options(options: &EngineOptions) -> Result<Engine> {
+        pollster::block_on(Engine::with_options_async(options))
+    }
+
+    pub async fn with_options_async(options: &EngineOptions) -> Result<Engine> {
+        if options.backend == BackendChoice::Cpu {
+            if options.require_gpu {
+                return Err(Error::NoAdapter("the CPU backend was chosen but a GPU is required".into()));
+            }
+            return Ok(Engine::cpu("the CPU backend was chosen"));
+        }
+        let mut adapters = instance().enumerate_adapters(options.backend.backends()).await;
+        let all: Vec<String> = adapters.iter().map(|a| AdapterReport::of(a).name).collect();
+        if let Some(want) = &options.adapter_name {
+            let want = want.to_lowercase();
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&want));
+        }
+        // Discrete > integrated > virtual > software; Vulkan, Metal and DX12 before GL.
+        adapters.sort_by_key(|a| {
+            let info = a.get_info();
+            (rank(info.device_type), info.backend == wgpu::Backend::Gl)
+        });
+        let Some(adapter) = adapters.into_iter().next() else {
+            let reason = format!(
+                "no adapter for backend {:?}{} (adapters seen: {})",
+                options.backend,
+                options
+                    .adapter_name
+                    .as_ref()
+                    .map(|n| format!(" named like '{n}'"))
+                    .unwrap_or_default(),
+                if all.is_empty() { "none".to_string() } else { all.join(", ") }
+            );
+            if options.require_gpu {
+                return Err(Error::NoAdapter(reason));
+            }
+            return Ok(Engine::cpu(reason));
+        };
+        Engine::from_adapter(&adapter).await
+    }
+
+    /// Opens a device on `adapter` with every limit it supports and the optional features ortho uses.
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Engine> {
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("ortho"),
+                required_features: adapter.features() & wanted,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(e.to_string()))?;
+        Ok(Engine::from_device(device, queue))
+    }
+
+    /// Embeds ortho in an application that already owns a wgpu device: no second device is made,
+    /// and [`GpuTensor::from_buffer`] wraps the application's buffers.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Engine {
+        let info = device.adapter_info();
+        Engine {
+            gpu: Some(Arc::new(Gpu {
+                pool: BufferPool::new(device.clone()),
+                device,
+                queue,
+                info,
+                pipelines: PipelineCache::default(),
+            })),
+            fallback_reason: None,
+        }
+    }
+
+    /// An engine without a GPU: every call runs the CPU reference.
+    pub fn cpu(reason: impl Into<String>) -> Engine {
+        Engine {
+            gpu: None,
+            fallback_reason: Some(reason.into()),
+        }
+    }
+
+    /// Every adapter of the chosen backends.
+    pub fn adapters(backend: BackendChoice) -> Vec<AdapterReport> {
+        pollster::block_on(instance().enumerate_adapters(backend.backends()))
+            .iter()
+            .map(AdapterReport::of)
+            .collect()
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// Why the engine runs on the CPU, when it does.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// `Vulkan / llvmpipe (...)`, or `cpu`.
+    pub fn describe(&self) -> String {
+        match &self.gpu {
+            Some(g) => format!("{:?} / {}", g.info.backend, g.info.name),
+            None => "cpu".to_string(),
+        }
+    }
+
+    /// A short backend name: `vulkan`, `gl`, `metal`, `dx12`, `webgpu` or `cpu`.
+    pub fn backend_name(&self) -> String {
+        match &self.gpu {
+            Some(g) => g.info.backend.to_str().to_string(),
+            None => "cpu".to_string(),
+        }
+    }
+
+    pub fn device(&self) -> Option<&wgpu::Device> {
+        self.gpu.as_ref().map(|g| &g.device)
+    }
+
+    pub fn queue(&self) -> Option<&wgpu::Queue> {
+        self.gpu.as_ref().map(|g| &g.queue)
+    }
+
+    pub(crate) fn gpu(&self, op: &str) -> Result<&Gpu> {
+        self.gpu.as_deref().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{op} needs a GPU, and this engine runs on the CPU ({})",
+                self.fallback_reason.as_deref().unwrap_or("no adapter")
+            ))
+        })
+    }
+
+    /// Live and peak bytes of the buffer pool (zero on the CPU).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.gpu.as_ref().map(|g| g.pool.stats()).unwrap_or_default()
+    }
+
+    /// Starts a new peak measurement from the bytes live now.
+    pub fn reset_peak(&self) {
+        if let Some(g) = &self.gpu {
+            g.pool.reset_peak();
+        }
+    }
+
+    /// Gives every unused pooled buffer back to the device.
+    pub fn trim_pool(&self) {
+        if let Some(g) = &self.gpu {
+            g.pool.trim();
+        }
+    }
+
+    /// The largest storage binding, in bytes.
+    pub(crate) fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        let gpu = self.gpu(what)?;
+        let limits = gpu.device.limits();
+        let limit = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::Limit {
+                what: what.to_string(),
+                needed: bytes,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// A pooled storage tensor; its contents are unspecified until written.
+    pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
+        let bytes = 4 * shape.iter().product::<usize>() as u64;
+        self.check_binding("a tensor", bytes)?;
+        let gpu = self.gpu("allocating a tensor")?;
+        Ok(GpuTensor::pooled(gpu.pool.get(BufferKind::Storage, bytes), shape))
+    }
+
+    /// Copies a host tensor to the GPU, rejecting non-finite values.
+    pub fn upload(&self, name: &str, t: &Tensor<f32>) -> Result<GpuTensor> {
+        t.check_finite(name)?;
+        let out = self.empty(t.shape())?;
+        let gpu = self.gpu("upload")?;
+        if !t.is_empty() {
+            gpu.queue.write_buffer(out.buffer(), 0, bytemuck::cast_slice(t.data()));
+        }
+        Ok(out)
+    }
+
+    pub fn download(&self, t: &GpuTensor) -> Result<Tensor<f32>> {
+        pollster::block_on(self.download_async(t))
+    }
+
+    /// Reads a tensor back. On native backends this waits for the queue; on the web it yields.
+    pub async fn download_async(&self, t: &GpuTensor) -> Result<Tensor<f32>> {
+        let gpu = self.gpu("download")?;
+        let bytes = t.byte_len();
+        if bytes == 0 {
+            return Ok(Tensor::zeros(t.shape()));
+        }
+        let staging = gpu.pool.get(BufferKind::Readback, bytes);
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(t.buffer(), 0, staging.buffer(), 0, bytes);
+        gpu.queue.submit([encoder.finish()]);
+        let slice = staging.buffer().slice(..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                op: "download".into(),
+                message: e.to_string(),
+            })?;
+        rx.recv()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| Error::Gpu {
+                op: "download".into(),
+                message,
+            })?;
+        let data = {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
+                op: "download".into(),
+                message: e.to_string(),
+            })?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        staging.buffer().unmap();
+        Ok(Tensor::new(t.shape(), data)?)
+    }
+
+    /// Records `record` into a fresh encoder, submits it, and turns any wgpu validation or
+    /// out-of-memory error raised on the way into an [`Error::Gpu`] naming `op`.
+    pub(crate) fn submit<T>(&self, op: &str, record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>) -> Result<T> {
+        let gpu = self.gpu(op)?;
+        let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+        let result = record(&mut encoder);
+        if result.is_ok() {
+            gpu.queue.submit([encoder.finish()]);
+        }
+        let errors = [pollster::block_on(validation.pop()), pollster::block_on(oom.pop())];
+        if let Some(e) = errors.into_iter().flatten().next() {
+            return Err(Error::Gpu {
+                op: op.to_string(),
+                message: e.to_string(),
+            });
+        }
+        result
+    }
+}

@@ -1,0 +1,26 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A bad input: shape, non-finite value, argument.
+    #[error(transparent)]
+    Input(#[from] ortho_ref::Error),
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("could not open the GPU device: {0}")]
+    Device(String),
+    /// wgpu reported a validation or out-of-memory error while running `op`.
+    #[error("GPU error in {op}: {message}")]
+    Gpu { op: String, message: String },
+    #[error("{what} needs {needed} bytes, over the device's {limit_name} of {limit} bytes")]
+    Limit {
+        what: String,
+        needed: u64,
+        limit_name: &'static str,
+        limit: u64,
+    },
+    #[error("not supported: {0}")]
+    Unsupported(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,257 @@
+//! The engine's one tiled matrix product (`shaders/common/gemm.wgsl`): every kernel that multiplies
+//! matrices records it through [`record_gemm`], with strides for transposes and broadcasting, the
+//! ones-column prologue and the `alpha`, `beta`, `diag` epilogue.
+
+use crate::engine::{Engine, Gpu};
+use crate::error::Result;
+use crate::shaders::dispatch;
+use crate::tensor::GpuTensor;
+use ortho_ref::{Error as InputError, Tensor};
+
+/// Element `(i, p)` of batch `z` sits at `offset + (z % batch_mod) * batch_stride + i * row_stride
+/// + p * col_stride` (in f32 elements).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u32,
+    pub batch_stride: u32,
+    pub row_stride: u32,
+    pub col_stride: u32,
+    pub batch_mod: u32,
+}
+
+impl<'a> Operand<'a> {
+    /// A batch of row-major `[rows, cols]` matrices, one per batch index.
+    pub fn rows(buffer: &'a wgpu::Buffer, rows: usize, cols: usize) -> Self {
+        Operand {
+            buffer,
+            offset: 0,
+            batch_stride: (rows * cols) as u32,
+            row_stride: cols as u32,
+            col_stride: 1,
+            batch_mod: u32::MAX,
+        }
+    }
+
+    /// The same matrices read transposed.
+    pub fn t(self) -> Self {
+        Operand {
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Batch `z` reads matrix `z % n` (1 broadcasts one matrix to every batch).
+    pub fn cycle(self, n: usize) -> Self {
+        Operand {
+            batch_mod: n as u32,
+            ..self
+        }
+    }
+}
+
+/// `C = alpha A B + beta C + diag I`, with `B`'s column `ones_col` read as ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub diag: f32,
+    pub ones_col: Option<usize>,
+}
+
+impl Gemm {
+    pub fn new(batch: usize, m: usize, n: usize, k: usize) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            batch,
+            alpha: 1.0,
+            beta: 0.0,
+            diag: 0.0,
+            ones_col: None,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    z_base: u32,
+    a: [u32; 4],
+    b: [u32; 4],
+    c: [u32; 4],
+    a_mod: u32,
+    b_mod: u32,
+    c_mod: u32,
+    b_ones_col: u32,
+    alpha: f32,
+    beta: f32,
+    diag: f32,
+    _pad: u32,
+}
+
+const TILE: usize = 64;
+const MAX_GROUPS: usize = 65_535;
+
+fn strides(o: &Operand) -> [u32; 4] {
+    [o.offset, o.batch_stride, o.row_stride, o.col_stride]
+}
+
+pub(crate) fn record_gemm(
+    gpu: &Gpu,
+    pass: &mut wgpu::ComputePass<'_>,
+    g: &Gemm,
+    a: Operand,
+    b: Operand,
+    c: Operand,
+) -> Result<()> {
+    if g.m == 0 || g.n == 0 || g.batch == 0 {
+        return Ok(());
+    }
+    let (gx, gy) = (g.n.div_ceil(TILE), g.m.div_ceil(TILE));
+    if gx > MAX_GROUPS || gy > MAX_GROUPS {
+        return Err(crate::Error::Limit {
+            what: format!("a {} x {} matrix product", g.m, g.n),
+            needed: (gx.max(gy) * TILE) as u64,
+            limit_name: "65,535 workgroups of 64 rows or columns",
+            limit: (MAX_GROUPS * TILE) as u64,
+        });
+    }
+    for z_base in (0..g.batch).step_by(MAX_GROUPS) {
+        let params = Params {
+            m: g.m as u32,
+            n: g.n as u32,
+            k: g.k as u32,
+            z_base: z_base as u32,
+            a: strides(&a),
+            b: strides(&b),
+            c: strides(&c),
+            a_mod: a.batch_mod,
+            b_mod: b.batch_mod,
+            c_mod: c.batch_mod,
+            b_ones_col: g.ones_col.map_or(u32::MAX, |j| j as u32),
+            alpha: g.alpha,
+            beta: g.beta,
+            diag: g.diag,
+            _pad: 0,
+        };
+        let zs = (g.batch - z_base).min(MAX_GROUPS);
+        dispatch(
+            &gpu.device,
+            &gpu.pipelines,
+            pass,
+            "common/gemm",
+            bytemuck::bytes_of(&params),
+            &[a.buffer, b.buffer, c.buffer],
+            [gx as u32, gy as u32, zs as u32],
+        )?;
+    }
+    Ok(())
+}
+
+/// Options of [`Engine::matmul`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatmulOptions {
+    /// Use `A^T` (A stored `[.., k, m]`).
+    pub transpose_a: bool,
+    /// Use `B^T` (B stored `[.., n, k]`).
+    pub transpose_b: bool,
+}
+
+/// `(batch, m, k, n)` of `a [.., m, k] x b [.., k, n]`, where `b` may be 2-D (broadcast).
+fn matmul_shape(a: &[usize], b: &[usize], o: MatmulOptions) -> std::result::Result<(usize, usize, usize, usize, bool), InputError> {
+    let split = |name: &str, s: &[usize]| match *s {
+        [r, c] => Ok((1, r, c)),
+        [z, r, c] => Ok((z, r, c)),
+        _ => Err(InputError::shape(name, "[rows, cols] or [batch, rows, cols]", s)),
+    };
+    let (za, ra, ca) = split("a", a)?;
+    let (zb, rb, cb) = split("b", b)?;
+    let (m, k) = if o.transpose_a { (ca, ra) } else { (ra, ca) };
+    let (kb, n) = if o.transpose_b { (cb, rb) } else { (rb, cb) };
+    if kb != k {
+        return Err(InputError::shape("b", format!("inner dimension {k} to match a {a:?}"), b));
+    }
+    if zb != za && zb != 1 {
+        return Err(InputError::shape("b", format!("batch 1 or {za} to match a"), b));
+    }
+    Ok((za, m, k, n, a.len() == 3))
+}
+
+impl Engine {
+    /// Batched `A B` (`a: [m, k]` or `[batch, m, k]`; `b` of rank 2 is shared by every batch).
+    pub fn matmul(&self, a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Result<Tensor<f32>> {
+        let (z, m, k, n, batched) = matmul_shape(a.shape(), b.shape(), o)?;
+        a.check_finite("a")?;
+        b.check_finite("b")?;
+        if !self.is_gpu() {
+            let (a, b) = (a.to_f64(), b.to_f64());
+            let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
+            let mut out = Vec::with_capacity(z * m * n);
+            for i in 0..z {
+                let take = |t: &Tensor<f64>, idx: usize, r: usize, c: usize, tr: bool| -> Vec<f64> {
+                    let s = &t.data()[idx * r * c..(idx + 1) * r * c];
+                    if tr { (0..r * c).map(|e| s[(e % r) * c + e / r]).collect() } else { s.to_vec() }
+                };
+                let (ra, ca) = if o.transpose_a { (k, m) } else { (m, k) };
+                let (rb, cb) = if o.transpose_b { (n, k) } else { (k, n) };
+                let ai = take(&a, i, ra, ca, o.transpose_a);
+                let bi = take(&b, i % zb, rb, cb, o.transpose_b);
+                out.extend(ortho_ref::linalg::matmul(&ai, &bi, m, k, n).iter().map(|&x| x as f32));
+            }
+            let shape = if batched { vec![z, m, n] } else { vec![m, n] };
+            return Ok(Tensor::new(&shape, out)?);
+        }
+        let (ga, gb) = (self.upload("a", a)?, self.upload("b", b)?);
+        let c = self.matmul_gpu(&ga, &gb, o)?;
+        self.download(&c)
+    }
+
+    /// [`Engine::matmul`] on device-resident tensors.
+    pub fn matmul_gpu(&self, a: &GpuTensor, b: &GpuTensor, o: MatmulOptions) -> Result<GpuTensor> {
+        let (z, m, _, n, batched) = matmul_shape(a.shape(), b.shape(), o)?;
+        let shape = if batched { vec![z, m, n] } else { vec![m, n] };
+        let c = self.empty(&shape)?;
+        self.submit("matmul", |enc| self.record_matmul(enc, a, b, &c, o))?;
+        Ok(c)
+    }
+
+    /// Records `c = a b` into the caller's encoder.
+    pub fn record_matmul(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        c: &GpuTensor,
+        o: MatmulOptions,
+    ) -> Result<()> {
+        let (z, m, k, n, _) = matmul_shape(a.shape(), b.shape(), o)?;
+        if c.len() != z * m * n {
+            return Err(InputError::shape("c", format!("[{z}, {m}, {n}]"), c.shape()).into());
+        }
+        let gpu = self.gpu("matmul")?;
+        let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
+        let mut ao = Operand::rows(a.buffer(), if o.transpose_a { k } else { m }, if o.transpose_a { m } else { k });
+        let mut bo = Operand::rows(b.buffer(), if o.transpose_b { n } else { k }, if o.transpose_b { k } else { n }).cycle(zb);
+        if o.transpose_a {
+            ao = ao.t();
+        }
+        if o.transpose_b {
+            bo = bo.t();
+        }
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("matmul"),
+            timestamp_writes: None,
+        });
+        record_gemm(gpu, &mut pass, &Gemm::new(z, m, n, k), ao, bo, Operand::rows(c.buffer(), m, n))
+    }
+}

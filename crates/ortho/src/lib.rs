@@ -1,0 +1,45 @@
+//! ortho: WGSL compute kernels for random-feature attention and orthogonal matrices, dispatched
+//! through wgpu on any adapter (Vulkan, Metal, DX12, GL, WebGPU), with the `ortho-ref` CPU reference
+//! as the fallback when no adapter is present.
+//!
+//! Two API levels:
+//! - host tensors in and out ([`Engine::favor`], [`Engine::exact_attention`], [`Engine::matmul`]):
+//!   every input is validated, and the CPU fallback answers when the engine has no GPU;
+//! - device-resident [`GpuTensor`]s ([`Engine::favor_gpu`], [`Engine::record_favor`], ...) that stay on
+//!   the GPU between calls and can be recorded into the caller's own `wgpu::CommandEncoder`.
+//!
+//! ```no_run
+//! use ortho::{Engine, FavorOptions, Kernel, Tensor};
+//! use ortho::random::{projection, Scaling};
+//!
+//! let engine = Engine::new()?;
+//! let (l, d) = (128, 16);
+//! let q = Tensor::from_fn(&[l, d], |i| ((i % 7) as f32 - 3.0) / 10.0);
+//! let w = projection(64, d, Scaling::Chi, 42)?.to_f32();
+//! let o = engine.favor(&q, &q, &q, &w, &FavorOptions::new(Kernel::Softmax))?;
+//! assert_eq!(o.shape(), &[l, d]);
+//! # Ok::<(), ortho::Error>(())
+//! ```
+
+mod engine;
+mod error;
+mod favor;
+mod gemm;
+mod pool;
+mod shaders;
+mod tensor;
+mod timing;
+
+pub use engine::{AdapterReport, BackendChoice, Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use favor::FavorOptions;
+pub use gemm::MatmulOptions;
+pub use ortho_ref::favor::{AttentionShape, Kernel};
+pub use ortho_ref::{Tensor, random};
+pub use pool::PoolStats;
+pub use shaders::{SHADERS, ShaderSource};
+pub use tensor::GpuTensor;
+pub use timing::Timing;
+
+/// Re-exported so that applications embedding ortho use the same wgpu.
+pub use wgpu;

@@ -1,0 +1,25 @@
+// o[row, c] = num[row, c] / num[row, dv]: the attention numerator over its denominator column.
+// A zero (or non-finite) denominator gives a zero row, never NaN (math.md §1.5).
+
+struct Normalize { rows: u32, value_dim: u32, _pad0: u32, _pad1: u32 }
+
+@group(0) @binding(0) var<uniform> p: Normalize;
+@group(0) @binding(1) var<storage, read> num: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256)
+fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    if (e >= p.rows * p.value_dim) { return; }
+    let row = e / p.value_dim;
+    let c = e % p.value_dim;
+    let width = p.value_dim + 1u;
+    let den = num[row * width + p.value_dim];
+    var o = 0.0;
+    // Finite means an exponent field other than all ones; tested on the bits, which no fast-math
+    // assumption can fold away.
+    let finite = (bitcast<u32>(den) & 0x7f800000u) != 0x7f800000u;
+    if (den != 0.0 && finite) { o = num[row * width + c] / den; }
+    out[e] = o;
+}
