@@ -1,1 +1,187 @@
-fn main() {}
+//! `ortho`: list devices, run kernels on `.npy` files, and validate every kernel against the f64
+//! reference on every adapter.
+
+mod npy;
+mod validate;
+
+use clap::{Args, Parser, Subcommand};
+use ortho::random::{Scaling, projection};
+use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ortho", version, about = "GPU kernels for random-feature attention and orthogonal matrices")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Backend {
+    /// auto, vulkan, gl, metal, dx12 or cpu (the f64 reference). Default: ORTHO_BACKEND, else auto.
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<BackendChoice>,
+}
+
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse().map_err(|e: ortho::Error| e.to_string())
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter with its backend, type, features and key limits.
+    Devices(Backend),
+    /// Random-feature attention (FAVOR+ / FAVOR / ReLU) of .npy inputs.
+    Favor(FavorArgs),
+    /// Exact softmax attention of .npy inputs (the baseline).
+    Attention(AttentionArgs),
+    /// Run every kernel on every adapter and on the CPU against the f64 reference.
+    Validate(Backend),
+}
+
+#[derive(Args)]
+struct Qkv {
+    /// Queries, [L, d] or [B, H, L, d].
+    #[arg(long)]
+    q: PathBuf,
+    /// Keys, shaped like q.
+    #[arg(long)]
+    k: PathBuf,
+    /// Values, [L, dv] or [B, H, L, dv].
+    #[arg(long)]
+    v: PathBuf,
+    /// Where to write the output (f32).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct FavorArgs {
+    #[command(flatten)]
+    qkv: Qkv,
+    /// Projection [m, d] or [H, m, d]; otherwise one is drawn with --features and --seed.
+    #[arg(long, conflicts_with_all = ["features", "seed", "scaling"])]
+    projection: Option<PathBuf>,
+    /// Random features m, for a drawn projection.
+    #[arg(long, required_unless_present = "projection")]
+    features: Option<usize>,
+    /// Seed of the drawn projection (ChaCha20; the same matrix on every machine).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Row norms of the drawn projection: chi, sqrt-d or iid.
+    #[arg(long, default_value = "chi", value_parser = |s: &str| s.parse::<Scaling>().map_err(|e| e.to_string()))]
+    scaling: Scaling,
+    /// Save the drawn projection here.
+    #[arg(long, requires = "features")]
+    save_projection: Option<PathBuf>,
+    /// softmax (FAVOR+), trig (FAVOR) or relu.
+    #[arg(long, default_value = "softmax", value_parser = |s: &str| s.parse::<Kernel>().map_err(|e| e.to_string()))]
+    kernel: Kernel,
+    /// Causal attention (each token sees itself and the past).
+    #[arg(long)]
+    causal: bool,
+    #[command(flatten)]
+    backend: Backend,
+}
+
+#[derive(Args)]
+struct AttentionArgs {
+    #[command(flatten)]
+    qkv: Qkv,
+    #[arg(long)]
+    causal: bool,
+    #[command(flatten)]
+    backend: Backend,
+}
+
+fn engine(b: &Backend) -> Result<Engine, String> {
+    let mut options = EngineOptions::from_env().map_err(|e| e.to_string())?;
+    if let Some(backend) = b.backend {
+        options.backend = backend;
+    }
+    let engine = Engine::with_options(&options).map_err(|e| e.to_string())?;
+    match engine.fallback_reason() {
+        Some(reason) if options.backend != BackendChoice::Cpu => eprintln!("ortho: running on the CPU reference: {reason}"),
+        _ => eprintln!("ortho: {}", engine.describe()),
+    }
+    Ok(engine)
+}
+
+fn devices(b: &Backend) -> Result<(), String> {
+    let adapters = Engine::adapters(b.backend.unwrap_or_default());
+    if adapters.is_empty() {
+        println!("no GPU adapters; every verb can still run on the CPU reference (--backend cpu)");
+    }
+    for a in adapters {
+        println!("{} / {} ({})", a.backend, a.name, a.device_type);
+        println!("  driver: {}", a.driver);
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "  f16: {}  f64: {}  subgroups: {}  timestamps: {}",
+            yes(a.f16),
+            yes(a.f64),
+            yes(a.subgroups),
+            yes(a.timestamps)
+        );
+        println!(
+            "  max storage binding: {} MiB  max buffer: {} MiB  workgroup memory: {} KiB  invocations per workgroup: {}",
+            a.max_storage_binding >> 20,
+            a.max_buffer >> 20,
+            a.max_workgroup_storage >> 10,
+            a.max_invocations
+        );
+    }
+    Ok(())
+}
+
+fn favor(a: &FavorArgs) -> Result<(), String> {
+    let q = npy::read(&a.qkv.q, "q")?;
+    let k = npy::read(&a.qkv.k, "k")?;
+    let v = npy::read(&a.qkv.v, "v")?;
+    let w = match (&a.projection, a.features) {
+        (Some(path), _) => npy::read(path, "projection")?,
+        (None, Some(m)) => {
+            let d = *q.shape().last().ok_or("q: expected shape [L, d] or [B, H, L, d], got []")?;
+            let w = projection(m, d, a.scaling, a.seed).map_err(|e| e.to_string())?.to_f32();
+            if let Some(path) = &a.save_projection {
+                npy::write(path, &w)?;
+            }
+            w
+        }
+        (None, None) => return Err("give --projection W.npy or --features M".into()),
+    };
+    let engine = engine(&a.backend)?;
+    let options = FavorOptions {
+        kernel: a.kernel,
+        causal: a.causal,
+    };
+    let out = engine.favor(&q, &k, &v, &w, &options).map_err(|e| e.to_string())?;
+    npy::write(&a.qkv.out, &out)
+}
+
+fn attention(a: &AttentionArgs) -> Result<(), String> {
+    let q = npy::read(&a.qkv.q, "q")?;
+    let k = npy::read(&a.qkv.k, "k")?;
+    let v = npy::read(&a.qkv.v, "v")?;
+    let engine = engine(&a.backend)?;
+    let out = engine.exact_attention(&q, &k, &v, a.causal).map_err(|e| e.to_string())?;
+    npy::write(&a.qkv.out, &out)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Devices(b) => devices(b),
+        Command::Favor(a) => favor(a),
+        Command::Attention(a) => attention(a),
+        Command::Validate(b) => validate::run(b.backend),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ortho: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

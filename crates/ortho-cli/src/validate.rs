@@ -1,0 +1,129 @@
+//! `ortho validate`: every implemented kernel on every adapter and on the CPU fallback, against the
+//! f64 reference, over a set of shapes; a table, and failure if any case misses its bound.
+
+use ortho::random::{Gaussian, Scaling, projection, projection_per_head};
+use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Tensor};
+use ortho_ref::favor as reference;
+use ortho_ref::tensor::relative_frobenius;
+
+struct Case {
+    kernel: String,
+    shape: String,
+    /// Relative Frobenius error allowed against the f64 reference.
+    bound: f64,
+    /// The engine's output and the f64 reference.
+    run: Box<dyn Fn(&Engine) -> ortho::Result<(Tensor<f32>, Tensor<f64>)>>,
+}
+
+fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
+    let mut g = Gaussian::new(seed);
+    Tensor::from_fn(shape, |_| (scale * g.sample()) as f32)
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (i, (z, m, k, n)) in [(1, 1, 1, 1), (2, 65, 17, 63), (1, 130, 129, 70)].into_iter().enumerate() {
+        let a = gaussian(&[z, m, k], 1.0, i as u64);
+        let b = gaussian(&[z, k, n], 1.0, 10 + i as u64);
+        cases.push(Case {
+            kernel: "gemm".into(),
+            shape: format!("[{z}, {m}, {k}] x [{z}, {k}, {n}]"),
+            bound: 1e-6,
+            run: Box::new(move |e| {
+                let want = Engine::cpu("reference").matmul(&a, &b, MatmulOptions::default())?.to_f64();
+                Ok((e.matmul(&a, &b, MatmulOptions::default())?, want))
+            }),
+        });
+    }
+    let favor_shapes = [(1, 1, 1, 1, 1, 1), (2, 3, 65, 16, 9, 64), (1, 2, 130, 64, 64, 256)];
+    for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: Kernel::DEFAULT_RELU_EPS }] {
+        for (i, (b, h, l, d, dv, m)) in favor_shapes.into_iter().enumerate() {
+            let q = gaussian(&[b, h, l, d], 0.5, 100 + i as u64);
+            let k = gaussian(&[b, h, l, d], 0.5, 200 + i as u64);
+            let v = gaussian(&[b, h, l, dv], 1.0, 300 + i as u64);
+            let per_head = i % 2 == 1;
+            let w = if per_head { projection_per_head(h, m, d, Scaling::Chi, i as u64) } else { projection(m, d, Scaling::Chi, i as u64) };
+            let w = w.expect("valid projection sizes").to_f32();
+            cases.push(Case {
+                kernel: format!("favor {}", kernel.name()),
+                shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m}{}", if per_head { " per-head W" } else { "" }),
+                bound: 1e-5,
+                run: Box::new(move |e| {
+                    let want = reference::favor(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), kernel)?;
+                    Ok((e.favor(&q, &k, &v, &w, &FavorOptions::new(kernel))?, want))
+                }),
+            });
+        }
+    }
+    for causal in [false, true] {
+        for (i, (b, h, l, d, dv)) in [(1, 1, 1, 1, 1), (2, 2, 65, 64, 64), (1, 1, 200, 128, 32)].into_iter().enumerate() {
+            let q = gaussian(&[b, h, l, d], 1.0, 400 + i as u64);
+            let k = gaussian(&[b, h, l, d], 1.0, 500 + i as u64);
+            let v = gaussian(&[b, h, l, dv], 1.0, 600 + i as u64);
+            cases.push(Case {
+                kernel: format!("exact {}", if causal { "causal" } else { "bidirectional" }),
+                shape: format!("B{b} H{h} L{l} d{d} dv{dv}"),
+                bound: 1e-5,
+                run: Box::new(move |e| {
+                    let want = reference::exact(&q.to_f64(), &k.to_f64(), &v.to_f64(), causal)?;
+                    Ok((e.exact_attention(&q, &k, &v, causal)?, want))
+                }),
+            });
+        }
+    }
+    cases
+}
+
+/// The engines to validate: the one backend asked for, or every GPU backend present and the CPU.
+fn engines(backend: Option<BackendChoice>) -> Result<Vec<Engine>, String> {
+    let env = EngineOptions::from_env().map_err(|e| e.to_string())?;
+    let backend = backend.unwrap_or(env.backend);
+    let open = |backend| {
+        Engine::with_options(&EngineOptions {
+            backend,
+            adapter_name: env.adapter_name.clone(),
+            require_gpu: backend != BackendChoice::Cpu,
+        })
+    };
+    if backend != BackendChoice::Auto {
+        return open(backend).map(|e| vec![e]).map_err(|e| e.to_string());
+    }
+    let mut engines: Vec<Engine> = [BackendChoice::Vulkan, BackendChoice::Metal, BackendChoice::Dx12, BackendChoice::Gl]
+        .into_iter()
+        .filter_map(|b| open(b).ok())
+        .collect();
+    if engines.is_empty() {
+        if env.require_gpu {
+            return Err("ORTHO_REQUIRE_GPU=1 but no GPU adapter could be opened".into());
+        }
+        eprintln!("ortho: no GPU adapter; validating the CPU fallback only");
+    }
+    engines.push(Engine::cpu("validation of the CPU fallback"));
+    Ok(engines)
+}
+
+pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
+    let engines = engines(backend)?;
+    let cases = cases();
+    let width = cases.iter().map(|c| c.shape.len()).max().unwrap_or(5).max(5);
+    println!("{:<20} {:<40} {:<w$} {:>10} {:>8} result", "kernel", "backend", "shape", "rel error", "bound", w = width);
+    let mut failures = 0;
+    for engine in &engines {
+        let name = engine.describe();
+        for case in &cases {
+            let (error, verdict) = match (case.run)(engine) {
+                Ok((got, want)) => {
+                    let err = relative_frobenius(got.data(), want.data());
+                    let ok = err <= case.bound && got.shape() == want.shape();
+                    (format!("{err:10.2e}"), if ok { "pass".to_string() } else { "FAIL".to_string() })
+                }
+                Err(e) => ("-".to_string(), format!("FAIL: {e}")),
+            };
+            failures += verdict.starts_with("FAIL") as usize;
+            println!("{:<20} {:<40} {:<w$} {:>10} {:>8.0e} {verdict}", case.kernel, name, case.shape, error, case.bound, w = width);
+        }
+    }
+    let total = engines.len() * cases.len();
+    println!("{} passed, {failures} failed", total - failures);
+    if failures > 0 { Err(format!("{failures} of {total} validation cases failed")) } else { Ok(()) }
+}
