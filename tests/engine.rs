@@ -1,10 +1,155 @@
+//! The engine itself: adapter choice and fallback, the buffer pool's accounting, device-resident
+//! tensors, embedding in an application's device, and errors for bad use.
 mod common;
-#[allow(unused_imports)]
 use common::*;
+use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, GpuTensor, Tensor};
+use ortho::random::{Scaling, projection};
 
 #[test]
-fn adapters_open() {
+fn cpu_backend_is_a_fallback_with_a_reason() {
+    let e = Engine::with_options(&EngineOptions {
+        backend: BackendChoice::Cpu,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!e.is_gpu());
+    assert_eq!(e.describe(), "cpu");
+    assert!(e.fallback_reason().unwrap().contains("CPU backend was chosen"));
+    let err = e.empty(&[4]).unwrap_err().to_string();
+    assert!(err.contains("needs a GPU"), "{err}");
+    let required = Engine::with_options(&EngineOptions {
+        backend: BackendChoice::Cpu,
+        require_gpu: true,
+        ..Default::default()
+    });
+    assert!(required.is_err());
+}
+
+#[test]
+fn unknown_adapter_name_falls_back_or_fails_when_required() {
+    let mut o = EngineOptions {
+        adapter_name: Some("no such adapter anywhere".into()),
+        ..Default::default()
+    };
+    let e = Engine::with_options(&o).unwrap();
+    assert!(!e.is_gpu());
+    assert!(e.fallback_reason().unwrap().contains("named like 'no such adapter anywhere'"));
+    o.require_gpu = true;
+    let err = Engine::with_options(&o).err().expect("required GPU must fail").to_string();
+    assert!(err.starts_with("no GPU adapter"), "{err}");
+}
+
+#[test]
+fn backend_names_parse() {
+    for (s, b) in [("auto", BackendChoice::Auto), ("Vulkan", BackendChoice::Vulkan), ("gl", BackendChoice::Gl), ("cpu", BackendChoice::Cpu)] {
+        assert_eq!(s.parse::<BackendChoice>().unwrap(), b);
+    }
+    assert!("cuda".parse::<BackendChoice>().unwrap_err().to_string().contains("not one of"));
+}
+
+#[test]
+fn pool_reuses_buffers_and_tracks_peak() {
     for e in gpu_engines() {
-        eprintln!("{}", e.describe());
+        e.trim_pool();
+        e.reset_peak();
+        let base = e.pool_stats().live_bytes;
+        let a = e.empty(&[1000]).unwrap();
+        let b = e.empty(&[3000]).unwrap();
+        let s = e.pool_stats();
+        assert_eq!(s.live_bytes - base, 4096 + 12288);
+        drop(a);
+        drop(b);
+        assert_eq!(e.pool_stats().live_bytes, base);
+        assert_eq!(e.pool_stats().peak_bytes - base, 4096 + 12288);
+        let held = e.pool_stats().held_bytes;
+        let c = e.empty(&[1000]).unwrap();
+        assert_eq!(e.pool_stats().held_bytes, held, "a freed buffer of the same class is reused");
+        drop(c);
+        e.trim_pool();
+        assert_eq!(e.pool_stats().held_bytes, e.pool_stats().live_bytes);
+    }
+}
+
+#[test]
+fn device_resident_calls_chain_without_readback() {
+    for e in gpu_engines() {
+        let (l, d, m) = (33, 8, 16);
+        let q = gaussian(&[1, 2, l, d], 0.5, 1);
+        let k = gaussian(&[1, 2, l, d], 0.5, 2);
+        let v = gaussian(&[1, 2, l, d], 1.0, 3);
+        let w = projection(m, d, Scaling::Chi, 4).unwrap().to_f32();
+        let (gq, gk, gv, gw) = (e.upload("q", &q).unwrap(), e.upload("k", &k).unwrap(), e.upload("v", &v).unwrap(), e.upload("w", &w).unwrap());
+        // Attention of attention, all on the GPU.
+        let o1 = e.favor_gpu(&gq, &gk, &gv, &gw, &FavorOptions::default()).unwrap();
+        let o2 = e.favor_gpu(&gq, &gk, &o1, &gw, &FavorOptions::default()).unwrap();
+        let host1 = e.favor(&q, &k, &v, &w, &FavorOptions::default()).unwrap();
+        let host2 = e.favor(&q, &k, &host1, &w, &FavorOptions::default()).unwrap();
+        assert!(relative_frobenius(e.download(&o2).unwrap().data(), host2.data()) < 1e-6);
+    }
+}
+
+#[test]
+fn scratch_returns_to_the_pool() {
+    for e in gpu_engines() {
+        let q = gaussian(&[64, 16], 0.5, 1);
+        let w = projection(32, 16, Scaling::Chi, 2).unwrap().to_f32();
+        let gq = e.upload("q", &q).unwrap();
+        let gw = e.upload("w", &w).unwrap();
+        let before = e.pool_stats().live_bytes;
+        let out = e.favor_gpu(&gq, &gq, &gq, &gw, &FavorOptions::default()).unwrap();
+        assert_eq!(e.pool_stats().live_bytes - before, 64 * 16 * 4, "only the output stays live");
+        drop(out);
+    }
+}
+
+#[test]
+fn embeds_in_an_application_device() {
+    for owner in gpu_engines() {
+        let (device, queue) = (owner.device().unwrap().clone(), owner.queue().unwrap().clone());
+        let e = Engine::from_device(device.clone(), queue.clone());
+        assert!(e.is_gpu());
+        let q = gaussian(&[20, 4], 0.5, 1);
+        let buffer = |t: &Tensor<f32>| {
+            use ortho::wgpu::util::DeviceExt;
+            device.create_buffer_init(&ortho::wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(t.data()),
+                usage: ortho::wgpu::BufferUsages::STORAGE | ortho::wgpu::BufferUsages::COPY_SRC,
+            })
+        };
+        let w = projection(8, 4, Scaling::Chi, 2).unwrap().to_f32();
+        let gq = GpuTensor::from_buffer(buffer(&q), &[20, 4]).unwrap();
+        let gw = GpuTensor::from_buffer(buffer(&w), &[8, 4]).unwrap();
+        let out = GpuTensor::from_buffer(buffer(&Tensor::from_fn(&[20, 4], |_| f32::NAN)), &[20, 4]).unwrap();
+        let mut encoder = device.create_command_encoder(&Default::default());
+        e.record_favor(&mut encoder, &gq, &gq, &gq, &gw, &FavorOptions::default(), &out).unwrap();
+        queue.submit([encoder.finish()]);
+        let got = e.download(&out).unwrap();
+        let want = Engine::cpu("reference").favor(&q, &q, &q, &w, &FavorOptions::default()).unwrap();
+        assert!(relative_frobenius(got.data(), want.data()) < 1e-6);
+
+        let uniform = device.create_buffer(&ortho::wgpu::BufferDescriptor {
+            label: None,
+            size: 64,
+            usage: ortho::wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
+        assert!(GpuTensor::from_buffer(uniform, &[4]).unwrap_err().to_string().contains("STORAGE"));
+        let small = buffer(&Tensor::zeros(&[4]));
+        assert!(GpuTensor::from_buffer(small, &[5]).is_err());
+        let mut encoder = device.create_command_encoder(&Default::default());
+        let short_out = GpuTensor::from_buffer(buffer(&Tensor::zeros(&[5])), &[5]).unwrap();
+        let err = e.record_favor(&mut encoder, &gq, &gq, &gq, &gw, &FavorOptions::default(), &short_out).unwrap_err();
+        assert!(err.to_string().starts_with("out: expected shape [20, 4]"), "{err}");
+    }
+}
+
+#[test]
+fn timestamps_measure_recorded_work() {
+    for e in gpu_engines() {
+        let a = e.upload("a", &gaussian(&[128, 128], 1.0, 1)).unwrap();
+        let c = e.empty(&[128, 128]).unwrap();
+        let t = e.time(|enc| e.record_matmul(enc, &a, &a, &c, Default::default())).unwrap();
+        assert!(t.seconds > 0.0 && t.seconds < 60.0, "{t:?}");
     }
 }
