@@ -91,7 +91,8 @@ fn kernel_code(kernel: Kernel) -> (u32, f32) {
 /// The largest head dimension exact attention keeps in registers.
 pub const EXACT_MAX_DIM: usize = 128;
 const EXACT_ROWS: usize = 64;
-const EXACT_TILE_FLOATS: usize = 4096;
+/// vec4 slots of the key and value tile in workgroup memory (16 KiB).
+const EXACT_TILE_VEC4: usize = 1024;
 
 fn attention_shape(q: &[usize], k: &[usize], v: &[usize], w: Option<&[usize]>, out: Option<&[usize]>) -> Result<AttentionShape> {
     let s = AttentionShape::of(q, k, v, w)?;
@@ -282,7 +283,7 @@ impl Engine {
             )));
         }
         let gpu = self.gpu("exact attention")?;
-        let block = (EXACT_TILE_FLOATS / (s.dim + s.value_dim)).min(64);
+        let block = (EXACT_TILE_VEC4 / (s.dim.div_ceil(4) + s.value_dim.div_ceil(4))).min(64);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("exact attention"),
             timestamp_writes: None,
