@@ -22,17 +22,27 @@ fn main() {
             let q = engine.upload("q", &gaussian(&shape, 0.5, 1)).unwrap();
             let k = engine.upload("k", &gaussian(&shape, 0.5, 2)).unwrap();
             let v = engine.upload("v", &gaussian(&shape, 1.0, 3)).unwrap();
-            let w = engine.upload("w", &projection(m, d, Scaling::Chi, 4).unwrap().to_f32()).unwrap();
+            let w = engine
+                .upload("w", &projection(m, d, Scaling::Chi, 4).unwrap().to_f32())
+                .unwrap();
             let out = engine.empty(&shape).unwrap();
             let s = AttentionShape::of(&shape, &shape, &shape, Some(&[m, d])).unwrap();
             let options = FavorOptions::new(Kernel::Softmax);
             group.throughput(Throughput::Elements(favor_flops(&s, Kernel::Softmax) as u64));
             group.bench_function(format!("favor+ L={l}"), |b| {
-                b.iter_custom(|iters| gpu_time(&engine, iters, |enc| engine.record_favor(enc, &q, &k, &v, &w, &options, &out)))
+                b.iter_custom(|iters| {
+                    gpu_time(&engine, iters, |enc| {
+                        engine.record_favor(enc, &q, &k, &v, &w, &options, &out)
+                    })
+                })
             });
             group.throughput(Throughput::Elements(exact_flops(&s, false) as u64));
             group.bench_function(format!("exact L={l}"), |b| {
-                b.iter_custom(|iters| gpu_time(&engine, iters, |enc| engine.record_exact_attention(enc, &q, &k, &v, false, &out)))
+                b.iter_custom(|iters| {
+                    gpu_time(&engine, iters, |enc| {
+                        engine.record_exact_attention(enc, &q, &k, &v, false, &out)
+                    })
+                })
             });
         }
         group.finish();

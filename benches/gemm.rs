@@ -19,7 +19,11 @@ fn main() {
             // Throughput in "elements" = flops, so criterion's Gelem/s reads as GFLOP/s.
             group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
             group.bench_function(format!("{n}x{n}x{n}"), |bench| {
-                bench.iter_custom(|iters| gpu_time(&engine, iters, |enc| engine.record_matmul(enc, &a, &b, &out, Default::default())))
+                bench.iter_custom(|iters| {
+                    gpu_time(&engine, iters, |enc| {
+                        engine.record_matmul(enc, &a, &b, &out, Default::default())
+                    })
+                })
             });
         }
         group.finish();

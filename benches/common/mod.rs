@@ -9,18 +9,23 @@ use std::time::Duration;
 /// One engine per GPU backend present, restricted by `ORTHO_BACKEND`.
 pub fn engines() -> Vec<Engine> {
     let env = EngineOptions::from_env().expect("ORTHO_BACKEND");
-    let engines: Vec<Engine> = [BackendChoice::Vulkan, BackendChoice::Metal, BackendChoice::Dx12, BackendChoice::Gl]
-        .into_iter()
-        .filter(|b| env.backend == BackendChoice::Auto || env.backend == *b)
-        .filter_map(|backend| {
-            Engine::with_options(&EngineOptions {
-                backend,
-                adapter_name: env.adapter_name.clone(),
-                require_gpu: true,
-            })
-            .ok()
+    let engines: Vec<Engine> = [
+        BackendChoice::Vulkan,
+        BackendChoice::Metal,
+        BackendChoice::Dx12,
+        BackendChoice::Gl,
+    ]
+    .into_iter()
+    .filter(|b| env.backend == BackendChoice::Auto || env.backend == *b)
+    .filter_map(|backend| {
+        Engine::with_options(&EngineOptions {
+            backend,
+            adapter_name: env.adapter_name.clone(),
+            require_gpu: true,
         })
-        .collect();
+        .ok()
+    })
+    .collect();
     if engines.is_empty() {
         eprintln!("no GPU adapter: nothing to bench");
     }
@@ -30,7 +35,14 @@ pub fn engines() -> Vec<Engine> {
 /// A short label for a bench id: `vulkan-llvmpipe`.
 pub fn label(e: &Engine) -> String {
     let name = e.describe();
-    let adapter = name.split(" / ").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_lowercase();
+    let adapter = name
+        .split(" / ")
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_lowercase();
     format!("{}-{adapter}", e.backend_name())
 }
 
@@ -40,7 +52,11 @@ pub fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
 }
 
 /// GPU time of `iters` back-to-back recordings of `record` in one submission (timestamp queries).
-pub fn gpu_time(engine: &Engine, iters: u64, record: impl Fn(&mut ortho::wgpu::CommandEncoder) -> ortho::Result<()>) -> Duration {
+pub fn gpu_time(
+    engine: &Engine,
+    iters: u64,
+    record: impl Fn(&mut ortho::wgpu::CommandEncoder) -> ortho::Result<()>,
+) -> Duration {
     let t = engine
         .time(|enc| (0..iters).try_for_each(|_| record(enc)))
         .expect("timed GPU work");

@@ -1,17 +1,18 @@
 // The engine's one tiled matrix product, batched, with strided operands:
 //   C[z](i, j) = alpha * sum_p A[z](i, p) B[z](p, j) + beta * C[z](i, j) + diag * (i == j)
-// Element (i, p) of A in batch z lives at a_off + (z % a_mod) * a_bs + i * a_rs + p * a_cs (B and C
-// alike), so transposes, broadcast operands (stride 0) and per-head operands (a_mod = H) are strides.
+// Element (i, p) of A in batch z lives at base(z) + i * rs + p * cs with
+//   base(z) = off + (z / inner) * outer + (z % inner) * inner_stride     (B and C alike),
+// so transposes, broadcast operands (strides 0), per-head operands (inner = H) and chunks of a
+// sequence (inner = chunks per problem) are all strides.
 // Prologue: column `b_ones_col` of B reads as 1 (appends the denominator column of attention).
 // Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of 16.
 
+struct Operand { off: u32, outer: u32, inner: u32, inner_stride: u32, rs: u32, cs: u32, _pad0: u32, _pad1: u32 }
+
 struct Gemm {
     m: u32, n: u32, k: u32, z_base: u32,
-    a_off: u32, a_bs: u32, a_rs: u32, a_cs: u32,
-    b_off: u32, b_bs: u32, b_rs: u32, b_cs: u32,
-    c_off: u32, c_bs: u32, c_rs: u32, c_cs: u32,
-    a_mod: u32, b_mod: u32, c_mod: u32, b_ones_col: u32,
-    alpha: f32, beta: f32, diag: f32, _pad: u32,
+    a: Operand, b: Operand, c: Operand,
+    b_ones_col: u32, alpha: f32, beta: f32, diag: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Gemm;
@@ -25,17 +26,21 @@ const KT: u32 = 16u;
 var<workgroup> a_tile: array<vec4<f32>, 256>;
 var<workgroup> b_tile: array<vec4<f32>, 256>;
 
-// `base` is the batch's first element: offset + (z % mod) * batch stride, computed once per
-// invocation (an integer division per load costs more than the arithmetic on a CPU adapter).
+fn base(o: Operand, z: u32) -> u32 {
+    return o.off + (z / o.inner) * o.outer + (z % o.inner) * o.inner_stride;
+}
+
+// `base` is computed once per invocation: an integer division per load would cost more than the
+// arithmetic on a CPU adapter.
 fn load_a(base: u32, i: u32, kk: u32) -> f32 {
     if (i >= p.m || kk >= p.k) { return 0.0; }
-    return a[base + i * p.a_rs + kk * p.a_cs];
+    return a[base + i * p.a.rs + kk * p.a.cs];
 }
 
 fn load_b(base: u32, kk: u32, j: u32) -> f32 {
     if (kk >= p.k || j >= p.n) { return 0.0; }
     if (j == p.b_ones_col) { return 1.0; }
-    return b[base + kk * p.b_rs + j * p.b_cs];
+    return b[base + kk * p.b.rs + j * p.b.cs];
 }
 
 @compute @workgroup_size(8, 8, 1)
@@ -44,9 +49,9 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let z = wg.z + p.z_base;
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
-    let a_base = p.a_off + (z % p.a_mod) * p.a_bs;
-    let b_base = p.b_off + (z % p.b_mod) * p.b_bs;
-    let c_base = p.c_off + (z % p.c_mod) * p.c_bs;
+    let a_base = base(p.a, z);
+    let b_base = base(p.b, z);
+    let c_base = base(p.c, z);
     // Rows local.y * 8 + r, columns local.x * 8 + (0..4) in acc[2r] and + (4..8) in acc[2r + 1].
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
@@ -71,11 +76,11 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var s = 0u; s < 16u; s++) {
             let e = lid + s * 64u;
             var i: u32; var kk: u32;
-            if (p.a_cs == 1u) { kk = e % KT; i = e / KT; } else { i = e % TILE; kk = e / TILE; }
+            if (p.a.cs == 1u) { kk = e % KT; i = e / KT; } else { i = e % TILE; kk = e / TILE; }
             let ai = kk * TILE + i;
             a_tile[ai / 4u][ai % 4u] = load_a(a_base, row0 + i, k0 + kk);
             var j: u32; var kb: u32;
-            if (p.b_rs == 1u) { kb = e % KT; j = e / KT; } else { j = e % TILE; kb = e / TILE; }
+            if (p.b.rs == 1u) { kb = e % KT; j = e / KT; } else { j = e % TILE; kb = e / TILE; }
             let bj = kb * TILE + j;
             b_tile[bj / 4u][bj % 4u] = load_b(b_base, k0 + kb, col0 + j);
         }
@@ -103,7 +108,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var q = 0u; q < 8u; q++) {
             let j = col0 + local.x * 8u + q;
             if (i < p.m && j < p.n) {
-                let at = c_base + i * p.c_rs + j * p.c_cs;
+                let at = c_base + i * p.c.rs + j * p.c.cs;
                 var v = p.alpha * acc[2u * r + q / 4u][q % 4u];
                 if (p.beta != 0.0) { v += p.beta * c[at]; }
                 if (i == j) { v += p.diag; }

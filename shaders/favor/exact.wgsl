@@ -1,26 +1,57 @@
 // Exact softmax attention (math.md §1.7), FlashAttention-style: a workgroup owns 64 query rows (one
-// per invocation) and walks the keys in blocks of `block` rows staged in workgroup memory, keeping a
+// per invocation) and walks the keys in blocks of BLOCK rows staged in workgroup memory, keeping a
 // running max and denominator (online softmax). No L x L buffer exists. d, dv <= 128.
 // Rows are handled as vec4s, zero-padded past d and dv, so the inner loops read 4 floats a step.
+// One dispatch covers keys [key_first, key_last): the running (max, denominator, accumulator) of
+// each row is carried between dispatches in `carry`, so that no invocation loops over more than a
+// few dozen key blocks (Mesa's lavapipe ends longer loops that hold barriers early, silently).
+// Loop bounds inside the key loop are pipeline constants for the same reason.
 
-struct Exact { len: u32, dim: u32, value_dim: u32, block: u32, causal: u32, z_base: u32, scale: f32, _pad: u32 }
+override D4: u32 = 16u;      // ceil(d / 4)
+override DV4: u32 = 16u;     // ceil(dv / 4)
+override BLOCK: u32 = 32u;   // keys per block, <= 64, with BLOCK * (D4 + DV4) <= 1024
+
+struct Exact { len: u32, dim: u32, value_dim: u32, causal: u32, z_base: u32, scale: f32, key_first: u32, key_last: u32 }
 
 @group(0) @binding(0) var<uniform> p: Exact;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// Per row: DV4 accumulator vec4s, then (running max, denominator, 0, 0).
+@group(0) @binding(5) var<storage, read_write> carry: array<vec4<f32>>;
 
 const ROWS: u32 = 64u;
-const MAX_DIM4: u32 = 32u;
-const MAX_BLOCK: u32 = 64u;
 const LOWEST: f32 = -3.4028234663852886e38;
-// Keys [block, d4] then values [block, dv4]; the host sizes `block` to fit 16 KiB.
+// Keys [BLOCK, D4] then values [BLOCK, DV4]: 16 KiB.
 var<workgroup> tile: array<vec4<f32>, 1024>;
 
-// Element c of row `row` of a [rows, width] matrix, 0 past the row's end.
+// x where c < width, else 0 (the zero padding of a row to whole vec4s).
 fn padded(x: f32, c: u32, width: u32) -> f32 {
     return select(0.0, x, c < width);
+}
+
+// Stage `rows` key (value) rows starting at element `first` into the tile, zero-padded to vec4s.
+fn stage_keys(first: u32, rows: u32, lid: u32) {
+    for (var s = 0u; s < (BLOCK * D4 * 4u + ROWS - 1u) / ROWS; s++) {
+        let e = lid + s * ROWS;
+        let row = e / (D4 * 4u);
+        let col = e % (D4 * 4u);
+        if (row < rows) {
+            tile[e / 4u][e % 4u] = padded(k[first + row * p.dim + min(col, p.dim - 1u)], col, p.dim);
+        }
+    }
+}
+
+fn stage_values(first: u32, rows: u32, lid: u32) {
+    for (var s = 0u; s < (BLOCK * DV4 * 4u + ROWS - 1u) / ROWS; s++) {
+        let e = lid + s * ROWS;
+        let row = e / (DV4 * 4u);
+        let col = e % (DV4 * 4u);
+        if (row < rows) {
+            tile[BLOCK * D4 + e / 4u][e % 4u] = padded(v[first + row * p.value_dim + min(col, p.value_dim - 1u)], col, p.value_dim);
+        }
+    }
 }
 
 @compute @workgroup_size(64)
@@ -28,12 +59,10 @@ fn exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     let z = wg.y + p.z_base;
     let t = wg.x * ROWS + lid;
     let valid = t < p.len;
-    let d4 = (p.dim + 3u) / 4u;
-    let dv4 = (p.value_dim + 3u) / 4u;
-    var qr: array<vec4<f32>, MAX_DIM4>;
-    var acc: array<vec4<f32>, MAX_DIM4>;
+    var qr: array<vec4<f32>, 32>;
+    var acc: array<vec4<f32>, 32>;
     let q_row = (z * p.len + min(t, p.len - 1u)) * p.dim;
-    for (var c = 0u; c < d4; c++) {
+    for (var c = 0u; c < D4; c++) {
         var x = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
             let col = 4u * c + e;
@@ -41,37 +70,33 @@ fn exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
         }
         qr[c] = x * p.scale;
     }
-    for (var c = 0u; c < dv4; c++) { acc[c] = vec4<f32>(0.0); }
+    let row = z * p.len + min(t, p.len - 1u);
+    let carried = row * (DV4 + 1u);
     var run_max = LOWEST;
     var den = 0.0;
+    for (var c = 0u; c < DV4; c++) { acc[c] = vec4<f32>(0.0); }
+    if (p.key_first > 0u) {
+        for (var c = 0u; c < DV4; c++) { acc[c] = carry[carried + c]; }
+        run_max = carry[carried + DV4].x;
+        den = carry[carried + DV4].y;
+    }
 
-    var key_end = p.len;
-    if (p.causal != 0u) { key_end = min(p.len, (wg.x + 1u) * ROWS); }
-    let values_at = p.block * d4;
-    for (var j0 = 0u; j0 < key_end; j0 += p.block) {
-        let nb = min(p.block, key_end - j0);
-        for (var e = lid; e < nb * d4 * 4u; e += ROWS) {
-            let row = e / (d4 * 4u);
-            let col = e % (d4 * 4u);
-            tile[e / 4u][e % 4u] = padded(k[(z * p.len + j0 + row) * p.dim + min(col, p.dim - 1u)], col, p.dim);
-        }
-        for (var e = lid; e < nb * dv4 * 4u; e += ROWS) {
-            let row = e / (dv4 * 4u);
-            let col = e % (dv4 * 4u);
-            tile[values_at + e / 4u][e % 4u] =
-                padded(v[(z * p.len + j0 + row) * p.value_dim + min(col, p.value_dim - 1u)], col, p.value_dim);
-        }
+    var key_end = min(p.len, p.key_last);
+    if (p.causal != 0u) { key_end = min(key_end, (wg.x + 1u) * ROWS); }
+    for (var j0 = p.key_first; j0 < key_end; j0 += BLOCK) {
+        let nb = min(BLOCK, key_end - j0);
+        stage_keys((z * p.len + j0) * p.dim, nb, lid);
+        stage_values((z * p.len + j0) * p.value_dim, nb, lid);
         workgroupBarrier();
-        var s: array<f32, MAX_BLOCK>;
+        var s: array<f32, 64>;
         var block_max = LOWEST;
-        for (var jj = 0u; jj < nb; jj++) {
+        for (var jj = 0u; jj < BLOCK; jj++) {
             s[jj] = LOWEST;
-            if (valid && (p.causal == 0u || j0 + jj <= t)) {
+            if (valid && jj < nb && (p.causal == 0u || j0 + jj <= t)) {
                 var dot4 = vec4<f32>(0.0);
-                for (var c = 0u; c < d4; c++) { dot4 += qr[c] * tile[jj * d4 + c]; }
-                let score = dot4.x + dot4.y + dot4.z + dot4.w;
-                s[jj] = score;
-                block_max = max(block_max, score);
+                for (var c = 0u; c < D4; c++) { dot4 += qr[c] * tile[jj * D4 + c]; }
+                s[jj] = dot4.x + dot4.y + dot4.z + dot4.w;
+                block_max = max(block_max, s[jj]);
             }
         }
         if (block_max > LOWEST) {
@@ -79,18 +104,23 @@ fn exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
             // exp(LOWEST - new_max) underflows to 0 on the first block: nothing to rescale yet.
             let correction = exp(run_max - new_max);
             den *= correction;
-            for (var c = 0u; c < dv4; c++) { acc[c] *= correction; }
-            for (var jj = 0u; jj < nb; jj++) {
-                let w = exp(s[jj] - new_max);
-                den += w;
-                for (var c = 0u; c < dv4; c++) { acc[c] += w * tile[values_at + jj * dv4 + c]; }
+            for (var c = 0u; c < DV4; c++) { acc[c] *= correction; }
+            for (var jj = 0u; jj < BLOCK; jj++) {
+                if (s[jj] > LOWEST) {
+                    let w = exp(s[jj] - new_max);
+                    den += w;
+                    for (var c = 0u; c < DV4; c++) { acc[c] += w * tile[BLOCK * D4 + jj * DV4 + c]; }
+                }
             }
             run_max = new_max;
         }
         workgroupBarrier();
     }
-    if (valid) {
-        let o_row = (z * p.len + t) * p.value_dim;
-        for (var c = 0u; c < p.value_dim; c++) { out[o_row + c] = acc[c / 4u][c % 4u] / den; }
+    if (!valid) { return; }
+    if (p.key_last < p.len) {
+        for (var c = 0u; c < DV4; c++) { carry[carried + c] = acc[c]; }
+        carry[carried + DV4] = vec4<f32>(run_max, den, 0.0, 0.0);
+    } else {
+        for (var c = 0u; c < p.value_dim; c++) { out[row * p.value_dim + c] = acc[c / 4u][c % 4u] / den; }
     }
 }

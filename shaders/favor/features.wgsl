@@ -1,14 +1,15 @@
-// Stabilised random features (math.md §1.3, §1.5), one invocation per projection a[row, i].
-// Per-row positive factors on queries and one shared factor on all keys of a problem cancel in the
-// output, so the constant m^(-1/2) and the query's own exp(-|q~|^2/2) are dropped:
-//   softmax, query: exp(a - max_i a)                      (<= 1)
-//   softmax, key:   exp(a - |k~|^2/2 - gamma[z])          (gamma = max over the problem's keys)
-//   trig, query:    [cos a, sin a]
-//   trig, key:      exp(|k~|^2/2 - gamma[z]) [cos a, sin a]
-//   relu:           max(a, 0) + eps
+// Stabilised random features (math.md §1.3, §1.5), one invocation per projection a[row, i] of the
+// rows t < rows of each problem. Each row is scaled by its own positive factor: for queries it
+// cancels in the output, for keys it is carried as the row's offset g_j (the decay exp(g_j - gamma)
+// restores it later), so the constant m^(-1/2) and exp(-|q~|^2/2) are dropped:
+//   softmax query: exp(a - max_i a)            softmax key: exp(a - |k~|^2/2 - g_j)   (<= 1)
+//   trig:          [cos a, sin a]              relu:        max(a, 0) + eps
 // Every exponent is <= 0, so nothing overflows.
 
-struct Features { rows: u32, len: u32, features: u32, kernel: u32, is_key: u32, eps: f32, _pad0: u32, _pad1: u32 }
+struct Features {
+    rows: u32, problems: u32, scratch_rows: u32, features: u32,
+    kernel: u32, is_key: u32, eps: f32, _pad: u32,
+}
 
 const SOFTMAX: u32 = 0u;
 const TRIG: u32 = 1u;
@@ -16,30 +17,27 @@ const TRIG: u32 = 1u;
 @group(0) @binding(0) var<uniform> p: Features;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> half_sq: array<f32>;
-@group(0) @binding(3) var<storage, read> row_max: array<f32>;
-@group(0) @binding(4) var<storage, read> gamma: array<f32>;
-@group(0) @binding(5) var<storage, read_write> phi: array<f32>;
+@group(0) @binding(3) var<storage, read> offset: array<f32>;
+@group(0) @binding(4) var<storage, read_write> phi: array<f32>;
 
 @compute @workgroup_size(256)
 fn features(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let e = (wg.y * nwg.x + wg.x) * 256u + lid;
-    if (e >= p.rows * p.features) { return; }
-    let row = e / p.features;
+    if (e >= p.problems * p.rows * p.features) { return; }
     let i = e % p.features;
-    let ai = a[e];
-    let z = row / p.len;
+    let zt = e / p.features;
+    let row = (zt / p.rows) * p.scratch_rows + zt % p.rows;
+    let ai = a[row * p.features + i];
     if (p.kernel == SOFTMAX) {
-        var offset = row_max[row];
-        if (p.is_key != 0u) { offset = half_sq[row] + gamma[z]; }
-        phi[e] = exp(ai - offset);
+        var shift = offset[row];
+        if (p.is_key != 0u) { shift += half_sq[row]; }
+        phi[row * p.features + i] = exp(ai - shift);
     } else if (p.kernel == TRIG) {
-        var scale = 1.0;
-        if (p.is_key != 0u) { scale = exp(half_sq[row] - gamma[z]); }
         let out = row * 2u * p.features;
-        phi[out + i] = scale * cos(ai);
-        phi[out + p.features + i] = scale * sin(ai);
+        phi[out + i] = cos(ai);
+        phi[out + p.features + i] = sin(ai);
     } else {
-        phi[e] = max(ai, 0.0) + p.eps;
+        phi[row * p.features + i] = max(ai, 0.0) + p.eps;
     }
 }

@@ -1,33 +1,49 @@
-// Per-row statistics of random-feature projections, one invocation per row (z, t):
-//   half_sq[row] = |x~|^2 / 2 with x~ = x d^(-1/4), i.e. |x|^2 / (2 sqrt(d));
-//   row_max[row] = max_i (a_i - shift), shift = half_sq for keys and 0 for queries,
-// where a = x~ W^T was computed by the GEMM. These are the stabiliser offsets of math.md §1.5.
+// Per-row statistics of random-feature projections, one invocation per row t < rows of problem z:
+//   half_sq = |x~|^2 / 2 with x~ = x d^(-1/4), i.e. |x|^2 / (2 sqrt(d));
+//   offset  = the row's stabiliser (math.md §1.5):
+//     QUERY_MAX: max_i a_i (softmax queries)        KEY_MAX: max_i a_i - half_sq (softmax keys)
+//     HALF_SQ:   half_sq (trig keys)                 ZERO: 0 (relu, trig queries)
+// where a = x~ W^T came from the GEMM. Row t of problem z is x[x_off + z * x_stride + t * dim] in
+// the input and row z * scratch_rows + t in the scratch buffers.
 
-struct RowStats { rows: u32, dim: u32, features: u32, subtract_half_sq: u32 }
+struct RowStats {
+    rows: u32, problems: u32, scratch_rows: u32, dim: u32,
+    features: u32, kind: u32, x_off: u32, x_stride: u32,
+}
+
+const QUERY_MAX: u32 = 0u;
+const KEY_MAX: u32 = 1u;
+const HALF_SQ: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: RowStats;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read_write> half_sq: array<f32>;
-@group(0) @binding(4) var<storage, read_write> row_max: array<f32>;
+@group(0) @binding(4) var<storage, read_write> offset: array<f32>;
 
 @compute @workgroup_size(64)
 fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let row = (wg.y * nwg.x + wg.x) * 64u + lid;
-    if (row >= p.rows) { return; }
+    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    if (e >= p.rows * p.problems) { return; }
+    let z = e / p.rows;
+    let t = e % p.rows;
+    let row = z * p.scratch_rows + t;
+    let x0 = p.x_off + z * p.x_stride + t * p.dim;
     var sq = 0.0;
     for (var c = 0u; c < p.dim; c++) {
-        let v = x[row * p.dim + c];
+        let v = x[x0 + c];
         sq += v * v;
     }
     let hs = sq / (2.0 * sqrt(f32(p.dim)));
-    var shift = 0.0;
-    if (p.subtract_half_sq != 0u) { shift = hs; }
-    var best = a[row * p.features] - shift;
+    var best = a[row * p.features];
     for (var i = 1u; i < p.features; i++) {
-        best = max(best, a[row * p.features + i] - shift);
+        best = max(best, a[row * p.features + i]);
     }
+    var off = 0.0;
+    if (p.kind == QUERY_MAX) { off = best; }
+    if (p.kind == KEY_MAX) { off = best - hs; }
+    if (p.kind == HALF_SQ) { off = hs; }
     half_sq[row] = hs;
-    row_max[row] = best;
+    offset[row] = off;
 }

@@ -8,7 +8,12 @@ use ortho_ref::random::Gaussian;
 /// Without any, tests print "skipped: no GPU adapter" and pass, unless `ORTHO_REQUIRE_GPU=1`.
 pub fn gpu_engines() -> Vec<Engine> {
     let env = EngineOptions::from_env().expect("ORTHO_BACKEND");
-    let wanted = [BackendChoice::Vulkan, BackendChoice::Metal, BackendChoice::Dx12, BackendChoice::Gl];
+    let wanted = [
+        BackendChoice::Vulkan,
+        BackendChoice::Metal,
+        BackendChoice::Dx12,
+        BackendChoice::Gl,
+    ];
     let engines: Vec<Engine> = wanted
         .into_iter()
         .filter(|b| env.backend == BackendChoice::Auto || env.backend == *b)
@@ -22,7 +27,10 @@ pub fn gpu_engines() -> Vec<Engine> {
         })
         .collect();
     if engines.is_empty() {
-        assert!(!env.require_gpu, "ORTHO_REQUIRE_GPU=1 but no GPU adapter could be opened");
+        assert!(
+            !env.require_gpu,
+            "ORTHO_REQUIRE_GPU=1 but no GPU adapter could be opened"
+        );
         eprintln!("skipped: no GPU adapter");
     }
     engines

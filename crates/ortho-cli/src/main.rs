@@ -6,12 +6,16 @@ mod validate;
 
 use clap::{Args, Parser, Subcommand};
 use ortho::random::{Scaling, projection};
-use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel};
+use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, Schedule};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ortho", version, about = "GPU kernels for random-feature attention and orthogonal matrices")]
+#[command(
+    name = "ortho",
+    version,
+    about = "GPU kernels for random-feature attention and orthogonal matrices"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,9 +82,16 @@ struct FavorArgs {
     /// softmax (FAVOR+), trig (FAVOR) or relu.
     #[arg(long, default_value = "softmax", value_parser = |s: &str| s.parse::<Kernel>().map_err(|e| e.to_string()))]
     kernel: Kernel,
-    /// Causal attention (each token sees itself and the past).
+    /// Causal attention (each token sees itself and the past), through random-feature prefix sums.
     #[arg(long)]
     causal: bool,
+    /// Tokens per chunk of causal attention (default 64).
+    #[arg(long, requires = "causal")]
+    chunk: Option<usize>,
+    /// How causal chunks are walked: auto, parallel (every chunk at once) or sequential (one at a
+    /// time; scratch independent of L).
+    #[arg(long, default_value = "auto", requires = "causal", value_parser = |s: &str| s.parse::<Schedule>().map_err(|e| e.to_string()))]
+    schedule: Schedule,
     #[command(flatten)]
     backend: Backend,
 }
@@ -102,7 +113,9 @@ fn engine(b: &Backend) -> Result<Engine, String> {
     }
     let engine = Engine::with_options(&options).map_err(|e| e.to_string())?;
     match engine.fallback_reason() {
-        Some(reason) if options.backend != BackendChoice::Cpu => eprintln!("ortho: running on the CPU reference: {reason}"),
+        Some(reason) if options.backend != BackendChoice::Cpu => {
+            eprintln!("ortho: running on the CPU reference: {reason}")
+        }
         _ => eprintln!("ortho: {}", engine.describe()),
     }
     Ok(engine)
@@ -142,8 +155,13 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
     let w = match (&a.projection, a.features) {
         (Some(path), _) => npy::read(path, "projection")?,
         (None, Some(m)) => {
-            let d = *q.shape().last().ok_or("q: expected shape [L, d] or [B, H, L, d], got []")?;
-            let w = projection(m, d, a.scaling, a.seed).map_err(|e| e.to_string())?.to_f32();
+            let d = *q
+                .shape()
+                .last()
+                .ok_or("q: expected shape [L, d] or [B, H, L, d], got []")?;
+            let w = projection(m, d, a.scaling, a.seed)
+                .map_err(|e| e.to_string())?
+                .to_f32();
             if let Some(path) = &a.save_projection {
                 npy::write(path, &w)?;
             }
@@ -155,8 +173,12 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
     let options = FavorOptions {
         kernel: a.kernel,
         causal: a.causal,
+        chunk: a.chunk,
+        schedule: a.schedule,
     };
-    let out = engine.favor(&q, &k, &v, &w, &options).map_err(|e| e.to_string())?;
+    let out = engine
+        .favor(&q, &k, &v, &w, &options)
+        .map_err(|e| e.to_string())?;
     npy::write(&a.qkv.out, &out)
 }
 
@@ -165,7 +187,9 @@ fn attention(a: &AttentionArgs) -> Result<(), String> {
     let k = npy::read(&a.qkv.k, "k")?;
     let v = npy::read(&a.qkv.v, "v")?;
     let engine = engine(&a.backend)?;
-    let out = engine.exact_attention(&q, &k, &v, a.causal).map_err(|e| e.to_string())?;
+    let out = engine
+        .exact_attention(&q, &k, &v, a.causal)
+        .map_err(|e| e.to_string())?;
     npy::write(&a.qkv.out, &out)
 }
 

@@ -49,7 +49,10 @@ impl std::str::FromStr for Kernel {
             "relu" => Ok(Kernel::Relu {
                 eps: Kernel::DEFAULT_RELU_EPS,
             }),
-            _ => Err(Error::argument("kernel", format!("'{s}' is not one of softmax, trig, relu"))),
+            _ => Err(Error::argument(
+                "kernel",
+                format!("'{s}' is not one of softmax, trig, relu"),
+            )),
         }
     }
 }
@@ -93,11 +96,18 @@ impl AttentionShape {
         }
         let [vb, vh, vl, dv] = four("v", v)?;
         if [vb, vh, vl] != [b, h, l] {
-            return Err(Error::shape("v", format!("[{b}, {h}, {l}, dv] to match q"), v));
+            return Err(Error::shape(
+                "v",
+                format!("[{b}, {h}, {l}, dv] to match q"),
+                v,
+            ));
         }
         for (name, n) in [("B", b), ("H", h), ("L", l), ("d", d), ("dv", dv)] {
             if n == 0 {
-                return Err(Error::argument(name, "every dimension of q, k and v must be at least 1"));
+                return Err(Error::argument(
+                    name,
+                    "every dimension of q, k and v must be at least 1",
+                ));
             }
         }
         let (features, projection_heads) = match w {
@@ -105,7 +115,11 @@ impl AttentionShape {
             Some(&[m, wd]) if wd == d && m > 0 => (m, 1),
             Some(&[wh, m, wd]) if wh == h && wd == d && m > 0 => (m, h),
             Some(s) => {
-                return Err(Error::shape("projection", format!("[m, {d}] or [{h}, m, {d}] with m >= 1"), s));
+                return Err(Error::shape(
+                    "projection",
+                    format!("[m, {d}] or [{h}, m, {d}] with m >= 1"),
+                    s,
+                ));
             }
         };
         Ok(AttentionShape {
@@ -174,7 +188,9 @@ pub fn stabilised_features(
     let mut pk = vec![0.0; l * f];
     match kernel {
         Kernel::Softmax => {
-            let gamma = (0..l * m).map(|x| ak[x] - kk[x / m]).fold(f64::NEG_INFINITY, f64::max);
+            let gamma = (0..l * m)
+                .map(|x| ak[x] - kk[x / m])
+                .fold(f64::NEG_INFINITY, f64::max);
             for t in 0..l {
                 let row = &aq[t * m..(t + 1) * m];
                 let beta = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -208,10 +224,193 @@ pub fn stabilised_features(
     (pq, pk)
 }
 
+/// Query features, key features each with its own offset, and the key offsets `g_j`, for causal
+/// attention (math.md §1.5): `phi(q_t) . phi(k_j) ∝ phi^(q_t) . phi^(k_j) exp(g_j)`, with the row
+/// factors of `q_t` dropped. `softmax`: `g_j = max_i a_ji - |k~_j|^2/2`, so every key feature is
+/// `<= 1`; `trig`: `g_j = |k~_j|^2/2` and the key features are `[cos, sin]`; `relu`: `g_j = 0`.
+pub fn causal_features(
+    kernel: Kernel,
+    q: &[f64],
+    k: &[f64],
+    w: &[f64],
+    l: usize,
+    d: usize,
+    m: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (aq, _) = projections(q, w, l, d, m);
+    let (ak, kk) = projections(k, w, l, d, m);
+    let f = kernel.feature_count(m);
+    let mut pq = vec![0.0; l * f];
+    let mut pk = vec![0.0; l * f];
+    let mut g = vec![0.0; l];
+    for t in 0..l {
+        let (qa, ka) = (&aq[t * m..(t + 1) * m], &ak[t * m..(t + 1) * m]);
+        match kernel {
+            Kernel::Softmax => {
+                let beta = qa.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                g[t] = ka.iter().copied().fold(f64::NEG_INFINITY, f64::max) - kk[t];
+                for i in 0..m {
+                    pq[t * f + i] = (qa[i] - beta).exp();
+                    pk[t * f + i] = (ka[i] - kk[t] - g[t]).exp();
+                }
+            }
+            Kernel::Trig => {
+                g[t] = kk[t];
+                for i in 0..m {
+                    (pq[t * f + m + i], pq[t * f + i]) = qa[i].sin_cos();
+                    (pk[t * f + m + i], pk[t * f + i]) = ka[i].sin_cos();
+                }
+            }
+            Kernel::Relu { eps } => {
+                for i in 0..m {
+                    pq[t * f + i] = qa[i].max(0.0) + eps;
+                    pk[t * f + i] = ka[i].max(0.0) + eps;
+                }
+            }
+        }
+    }
+    (pq, pk, g)
+}
+
+/// The causal prefix state after some tokens, per problem (math.md §1.4–1.6):
+/// `S = sum_{j seen} phi^(k_j) exp(g_j - gamma) [v_j | 1]^T` (`[f, dv + 1]`, the last column is `z`)
+/// and `gamma = max_{j seen} g_j`. Feeding it back continues the sequence where it stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CausalState {
+    pub problems: usize,
+    pub features: usize,
+    pub value_dim: usize,
+    /// `[problems, features, value_dim + 1]`.
+    pub s: Vec<f64>,
+    /// `[problems]`; `-inf` before any token.
+    pub gamma: Vec<f64>,
+}
+
+impl CausalState {
+    /// The state before any token.
+    pub fn new(problems: usize, features: usize, value_dim: usize) -> Self {
+        CausalState {
+            problems,
+            features,
+            value_dim,
+            s: vec![0.0; problems * features * (value_dim + 1)],
+            gamma: vec![f64::NEG_INFINITY; problems],
+        }
+    }
+
+    /// Checks that this state continues problems of shape `s` under `kernel`.
+    pub fn check(&self, s: &AttentionShape, kernel: Kernel) -> Result<()> {
+        let want = (s.problems(), kernel.feature_count(s.features), s.value_dim);
+        if (self.problems, self.features, self.value_dim) != want {
+            return Err(Error::argument(
+                "state",
+                format!(
+                    "a causal state for {} problems, {} features and dv = {} cannot continue one with {}, {} and {}",
+                    self.problems, self.features, self.value_dim, want.0, want.1, want.2
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Causal random-feature attention computed chunk by chunk (math.md §1.6): inside a chunk of `chunk`
+/// tokens the masked `C x C` block with the decay `exp(g_j - gamma_t)`, across chunks the carried
+/// state rescaled whenever the prefix max grows. `chunk = 1` is the pure recurrence, `chunk >= L`
+/// the masked quadratic form. With `state`, the call continues from it and leaves the state after
+/// its last token there.
+pub fn favor_causal(
+    q: &Tensor<f64>,
+    k: &Tensor<f64>,
+    v: &Tensor<f64>,
+    w: &Tensor<f64>,
+    kernel: Kernel,
+    chunk: usize,
+    state: Option<&mut CausalState>,
+) -> Result<Tensor<f64>> {
+    let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), Some(w.shape()))?;
+    check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w)])?;
+    if chunk == 0 {
+        return Err(Error::argument(
+            "chunk",
+            "the chunk size must be at least 1",
+        ));
+    }
+    let (l, d, dv, m) = (s.len, s.dim, s.value_dim, s.features);
+    let f = kernel.feature_count(m);
+    let mut fresh = CausalState::new(s.problems(), f, dv);
+    let state = match state {
+        Some(st) => {
+            st.check(&s, kernel)?;
+            st
+        }
+        None => &mut fresh,
+    };
+    let width = dv + 1;
+    let mut z = 0;
+    let out = for_each_problem(&s, q, k, v, Some(w), |p, o| {
+        let (pq, pk, g) = causal_features(kernel, p.q, p.k, p.w, l, d, m);
+        let st = &mut state.s[z * f * width..(z + 1) * f * width];
+        let mut gamma = state.gamma[z];
+        let vrow = |j: usize, c: usize| if c == dv { 1.0 } else { p.v[j * dv + c] };
+        for c0 in (0..l).step_by(chunk) {
+            let c1 = (c0 + chunk).min(l);
+            // gamma_t: the prefix max of the key offsets, carried across chunks.
+            let mut prefix = vec![0.0; c1 - c0];
+            let mut run = gamma;
+            for t in c0..c1 {
+                run = run.max(g[t]);
+                prefix[t - c0] = run;
+            }
+            for t in c0..c1 {
+                let gt = prefix[t - c0];
+                let mut acc = vec![0.0; width];
+                let inter = (gamma - gt).exp();
+                for i in 0..f {
+                    let x = pq[t * f + i] * inter;
+                    for c in 0..width {
+                        acc[c] += x * st[i * width + c];
+                    }
+                }
+                for j in c0..=t {
+                    let a: f64 = (0..f).map(|i| pq[t * f + i] * pk[j * f + i]).sum::<f64>()
+                        * (g[j] - gt).exp();
+                    for c in 0..width {
+                        acc[c] += a * vrow(j, c);
+                    }
+                }
+                for c in 0..dv {
+                    o[t * dv + c] = normalise(acc[c], acc[dv]);
+                }
+            }
+            let new_gamma = prefix[c1 - c0 - 1];
+            let decay = (gamma - new_gamma).exp();
+            st.iter_mut().for_each(|x| *x *= decay);
+            for j in c0..c1 {
+                let scale = (g[j] - new_gamma).exp();
+                for i in 0..f {
+                    let x = pk[j * f + i] * scale;
+                    for c in 0..width {
+                        st[i * width + c] += x * vrow(j, c);
+                    }
+                }
+            }
+            gamma = new_gamma;
+        }
+        state.gamma[z] = gamma;
+        z += 1;
+    });
+    Tensor::new(&s.output_shape(q.shape().len()), out)
+}
+
 /// `num / den`, or 0 where the denominator vanished (every term underflowed, or a `trig` estimate
 /// cancelled exactly): a finite input never gives a NaN.
 fn normalise(num: f64, den: f64) -> f64 {
-    if den == 0.0 || !den.is_finite() { 0.0 } else { num / den }
+    if den == 0.0 || !den.is_finite() {
+        0.0
+    } else {
+        num / den
+    }
 }
 
 struct Problem<'a> {
@@ -322,8 +521,12 @@ pub fn favor_quadratic(
                 let a: f64 = (0..m)
                     .map(|i| match kernel {
                         Kernel::Softmax => (exponent(j, i) - top).exp(),
-                        Kernel::Trig => (exponent(j, i) - top).exp() * (aq[t * m + i] - ak[j * m + i]).cos(),
-                        Kernel::Relu { eps } => (aq[t * m + i].max(0.0) + eps) * (ak[j * m + i].max(0.0) + eps),
+                        Kernel::Trig => {
+                            (exponent(j, i) - top).exp() * (aq[t * m + i] - ak[j * m + i]).cos()
+                        }
+                        Kernel::Relu { eps } => {
+                            (aq[t * m + i].max(0.0) + eps) * (ak[j * m + i].max(0.0) + eps)
+                        }
                     })
                     .sum();
                 den += a;
@@ -341,7 +544,12 @@ pub fn favor_quadratic(
 
 /// Exact softmax attention (math.md §1.7): `o_t = sum_j exp(q_t.k_j/sqrt(d)) v_j / sum_j exp(...)`,
 /// over all `j` or `j <= t`, with the max trick per row.
-pub fn exact(q: &Tensor<f64>, k: &Tensor<f64>, v: &Tensor<f64>, causal: bool) -> Result<Tensor<f64>> {
+pub fn exact(
+    q: &Tensor<f64>,
+    k: &Tensor<f64>,
+    v: &Tensor<f64>,
+    causal: bool,
+) -> Result<Tensor<f64>> {
     let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), None)?;
     check_inputs(&[("q", q), ("k", k), ("v", v)])?;
     let (l, d, dv) = (s.len, s.dim, s.value_dim);
@@ -352,9 +560,16 @@ pub fn exact(q: &Tensor<f64>, k: &Tensor<f64>, v: &Tensor<f64>, causal: bool) ->
             let keys = if causal { t + 1 } else { l };
             let qt = &p.q[t * d..(t + 1) * d];
             for j in 0..keys {
-                scores[j] = scale * qt.iter().zip(&p.k[j * d..(j + 1) * d]).map(|(a, b)| a * b).sum::<f64>();
+                scores[j] = scale
+                    * qt.iter()
+                        .zip(&p.k[j * d..(j + 1) * d])
+                        .map(|(a, b)| a * b)
+                        .sum::<f64>();
             }
-            let top = scores[..keys].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let top = scores[..keys]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
             let mut den = 0.0;
             let row = &mut o[t * dv..(t + 1) * dv];
             for j in 0..keys {
@@ -373,7 +588,12 @@ pub fn exact(q: &Tensor<f64>, k: &Tensor<f64>, v: &Tensor<f64>, causal: bool) ->
 /// Flops of bidirectional random-feature attention: the two projections, `phi(K)^T [V|1]` and
 /// `phi(Q) kv`.
 pub fn favor_flops(s: &AttentionShape, kernel: Kernel) -> f64 {
-    let (z, l, d, dv) = (s.problems() as f64, s.len as f64, s.dim as f64, s.value_dim as f64);
+    let (z, l, d, dv) = (
+        s.problems() as f64,
+        s.len as f64,
+        s.dim as f64,
+        s.value_dim as f64,
+    );
     let m = s.features as f64;
     let f = kernel.feature_count(s.features) as f64;
     z * (2.0 * 2.0 * l * d * m + 2.0 * 2.0 * l * f * (dv + 1.0))
@@ -381,7 +601,12 @@ pub fn favor_flops(s: &AttentionShape, kernel: Kernel) -> f64 {
 
 /// Flops of exact attention: `Q K^T` and `P V`, halved when causal.
 pub fn exact_flops(s: &AttentionShape, causal: bool) -> f64 {
-    let (z, l, d, dv) = (s.problems() as f64, s.len as f64, s.dim as f64, s.value_dim as f64);
+    let (z, l, d, dv) = (
+        s.problems() as f64,
+        s.len as f64,
+        s.dim as f64,
+        s.value_dim as f64,
+    );
     let pairs = if causal { l * (l + 1.0) / 2.0 } else { l * l };
     z * pairs * 2.0 * (d + dv)
 }
@@ -419,6 +644,57 @@ mod tests {
     }
 
     #[test]
+    fn chunked_causal_equals_quadratic_and_recurrence() {
+        let (b, h, l, d, dv, m) = (1, 2, 23, 4, 3, 6);
+        let q = gaussian(&[b, h, l, d], 0.8, 11);
+        let k = gaussian(&[b, h, l, d], 0.8, 12);
+        let v = gaussian(&[b, h, l, dv], 1.0, 13);
+        let w = crate::random::projection_per_head(h, m, d, Scaling::Chi, 14).unwrap();
+        for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: 1e-3 }] {
+            let quad = favor_quadratic(&q, &k, &v, &w, kernel, true).unwrap();
+            for chunk in [1, 2, 5, 8, 23, 64] {
+                let got = favor_causal(&q, &k, &v, &w, kernel, chunk, None).unwrap();
+                let err = relative_frobenius(got.data(), quad.data());
+                assert!(err < 1e-12, "{kernel:?} chunk {chunk}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_in_pieces_equals_one_shot() {
+        let (l, d, dv, m) = (19, 3, 2, 5);
+        let q = gaussian(&[1, 1, l, d], 1.0, 21);
+        let k = gaussian(&[1, 1, l, d], 1.0, 22);
+        let v = gaussian(&[1, 1, l, dv], 1.0, 23);
+        let w = projection(m, d, Scaling::Chi, 24).unwrap();
+        let one_shot = favor_causal(&q, &k, &v, &w, Kernel::Softmax, 4, None).unwrap();
+        let slice = |t: &Tensor<f64>, a: usize, b: usize| {
+            let c = t.shape()[3];
+            Tensor::new(&[1, 1, b - a, c], t.data()[a * c..b * c].to_vec()).unwrap()
+        };
+        let mut state = CausalState::new(1, m, dv);
+        let mut out = Vec::new();
+        for (a, b) in [(0, 1), (1, 7), (7, 8), (8, 19)] {
+            let o = favor_causal(
+                &slice(&q, a, b),
+                &slice(&k, a, b),
+                &slice(&v, a, b),
+                &w,
+                Kernel::Softmax,
+                3,
+                Some(&mut state),
+            )
+            .unwrap();
+            out.extend_from_slice(o.data());
+        }
+        assert!(relative_frobenius(&out, one_shot.data()) < 1e-13);
+        let wrong = CausalState::new(1, m + 1, dv);
+        assert!(
+            favor_causal(&q, &k, &v, &w, Kernel::Softmax, 4, Some(&mut wrong.clone())).is_err()
+        );
+    }
+
+    #[test]
     fn softmax_features_with_huge_exponents_stay_finite() {
         let (l, d, dv, m) = (6, 4, 3, 8);
         let q = gaussian(&[l, d], 30.0, 5);
@@ -452,7 +728,9 @@ mod tests {
         let err = exact(&q, &k, &v, false).unwrap_err().to_string();
         assert!(err.starts_with("k:"), "{err}");
         let w = Tensor::<f64>::zeros(&[3, 3]);
-        let err = favor(&q, &q, &v, &w, Kernel::Softmax).unwrap_err().to_string();
+        let err = favor(&q, &q, &v, &w, Kernel::Softmax)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("projection:"), "{err}");
     }
 
@@ -462,6 +740,8 @@ mod tests {
         q.data_mut()[4] = f64::NAN;
         let k = Tensor::<f64>::zeros(&[2, 3]);
         let err = exact(&q, &k, &k, false).unwrap_err();
-        assert!(matches!(err, Error::NonFinite { ref tensor, ref index, .. } if tensor == "q" && index == &vec![1, 1]));
+        assert!(
+            matches!(err, Error::NonFinite { ref tensor, ref index, .. } if tensor == "q" && index == &vec![1, 1])
+        );
     }
 }

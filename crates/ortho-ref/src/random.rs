@@ -34,7 +34,10 @@ impl std::str::FromStr for Scaling {
             "chi" => Ok(Scaling::Chi),
             "sqrt-d" => Ok(Scaling::SqrtD),
             "iid" => Ok(Scaling::Iid),
-            _ => Err(Error::argument("scaling", format!("'{s}' is not one of chi, sqrt-d, iid"))),
+            _ => Err(Error::argument(
+                "scaling",
+                format!("'{s}' is not one of chi, sqrt-d, iid"),
+            )),
         }
     }
 }
@@ -196,5 +199,10 @@ mod golden {
         assert_eq!(bits[..4], PINNED);
     }
 
-    const PINNED: [u64; 4] = [0x3feeffb9550fe969, 0xbfcdd3b9335980ff, 0x3fea1fb83f78073b, 0x3fed9e093281ec22];
+    const PINNED: [u64; 4] = [
+        0x3feeffb9550fe969,
+        0xbfcdd3b9335980ff,
+        0x3fea1fb83f78073b,
+        0x3fed9e093281ec22,
+    ];
 }

@@ -73,7 +73,9 @@ impl EngineOptions {
         };
         Ok(EngineOptions {
             backend,
-            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME")
+                .ok()
+                .filter(|s| !s.is_empty()),
             require_gpu: std::env::var("ORTHO_REQUIRE_GPU").is_ok_and(|v| v == "1"),
         })
     }
@@ -105,7 +107,9 @@ impl AdapterReport {
             backend: format!("{:?}", info.backend),
             name: info.name,
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
             f16: f.contains(wgpu::Features::SHADER_F16),
             f64: f.contains(wgpu::Features::SHADER_F64),
             subgroups: f.contains(wgpu::Features::SUBGROUP),
@@ -160,11 +164,15 @@ impl Engine {
     pub async fn with_options_async(options: &EngineOptions) -> Result<Engine> {
         if options.backend == BackendChoice::Cpu {
             if options.require_gpu {
-                return Err(Error::NoAdapter("the CPU backend was chosen but a GPU is required".into()));
+                return Err(Error::NoAdapter(
+                    "the CPU backend was chosen but a GPU is required".into(),
+                ));
             }
             return Ok(Engine::cpu("the CPU backend was chosen"));
         }
-        let mut adapters = instance().enumerate_adapters(options.backend.backends()).await;
+        let mut adapters = instance()
+            .enumerate_adapters(options.backend.backends())
+            .await;
         let all: Vec<String> = adapters.iter().map(|a| AdapterReport::of(a).name).collect();
         if let Some(want) = &options.adapter_name {
             let want = want.to_lowercase();
@@ -184,7 +192,11 @@ impl Engine {
                     .as_ref()
                     .map(|n| format!(" named like '{n}'"))
                     .unwrap_or_default(),
-                if all.is_empty() { "none".to_string() } else { all.join(", ") }
+                if all.is_empty() {
+                    "none".to_string()
+                } else {
+                    all.join(", ")
+                }
             );
             if options.require_gpu {
                 return Err(Error::NoAdapter(reason));
@@ -285,7 +297,10 @@ impl Engine {
 
     /// Live and peak bytes of the buffer pool (zero on the CPU).
     pub fn pool_stats(&self) -> PoolStats {
-        self.gpu.as_ref().map(|g| g.pool.stats()).unwrap_or_default()
+        self.gpu
+            .as_ref()
+            .map(|g| g.pool.stats())
+            .unwrap_or_default()
     }
 
     /// Starts a new peak measurement from the bytes live now.
@@ -323,7 +338,10 @@ impl Engine {
         let bytes = 4 * shape.iter().product::<usize>() as u64;
         self.check_binding("a tensor", bytes)?;
         let gpu = self.gpu("allocating a tensor")?;
-        Ok(GpuTensor::pooled(gpu.pool.get(BufferKind::Storage, bytes), shape))
+        Ok(GpuTensor::pooled(
+            gpu.pool.get(BufferKind::Storage, bytes),
+            shape,
+        ))
     }
 
     /// Copies a host tensor to the GPU, rejecting non-finite values.
@@ -332,7 +350,8 @@ impl Engine {
         let out = self.empty(t.shape())?;
         let gpu = self.gpu("upload")?;
         if !t.is_empty() {
-            gpu.queue.write_buffer(out.buffer(), 0, bytemuck::cast_slice(t.data()));
+            gpu.queue
+                .write_buffer(out.buffer(), 0, bytemuck::cast_slice(t.data()));
         }
         Ok(out)
     }
@@ -383,16 +402,25 @@ impl Engine {
 
     /// Records `record` into a fresh encoder, submits it, and turns any wgpu validation or
     /// out-of-memory error raised on the way into an [`Error::Gpu`] naming `op`.
-    pub(crate) fn submit<T>(&self, op: &str, record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>) -> Result<T> {
+    pub(crate) fn submit<T>(
+        &self,
+        op: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<T> {
         let gpu = self.gpu(op)?;
         let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
         let result = record(&mut encoder);
         if result.is_ok() {
             gpu.queue.submit([encoder.finish()]);
         }
-        let errors = [pollster::block_on(validation.pop()), pollster::block_on(oom.pop())];
+        let errors = [
+            pollster::block_on(validation.pop()),
+            pollster::block_on(oom.pop()),
+        ];
         if let Some(e) = errors.into_iter().flatten().next() {
             return Err(Error::Gpu {
                 op: op.to_string(),

@@ -8,16 +8,17 @@ use crate::shaders::dispatch;
 use crate::tensor::GpuTensor;
 use ortho_ref::{Error as InputError, Tensor};
 
-/// Element `(i, p)` of batch `z` sits at `offset + (z % batch_mod) * batch_stride + i * row_stride
-/// + p * col_stride` (in f32 elements).
+/// Element `(i, p)` of batch `z` sits at `base(z) + i * row_stride + p * col_stride` (in f32
+/// elements), with `base(z) = offset + (z / inner) * outer + (z % inner) * inner_stride`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Operand<'a> {
     pub buffer: &'a wgpu::Buffer,
-    pub offset: u32,
-    pub batch_stride: u32,
-    pub row_stride: u32,
-    pub col_stride: u32,
-    pub batch_mod: u32,
+    pub offset: usize,
+    pub outer: usize,
+    pub inner: usize,
+    pub inner_stride: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
 }
 
 impl<'a> Operand<'a> {
@@ -26,10 +27,11 @@ impl<'a> Operand<'a> {
         Operand {
             buffer,
             offset: 0,
-            batch_stride: (rows * cols) as u32,
-            row_stride: cols as u32,
+            outer: rows * cols,
+            inner: 1,
+            inner_stride: 0,
+            row_stride: cols,
             col_stride: 1,
-            batch_mod: u32::MAX,
         }
     }
 
@@ -45,7 +47,28 @@ impl<'a> Operand<'a> {
     /// Batch `z` reads matrix `z % n` (1 broadcasts one matrix to every batch).
     pub fn cycle(self, n: usize) -> Self {
         Operand {
-            batch_mod: n as u32,
+            inner: n,
+            inner_stride: self.outer,
+            outer: 0,
+            ..self
+        }
+    }
+
+    /// Starts `elements` further into the buffer.
+    pub fn at(self, elements: usize) -> Self {
+        Operand {
+            offset: self.offset + elements,
+            ..self
+        }
+    }
+
+    /// Batch `z * count + c` reads chunk `first + c` of problem `z`, chunks `stride` elements apart
+    /// (the problem stride stays `outer`).
+    pub fn chunks(self, first: usize, count: usize, stride: usize) -> Self {
+        Operand {
+            offset: self.offset + first * stride,
+            inner: count,
+            inner_stride: stride,
             ..self
         }
     }
@@ -81,29 +104,39 @@ impl Gemm {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct OperandParams([u32; 8]);
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     m: u32,
     n: u32,
     k: u32,
     z_base: u32,
-    a: [u32; 4],
-    b: [u32; 4],
-    c: [u32; 4],
-    a_mod: u32,
-    b_mod: u32,
-    c_mod: u32,
+    a: OperandParams,
+    b: OperandParams,
+    c: OperandParams,
     b_ones_col: u32,
     alpha: f32,
     beta: f32,
     diag: f32,
-    _pad: u32,
 }
 
 const TILE: usize = 64;
 const MAX_GROUPS: usize = 65_535;
 
-fn strides(o: &Operand) -> [u32; 4] {
-    [o.offset, o.batch_stride, o.row_stride, o.col_stride]
+fn operand(o: &Operand) -> OperandParams {
+    let u = |x: usize| x as u32;
+    OperandParams([
+        u(o.offset),
+        u(o.outer),
+        u(o.inner),
+        u(o.inner_stride),
+        u(o.row_stride),
+        u(o.col_stride),
+        0,
+        0,
+    ])
 }
 
 pub(crate) fn record_gemm(
@@ -132,17 +165,13 @@ pub(crate) fn record_gemm(
             n: g.n as u32,
             k: g.k as u32,
             z_base: z_base as u32,
-            a: strides(&a),
-            b: strides(&b),
-            c: strides(&c),
-            a_mod: a.batch_mod,
-            b_mod: b.batch_mod,
-            c_mod: c.batch_mod,
+            a: operand(&a),
+            b: operand(&b),
+            c: operand(&c),
             b_ones_col: g.ones_col.map_or(u32::MAX, |j| j as u32),
             alpha: g.alpha,
             beta: g.beta,
             diag: g.diag,
-            _pad: 0,
         };
         let zs = (g.batch - z_base).min(MAX_GROUPS);
         dispatch(
@@ -168,45 +197,79 @@ pub struct MatmulOptions {
 }
 
 /// `(batch, m, k, n)` of `a [.., m, k] x b [.., k, n]`, where `b` may be 2-D (broadcast).
-fn matmul_shape(a: &[usize], b: &[usize], o: MatmulOptions) -> std::result::Result<(usize, usize, usize, usize, bool), InputError> {
+fn matmul_shape(
+    a: &[usize],
+    b: &[usize],
+    o: MatmulOptions,
+) -> std::result::Result<(usize, usize, usize, usize, bool), InputError> {
     let split = |name: &str, s: &[usize]| match *s {
         [r, c] => Ok((1, r, c)),
         [z, r, c] => Ok((z, r, c)),
-        _ => Err(InputError::shape(name, "[rows, cols] or [batch, rows, cols]", s)),
+        _ => Err(InputError::shape(
+            name,
+            "[rows, cols] or [batch, rows, cols]",
+            s,
+        )),
     };
     let (za, ra, ca) = split("a", a)?;
     let (zb, rb, cb) = split("b", b)?;
     let (m, k) = if o.transpose_a { (ca, ra) } else { (ra, ca) };
     let (kb, n) = if o.transpose_b { (cb, rb) } else { (rb, cb) };
     if kb != k {
-        return Err(InputError::shape("b", format!("inner dimension {k} to match a {a:?}"), b));
+        return Err(InputError::shape(
+            "b",
+            format!("inner dimension {k} to match a {a:?}"),
+            b,
+        ));
     }
     if zb != za && zb != 1 {
-        return Err(InputError::shape("b", format!("batch 1 or {za} to match a"), b));
+        return Err(InputError::shape(
+            "b",
+            format!("batch 1 or {za} to match a"),
+            b,
+        ));
     }
     Ok((za, m, k, n, a.len() == 3))
 }
 
 impl Engine {
     /// Batched `A B` (`a: [m, k]` or `[batch, m, k]`; `b` of rank 2 is shared by every batch).
-    pub fn matmul(&self, a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Result<Tensor<f32>> {
+    pub fn matmul(
+        &self,
+        a: &Tensor<f32>,
+        b: &Tensor<f32>,
+        o: MatmulOptions,
+    ) -> Result<Tensor<f32>> {
         let (z, m, k, n, batched) = matmul_shape(a.shape(), b.shape(), o)?;
         a.check_finite("a")?;
         b.check_finite("b")?;
         if !self.is_gpu() {
             let (a, b) = (a.to_f64(), b.to_f64());
-            let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
+            let zb = if b.shape().len() == 3 {
+                b.shape()[0]
+            } else {
+                1
+            };
             let mut out = Vec::with_capacity(z * m * n);
             for i in 0..z {
-                let take = |t: &Tensor<f64>, idx: usize, r: usize, c: usize, tr: bool| -> Vec<f64> {
-                    let s = &t.data()[idx * r * c..(idx + 1) * r * c];
-                    if tr { (0..r * c).map(|e| s[(e % r) * c + e / r]).collect() } else { s.to_vec() }
-                };
+                let take =
+                    |t: &Tensor<f64>, idx: usize, r: usize, c: usize, tr: bool| -> Vec<f64> {
+                        let s = &t.data()[idx * r * c..(idx + 1) * r * c];
+                        if tr {
+                            (0..r * c).map(|e| s[(e % r) * c + e / r]).collect()
+                        } else {
+                            s.to_vec()
+                        }
+                    };
                 let (ra, ca) = if o.transpose_a { (k, m) } else { (m, k) };
                 let (rb, cb) = if o.transpose_b { (n, k) } else { (k, n) };
                 let ai = take(&a, i, ra, ca, o.transpose_a);
                 let bi = take(&b, i % zb, rb, cb, o.transpose_b);
-                out.extend(ortho_ref::linalg::matmul(&ai, &bi, m, k, n).iter().map(|&x| x as f32));
+                out.extend(
+                    ortho_ref::linalg::matmul(&ai, &bi, m, k, n)
+                        .iter()
+                        .map(|&x| x as f32),
+                );
             }
             let shape = if batched { vec![z, m, n] } else { vec![m, n] };
             return Ok(Tensor::new(&shape, out)?);
@@ -239,9 +302,22 @@ impl Engine {
             return Err(InputError::shape("c", format!("[{z}, {m}, {n}]"), c.shape()).into());
         }
         let gpu = self.gpu("matmul")?;
-        let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
-        let mut ao = Operand::rows(a.buffer(), if o.transpose_a { k } else { m }, if o.transpose_a { m } else { k });
-        let mut bo = Operand::rows(b.buffer(), if o.transpose_b { n } else { k }, if o.transpose_b { k } else { n }).cycle(zb);
+        let zb = if b.shape().len() == 3 {
+            b.shape()[0]
+        } else {
+            1
+        };
+        let mut ao = Operand::rows(
+            a.buffer(),
+            if o.transpose_a { k } else { m },
+            if o.transpose_a { m } else { k },
+        );
+        let mut bo = Operand::rows(
+            b.buffer(),
+            if o.transpose_b { n } else { k },
+            if o.transpose_b { k } else { n },
+        )
+        .cycle(zb);
         if o.transpose_a {
             ao = ao.t();
         }
@@ -252,6 +328,13 @@ impl Engine {
             label: Some("matmul"),
             timestamp_writes: None,
         });
-        record_gemm(gpu, &mut pass, &Gemm::new(z, m, n, k), ao, bo, Operand::rows(c.buffer(), m, n))
+        record_gemm(
+            gpu,
+            &mut pass,
+            &Gemm::new(z, m, n, k),
+            ao,
+            bo,
+            Operand::rows(c.buffer(), m, n),
+        )
     }
 }

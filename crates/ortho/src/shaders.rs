@@ -35,9 +35,13 @@ macro_rules! shaders {
 /// Every shader of the engine.
 pub const SHADERS: &[ShaderSource] = shaders![
     "common/gemm",
-    "common/reduce_max",
+    "common/fill",
+    "common/scan_max",
     "favor/row_stats",
     "favor/features",
+    "favor/causal_mask",
+    "favor/row_scale",
+    "favor/state_scan",
     "favor/normalize",
     "favor/exact",
 ];
@@ -49,17 +53,31 @@ pub(crate) fn source(name: &str) -> Result<&'static ShaderSource> {
         .ok_or_else(|| Error::Unsupported(format!("no shader named {name}")))
 }
 
-/// Compiled pipelines, one per shader, made on first use.
+/// Pipeline-overridable constants of a shader (`override` declarations), by name.
+pub(crate) type Constants<'a> = &'a [(&'static str, f64)];
+
+type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
+
+/// Compiled pipelines, one per shader and set of override constants, made on first use.
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    pipelines: Mutex<HashMap<&'static str, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
 }
 
 impl PipelineCache {
-    pub fn get(&self, device: &wgpu::Device, name: &str) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub fn get(
+        &self,
+        device: &wgpu::Device,
+        name: &str,
+        constants: Constants,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         let shader = source(name)?;
+        let key = (
+            shader.name,
+            constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        );
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(shader.name) {
+        if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -72,7 +90,10 @@ impl PipelineCache {
             layout: None,
             module: &module,
             entry_point: Some(shader.entry_point()),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: constants,
+                ..Default::default()
+            },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -82,7 +103,7 @@ impl PipelineCache {
             });
         }
         let pipeline = Arc::new(pipeline);
-        cache.insert(shader.name, pipeline.clone());
+        cache.insert(key, pipeline.clone());
         Ok(pipeline)
     }
 }
@@ -116,7 +137,22 @@ pub(crate) fn dispatch(
     buffers: &[&wgpu::Buffer],
     groups: [u32; 3],
 ) -> Result<()> {
-    let pipeline = cache.get(device, name)?;
+    dispatch_with(device, cache, pass, name, &[], params, buffers, groups)
+}
+
+/// [`dispatch`] of a pipeline specialised by override `constants`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dispatch_with(
+    device: &wgpu::Device,
+    cache: &PipelineCache,
+    pass: &mut wgpu::ComputePass<'_>,
+    name: &str,
+    constants: Constants,
+    params: &[u8],
+    buffers: &[&wgpu::Buffer],
+    groups: [u32; 3],
+) -> Result<()> {
+    let pipeline = cache.get(device, name, constants)?;
     let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(name),
         contents: params,
@@ -126,10 +162,15 @@ pub(crate) fn dispatch(
         binding: 0,
         resource: uniform.as_entire_binding(),
     }];
-    entries.extend(buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry {
-        binding: i as u32 + 1,
-        resource: b.as_entire_binding(),
-    }));
+    entries.extend(
+        buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            }),
+    );
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(name),
         layout: &pipeline.get_bind_group_layout(0),

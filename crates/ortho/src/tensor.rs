@@ -77,7 +77,12 @@ impl GpuTensor {
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != self.len() {
-            return Err(ortho_ref::Error::shape("tensor", format!("{} elements", self.len()), shape).into());
+            return Err(ortho_ref::Error::shape(
+                "tensor",
+                format!("{} elements", self.len()),
+                shape,
+            )
+            .into());
         }
         self.shape = shape.to_vec();
         Ok(self)

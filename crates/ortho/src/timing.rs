@@ -15,15 +15,24 @@ pub struct Timing {
 impl Engine {
     /// Times the GPU work that `record` puts into an encoder: timestamps written by an empty compute
     /// pass before and after it, or wall clock when the device lacks `TIMESTAMP_QUERY`.
-    pub fn time(&self, mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<Timing> {
+    pub fn time(
+        &self,
+        mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<Timing> {
         let gpu = self.gpu("timing")?;
-        if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        if !gpu
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
             let start = Instant::now();
             self.submit("timed work", &mut record)?;
-            gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu {
-                op: "timing".into(),
-                message: e.to_string(),
-            })?;
+            gpu.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu {
+                    op: "timing".into(),
+                    message: e.to_string(),
+                })?;
             return Ok(Timing {
                 seconds: start.elapsed().as_secs_f64(),
                 gpu_timestamps: false,
@@ -73,10 +82,16 @@ impl Engine {
             op: "timing".into(),
             message,
         };
-        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| gpu_err(e.to_string()))?;
-        rx.recv().map_err(|e| gpu_err(e.to_string()))?.map_err(|e| gpu_err(e.to_string()))?;
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| gpu_err(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| gpu_err(e.to_string()))?
+            .map_err(|e| gpu_err(e.to_string()))?;
         let ticks: [u64; 2] = {
-            let view = slice.get_mapped_range().map_err(|e| gpu_err(e.to_string()))?;
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| gpu_err(e.to_string()))?;
             bytemuck::pod_read_unaligned(&view[..16])
         };
         read.unmap();

@@ -1,0 +1,52 @@
+// Prefix maximum per problem, continuing a carried maximum: for rows t < rows of problem z,
+//   prefix[z, t] = max(carried[z], values[z, 0..=t]);
+// then `before[z]` keeps the carried value and `carried[z]` becomes the last prefix. One workgroup
+// per problem walks its rows in blocks of 256 with a Hillis–Steele scan in workgroup memory.
+
+struct Scan { rows: u32, problems: u32, row_stride: u32, _pad: u32 }
+
+@group(0) @binding(0) var<uniform> p: Scan;
+@group(0) @binding(1) var<storage, read> values: array<f32>;
+@group(0) @binding(2) var<storage, read_write> prefix: array<f32>;
+@group(0) @binding(3) var<storage, read_write> before: array<f32>;
+@group(0) @binding(4) var<storage, read_write> carried: array<f32>;
+
+const GROUP: u32 = 256u;
+const LOWEST: f32 = -3.4028234663852886e38;
+var<workgroup> block: array<f32, GROUP>;
+var<workgroup> carry: f32;
+
+@compute @workgroup_size(256)
+fn scan_max(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let z = wg.y * nwg.x + wg.x;
+    let live = z < p.problems;
+    if (lid == 0u) {
+        carry = LOWEST;
+        if (live) { carry = carried[z]; }
+    }
+    workgroupBarrier();
+    for (var t0 = 0u; t0 < p.rows; t0 += GROUP) {
+        let t = t0 + lid;
+        var x = LOWEST;
+        if (live && t < p.rows) { x = values[z * p.row_stride + t]; }
+        block[lid] = x;
+        workgroupBarrier();
+        for (var step = 1u; step < GROUP; step *= 2u) {
+            var y = block[lid];
+            if (lid >= step) { y = max(y, block[lid - step]); }
+            workgroupBarrier();
+            block[lid] = y;
+            workgroupBarrier();
+        }
+        let run = max(carry, block[lid]);
+        if (live && t < p.rows) { prefix[z * p.row_stride + t] = run; }
+        workgroupBarrier();
+        if (lid == GROUP - 1u) { carry = max(carry, block[GROUP - 1u]); }
+        workgroupBarrier();
+    }
+    if (lid == 0u && live) {
+        before[z] = carried[z];
+        carried[z] = carry;
+    }
+}

@@ -1,0 +1,44 @@
+// Scales the feature rows of a chunked sequence by their decay (math.md §1.5-1.6), in place, one
+// invocation per feature. Rows are in chunks of `chunk`; gamma is the prefix max of the key offsets
+// g, `before` the prefix max carried in from earlier calls or groups.
+//   QUERY (the inter-chunk term): row t of chunk c times exp(gamma_end(c - 1) - gamma_t);
+//   KEY (the chunk's state delta): row j of chunk c times exp(g_j - gamma_end(c)),
+// where gamma_end(c) is the prefix max at the last row of chunk c and gamma_end(-1) = before.
+// Every factor is <= 1. Rows past `rows` (the padding of the last chunk) become 0.
+
+struct RowScale {
+    rows: u32, problems: u32, scratch_rows: u32, width: u32,
+    chunk: u32, is_key: u32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: RowScale;
+@group(0) @binding(1) var<storage, read> offset: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> before: array<f32>;
+@group(0) @binding(4) var<storage, read_write> phi: array<f32>;
+
+@compute @workgroup_size(256)
+fn row_scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    if (e >= p.problems * p.scratch_rows * p.width) { return; }
+    let zt = e / p.width;
+    let z = zt / p.scratch_rows;
+    let t = zt % p.scratch_rows;
+    if (t >= p.rows) {
+        phi[e] = 0.0;
+        return;
+    }
+    let first = z * p.scratch_rows;
+    let c = t / p.chunk;
+    var factor: f32;
+    if (p.is_key != 0u) {
+        let end = min(c * p.chunk + p.chunk, p.rows) - 1u;
+        factor = exp(offset[first + t] - gamma[first + end]);
+    } else {
+        var prev = before[z];
+        if (c > 0u) { prev = gamma[first + c * p.chunk - 1u]; }
+        factor = exp(prev - gamma[first + t]);
+    }
+    phi[e] *= factor;
+}
