@@ -20,9 +20,7 @@ fn main() {
             group.throughput(Throughput::Elements(2 * (n * n * n) as u64));
             group.bench_function(format!("{n}x{n}x{n}"), |bench| {
                 bench.iter_custom(|iters| {
-                    gpu_time(&engine, iters, |enc| {
-                        engine.record_matmul(enc, &a, &b, &out, Default::default())
-                    })
+                    gpu_time(&engine, iters, |enc| engine.record_matmul(enc, &a, &b, &out, Default::default()))
                 })
             });
         }

@@ -7,46 +7,25 @@ use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, GpuTensor, Tenso
 
 #[test]
 fn cpu_backend_is_a_fallback_with_a_reason() {
-    let e = Engine::with_options(&EngineOptions {
-        backend: BackendChoice::Cpu,
-        ..Default::default()
-    })
-    .unwrap();
+    let e = Engine::with_options(&EngineOptions { backend: BackendChoice::Cpu, ..Default::default() }).unwrap();
     assert!(!e.is_gpu());
     assert_eq!(e.describe(), "cpu");
-    assert!(
-        e.fallback_reason()
-            .unwrap()
-            .contains("CPU backend was chosen")
-    );
+    assert!(e.fallback_reason().unwrap().contains("CPU backend was chosen"));
     let err = e.empty(&[4]).unwrap_err().to_string();
     assert!(err.contains("needs a GPU"), "{err}");
-    let required = Engine::with_options(&EngineOptions {
-        backend: BackendChoice::Cpu,
-        require_gpu: true,
-        ..Default::default()
-    });
+    let required =
+        Engine::with_options(&EngineOptions { backend: BackendChoice::Cpu, require_gpu: true, ..Default::default() });
     assert!(required.is_err());
 }
 
 #[test]
 fn unknown_adapter_name_falls_back_or_fails_when_required() {
-    let mut o = EngineOptions {
-        adapter_name: Some("no such adapter anywhere".into()),
-        ..Default::default()
-    };
+    let mut o = EngineOptions { adapter_name: Some("no such adapter anywhere".into()), ..Default::default() };
     let e = Engine::with_options(&o).unwrap();
     assert!(!e.is_gpu());
-    assert!(
-        e.fallback_reason()
-            .unwrap()
-            .contains("named like 'no such adapter anywhere'")
-    );
+    assert!(e.fallback_reason().unwrap().contains("named like 'no such adapter anywhere'"));
     o.require_gpu = true;
-    let err = Engine::with_options(&o)
-        .err()
-        .expect("required GPU must fail")
-        .to_string();
+    let err = Engine::with_options(&o).err().expect("required GPU must fail").to_string();
     assert!(err.starts_with("no GPU adapter"), "{err}");
 }
 
@@ -60,13 +39,7 @@ fn backend_names_parse() {
     ] {
         assert_eq!(s.parse::<BackendChoice>().unwrap(), b);
     }
-    assert!(
-        "cuda"
-            .parse::<BackendChoice>()
-            .unwrap_err()
-            .to_string()
-            .contains("not one of")
-    );
+    assert!("cuda".parse::<BackendChoice>().unwrap_err().to_string().contains("not one of"));
 }
 
 #[test]
@@ -85,11 +58,7 @@ fn pool_reuses_buffers_and_tracks_peak() {
         assert_eq!(e.pool_stats().peak_bytes - base, 4096 + 12288);
         let held = e.pool_stats().held_bytes;
         let c = e.empty(&[1000]).unwrap();
-        assert_eq!(
-            e.pool_stats().held_bytes,
-            held,
-            "a freed buffer of the same class is reused"
-        );
+        assert_eq!(e.pool_stats().held_bytes, held, "a freed buffer of the same class is reused");
         drop(c);
         e.trim_pool();
         assert_eq!(e.pool_stats().held_bytes, e.pool_stats().live_bytes);
@@ -111,16 +80,10 @@ fn device_resident_calls_chain_without_readback() {
             e.upload("w", &w).unwrap(),
         );
         // Attention of attention, all on the GPU.
-        let o1 = e
-            .favor_gpu(&gq, &gk, &gv, &gw, &FavorOptions::default())
-            .unwrap();
-        let o2 = e
-            .favor_gpu(&gq, &gk, &o1, &gw, &FavorOptions::default())
-            .unwrap();
+        let o1 = e.favor_gpu(&gq, &gk, &gv, &gw, &FavorOptions::default()).unwrap();
+        let o2 = e.favor_gpu(&gq, &gk, &o1, &gw, &FavorOptions::default()).unwrap();
         let host1 = e.favor(&q, &k, &v, &w, &FavorOptions::default()).unwrap();
-        let host2 = e
-            .favor(&q, &k, &host1, &w, &FavorOptions::default())
-            .unwrap();
+        let host2 = e.favor(&q, &k, &host1, &w, &FavorOptions::default()).unwrap();
         assert!(relative_frobenius(e.download(&o2).unwrap().data(), host2.data()) < 1e-6);
     }
 }
@@ -133,14 +96,8 @@ fn scratch_returns_to_the_pool() {
         let gq = e.upload("q", &q).unwrap();
         let gw = e.upload("w", &w).unwrap();
         let before = e.pool_stats().live_bytes;
-        let out = e
-            .favor_gpu(&gq, &gq, &gq, &gw, &FavorOptions::default())
-            .unwrap();
-        assert_eq!(
-            e.pool_stats().live_bytes - before,
-            64 * 16 * 4,
-            "only the output stays live"
-        );
+        let out = e.favor_gpu(&gq, &gq, &gq, &gw, &FavorOptions::default()).unwrap();
+        assert_eq!(e.pool_stats().live_bytes - before, 64 * 16 * 4, "only the output stays live");
         drop(out);
     }
 }
@@ -148,10 +105,7 @@ fn scratch_returns_to_the_pool() {
 #[test]
 fn embeds_in_an_application_device() {
     for owner in gpu_engines() {
-        let (device, queue) = (
-            owner.device().unwrap().clone(),
-            owner.queue().unwrap().clone(),
-        );
+        let (device, queue) = (owner.device().unwrap().clone(), owner.queue().unwrap().clone());
         let e = Engine::from_device(device.clone(), queue.clone());
         assert!(e.is_gpu());
         let q = gaussian(&[20, 4], 0.5, 1);
@@ -166,25 +120,12 @@ fn embeds_in_an_application_device() {
         let w = projection(8, 4, Scaling::Chi, 2).unwrap().to_f32();
         let gq = GpuTensor::from_buffer(buffer(&q), &[20, 4]).unwrap();
         let gw = GpuTensor::from_buffer(buffer(&w), &[8, 4]).unwrap();
-        let out =
-            GpuTensor::from_buffer(buffer(&Tensor::from_fn(&[20, 4], |_| f32::NAN)), &[20, 4])
-                .unwrap();
+        let out = GpuTensor::from_buffer(buffer(&Tensor::from_fn(&[20, 4], |_| f32::NAN)), &[20, 4]).unwrap();
         let mut encoder = device.create_command_encoder(&Default::default());
-        e.record_favor(
-            &mut encoder,
-            &gq,
-            &gq,
-            &gq,
-            &gw,
-            &FavorOptions::default(),
-            &out,
-        )
-        .unwrap();
+        e.record_favor(&mut encoder, &gq, &gq, &gq, &gw, &FavorOptions::default(), &out).unwrap();
         queue.submit([encoder.finish()]);
         let got = e.download(&out).unwrap();
-        let want = Engine::cpu("reference")
-            .favor(&q, &q, &q, &w, &FavorOptions::default())
-            .unwrap();
+        let want = Engine::cpu("reference").favor(&q, &q, &q, &w, &FavorOptions::default()).unwrap();
         assert!(relative_frobenius(got.data(), want.data()) < 1e-6);
 
         let uniform = device.create_buffer(&ortho::wgpu::BufferDescriptor {
@@ -193,31 +134,13 @@ fn embeds_in_an_application_device() {
             usage: ortho::wgpu::BufferUsages::UNIFORM,
             mapped_at_creation: false,
         });
-        assert!(
-            GpuTensor::from_buffer(uniform, &[4])
-                .unwrap_err()
-                .to_string()
-                .contains("STORAGE")
-        );
+        assert!(GpuTensor::from_buffer(uniform, &[4]).unwrap_err().to_string().contains("STORAGE"));
         let small = buffer(&Tensor::zeros(&[4]));
         assert!(GpuTensor::from_buffer(small, &[5]).is_err());
         let mut encoder = device.create_command_encoder(&Default::default());
         let short_out = GpuTensor::from_buffer(buffer(&Tensor::zeros(&[5])), &[5]).unwrap();
-        let err = e
-            .record_favor(
-                &mut encoder,
-                &gq,
-                &gq,
-                &gq,
-                &gw,
-                &FavorOptions::default(),
-                &short_out,
-            )
-            .unwrap_err();
-        assert!(
-            err.to_string().starts_with("out: expected shape [20, 4]"),
-            "{err}"
-        );
+        let err = e.record_favor(&mut encoder, &gq, &gq, &gq, &gw, &FavorOptions::default(), &short_out).unwrap_err();
+        assert!(err.to_string().starts_with("out: expected shape [20, 4]"), "{err}");
     }
 }
 
@@ -226,9 +149,7 @@ fn timestamps_measure_recorded_work() {
     for e in gpu_engines() {
         let a = e.upload("a", &gaussian(&[128, 128], 1.0, 1)).unwrap();
         let c = e.empty(&[128, 128]).unwrap();
-        let t = e
-            .time(|enc| e.record_matmul(enc, &a, &a, &c, Default::default()))
-            .unwrap();
+        let t = e.time(|enc| e.record_matmul(enc, &a, &a, &c, Default::default())).unwrap();
         assert!(t.seconds > 0.0 && t.seconds < 60.0, "{t:?}");
     }
 }

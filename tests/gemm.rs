@@ -10,41 +10,21 @@ fn reference(a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Tensor<f32> 
 
 #[test]
 fn gemm_matches_reference() {
-    let shapes = [
-        (1, 1, 1, 1),
-        (1, 3, 5, 7),
-        (2, 64, 64, 64),
-        (3, 65, 17, 63),
-        (1, 130, 129, 70),
-        (4, 5, 200, 9),
-    ];
+    let shapes = [(1, 1, 1, 1), (1, 3, 5, 7), (2, 64, 64, 64), (3, 65, 17, 63), (1, 130, 129, 70), (4, 5, 200, 9)];
     for engine in gpu_engines() {
         for (i, &(z, m, k, n)) in shapes.iter().enumerate() {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let o = MatmulOptions {
-                    transpose_a: ta,
-                    transpose_b: tb,
-                };
+                let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
                 let a = gaussian(&if ta { [z, k, m] } else { [z, m, k] }, 1.0, i as u64);
                 // The second operand is shared by every batch in odd cases.
                 let b_shape = if tb { vec![n, k] } else { vec![k, n] };
-                let b_shape = if i % 2 == 0 {
-                    [vec![z], b_shape].concat()
-                } else {
-                    b_shape
-                };
+                let b_shape = if i % 2 == 0 { [vec![z], b_shape].concat() } else { b_shape };
                 let b = gaussian(&b_shape, 1.0, 100 + i as u64);
                 let got = engine.matmul(&a, &b, o).unwrap();
                 let want = reference(&a, &b, o);
                 assert_eq!(got.shape(), want.shape());
                 let err = relative_frobenius(got.data(), want.data());
-                assert!(
-                    err < 1e-6,
-                    "{} {:?} {:?}: {err}",
-                    engine.describe(),
-                    (z, m, k, n),
-                    o
-                );
+                assert!(err < 1e-6, "{} {:?} {:?}: {err}", engine.describe(), (z, m, k, n), o);
             }
         }
     }
@@ -54,14 +34,8 @@ fn gemm_matches_reference() {
 fn gemm_shape_errors() {
     let e = ortho::Engine::cpu("shape checks");
     let a = Tensor::<f32>::zeros(&[3, 4]);
-    let err = e
-        .matmul(&a, &Tensor::zeros(&[5, 2]), MatmulOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = e.matmul(&a, &Tensor::zeros(&[5, 2]), MatmulOptions::default()).unwrap_err().to_string();
     assert!(err.contains("inner dimension 4"), "{err}");
-    let err = e
-        .matmul(&Tensor::zeros(&[2]), &a, MatmulOptions::default())
-        .unwrap_err()
-        .to_string();
+    let err = e.matmul(&Tensor::zeros(&[2]), &a, MatmulOptions::default()).unwrap_err().to_string();
     assert!(err.starts_with("a:"), "{err}");
 }

@@ -10,10 +10,7 @@ fn every_shader_validates() {
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
         assert!(
-            module
-                .entry_points
-                .iter()
-                .any(|e| e.name == shader.entry_point()),
+            module.entry_points.iter().any(|e| e.name == shader.entry_point()),
             "{} has no entry point {}",
             shader.name,
             shader.entry_point()
@@ -33,10 +30,7 @@ fn every_wgsl_file_is_registered() {
             } else if path.extension().is_some_and(|e| e == "wgsl") {
                 let name = path.strip_prefix(&root).unwrap().with_extension("");
                 let name = name.to_str().unwrap().replace('\\', "/");
-                assert!(
-                    ortho::SHADERS.iter().any(|s| s.name == name),
-                    "{name}.wgsl is not in ortho::SHADERS"
-                );
+                assert!(ortho::SHADERS.iter().any(|s| s.name == name), "{name}.wgsl is not in ortho::SHADERS");
             }
         }
     }

@@ -9,23 +9,14 @@ use std::time::Duration;
 /// One engine per GPU backend present, restricted by `ORTHO_BACKEND`.
 pub fn engines() -> Vec<Engine> {
     let env = EngineOptions::from_env().expect("ORTHO_BACKEND");
-    let engines: Vec<Engine> = [
-        BackendChoice::Vulkan,
-        BackendChoice::Metal,
-        BackendChoice::Dx12,
-        BackendChoice::Gl,
-    ]
-    .into_iter()
-    .filter(|b| env.backend == BackendChoice::Auto || env.backend == *b)
-    .filter_map(|backend| {
-        Engine::with_options(&EngineOptions {
-            backend,
-            adapter_name: env.adapter_name.clone(),
-            require_gpu: true,
+    let engines: Vec<Engine> = [BackendChoice::Vulkan, BackendChoice::Metal, BackendChoice::Dx12, BackendChoice::Gl]
+        .into_iter()
+        .filter(|b| env.backend == BackendChoice::Auto || env.backend == *b)
+        .filter_map(|backend| {
+            Engine::with_options(&EngineOptions { backend, adapter_name: env.adapter_name.clone(), require_gpu: true })
+                .ok()
         })
-        .ok()
-    })
-    .collect();
+        .collect();
     if engines.is_empty() {
         eprintln!("no GPU adapter: nothing to bench");
     }
@@ -35,14 +26,7 @@ pub fn engines() -> Vec<Engine> {
 /// A short label for a bench id: `vulkan-llvmpipe`.
 pub fn label(e: &Engine) -> String {
     let name = e.describe();
-    let adapter = name
-        .split(" / ")
-        .nth(1)
-        .unwrap_or("")
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_lowercase();
+    let adapter = name.split(" / ").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_lowercase();
     format!("{}-{adapter}", e.backend_name())
 }
 
@@ -57,9 +41,7 @@ pub fn gpu_time(
     iters: u64,
     record: impl Fn(&mut ortho::wgpu::CommandEncoder) -> ortho::Result<()>,
 ) -> Duration {
-    let t = engine
-        .time(|enc| (0..iters).try_for_each(|_| record(enc)))
-        .expect("timed GPU work");
+    let t = engine.time(|enc| (0..iters).try_for_each(|_| record(enc))).expect("timed GPU work");
     Duration::from_secs_f64(t.seconds)
 }
 

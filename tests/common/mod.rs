@@ -8,29 +8,17 @@ use ortho_ref::random::Gaussian;
 /// Without any, tests print "skipped: no GPU adapter" and pass, unless `ORTHO_REQUIRE_GPU=1`.
 pub fn gpu_engines() -> Vec<Engine> {
     let env = EngineOptions::from_env().expect("ORTHO_BACKEND");
-    let wanted = [
-        BackendChoice::Vulkan,
-        BackendChoice::Metal,
-        BackendChoice::Dx12,
-        BackendChoice::Gl,
-    ];
+    let wanted = [BackendChoice::Vulkan, BackendChoice::Metal, BackendChoice::Dx12, BackendChoice::Gl];
     let engines: Vec<Engine> = wanted
         .into_iter()
         .filter(|b| env.backend == BackendChoice::Auto || env.backend == *b)
         .filter_map(|backend| {
-            let options = EngineOptions {
-                backend,
-                adapter_name: env.adapter_name.clone(),
-                require_gpu: true,
-            };
+            let options = EngineOptions { backend, adapter_name: env.adapter_name.clone(), require_gpu: true };
             Engine::with_options(&options).ok()
         })
         .collect();
     if engines.is_empty() {
-        assert!(
-            !env.require_gpu,
-            "ORTHO_REQUIRE_GPU=1 but no GPU adapter could be opened"
-        );
+        assert!(!env.require_gpu, "ORTHO_REQUIRE_GPU=1 but no GPU adapter could be opened");
         eprintln!("skipped: no GPU adapter");
     }
     engines
@@ -43,3 +31,38 @@ pub fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
 
 #[allow(unused_imports)]
 pub use ortho_ref::tensor::{max_abs_diff, relative_frobenius};
+
+/// `max_t sum_{j in S(t)} |A[t, j]| / |sum_{j in S(t)} A[t, j]|`: how much rounding in the terms of a
+/// denominator can be amplified by cancellation. 1 for the positive kernels; `trig` features are
+/// signed, and with few features their sums can nearly cancel, so its tolerances scale with this.
+pub fn denominator_condition(
+    q: &Tensor<f32>,
+    k: &Tensor<f32>,
+    w: &Tensor<f32>,
+    kernel: ortho::Kernel,
+    causal: bool,
+) -> f64 {
+    if kernel != ortho::Kernel::Trig {
+        return 1.0;
+    }
+    let s = ortho::AttentionShape::of(q.shape(), k.shape(), k.shape(), Some(w.shape())).unwrap();
+    let (l, d, m, f) = (s.len, s.dim, s.features, kernel.feature_count(s.features));
+    let (q, k, w) = (q.to_f64(), k.to_f64(), w.to_f64());
+    let mut worst: f64 = 1.0;
+    for z in 0..s.problems() {
+        let wh = (z % s.heads) % s.projection_heads;
+        let block = |t: &Tensor<f64>| t.data()[z * l * d..(z + 1) * l * d].to_vec();
+        let w = &w.data()[wh * m * d..(wh + 1) * m * d];
+        let (pq, pk, g) = ortho_ref::favor::causal_features(kernel, &block(&q), &block(&k), w, l, d, m);
+        for t in 0..l {
+            let keys = if causal { t + 1 } else { l };
+            let top = g[..keys].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let a: Vec<f64> = (0..keys)
+                .map(|j| (0..f).map(|i| pq[t * f + i] * pk[j * f + i]).sum::<f64>() * (g[j] - top).exp())
+                .collect();
+            let (abs, sum): (f64, f64) = (a.iter().map(|x| x.abs()).sum(), a.iter().sum());
+            worst = worst.max(abs / sum.abs());
+        }
+    }
+    worst
+}

@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "ortho",
-    version,
-    about = "GPU kernels for random-feature attention and orthogonal matrices"
-)]
+#[command(name = "ortho", version, about = "GPU kernels for random-feature attention and orthogonal matrices")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -155,13 +151,8 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
     let w = match (&a.projection, a.features) {
         (Some(path), _) => npy::read(path, "projection")?,
         (None, Some(m)) => {
-            let d = *q
-                .shape()
-                .last()
-                .ok_or("q: expected shape [L, d] or [B, H, L, d], got []")?;
-            let w = projection(m, d, a.scaling, a.seed)
-                .map_err(|e| e.to_string())?
-                .to_f32();
+            let d = *q.shape().last().ok_or("q: expected shape [L, d] or [B, H, L, d], got []")?;
+            let w = projection(m, d, a.scaling, a.seed).map_err(|e| e.to_string())?.to_f32();
             if let Some(path) = &a.save_projection {
                 npy::write(path, &w)?;
             }
@@ -170,15 +161,8 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
         (None, None) => return Err("give --projection W.npy or --features M".into()),
     };
     let engine = engine(&a.backend)?;
-    let options = FavorOptions {
-        kernel: a.kernel,
-        causal: a.causal,
-        chunk: a.chunk,
-        schedule: a.schedule,
-    };
-    let out = engine
-        .favor(&q, &k, &v, &w, &options)
-        .map_err(|e| e.to_string())?;
+    let options = FavorOptions { kernel: a.kernel, causal: a.causal, chunk: a.chunk, schedule: a.schedule };
+    let out = engine.favor(&q, &k, &v, &w, &options).map_err(|e| e.to_string())?;
     npy::write(&a.qkv.out, &out)
 }
 
@@ -187,9 +171,7 @@ fn attention(a: &AttentionArgs) -> Result<(), String> {
     let k = npy::read(&a.qkv.k, "k")?;
     let v = npy::read(&a.qkv.v, "v")?;
     let engine = engine(&a.backend)?;
-    let out = engine
-        .exact_attention(&q, &k, &v, a.causal)
-        .map_err(|e| e.to_string())?;
+    let out = engine.exact_attention(&q, &k, &v, a.causal).map_err(|e| e.to_string())?;
     npy::write(&a.qkv.out, &out)
 }
 

@@ -2,9 +2,7 @@
 //! f64 reference, over a set of shapes; a table, and failure if any case misses its bound.
 
 use ortho::random::{Gaussian, Scaling, projection, projection_per_head};
-use ortho::{
-    BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Schedule, Tensor,
-};
+use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Schedule, Tensor};
 use ortho_ref::favor as reference;
 use ortho_ref::tensor::relative_frobenius;
 
@@ -24,10 +22,7 @@ fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
 
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    for (i, (z, m, k, n)) in [(1, 1, 1, 1), (2, 65, 17, 63), (1, 130, 129, 70)]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (z, m, k, n)) in [(1, 1, 1, 1), (2, 65, 17, 63), (1, 130, 129, 70)].into_iter().enumerate() {
         let a = gaussian(&[z, m, k], 1.0, i as u64);
         let b = gaussian(&[z, k, n], 1.0, 10 + i as u64);
         cases.push(Case {
@@ -35,25 +30,13 @@ fn cases() -> Vec<Case> {
             shape: format!("[{z}, {m}, {k}] x [{z}, {k}, {n}]"),
             bound: 1e-6,
             run: Box::new(move |e| {
-                let want = Engine::cpu("reference")
-                    .matmul(&a, &b, MatmulOptions::default())?
-                    .to_f64();
+                let want = Engine::cpu("reference").matmul(&a, &b, MatmulOptions::default())?.to_f64();
                 Ok((e.matmul(&a, &b, MatmulOptions::default())?, want))
             }),
         });
     }
-    let favor_shapes = [
-        (1, 1, 1, 1, 1, 1),
-        (2, 3, 65, 16, 9, 64),
-        (1, 2, 130, 64, 64, 256),
-    ];
-    for kernel in [
-        Kernel::Softmax,
-        Kernel::Trig,
-        Kernel::Relu {
-            eps: Kernel::DEFAULT_RELU_EPS,
-        },
-    ] {
+    let favor_shapes = [(1, 1, 1, 1, 1, 1), (2, 3, 65, 16, 9, 64), (1, 2, 130, 64, 64, 256)];
+    for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: Kernel::DEFAULT_RELU_EPS }] {
         for (i, (b, h, l, d, dv, m)) in favor_shapes.into_iter().enumerate() {
             let q = gaussian(&[b, h, l, d], 0.5, 100 + i as u64);
             let k = gaussian(&[b, h, l, d], 0.5, 200 + i as u64);
@@ -67,53 +50,27 @@ fn cases() -> Vec<Case> {
             let w = w.expect("valid projection sizes").to_f32();
             cases.push(Case {
                 kernel: format!("favor {}", kernel.name()),
-                shape: format!(
-                    "B{b} H{h} L{l} d{d} dv{dv} m{m}{}",
-                    if per_head { " per-head W" } else { "" }
-                ),
+                shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m}{}", if per_head { " per-head W" } else { "" }),
                 bound: 1e-5,
                 run: Box::new(move |e| {
-                    let want = reference::favor(
-                        &q.to_f64(),
-                        &k.to_f64(),
-                        &v.to_f64(),
-                        &w.to_f64(),
-                        kernel,
-                    )?;
+                    let want = reference::favor(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), kernel)?;
                     Ok((e.favor(&q, &k, &v, &w, &FavorOptions::new(kernel))?, want))
                 }),
             });
         }
     }
-    let causal_shapes = [
-        (1, 1, 1, 1, 1, 1, 4),
-        (1, 2, 65, 16, 9, 32, 16),
-        (2, 1, 130, 64, 64, 256, 64),
-    ];
-    for kernel in [
-        Kernel::Softmax,
-        Kernel::Trig,
-        Kernel::Relu {
-            eps: Kernel::DEFAULT_RELU_EPS,
-        },
-    ] {
+    let causal_shapes = [(1, 1, 1, 1, 1, 1, 4), (1, 2, 65, 16, 9, 32, 16), (2, 1, 130, 64, 64, 256, 64)];
+    for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: Kernel::DEFAULT_RELU_EPS }] {
         for (i, (b, h, l, d, dv, m, chunk)) in causal_shapes.into_iter().enumerate() {
             for schedule in [Schedule::Parallel, Schedule::Sequential] {
                 let q = gaussian(&[b, h, l, d], 0.5, 700 + i as u64);
                 let k = gaussian(&[b, h, l, d], 0.5, 800 + i as u64);
                 let v = gaussian(&[b, h, l, dv], 1.0, 900 + i as u64);
-                let w = projection(m, d, Scaling::Chi, i as u64)
-                    .expect("valid projection sizes")
-                    .to_f32();
-                let options = FavorOptions {
-                    chunk: Some(chunk),
-                    schedule,
-                    ..FavorOptions::causal(kernel)
-                };
+                let w = projection(m, d, Scaling::Chi, i as u64).expect("valid projection sizes").to_f32();
+                let options = FavorOptions { chunk: Some(chunk), schedule, ..FavorOptions::causal(kernel) };
                 cases.push(Case {
                     kernel: format!("favor {} causal", kernel.name()),
-                    shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m} C{chunk} {schedule:?}")
-                        .to_lowercase(),
+                    shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m} C{chunk} {schedule:?}").to_lowercase(),
                     bound: 1e-5,
                     run: Box::new(move |e| {
                         let want = reference::favor_quadratic(
@@ -131,9 +88,7 @@ fn cases() -> Vec<Case> {
         }
     }
     for causal in [false, true] {
-        for (i, (b, h, l, d, dv)) in [(1, 1, 1, 1, 1), (2, 2, 65, 64, 64), (1, 1, 200, 128, 32)]
-            .into_iter()
-            .enumerate()
+        for (i, (b, h, l, d, dv)) in [(1, 1, 1, 1, 1), (2, 2, 65, 64, 64), (1, 1, 200, 128, 32)].into_iter().enumerate()
         {
             let q = gaussian(&[b, h, l, d], 1.0, 400 + i as u64);
             let k = gaussian(&[b, h, l, d], 1.0, 500 + i as u64);
@@ -166,15 +121,11 @@ fn engines(backend: Option<BackendChoice>) -> Result<Vec<Engine>, String> {
     if backend != BackendChoice::Auto {
         return open(backend).map(|e| vec![e]).map_err(|e| e.to_string());
     }
-    let mut engines: Vec<Engine> = [
-        BackendChoice::Vulkan,
-        BackendChoice::Metal,
-        BackendChoice::Dx12,
-        BackendChoice::Gl,
-    ]
-    .into_iter()
-    .filter_map(|b| open(b).ok())
-    .collect();
+    let mut engines: Vec<Engine> =
+        [BackendChoice::Vulkan, BackendChoice::Metal, BackendChoice::Dx12, BackendChoice::Gl]
+            .into_iter()
+            .filter_map(|b| open(b).ok())
+            .collect();
     if engines.is_empty() {
         if env.require_gpu {
             return Err("ORTHO_REQUIRE_GPU=1 but no GPU adapter could be opened".into());
@@ -188,41 +139,20 @@ fn engines(backend: Option<BackendChoice>) -> Result<Vec<Engine>, String> {
 pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
     let engines = engines(backend)?;
     let cases = cases();
-    let width = cases
-        .iter()
-        .map(|c| c.shape.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    println!(
-        "{:<20} {:<40} {:<w$} {:>10} {:>8} result",
-        "kernel",
-        "backend",
-        "shape",
-        "rel error",
-        "bound",
-        w = width
-    );
+    let width = cases.iter().map(|c| c.shape.len()).max().unwrap_or(5).max(5);
+    println!("{:<20} {:<40} {:<w$} {:>10} {:>8} result", "kernel", "backend", "shape", "rel error", "bound", w = width);
     let mut failures = 0;
     for engine in &engines {
         let name = engine.describe();
         for case in &cases {
             let (error, verdict) = match (case.run)(engine) {
-                Ok((got, want)) if got.shape() != want.shape() => (
-                    "-".to_string(),
-                    format!("FAIL: shape {:?}, expected {:?}", got.shape(), want.shape()),
-                ),
+                Ok((got, want)) if got.shape() != want.shape() => {
+                    ("-".to_string(), format!("FAIL: shape {:?}, expected {:?}", got.shape(), want.shape()))
+                }
                 Ok((got, want)) => {
                     let err = relative_frobenius(got.data(), want.data());
                     let ok = err <= case.bound;
-                    (
-                        format!("{err:10.2e}"),
-                        if ok {
-                            "pass".to_string()
-                        } else {
-                            "FAIL".to_string()
-                        },
-                    )
+                    (format!("{err:10.2e}"), if ok { "pass".to_string() } else { "FAIL".to_string() })
                 }
                 Err(e) => ("-".to_string(), format!("FAIL: {e}")),
             };
@@ -240,9 +170,5 @@ pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
     }
     let total = engines.len() * cases.len();
     println!("{} passed, {failures} failed", total - failures);
-    if failures > 0 {
-        Err(format!("{failures} of {total} validation cases failed"))
-    } else {
-        Ok(())
-    }
+    if failures > 0 { Err(format!("{failures} of {total} validation cases failed")) } else { Ok(()) }
 }

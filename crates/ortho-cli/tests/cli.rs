@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ortho(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ortho"))
-        .args(args)
-        .output()
-        .expect("the ortho binary runs")
+    Command::new(env!("CARGO_BIN_EXE_ortho")).args(args).output().expect("the ortho binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -58,10 +55,7 @@ fn inputs(d: &Path, shape: &[usize], dv: usize) -> [PathBuf; 3] {
     *vshape.last_mut().unwrap() = dv;
     let paths = [d.join("q.npy"), d.join("k.npy"), d.join("v.npy")];
     save(&paths[0], shape, &gaussian(n, 1));
-    let k16: Vec<half::f16> = gaussian(n, 2)
-        .iter()
-        .map(|&x| half::f16::from_f64(x))
-        .collect();
+    let k16: Vec<half::f16> = gaussian(n, 2).iter().map(|&x| half::f16::from_f64(x)).collect();
     save(&paths[1], shape, &k16);
     let v32: Vec<f32> = gaussian(nv, 3).iter().map(|&x| x as f32).collect();
     save(&paths[2], &vshape, &v32);
@@ -70,10 +64,7 @@ fn inputs(d: &Path, shape: &[usize], dv: usize) -> [PathBuf; 3] {
 
 fn backends() -> Vec<&'static str> {
     let mut b = vec!["cpu"];
-    if ortho::Engine::adapters(ortho::BackendChoice::Auto)
-        .iter()
-        .any(|a| a.device_type != "Other")
-    {
+    if ortho::Engine::adapters(ortho::BackendChoice::Auto).iter().any(|a| a.device_type != "Other") {
         b.push("auto");
     }
     b
@@ -114,30 +105,13 @@ fn favor_verb_matches_the_library() {
             let shape: Vec<usize> = f.shape().iter().map(|&n| n as usize).collect();
             match f.dtype().descr().trim_matches('\'') {
                 "<f8" => Tensor::new(&shape, f.into_vec::<f64>().unwrap()).unwrap(),
-                "<f2" => Tensor::new(
-                    &shape,
-                    f.into_vec::<half::f16>()
-                        .unwrap()
-                        .into_iter()
-                        .map(f64::from)
-                        .collect(),
-                )
-                .unwrap(),
-                _ => Tensor::new(
-                    &shape,
-                    f.into_vec::<f32>()
-                        .unwrap()
-                        .into_iter()
-                        .map(f64::from)
-                        .collect(),
-                )
-                .unwrap(),
+                "<f2" => Tensor::new(&shape, f.into_vec::<half::f16>().unwrap().into_iter().map(f64::from).collect())
+                    .unwrap(),
+                _ => Tensor::new(&shape, f.into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()).unwrap(),
             }
         };
         let qf = read(&q).to_f32().to_f64();
-        let want =
-            ortho_ref::favor::favor(&qf, &read(&k), &read(&v), &read(&w), ortho::Kernel::Softmax)
-                .unwrap();
+        let want = ortho_ref::favor::favor(&qf, &read(&k), &read(&v), &read(&w), ortho::Kernel::Softmax).unwrap();
         let err = ortho_ref::tensor::relative_frobenius(got.data(), want.data());
         assert!(err < 1e-5, "{backend}: {err:e}");
         // The same projection given back as a file gives the same output.
@@ -209,19 +183,8 @@ fn attention_verb_on_2d_inputs() {
     for backend in backends() {
         for causal in [false, true] {
             let out = d.join("o.npy");
-            let mut args = vec![
-                "attention",
-                "--q",
-                p(&q),
-                "--k",
-                p(&k),
-                "--v",
-                p(&v),
-                "--out",
-                p(&out),
-                "--backend",
-                backend,
-            ];
+            let mut args =
+                vec!["attention", "--q", p(&q), "--k", p(&k), "--v", p(&v), "--out", p(&out), "--backend", backend];
             if causal {
                 args.push("--causal");
             }
@@ -239,10 +202,7 @@ fn devices_and_validate_run() {
     let o = ortho(&["validate", "--backend", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        table.contains("favor softmax") && table.contains("exact causal"),
-        "{table}"
-    );
+    assert!(table.contains("favor softmax") && table.contains("exact causal"), "{table}");
     assert!(table.trim_end().ends_with("passed, 0 failed"), "{table}");
 }
 
@@ -259,149 +219,43 @@ fn bad_inputs_get_clear_errors() {
         stderr(&o)
     };
     let missing = d.join("missing.npy");
-    assert!(
-        run(&[
-            "--q",
-            p(&missing),
-            "--k",
-            p(&k),
-            "--v",
-            p(&v),
-            "--features",
-            "8"
-        ])
-        .contains("q (")
-    );
+    assert!(run(&["--q", p(&missing), "--k", p(&k), "--v", p(&v), "--features", "8"]).contains("q ("));
     let ints = d.join("ints.npy");
     save(&ints, &[10, 4], &[1i32; 40]);
     assert!(
-        run(&[
-            "--q",
-            p(&ints),
-            "--k",
-            p(&k),
-            "--v",
-            p(&v),
-            "--features",
-            "8"
-        ])
-        .contains("dtype <i4 is not supported")
+        run(&["--q", p(&ints), "--k", p(&k), "--v", p(&v), "--features", "8"]).contains("dtype <i4 is not supported")
     );
     let short = d.join("short.npy");
     save(&short, &[9, 4], &[0.5f32; 36]);
     assert!(
-        run(&[
-            "--q",
-            p(&q),
-            "--k",
-            p(&short),
-            "--v",
-            p(&v),
-            "--features",
-            "8"
-        ])
-        .contains("k: expected shape [10, 4]")
+        run(&["--q", p(&q), "--k", p(&short), "--v", p(&v), "--features", "8"]).contains("k: expected shape [10, 4]")
     );
     let nan = d.join("nan.npy");
     let mut vals = vec![0.5f32; 40];
     vals[6] = f32::NAN;
     save(&nan, &[10, 4], &vals);
     assert!(
-        run(&[
-            "--q",
-            p(&q),
-            "--k",
-            p(&nan),
-            "--v",
-            p(&v),
-            "--features",
-            "8"
-        ])
-        .contains("k: non-finite value NaN at index [1, 2]")
+        run(&["--q", p(&q), "--k", p(&nan), "--v", p(&v), "--features", "8"])
+            .contains("k: non-finite value NaN at index [1, 2]")
     );
     let huge = d.join("huge.npy");
     save(&huge, &[10, 4], &[1e300f64; 40]);
+    assert!(run(&["--q", p(&huge), "--k", p(&k), "--v", p(&v), "--features", "8"]).contains("does not fit in f32"));
     assert!(
-        run(&[
-            "--q",
-            p(&huge),
-            "--k",
-            p(&k),
-            "--v",
-            p(&v),
-            "--features",
-            "8"
-        ])
-        .contains("does not fit in f32")
+        run(&["--q", p(&q), "--k", p(&k), "--v", p(&v), "--features", "8", "--causal", "--chunk", "0"])
+            .contains("chunk size must be at least 1")
     );
+    assert!(run(&["--q", p(&q), "--k", p(&k), "--v", p(&v), "--features", "8", "--chunk", "4"]).contains("--causal"));
     assert!(
-        run(&[
-            "--q",
-            p(&q),
-            "--k",
-            p(&k),
-            "--v",
-            p(&v),
-            "--features",
-            "8",
-            "--causal",
-            "--chunk",
-            "0"
-        ])
-        .contains("chunk size must be at least 1")
+        run(&["--q", p(&q), "--k", p(&k), "--v", p(&v), "--features", "8", "--causal", "--schedule", "eager"])
+            .contains("auto, parallel, sequential")
     );
-    assert!(
-        run(&[
-            "--q",
-            p(&q),
-            "--k",
-            p(&k),
-            "--v",
-            p(&v),
-            "--features",
-            "8",
-            "--chunk",
-            "4"
-        ])
-        .contains("--causal")
-    );
-    assert!(
-        run(&[
-            "--q",
-            p(&q),
-            "--k",
-            p(&k),
-            "--v",
-            p(&v),
-            "--features",
-            "8",
-            "--causal",
-            "--schedule",
-            "eager"
-        ])
-        .contains("auto, parallel, sequential")
-    );
-    assert!(
-        run(&["--q", p(&q), "--k", p(&k), "--v", p(&v), "--features", "0"]).contains("at least 1")
-    );
+    assert!(run(&["--q", p(&q), "--k", p(&k), "--v", p(&v), "--features", "0"]).contains("at least 1"));
     assert!(run(&["--q", p(&q), "--k", p(&k), "--v", p(&v)]).contains("--features"));
     assert!(
-        run(&[
-            "--q",
-            p(&q),
-            "--k",
-            p(&k),
-            "--v",
-            p(&v),
-            "--features",
-            "8",
-            "--kernel",
-            "cosine"
-        ])
-        .contains("not one of softmax, trig, relu")
+        run(&["--q", p(&q), "--k", p(&k), "--v", p(&v), "--features", "8", "--kernel", "cosine"])
+            .contains("not one of softmax, trig, relu")
     );
     let o = ortho(&["devices", "--backend", "opengl"]);
-    assert!(
-        !o.status.success() && stderr(&o).contains("not one of auto, vulkan, gl, metal, dx12, cpu")
-    );
+    assert!(!o.status.success() && stderr(&o).contains("not one of auto, vulkan, gl, metal, dx12, cpu"));
 }

@@ -46,13 +46,8 @@ impl std::str::FromStr for Kernel {
         match s {
             "softmax" => Ok(Kernel::Softmax),
             "trig" => Ok(Kernel::Trig),
-            "relu" => Ok(Kernel::Relu {
-                eps: Kernel::DEFAULT_RELU_EPS,
-            }),
-            _ => Err(Error::argument(
-                "kernel",
-                format!("'{s}' is not one of softmax, trig, relu"),
-            )),
+            "relu" => Ok(Kernel::Relu { eps: Kernel::DEFAULT_RELU_EPS }),
+            _ => Err(Error::argument("kernel", format!("'{s}' is not one of softmax, trig, relu"))),
         }
     }
 }
@@ -96,18 +91,11 @@ impl AttentionShape {
         }
         let [vb, vh, vl, dv] = four("v", v)?;
         if [vb, vh, vl] != [b, h, l] {
-            return Err(Error::shape(
-                "v",
-                format!("[{b}, {h}, {l}, dv] to match q"),
-                v,
-            ));
+            return Err(Error::shape("v", format!("[{b}, {h}, {l}, dv] to match q"), v));
         }
         for (name, n) in [("B", b), ("H", h), ("L", l), ("d", d), ("dv", dv)] {
             if n == 0 {
-                return Err(Error::argument(
-                    name,
-                    "every dimension of q, k and v must be at least 1",
-                ));
+                return Err(Error::argument(name, "every dimension of q, k and v must be at least 1"));
             }
         }
         let (features, projection_heads) = match w {
@@ -115,22 +103,10 @@ impl AttentionShape {
             Some(&[m, wd]) if wd == d && m > 0 => (m, 1),
             Some(&[wh, m, wd]) if wh == h && wd == d && m > 0 => (m, h),
             Some(s) => {
-                return Err(Error::shape(
-                    "projection",
-                    format!("[m, {d}] or [{h}, m, {d}] with m >= 1"),
-                    s,
-                ));
+                return Err(Error::shape("projection", format!("[m, {d}] or [{h}, m, {d}] with m >= 1"), s));
             }
         };
-        Ok(AttentionShape {
-            batch: b,
-            heads: h,
-            len: l,
-            dim: d,
-            value_dim: dv,
-            features,
-            projection_heads,
-        })
+        Ok(AttentionShape { batch: b, heads: h, len: l, dim: d, value_dim: dv, features, projection_heads })
     }
 
     /// Independent attention problems `B * H`.
@@ -140,11 +116,7 @@ impl AttentionShape {
 
     /// The output shape, with the rank of the inputs.
     pub fn output_shape(&self, rank: usize) -> Vec<usize> {
-        if rank == 2 {
-            vec![self.len, self.value_dim]
-        } else {
-            vec![self.batch, self.heads, self.len, self.value_dim]
-        }
+        if rank == 2 { vec![self.len, self.value_dim] } else { vec![self.batch, self.heads, self.len, self.value_dim] }
     }
 }
 
@@ -171,7 +143,7 @@ fn projections(x: &[f64], w: &[f64], l: usize, d: usize, m: usize) -> (Vec<f64>,
 
 /// Stabilised query and key features `[L, f]` of one problem's row-major `q, k: [L, d]` and
 /// `w: [m, d]` (math.md §1.5): each query row is scaled by its own positive constant, and all key
-/// rows by one shared constant, so `o` is unchanged.
+/// rows by one shared constant `exp(-max_j g_j)`, so `o` is unchanged.
 pub fn stabilised_features(
     kernel: Kernel,
     q: &[f64],
@@ -181,45 +153,12 @@ pub fn stabilised_features(
     d: usize,
     m: usize,
 ) -> (Vec<f64>, Vec<f64>) {
-    let (aq, _) = projections(q, w, l, d, m);
-    let (ak, kk) = projections(k, w, l, d, m);
+    let (pq, mut pk, g) = causal_features(kernel, q, k, w, l, d, m);
+    let top = g.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let f = kernel.feature_count(m);
-    let mut pq = vec![0.0; l * f];
-    let mut pk = vec![0.0; l * f];
-    match kernel {
-        Kernel::Softmax => {
-            let gamma = (0..l * m)
-                .map(|x| ak[x] - kk[x / m])
-                .fold(f64::NEG_INFINITY, f64::max);
-            for t in 0..l {
-                let row = &aq[t * m..(t + 1) * m];
-                let beta = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                for i in 0..m {
-                    pq[t * m + i] = (row[i] - beta).exp();
-                    pk[t * m + i] = (ak[t * m + i] - kk[t] - gamma).exp();
-                }
-            }
-        }
-        Kernel::Trig => {
-            let gamma = kk.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            for t in 0..l {
-                let scale = (kk[t] - gamma).exp();
-                for i in 0..m {
-                    let (sq, cq) = aq[t * m + i].sin_cos();
-                    let (sk, ck) = ak[t * m + i].sin_cos();
-                    pq[t * f + i] = cq;
-                    pq[t * f + m + i] = sq;
-                    pk[t * f + i] = scale * ck;
-                    pk[t * f + m + i] = scale * sk;
-                }
-            }
-        }
-        Kernel::Relu { eps } => {
-            for x in 0..l * m {
-                pq[x] = aq[x].max(0.0) + eps;
-                pk[x] = ak[x].max(0.0) + eps;
-            }
-        }
+    for (row, gj) in pk.chunks_mut(f).zip(&g) {
+        let scale = (gj - top).exp();
+        row.iter_mut().for_each(|x| *x *= scale);
     }
     (pq, pk)
 }
@@ -331,10 +270,7 @@ pub fn favor_causal(
     let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), Some(w.shape()))?;
     check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w)])?;
     if chunk == 0 {
-        return Err(Error::argument(
-            "chunk",
-            "the chunk size must be at least 1",
-        ));
+        return Err(Error::argument("chunk", "the chunk size must be at least 1"));
     }
     let (l, d, dv, m) = (s.len, s.dim, s.value_dim, s.features);
     let f = kernel.feature_count(m);
@@ -373,8 +309,7 @@ pub fn favor_causal(
                     }
                 }
                 for j in c0..=t {
-                    let a: f64 = (0..f).map(|i| pq[t * f + i] * pk[j * f + i]).sum::<f64>()
-                        * (g[j] - gt).exp();
+                    let a: f64 = (0..f).map(|i| pq[t * f + i] * pk[j * f + i]).sum::<f64>() * (g[j] - gt).exp();
                     for c in 0..width {
                         acc[c] += a * vrow(j, c);
                     }
@@ -406,11 +341,7 @@ pub fn favor_causal(
 /// `num / den`, or 0 where the denominator vanished (every term underflowed, or a `trig` estimate
 /// cancelled exactly): a finite input never gives a NaN.
 fn normalise(num: f64, den: f64) -> f64 {
-    if den == 0.0 || !den.is_finite() {
-        0.0
-    } else {
-        num / den
-    }
+    if den == 0.0 || !den.is_finite() { 0.0 } else { num / den }
 }
 
 struct Problem<'a> {
@@ -521,12 +452,8 @@ pub fn favor_quadratic(
                 let a: f64 = (0..m)
                     .map(|i| match kernel {
                         Kernel::Softmax => (exponent(j, i) - top).exp(),
-                        Kernel::Trig => {
-                            (exponent(j, i) - top).exp() * (aq[t * m + i] - ak[j * m + i]).cos()
-                        }
-                        Kernel::Relu { eps } => {
-                            (aq[t * m + i].max(0.0) + eps) * (ak[j * m + i].max(0.0) + eps)
-                        }
+                        Kernel::Trig => (exponent(j, i) - top).exp() * (aq[t * m + i] - ak[j * m + i]).cos(),
+                        Kernel::Relu { eps } => (aq[t * m + i].max(0.0) + eps) * (ak[j * m + i].max(0.0) + eps),
                     })
                     .sum();
                 den += a;
@@ -544,12 +471,7 @@ pub fn favor_quadratic(
 
 /// Exact softmax attention (math.md §1.7): `o_t = sum_j exp(q_t.k_j/sqrt(d)) v_j / sum_j exp(...)`,
 /// over all `j` or `j <= t`, with the max trick per row.
-pub fn exact(
-    q: &Tensor<f64>,
-    k: &Tensor<f64>,
-    v: &Tensor<f64>,
-    causal: bool,
-) -> Result<Tensor<f64>> {
+pub fn exact(q: &Tensor<f64>, k: &Tensor<f64>, v: &Tensor<f64>, causal: bool) -> Result<Tensor<f64>> {
     let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), None)?;
     check_inputs(&[("q", q), ("k", k), ("v", v)])?;
     let (l, d, dv) = (s.len, s.dim, s.value_dim);
@@ -560,16 +482,9 @@ pub fn exact(
             let keys = if causal { t + 1 } else { l };
             let qt = &p.q[t * d..(t + 1) * d];
             for j in 0..keys {
-                scores[j] = scale
-                    * qt.iter()
-                        .zip(&p.k[j * d..(j + 1) * d])
-                        .map(|(a, b)| a * b)
-                        .sum::<f64>();
+                scores[j] = scale * qt.iter().zip(&p.k[j * d..(j + 1) * d]).map(|(a, b)| a * b).sum::<f64>();
             }
-            let top = scores[..keys]
-                .iter()
-                .copied()
-                .fold(f64::NEG_INFINITY, f64::max);
+            let top = scores[..keys].iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let mut den = 0.0;
             let row = &mut o[t * dv..(t + 1) * dv];
             for j in 0..keys {
@@ -588,25 +503,24 @@ pub fn exact(
 /// Flops of bidirectional random-feature attention: the two projections, `phi(K)^T [V|1]` and
 /// `phi(Q) kv`.
 pub fn favor_flops(s: &AttentionShape, kernel: Kernel) -> f64 {
-    let (z, l, d, dv) = (
-        s.problems() as f64,
-        s.len as f64,
-        s.dim as f64,
-        s.value_dim as f64,
-    );
+    let (z, l, d, dv) = (s.problems() as f64, s.len as f64, s.dim as f64, s.value_dim as f64);
     let m = s.features as f64;
     let f = kernel.feature_count(s.features) as f64;
     z * (2.0 * 2.0 * l * d * m + 2.0 * 2.0 * l * f * (dv + 1.0))
 }
 
+/// Flops of chunked causal random-feature attention with chunks of `chunk`: the two projections,
+/// the `C x C` blocks `phi(Q_c) phi(K_c)^T` and their product with `[V | 1]` (full blocks, as
+/// computed), the chunk state deltas and the inter-chunk products.
+pub fn favor_causal_flops(s: &AttentionShape, kernel: Kernel, chunk: usize) -> f64 {
+    let (z, l, d, dv) = (s.problems() as f64, s.len as f64, s.dim as f64, s.value_dim as f64);
+    let (m, f, c) = (s.features as f64, kernel.feature_count(s.features) as f64, chunk.min(s.len) as f64);
+    z * (2.0 * 2.0 * l * d * m + 2.0 * l * c * f + 2.0 * l * c * (dv + 1.0) + 2.0 * 2.0 * l * f * (dv + 1.0))
+}
+
 /// Flops of exact attention: `Q K^T` and `P V`, halved when causal.
 pub fn exact_flops(s: &AttentionShape, causal: bool) -> f64 {
-    let (z, l, d, dv) = (
-        s.problems() as f64,
-        s.len as f64,
-        s.dim as f64,
-        s.value_dim as f64,
-    );
+    let (z, l, d, dv) = (s.problems() as f64, s.len as f64, s.dim as f64, s.value_dim as f64);
     let pairs = if causal { l * (l + 1.0) / 2.0 } else { l * l };
     z * pairs * 2.0 * (d + dv)
 }
@@ -689,9 +603,7 @@ mod tests {
         }
         assert!(relative_frobenius(&out, one_shot.data()) < 1e-13);
         let wrong = CausalState::new(1, m + 1, dv);
-        assert!(
-            favor_causal(&q, &k, &v, &w, Kernel::Softmax, 4, Some(&mut wrong.clone())).is_err()
-        );
+        assert!(favor_causal(&q, &k, &v, &w, Kernel::Softmax, 4, Some(&mut wrong.clone())).is_err());
     }
 
     #[test]
@@ -728,9 +640,7 @@ mod tests {
         let err = exact(&q, &k, &v, false).unwrap_err().to_string();
         assert!(err.starts_with("k:"), "{err}");
         let w = Tensor::<f64>::zeros(&[3, 3]);
-        let err = favor(&q, &q, &v, &w, Kernel::Softmax)
-            .unwrap_err()
-            .to_string();
+        let err = favor(&q, &q, &v, &w, Kernel::Softmax).unwrap_err().to_string();
         assert!(err.starts_with("projection:"), "{err}");
     }
 
@@ -740,8 +650,6 @@ mod tests {
         q.data_mut()[4] = f64::NAN;
         let k = Tensor::<f64>::zeros(&[2, 3]);
         let err = exact(&q, &k, &k, false).unwrap_err();
-        assert!(
-            matches!(err, Error::NonFinite { ref tensor, ref index, .. } if tensor == "q" && index == &vec![1, 1])
-        );
+        assert!(matches!(err, Error::NonFinite { ref tensor, ref index, .. } if tensor == "q" && index == &vec![1, 1]));
     }
 }

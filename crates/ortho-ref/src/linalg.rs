@@ -63,9 +63,7 @@ mod tests {
     #[test]
     fn qr_reconstructs_and_is_orthogonal() {
         let n = 7;
-        let a: Vec<f64> = (0..n * n)
-            .map(|i| ((i * 37 % 11) as f64 - 5.0) / 3.0)
-            .collect();
+        let a: Vec<f64> = (0..n * n).map(|i| ((i * 37 % 11) as f64 - 5.0) / 3.0).collect();
         let (q, r) = qr(&a, n);
         let qr_prod = matmul(&q, &r, n, n, n);
         for (x, y) in qr_prod.iter().zip(&a) {
@@ -73,10 +71,7 @@ mod tests {
         }
         for i in 0..n {
             for j in 0..i {
-                assert!(
-                    r[i * n + j].abs() < 1e-12,
-                    "R not upper triangular at ({i},{j})"
-                );
+                assert!(r[i * n + j].abs() < 1e-12, "R not upper triangular at ({i},{j})");
             }
             for j in 0..n {
                 let dot: f64 = (0..n).map(|p| q[p * n + i] * q[p * n + j]).sum();

@@ -34,10 +34,7 @@ impl std::str::FromStr for Scaling {
             "chi" => Ok(Scaling::Chi),
             "sqrt-d" => Ok(Scaling::SqrtD),
             "iid" => Ok(Scaling::Iid),
-            _ => Err(Error::argument(
-                "scaling",
-                format!("'{s}' is not one of chi, sqrt-d, iid"),
-            )),
+            _ => Err(Error::argument("scaling", format!("'{s}' is not one of chi, sqrt-d, iid"))),
         }
     }
 }
@@ -52,10 +49,7 @@ impl Gaussian {
     pub fn new(seed: u64) -> Self {
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(&seed.to_le_bytes());
-        Gaussian {
-            rng: ChaCha20Rng::from_seed(key),
-            spare: None,
-        }
+        Gaussian { rng: ChaCha20Rng::from_seed(key), spare: None }
     }
 
     /// Uniform on `[0, 1)` with 53 random bits.
@@ -87,13 +81,7 @@ pub fn projection(m: usize, d: usize, scaling: Scaling, seed: u64) -> Result<Ten
 }
 
 /// `[heads, m, d]`: one independent projection per head, drawn one after another from one stream.
-pub fn projection_per_head(
-    heads: usize,
-    m: usize,
-    d: usize,
-    scaling: Scaling,
-    seed: u64,
-) -> Result<Tensor<f64>> {
+pub fn projection_per_head(heads: usize, m: usize, d: usize, scaling: Scaling, seed: u64) -> Result<Tensor<f64>> {
     let mut g = Gaussian::new(seed);
     let mut data = Vec::with_capacity(heads * m * d);
     for _ in 0..heads {
@@ -199,10 +187,5 @@ mod golden {
         assert_eq!(bits[..4], PINNED);
     }
 
-    const PINNED: [u64; 4] = [
-        0x3feeffb9550fe969,
-        0xbfcdd3b9335980ff,
-        0x3fea1fb83f78073b,
-        0x3fed9e093281ec22,
-    ];
+    const PINNED: [u64; 4] = [0x3feeffb9550fe969, 0xbfcdd3b9335980ff, 0x3fea1fb83f78073b, 0x3fed9e093281ec22];
 }

@@ -37,32 +37,18 @@ impl<T: Element> Tensor<T> {
     pub fn new(shape: &[usize], data: Vec<T>) -> Result<Self> {
         let expected: usize = shape.iter().product();
         if expected != data.len() {
-            return Err(Error::Length {
-                tensor: "tensor".into(),
-                shape: shape.to_vec(),
-                expected,
-                got: data.len(),
-            });
+            return Err(Error::Length { tensor: "tensor".into(), shape: shape.to_vec(), expected, got: data.len() });
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            data,
-        })
+        Ok(Tensor { shape: shape.to_vec(), data })
     }
 
     pub fn zeros(shape: &[usize]) -> Self {
-        Tensor {
-            shape: shape.to_vec(),
-            data: vec![T::default(); shape.iter().product()],
-        }
+        Tensor { shape: shape.to_vec(), data: vec![T::default(); shape.iter().product()] }
     }
 
     pub fn from_fn(shape: &[usize], mut f: impl FnMut(usize) -> T) -> Self {
         let n = shape.iter().product();
-        Tensor {
-            shape: shape.to_vec(),
-            data: (0..n).map(&mut f).collect(),
-        }
+        Tensor { shape: shape.to_vec(), data: (0..n).map(&mut f).collect() }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -95,10 +81,7 @@ impl<T: Element> Tensor<T> {
     }
 
     pub fn map<U: Element>(&self, f: impl Fn(T) -> U) -> Tensor<U> {
-        Tensor {
-            shape: self.shape.clone(),
-            data: self.data.iter().map(|&x| f(x)).collect(),
-        }
+        Tensor { shape: self.shape.clone(), data: self.data.iter().map(|&x| f(x)).collect() }
     }
 
     pub fn to_f64(&self) -> Tensor<f64> {
@@ -143,18 +126,11 @@ pub fn relative_frobenius<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
         diff += (x - y) * (x - y);
         norm += y * y;
     }
-    if norm == 0.0 {
-        diff.sqrt()
-    } else {
-        (diff / norm).sqrt()
-    }
+    if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() }
 }
 
 /// `max |a - b|`.
 pub fn max_abs_diff<A: Element, B: Element>(a: &[A], b: &[B]) -> f64 {
     assert_eq!(a.len(), b.len(), "max_abs_diff: lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| (x.to_f64() - y.to_f64()).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(&x, &y)| (x.to_f64() - y.to_f64()).abs()).fold(0.0, f64::max)
 }

@@ -73,9 +73,7 @@ impl EngineOptions {
         };
         Ok(EngineOptions {
             backend,
-            adapter_name: std::env::var("WGPU_ADAPTER_NAME")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
             require_gpu: std::env::var("ORTHO_REQUIRE_GPU").is_ok_and(|v| v == "1"),
         })
     }
@@ -107,9 +105,7 @@ impl AdapterReport {
             backend: format!("{:?}", info.backend),
             name: info.name,
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info)
-                .trim()
-                .to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             f16: f.contains(wgpu::Features::SHADER_F16),
             f64: f.contains(wgpu::Features::SHADER_F64),
             subgroups: f.contains(wgpu::Features::SUBGROUP),
@@ -164,15 +160,11 @@ impl Engine {
     pub async fn with_options_async(options: &EngineOptions) -> Result<Engine> {
         if options.backend == BackendChoice::Cpu {
             if options.require_gpu {
-                return Err(Error::NoAdapter(
-                    "the CPU backend was chosen but a GPU is required".into(),
-                ));
+                return Err(Error::NoAdapter("the CPU backend was chosen but a GPU is required".into()));
             }
             return Ok(Engine::cpu("the CPU backend was chosen"));
         }
-        let mut adapters = instance()
-            .enumerate_adapters(options.backend.backends())
-            .await;
+        let mut adapters = instance().enumerate_adapters(options.backend.backends()).await;
         let all: Vec<String> = adapters.iter().map(|a| AdapterReport::of(a).name).collect();
         if let Some(want) = &options.adapter_name {
             let want = want.to_lowercase();
@@ -187,16 +179,8 @@ impl Engine {
             let reason = format!(
                 "no adapter for backend {:?}{} (adapters seen: {})",
                 options.backend,
-                options
-                    .adapter_name
-                    .as_ref()
-                    .map(|n| format!(" named like '{n}'"))
-                    .unwrap_or_default(),
-                if all.is_empty() {
-                    "none".to_string()
-                } else {
-                    all.join(", ")
-                }
+                options.adapter_name.as_ref().map(|n| format!(" named like '{n}'")).unwrap_or_default(),
+                if all.is_empty() { "none".to_string() } else { all.join(", ") }
             );
             if options.require_gpu {
                 return Err(Error::NoAdapter(reason));
@@ -239,18 +223,12 @@ impl Engine {
 
     /// An engine without a GPU: every call runs the CPU reference.
     pub fn cpu(reason: impl Into<String>) -> Engine {
-        Engine {
-            gpu: None,
-            fallback_reason: Some(reason.into()),
-        }
+        Engine { gpu: None, fallback_reason: Some(reason.into()) }
     }
 
     /// Every adapter of the chosen backends.
     pub fn adapters(backend: BackendChoice) -> Vec<AdapterReport> {
-        pollster::block_on(instance().enumerate_adapters(backend.backends()))
-            .iter()
-            .map(AdapterReport::of)
-            .collect()
+        pollster::block_on(instance().enumerate_adapters(backend.backends())).iter().map(AdapterReport::of).collect()
     }
 
     pub fn is_gpu(&self) -> bool {
@@ -297,10 +275,7 @@ impl Engine {
 
     /// Live and peak bytes of the buffer pool (zero on the CPU).
     pub fn pool_stats(&self) -> PoolStats {
-        self.gpu
-            .as_ref()
-            .map(|g| g.pool.stats())
-            .unwrap_or_default()
+        self.gpu.as_ref().map(|g| g.pool.stats()).unwrap_or_default()
     }
 
     /// Starts a new peak measurement from the bytes live now.
@@ -338,10 +313,7 @@ impl Engine {
         let bytes = 4 * shape.iter().product::<usize>() as u64;
         self.check_binding("a tensor", bytes)?;
         let gpu = self.gpu("allocating a tensor")?;
-        Ok(GpuTensor::pooled(
-            gpu.pool.get(BufferKind::Storage, bytes),
-            shape,
-        ))
+        Ok(GpuTensor::pooled(gpu.pool.get(BufferKind::Storage, bytes), shape))
     }
 
     /// Copies a host tensor to the GPU, rejecting non-finite values.
@@ -350,8 +322,7 @@ impl Engine {
         let out = self.empty(t.shape())?;
         let gpu = self.gpu("upload")?;
         if !t.is_empty() {
-            gpu.queue
-                .write_buffer(out.buffer(), 0, bytemuck::cast_slice(t.data()));
+            gpu.queue.write_buffer(out.buffer(), 0, bytemuck::cast_slice(t.data()));
         }
         Ok(out)
     }
@@ -378,22 +349,14 @@ impl Engine {
         });
         gpu.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu {
-                op: "download".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Gpu { op: "download".into(), message: e.to_string() })?;
         rx.recv()
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| Error::Gpu {
-                op: "download".into(),
-                message,
-            })?;
+            .map_err(|message| Error::Gpu { op: "download".into(), message })?;
         let data = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
-                op: "download".into(),
-                message: e.to_string(),
-            })?;
+            let view =
+                slice.get_mapped_range().map_err(|e| Error::Gpu { op: "download".into(), message: e.to_string() })?;
             bytemuck::cast_slice::<u8, f32>(&view).to_vec()
         };
         staging.buffer().unmap();
@@ -402,30 +365,18 @@ impl Engine {
 
     /// Records `record` into a fresh encoder, submits it, and turns any wgpu validation or
     /// out-of-memory error raised on the way into an [`Error::Gpu`] naming `op`.
-    pub(crate) fn submit<T>(
-        &self,
-        op: &str,
-        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
-    ) -> Result<T> {
+    pub(crate) fn submit<T>(&self, op: &str, record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>) -> Result<T> {
         let gpu = self.gpu(op)?;
         let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
         let result = record(&mut encoder);
         if result.is_ok() {
             gpu.queue.submit([encoder.finish()]);
         }
-        let errors = [
-            pollster::block_on(validation.pop()),
-            pollster::block_on(oom.pop()),
-        ];
+        let errors = [pollster::block_on(validation.pop()), pollster::block_on(oom.pop())];
         if let Some(e) = errors.into_iter().flatten().next() {
-            return Err(Error::Gpu {
-                op: op.to_string(),
-                message: e.to_string(),
-            });
+            return Err(Error::Gpu { op: op.to_string(), message: e.to_string() });
         }
         result
     }

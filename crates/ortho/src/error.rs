@@ -13,12 +13,7 @@ pub enum Error {
     #[error("GPU error in {op}: {message}")]
     Gpu { op: String, message: String },
     #[error("{what} needs {needed} bytes, over the device's {limit_name} of {limit} bytes")]
-    Limit {
-        what: String,
-        needed: u64,
-        limit_name: &'static str,
-        limit: u64,
-    },
+    Limit { what: String, needed: u64, limit_name: &'static str, limit: u64 },
     #[error("not supported: {0}")]
     Unsupported(String),
 }

@@ -39,11 +39,9 @@ impl std::str::FromStr for Schedule {
             "auto" => Ok(Schedule::Auto),
             "parallel" => Ok(Schedule::Parallel),
             "sequential" => Ok(Schedule::Sequential),
-            _ => Err(InputError::argument(
-                "schedule",
-                format!("'{s}' is not one of auto, parallel, sequential"),
-            )
-            .into()),
+            _ => {
+                Err(InputError::argument("schedule", format!("'{s}' is not one of auto, parallel, sequential")).into())
+            }
         }
     }
 }
@@ -66,19 +64,11 @@ pub struct FavorOptions {
 
 impl FavorOptions {
     pub fn new(kernel: Kernel) -> Self {
-        FavorOptions {
-            kernel,
-            causal: false,
-            chunk: None,
-            schedule: Schedule::Auto,
-        }
+        FavorOptions { kernel, causal: false, chunk: None, schedule: Schedule::Auto }
     }
 
     pub fn causal(kernel: Kernel) -> Self {
-        FavorOptions {
-            causal: true,
-            ..FavorOptions::new(kernel)
-        }
+        FavorOptions { causal: true, ..FavorOptions::new(kernel) }
     }
 }
 
@@ -93,39 +83,22 @@ impl Default for FavorOptions {
 /// streaming L tokens in pieces of any sizes gives the one-shot result. On a GPU engine it stays on
 /// the device.
 pub enum CausalState {
-    Gpu {
-        s: GpuTensor,
-        gamma: GpuTensor,
-        problems: usize,
-        features: usize,
-        value_dim: usize,
-    },
+    Gpu { s: GpuTensor, gamma: GpuTensor, problems: usize, features: usize, value_dim: usize },
     Cpu(ortho_ref::favor::CausalState),
 }
 
 impl CausalState {
     fn sizes(&self) -> (usize, usize, usize) {
         match self {
-            CausalState::Gpu {
-                problems,
-                features,
-                value_dim,
-                ..
-            } => (*problems, *features, *value_dim),
+            CausalState::Gpu { problems, features, value_dim, .. } => (*problems, *features, *value_dim),
             CausalState::Cpu(s) => (s.problems, s.features, s.value_dim),
         }
     }
 
     fn check(&self, s: &AttentionShape, kernel: Kernel) -> Result<()> {
         let (problems, features, value_dim) = self.sizes();
-        Ok(ortho_ref::favor::CausalState {
-            problems,
-            features,
-            value_dim,
-            s: vec![],
-            gamma: vec![],
-        }
-        .check(s, kernel)?)
+        Ok(ortho_ref::favor::CausalState { problems, features, value_dim, s: vec![], gamma: vec![] }
+            .check(s, kernel)?)
     }
 }
 
@@ -199,9 +172,7 @@ fn attention_shape(
     let s = AttentionShape::of(q, k, v, w)?;
     if let Some(out) = out {
         if out.iter().product::<usize>() != s.problems() * s.len * s.value_dim {
-            return Err(
-                InputError::shape("out", format!("{:?}", s.output_shape(q.len())), out).into(),
-            );
+            return Err(InputError::shape("out", format!("{:?}", s.output_shape(q.len())), out).into());
         }
     }
     Ok(s)
@@ -262,10 +233,7 @@ impl Plan {
             2 * z,                                       // gamma before the group, and carried
         ];
         let bytes = |n: usize| 4 * n as u64;
-        (
-            sizes.iter().map(|&n| bytes(n)).max().unwrap_or(0),
-            sizes.iter().map(|&n| bytes(n)).sum(),
-        )
+        (sizes.iter().map(|&n| bytes(n)).max().unwrap_or(0), sizes.iter().map(|&n| bytes(n)).sum())
     }
 }
 
@@ -316,41 +284,20 @@ impl Engine {
         let plan = if o.causal {
             let chunk = o.chunk.unwrap_or(DEFAULT_CHUNK);
             if chunk == 0 {
-                return Err(
-                    InputError::argument("chunk", "the chunk size must be at least 1").into(),
-                );
+                return Err(InputError::argument("chunk", "the chunk size must be at least 1").into());
             }
             let chunk = chunk.min(s.len);
-            let with = |g| Plan {
-                chunk,
-                group_chunks: g,
-                ..base
-            };
+            let with = |g| Plan { chunk, group_chunks: g, ..base };
             let group_chunks = match o.schedule {
                 Schedule::Sequential => 1,
-                Schedule::Parallel => {
-                    largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), u64::MAX))
-                }
-                Schedule::Auto => largest_fitting(s.len.div_ceil(chunk), |g| {
-                    fits(&with(g), AUTO_SCRATCH_BYTES)
-                }),
+                Schedule::Parallel => largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), u64::MAX)),
+                Schedule::Auto => largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), AUTO_SCRATCH_BYTES)),
             };
             with(group_chunks)
         } else {
             // Bidirectional: one chunk per group, as many rows as the scratch budget allows.
-            let rows = largest_fitting(s.len, |rows| {
-                fits(
-                    &Plan {
-                        chunk: rows,
-                        ..base
-                    },
-                    AUTO_SCRATCH_BYTES,
-                )
-            });
-            Plan {
-                chunk: rows,
-                ..base
-            }
+            let rows = largest_fitting(s.len, |rows| fits(&Plan { chunk: rows, ..base }, AUTO_SCRATCH_BYTES));
+            Plan { chunk: rows, ..base }
         };
         if !fits(&plan, u64::MAX) {
             return Err(Error::Limit {
@@ -378,11 +325,7 @@ impl Engine {
             offset: get(rows),
             gamma: get(rows),
             before: get(p.z),
-            scores: get(if p.causal {
-                p.z * p.group_chunks * p.chunk * p.chunk
-            } else {
-                1
-            }),
+            scores: get(if p.causal { p.z * p.group_chunks * p.chunk * p.chunk } else { 1 }),
             num: get(rows * p.width()),
             deltas: get(p.z * p.group_chunks * p.f * p.width()),
         }
@@ -430,6 +373,22 @@ impl Recorder<'_, '_, '_> {
         )
     }
 
+    /// A row kernel whose uniform block is `(rows, problems, scratch rows, extra...)`, one invocation
+    /// per element of `invocations`.
+    fn rows_kernel(
+        &mut self,
+        name: &str,
+        rows: usize,
+        extra: [u32; 5],
+        buffers: &[&wgpu::Buffer],
+        n: usize,
+    ) -> Result<()> {
+        let p = self.plan;
+        let [a, b, c, d, e] = extra;
+        let params = RowParams([rows as u32, p.z as u32, p.scratch_rows() as u32, a, b, c, d, e]);
+        self.run(name, bytemuck::bytes_of(&params), buffers, n, 256)
+    }
+
     fn gemm(&mut self, g: &Gemm, a: Operand, b: Operand, c: Operand) -> Result<()> {
         record_gemm(self.gpu, self.pass, g, a, b, c)
     }
@@ -448,16 +407,8 @@ impl Recorder<'_, '_, '_> {
     ) -> Result<()> {
         let p = self.plan;
         let sr = p.scratch_rows();
-        let project = Gemm {
-            alpha: (p.d as f32).powf(-0.25),
-            ..Gemm::new(p.z, rows, p.m, p.d)
-        };
-        self.gemm(
-            &project,
-            Operand::rows(x, p.l, p.d).at(start * p.d),
-            io.w,
-            Operand::rows(sc.a.buffer(), sr, p.m),
-        )?;
+        let project = Gemm { alpha: (p.d as f32).powf(-0.25), ..Gemm::new(p.z, rows, p.m, p.d) };
+        self.gemm(&project, Operand::rows(x, p.l, p.d).at(start * p.d), io.w, Operand::rows(sc.a.buffer(), sr, p.m))?;
         let kind = match (self.kernel, is_key) {
             (Kernel::Softmax, false) => QUERY_MAX,
             (Kernel::Softmax, true) => KEY_MAX,
@@ -475,168 +426,51 @@ impl Recorder<'_, '_, '_> {
             x_stride: (p.l * p.d) as u32,
         };
         let bufs = [x, sc.a.buffer(), sc.half_sq.buffer(), sc.offset.buffer()];
-        self.run(
-            "favor/row_stats",
-            bytemuck::bytes_of(&stats),
-            &bufs,
-            p.z * rows,
-            64,
-        )?;
+        self.run("favor/row_stats", bytemuck::bytes_of(&stats), &bufs, p.z * rows, 64)?;
         if is_key {
             // gamma_t = max(carried, g_0..=t): the prefix max of the key offsets.
-            let scan = ScanParams {
-                rows: rows as u32,
-                problems: p.z as u32,
-                row_stride: sr as u32,
-                _pad: 0,
-            };
-            let bufs = [
-                sc.offset.buffer(),
-                sc.gamma.buffer(),
-                sc.before.buffer(),
-                io.state_gamma,
-            ];
-            dispatch(
-                &self.gpu.device,
-                &self.gpu.pipelines,
-                self.pass,
-                "common/scan_max",
-                bytemuck::bytes_of(&scan),
-                &bufs,
-                grid(p.z as u64, 1)?,
-            )?;
+            let scan = ScanParams { rows: rows as u32, problems: p.z as u32, row_stride: sr as u32, _pad: 0 };
+            let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.before.buffer(), io.state_gamma];
+            self.run("common/scan_max", bytemuck::bytes_of(&scan), &bufs, p.z, 1)?;
         }
         let (code, eps) = kernel_code(self.kernel);
-        let feat = [
-            rows as u32,
-            p.z as u32,
-            sr as u32,
-            p.m as u32,
-            code,
-            is_key as u32,
-            eps.to_bits(),
-            0,
-        ];
         let bufs = [sc.a.buffer(), sc.half_sq.buffer(), sc.offset.buffer(), phi];
-        self.run(
-            "favor/features",
-            bytemuck::bytes_of(&RowParams(feat)),
-            &bufs,
-            p.z * rows * p.m,
-            256,
-        )
+        let extra = [p.m as u32, code, is_key as u32, eps.to_bits(), 0];
+        self.rows_kernel("favor/features", rows, extra, &bufs, p.z * rows * p.m)
     }
 
     /// Scales the rows of `phi` by their decay: keys for their chunk's state delta, queries for the
     /// inter-chunk term (see `favor/row_scale.wgsl`).
-    fn row_scale(
-        &mut self,
-        sc: &Scratch,
-        phi: &wgpu::Buffer,
-        is_key: bool,
-        rows: usize,
-        chunk: usize,
-    ) -> Result<()> {
+    fn row_scale(&mut self, sc: &Scratch, phi: &wgpu::Buffer, is_key: bool, rows: usize, chunk: usize) -> Result<()> {
         let p = self.plan;
-        let params = RowParams([
-            rows as u32,
-            p.z as u32,
-            p.scratch_rows() as u32,
-            p.f as u32,
-            chunk as u32,
-            is_key as u32,
-            0,
-            0,
-        ]);
-        let bufs = [
-            sc.offset.buffer(),
-            sc.gamma.buffer(),
-            sc.before.buffer(),
-            phi,
-        ];
-        self.run(
-            "favor/row_scale",
-            bytemuck::bytes_of(&params),
-            &bufs,
-            p.z * p.scratch_rows() * p.f,
-            256,
-        )
+        let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.before.buffer(), phi];
+        let extra = [p.f as u32, chunk as u32, is_key as u32, 0, 0];
+        self.rows_kernel("favor/row_scale", rows, extra, &bufs, p.z * p.scratch_rows() * p.f)
     }
 
     /// Chunk state deltas `phi~(K_c)^T [V_c | 1]` for the chunks of a group, then the scan that turns
     /// them into the states entering each chunk and carries the state past the group.
-    fn fold_keys(
-        &mut self,
-        sc: &Scratch,
-        io: &Io,
-        start: usize,
-        rows: usize,
-        chunk: usize,
-    ) -> Result<()> {
+    fn fold_keys(&mut self, sc: &Scratch, io: &Io, start: usize, rows: usize, chunk: usize) -> Result<()> {
         let p = self.plan;
         let (sr, w) = (p.scratch_rows(), p.width());
         let chunks = rows.div_ceil(chunk);
         self.row_scale(sc, sc.phi_k.buffer(), true, rows, chunk)?;
         for (first, count, k) in chunk_batches(rows, chunk) {
-            let g = Gemm {
-                ones_col: Some(p.dv),
-                ..Gemm::new(p.z * count, p.f, w, k)
-            };
-            let a = Operand::rows(sc.phi_k.buffer(), sr, p.f)
-                .t()
-                .chunks(first, count, chunk * p.f);
-            let b =
-                Operand::rows(io.v, p.l, p.dv)
-                    .at(start * p.dv)
-                    .chunks(first, count, chunk * p.dv);
-            let c =
-                Operand::rows(sc.deltas.buffer(), chunks * p.f, w).chunks(first, count, p.f * w);
+            let g = Gemm { ones_col: Some(p.dv), ..Gemm::new(p.z * count, p.f, w, k) };
+            let a = Operand::rows(sc.phi_k.buffer(), sr, p.f).t().chunks(first, count, chunk * p.f);
+            let b = Operand::rows(io.v, p.l, p.dv).at(start * p.dv).chunks(first, count, chunk * p.dv);
+            let c = Operand::rows(sc.deltas.buffer(), chunks * p.f, w).chunks(first, count, p.f * w);
             self.gemm(&g, a, b, c)?;
         }
-        let params = RowParams([
-            rows as u32,
-            p.z as u32,
-            sr as u32,
-            (p.f * w) as u32,
-            chunk as u32,
-            chunks as u32,
-            0,
-            0,
-        ]);
-        let bufs = [
-            sc.gamma.buffer(),
-            sc.before.buffer(),
-            sc.deltas.buffer(),
-            io.state_s,
-        ];
-        self.run(
-            "favor/state_scan",
-            bytemuck::bytes_of(&params),
-            &bufs,
-            p.z * p.f * w,
-            256,
-        )
+        let bufs = [sc.gamma.buffer(), sc.before.buffer(), sc.deltas.buffer(), io.state_s];
+        let extra = [(p.f * w) as u32, chunk as u32, chunks as u32, 0, 0];
+        self.rows_kernel("favor/state_scan", rows, extra, &bufs, p.z * p.f * w)
     }
 
     fn normalize(&mut self, sc: &Scratch, io: &Io, start: usize, rows: usize) -> Result<()> {
         let p = self.plan;
-        let params = RowParams([
-            rows as u32,
-            p.z as u32,
-            p.scratch_rows() as u32,
-            p.dv as u32,
-            (start * p.dv) as u32,
-            (p.l * p.dv) as u32,
-            0,
-            0,
-        ]);
-        self.run(
-            "favor/normalize",
-            bytemuck::bytes_of(&params),
-            &[sc.num.buffer(), io.out],
-            p.z * rows * p.dv,
-            256,
-        )
+        let extra = [p.dv as u32, (start * p.dv) as u32, (p.l * p.dv) as u32, 0, 0];
+        self.rows_kernel("favor/normalize", rows, extra, &[sc.num.buffer(), io.out], p.z * rows * p.dv)
     }
 
     /// One group of causal attention: rows `start..start + rows` in chunks of the plan's size.
@@ -648,46 +482,15 @@ impl Recorder<'_, '_, '_> {
         self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
         // Intra-chunk: scores phi^(Q_c) phi^(K_c)^T, masked and decayed, times [V_c | 1].
         let scores = Operand::rows(sc.scores.buffer(), c, c);
-        let scores = Operand {
-            outer: chunks * c * c,
-            ..scores
-        };
+        let scores = Operand { outer: chunks * c * c, ..scores };
         let qc = Operand::rows(sc.phi_q.buffer(), sr, p.f).chunks(0, chunks, c * p.f);
-        let kc = Operand::rows(sc.phi_k.buffer(), sr, p.f)
-            .t()
-            .chunks(0, chunks, c * p.f);
-        self.gemm(
-            &Gemm::new(p.z * chunks, c, c, p.f),
-            qc,
-            kc,
-            scores.chunks(0, chunks, c * c),
-        )?;
-        let mask = RowParams([
-            rows as u32,
-            p.z as u32,
-            sr as u32,
-            c as u32,
-            chunks as u32,
-            0,
-            0,
-            0,
-        ]);
+        let kc = Operand::rows(sc.phi_k.buffer(), sr, p.f).t().chunks(0, chunks, c * p.f);
+        self.gemm(&Gemm::new(p.z * chunks, c, c, p.f), qc, kc, scores.chunks(0, chunks, c * c))?;
         let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.scores.buffer()];
-        self.run(
-            "favor/causal_mask",
-            bytemuck::bytes_of(&mask),
-            &bufs,
-            p.z * chunks * c * c,
-            256,
-        )?;
+        self.rows_kernel("favor/causal_mask", rows, [c as u32, chunks as u32, 0, 0, 0], &bufs, p.z * chunks * c * c)?;
         for (first, count, k) in chunk_batches(rows, c) {
-            let g = Gemm {
-                ones_col: Some(p.dv),
-                ..Gemm::new(p.z * count, k, w, k)
-            };
-            let b = Operand::rows(io.v, p.l, p.dv)
-                .at(start * p.dv)
-                .chunks(first, count, c * p.dv);
+            let g = Gemm { ones_col: Some(p.dv), ..Gemm::new(p.z * count, k, w, k) };
+            let b = Operand::rows(io.v, p.l, p.dv).at(start * p.dv).chunks(first, count, c * p.dv);
             let out = Operand::rows(sc.num.buffer(), sr, w).chunks(first, count, c * w);
             self.gemm(&g, scores.chunks(first, count, c * c), b, out)?;
         }
@@ -696,15 +499,7 @@ impl Recorder<'_, '_, '_> {
         self.row_scale(sc, sc.phi_q.buffer(), false, rows, c)?;
         let states = Operand::rows(sc.deltas.buffer(), p.f, w);
         let out = Operand::rows(sc.num.buffer(), sr, w).chunks(0, chunks, c * w);
-        self.gemm(
-            &Gemm {
-                beta: 1.0,
-                ..Gemm::new(p.z * chunks, c, w, p.f)
-            },
-            qc,
-            states,
-            out,
-        )?;
+        self.gemm(&Gemm { beta: 1.0, ..Gemm::new(p.z * chunks, c, w, p.f) }, qc, states, out)?;
         self.normalize(sc, io, start, rows)
     }
 
@@ -722,12 +517,7 @@ impl Recorder<'_, '_, '_> {
             let g = Gemm::new(p.z, rows, p.width(), p.f);
             let a = Operand::rows(sc.phi_q.buffer(), p.scratch_rows(), p.f);
             let b = Operand::rows(io.state_s, p.f, p.width());
-            self.gemm(
-                &g,
-                a,
-                b,
-                Operand::rows(sc.num.buffer(), p.scratch_rows(), p.width()),
-            )?;
+            self.gemm(&g, a, b, Operand::rows(sc.num.buffer(), p.scratch_rows(), p.width()))?;
             self.normalize(sc, io, start, rows)?;
         }
         Ok(())
@@ -735,19 +525,9 @@ impl Recorder<'_, '_, '_> {
 }
 
 /// Sets a causal state to "no tokens": `S = 0`, `gamma = LOWEST`.
-fn record_reset(
-    gpu: &Gpu,
-    pass: &mut wgpu::ComputePass<'_>,
-    s: &GpuTensor,
-    gamma: &GpuTensor,
-) -> Result<()> {
+fn record_reset(gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>, s: &GpuTensor, gamma: &GpuTensor) -> Result<()> {
     for (t, value) in [(s, 0.0), (gamma, LOWEST)] {
-        let params = FillParams {
-            count: t.len() as u32,
-            off: 0,
-            value,
-            _pad: 0,
-        };
+        let params = FillParams { count: t.len() as u32, off: 0, value, _pad: 0 };
         dispatch(
             &gpu.device,
             &gpu.pipelines,
@@ -804,21 +584,11 @@ impl Engine {
         }
         ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w)])?;
         if !self.is_gpu() {
-            let out = ortho_ref::favor::favor(
-                &q.to_f64(),
-                &k.to_f64(),
-                &v.to_f64(),
-                &w.to_f64(),
-                o.kernel,
-            )?;
+            let out = ortho_ref::favor::favor(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), o.kernel)?;
             return Ok(out.to_f32());
         }
-        let (gq, gk, gv, gw) = (
-            self.upload("q", q)?,
-            self.upload("k", k)?,
-            self.upload("v", v)?,
-            self.upload("projection", w)?,
-        );
+        let (gq, gk, gv, gw) =
+            (self.upload("q", q)?, self.upload("k", k)?, self.upload("v", v)?, self.upload("projection", w)?);
         let out = self.favor_gpu(&gq, &gk, &gv, &gw, o)?;
         self.download_async(&out).await
     }
@@ -852,18 +622,8 @@ impl Engine {
         o: &FavorOptions,
         out: &GpuTensor,
     ) -> Result<()> {
-        let s = attention_shape(
-            q.shape(),
-            k.shape(),
-            v.shape(),
-            Some(w.shape()),
-            Some(out.shape()),
-        )?;
-        let (z, f, dv) = (
-            s.problems(),
-            o.kernel.feature_count(s.features),
-            s.value_dim,
-        );
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
+        let (z, f, dv) = (s.problems(), o.kernel.feature_count(s.features), s.value_dim);
         let fresh = CausalState::Gpu {
             s: self.empty(&[z, f, dv + 1])?,
             gamma: self.empty(&[z])?,
@@ -878,9 +638,7 @@ impl Engine {
     pub fn causal_state(&self, s: &AttentionShape, kernel: Kernel) -> Result<CausalState> {
         let (z, f, dv) = (s.problems(), kernel.feature_count(s.features), s.value_dim);
         if !self.is_gpu() {
-            return Ok(CausalState::Cpu(ortho_ref::favor::CausalState::new(
-                z, f, dv,
-            )));
+            return Ok(CausalState::Cpu(ortho_ref::favor::CausalState::new(z, f, dv)));
         }
         let state = self.empty(&[z, f, dv + 1])?;
         let gamma = self.empty(&[z])?;
@@ -889,40 +647,19 @@ impl Engine {
             let mut pass = enc.begin_compute_pass(&Default::default());
             record_reset(gpu, &mut pass, &state, &gamma)
         })?;
-        Ok(CausalState::Gpu {
-            s: state,
-            gamma,
-            problems: z,
-            features: f,
-            value_dim: dv,
-        })
+        Ok(CausalState::Gpu { s: state, gamma, problems: z, features: f, value_dim: dv })
     }
 
     /// The state as the f64 reference holds it (a download on the GPU).
-    pub fn causal_state_values(
-        &self,
-        state: &CausalState,
-    ) -> Result<ortho_ref::favor::CausalState> {
+    pub fn causal_state_values(&self, state: &CausalState) -> Result<ortho_ref::favor::CausalState> {
         match state {
             CausalState::Cpu(s) => Ok(s.clone()),
-            CausalState::Gpu {
-                s,
-                gamma,
-                problems,
-                features,
-                value_dim,
-            } => {
+            CausalState::Gpu { s, gamma, problems, features, value_dim } => {
                 let gamma: Vec<f64> = self
                     .download(gamma)?
                     .data()
                     .iter()
-                    .map(|&g| {
-                        if g == LOWEST {
-                            f64::NEG_INFINITY
-                        } else {
-                            g as f64
-                        }
-                    })
+                    .map(|&g| if g == LOWEST { f64::NEG_INFINITY } else { g as f64 })
                     .collect();
                 Ok(ortho_ref::favor::CausalState {
                     problems: *problems,
@@ -976,12 +713,8 @@ impl Engine {
                 Ok(out.to_f32())
             }
             CausalState::Gpu { .. } => {
-                let (gq, gk, gv, gw) = (
-                    self.upload("q", q)?,
-                    self.upload("k", k)?,
-                    self.upload("v", v)?,
-                    self.upload("projection", w)?,
-                );
+                let (gq, gk, gv, gw) =
+                    (self.upload("q", q)?, self.upload("k", k)?, self.upload("v", v)?, self.upload("projection", w)?);
                 let out = self.favor_stream_gpu(&gq, &gk, &gv, &gw, o, state)?;
                 self.download_async(&out).await
             }
@@ -1000,9 +733,7 @@ impl Engine {
     ) -> Result<GpuTensor> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
         let out = self.empty(&s.output_shape(q.shape().len()))?;
-        self.submit("favor", |enc| {
-            self.record_favor_stream(enc, q, k, v, w, o, state, &out)
-        })?;
+        self.submit("favor", |enc| self.record_favor_stream(enc, q, k, v, w, o, state, &out))?;
         Ok(out)
     }
 
@@ -1037,21 +768,10 @@ impl Engine {
         reset: bool,
         out: &GpuTensor,
     ) -> Result<()> {
-        let s = attention_shape(
-            q.shape(),
-            k.shape(),
-            v.shape(),
-            Some(w.shape()),
-            Some(out.shape()),
-        )?;
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         state.check(&s, o.kernel)?;
-        let CausalState::Gpu {
-            s: state_s, gamma, ..
-        } = state
-        else {
-            return Err(Error::Unsupported(
-                "a CPU causal state cannot be used with device tensors".into(),
-            ));
+        let CausalState::Gpu { s: state_s, gamma, .. } = state else {
+            return Err(Error::Unsupported("a CPU causal state cannot be used with device tensors".into()));
         };
         let gpu = self.gpu("favor")?;
         let plan = self.plan(&s, o)?;
@@ -1060,26 +780,17 @@ impl Engine {
             q: q.buffer(),
             k: k.buffer(),
             v: v.buffer(),
-            w: Operand::rows(w.buffer(), plan.m, plan.d)
-                .t()
-                .cycle(s.projection_heads),
+            w: Operand::rows(w.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
             out: out.buffer(),
             state_s: state_s.buffer(),
             state_gamma: gamma.buffer(),
         };
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("favor"),
-            timestamp_writes: None,
-        });
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor"), timestamp_writes: None });
         if reset {
             record_reset(gpu, &mut pass, state_s, gamma)?;
         }
-        let mut r = Recorder {
-            gpu,
-            pass: &mut pass,
-            plan,
-            kernel: o.kernel,
-        };
+        let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
         if !o.causal {
             return r.bidirectional(&sc, &io);
         }
@@ -1111,31 +822,17 @@ impl Engine {
         attention_shape(q.shape(), k.shape(), v.shape(), None, None)?;
         ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v)])?;
         if !self.is_gpu() {
-            return Ok(
-                ortho_ref::favor::exact(&q.to_f64(), &k.to_f64(), &v.to_f64(), causal)?.to_f32(),
-            );
+            return Ok(ortho_ref::favor::exact(&q.to_f64(), &k.to_f64(), &v.to_f64(), causal)?.to_f32());
         }
-        let (gq, gk, gv) = (
-            self.upload("q", q)?,
-            self.upload("k", k)?,
-            self.upload("v", v)?,
-        );
+        let (gq, gk, gv) = (self.upload("q", q)?, self.upload("k", k)?, self.upload("v", v)?);
         let out = self.exact_attention_gpu(&gq, &gk, &gv, causal)?;
         self.download_async(&out).await
     }
 
-    pub fn exact_attention_gpu(
-        &self,
-        q: &GpuTensor,
-        k: &GpuTensor,
-        v: &GpuTensor,
-        causal: bool,
-    ) -> Result<GpuTensor> {
+    pub fn exact_attention_gpu(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, causal: bool) -> Result<GpuTensor> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), None, None)?;
         let out = self.empty(&s.output_shape(q.shape().len()))?;
-        self.submit("exact attention", |enc| {
-            self.record_exact_attention(enc, q, k, v, causal, &out)
-        })?;
+        self.submit("exact attention", |enc| self.record_exact_attention(enc, q, k, v, causal, &out))?;
         Ok(out)
     }
 
@@ -1158,11 +855,7 @@ impl Engine {
         let gpu = self.gpu("exact attention")?;
         let (d4, dv4) = (s.dim.div_ceil(4), s.value_dim.div_ceil(4));
         let block = (EXACT_TILE_VEC4 / (d4 + dv4)).min(64);
-        let constants = [
-            ("D4", d4 as f64),
-            ("DV4", dv4 as f64),
-            ("BLOCK", block as f64),
-        ];
+        let constants = [("D4", d4 as f64), ("DV4", dv4 as f64), ("BLOCK", block as f64)];
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("exact attention"),
             timestamp_writes: None,
@@ -1177,9 +870,7 @@ impl Engine {
             });
         }
         let z = s.problems();
-        let carry = gpu
-            .pool
-            .get(BufferKind::Storage, 16 * (z * s.len * (dv4 + 1)) as u64);
+        let carry = gpu.pool.get(BufferKind::Storage, 16 * (z * s.len * (dv4 + 1)) as u64);
         let keys_per_dispatch = block * EXACT_BLOCKS_PER_DISPATCH;
         for z_base in (0..z).step_by(65_535) {
             for key_first in (0..s.len).step_by(keys_per_dispatch) {
@@ -1194,13 +885,7 @@ impl Engine {
                     key_last: (key_first + keys_per_dispatch).min(s.len) as u32,
                 };
                 let groups = [row_groups as u32, (z - z_base).min(65_535) as u32, 1];
-                let bufs = [
-                    q.buffer(),
-                    k.buffer(),
-                    v.buffer(),
-                    out.buffer(),
-                    carry.buffer(),
-                ];
+                let bufs = [q.buffer(), k.buffer(), v.buffer(), out.buffer(), carry.buffer()];
                 dispatch_with(
                     &gpu.device,
                     &gpu.pipelines,

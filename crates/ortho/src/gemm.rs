@@ -24,53 +24,28 @@ pub(crate) struct Operand<'a> {
 impl<'a> Operand<'a> {
     /// A batch of row-major `[rows, cols]` matrices, one per batch index.
     pub fn rows(buffer: &'a wgpu::Buffer, rows: usize, cols: usize) -> Self {
-        Operand {
-            buffer,
-            offset: 0,
-            outer: rows * cols,
-            inner: 1,
-            inner_stride: 0,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        Operand { buffer, offset: 0, outer: rows * cols, inner: 1, inner_stride: 0, row_stride: cols, col_stride: 1 }
     }
 
     /// The same matrices read transposed.
     pub fn t(self) -> Self {
-        Operand {
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
+        Operand { row_stride: self.col_stride, col_stride: self.row_stride, ..self }
     }
 
     /// Batch `z` reads matrix `z % n` (1 broadcasts one matrix to every batch).
     pub fn cycle(self, n: usize) -> Self {
-        Operand {
-            inner: n,
-            inner_stride: self.outer,
-            outer: 0,
-            ..self
-        }
+        Operand { inner: n, inner_stride: self.outer, outer: 0, ..self }
     }
 
     /// Starts `elements` further into the buffer.
     pub fn at(self, elements: usize) -> Self {
-        Operand {
-            offset: self.offset + elements,
-            ..self
-        }
+        Operand { offset: self.offset + elements, ..self }
     }
 
     /// Batch `z * count + c` reads chunk `first + c` of problem `z`, chunks `stride` elements apart
     /// (the problem stride stays `outer`).
     pub fn chunks(self, first: usize, count: usize, stride: usize) -> Self {
-        Operand {
-            offset: self.offset + first * stride,
-            inner: count,
-            inner_stride: stride,
-            ..self
-        }
+        Operand { offset: self.offset + first * stride, inner: count, inner_stride: stride, ..self }
     }
 }
 
@@ -89,16 +64,7 @@ pub(crate) struct Gemm {
 
 impl Gemm {
     pub fn new(batch: usize, m: usize, n: usize, k: usize) -> Self {
-        Gemm {
-            m,
-            n,
-            k,
-            batch,
-            alpha: 1.0,
-            beta: 0.0,
-            diag: 0.0,
-            ones_col: None,
-        }
+        Gemm { m, n, k, batch, alpha: 1.0, beta: 0.0, diag: 0.0, ones_col: None }
     }
 }
 
@@ -127,16 +93,7 @@ const MAX_GROUPS: usize = 65_535;
 
 fn operand(o: &Operand) -> OperandParams {
     let u = |x: usize| x as u32;
-    OperandParams([
-        u(o.offset),
-        u(o.outer),
-        u(o.inner),
-        u(o.inner_stride),
-        u(o.row_stride),
-        u(o.col_stride),
-        0,
-        0,
-    ])
+    OperandParams([u(o.offset), u(o.outer), u(o.inner), u(o.inner_stride), u(o.row_stride), u(o.col_stride), 0, 0])
 }
 
 pub(crate) fn record_gemm(
@@ -205,71 +162,41 @@ fn matmul_shape(
     let split = |name: &str, s: &[usize]| match *s {
         [r, c] => Ok((1, r, c)),
         [z, r, c] => Ok((z, r, c)),
-        _ => Err(InputError::shape(
-            name,
-            "[rows, cols] or [batch, rows, cols]",
-            s,
-        )),
+        _ => Err(InputError::shape(name, "[rows, cols] or [batch, rows, cols]", s)),
     };
     let (za, ra, ca) = split("a", a)?;
     let (zb, rb, cb) = split("b", b)?;
     let (m, k) = if o.transpose_a { (ca, ra) } else { (ra, ca) };
     let (kb, n) = if o.transpose_b { (cb, rb) } else { (rb, cb) };
     if kb != k {
-        return Err(InputError::shape(
-            "b",
-            format!("inner dimension {k} to match a {a:?}"),
-            b,
-        ));
+        return Err(InputError::shape("b", format!("inner dimension {k} to match a {a:?}"), b));
     }
     if zb != za && zb != 1 {
-        return Err(InputError::shape(
-            "b",
-            format!("batch 1 or {za} to match a"),
-            b,
-        ));
+        return Err(InputError::shape("b", format!("batch 1 or {za} to match a"), b));
     }
     Ok((za, m, k, n, a.len() == 3))
 }
 
 impl Engine {
     /// Batched `A B` (`a: [m, k]` or `[batch, m, k]`; `b` of rank 2 is shared by every batch).
-    pub fn matmul(
-        &self,
-        a: &Tensor<f32>,
-        b: &Tensor<f32>,
-        o: MatmulOptions,
-    ) -> Result<Tensor<f32>> {
+    pub fn matmul(&self, a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Result<Tensor<f32>> {
         let (z, m, k, n, batched) = matmul_shape(a.shape(), b.shape(), o)?;
         a.check_finite("a")?;
         b.check_finite("b")?;
         if !self.is_gpu() {
             let (a, b) = (a.to_f64(), b.to_f64());
-            let zb = if b.shape().len() == 3 {
-                b.shape()[0]
-            } else {
-                1
-            };
+            let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
             let mut out = Vec::with_capacity(z * m * n);
             for i in 0..z {
-                let take =
-                    |t: &Tensor<f64>, idx: usize, r: usize, c: usize, tr: bool| -> Vec<f64> {
-                        let s = &t.data()[idx * r * c..(idx + 1) * r * c];
-                        if tr {
-                            (0..r * c).map(|e| s[(e % r) * c + e / r]).collect()
-                        } else {
-                            s.to_vec()
-                        }
-                    };
+                let take = |t: &Tensor<f64>, idx: usize, r: usize, c: usize, tr: bool| -> Vec<f64> {
+                    let s = &t.data()[idx * r * c..(idx + 1) * r * c];
+                    if tr { (0..r * c).map(|e| s[(e % r) * c + e / r]).collect() } else { s.to_vec() }
+                };
                 let (ra, ca) = if o.transpose_a { (k, m) } else { (m, k) };
                 let (rb, cb) = if o.transpose_b { (n, k) } else { (k, n) };
                 let ai = take(&a, i, ra, ca, o.transpose_a);
                 let bi = take(&b, i % zb, rb, cb, o.transpose_b);
-                out.extend(
-                    ortho_ref::linalg::matmul(&ai, &bi, m, k, n)
-                        .iter()
-                        .map(|&x| x as f32),
-                );
+                out.extend(ortho_ref::linalg::matmul(&ai, &bi, m, k, n).iter().map(|&x| x as f32));
             }
             let shape = if batched { vec![z, m, n] } else { vec![m, n] };
             return Ok(Tensor::new(&shape, out)?);
@@ -302,39 +229,18 @@ impl Engine {
             return Err(InputError::shape("c", format!("[{z}, {m}, {n}]"), c.shape()).into());
         }
         let gpu = self.gpu("matmul")?;
-        let zb = if b.shape().len() == 3 {
-            b.shape()[0]
-        } else {
-            1
-        };
-        let mut ao = Operand::rows(
-            a.buffer(),
-            if o.transpose_a { k } else { m },
-            if o.transpose_a { m } else { k },
-        );
-        let mut bo = Operand::rows(
-            b.buffer(),
-            if o.transpose_b { n } else { k },
-            if o.transpose_b { k } else { n },
-        )
-        .cycle(zb);
+        let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
+        let mut ao = Operand::rows(a.buffer(), if o.transpose_a { k } else { m }, if o.transpose_a { m } else { k });
+        let mut bo =
+            Operand::rows(b.buffer(), if o.transpose_b { n } else { k }, if o.transpose_b { k } else { n }).cycle(zb);
         if o.transpose_a {
             ao = ao.t();
         }
         if o.transpose_b {
             bo = bo.t();
         }
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("matmul"),
-            timestamp_writes: None,
-        });
-        record_gemm(
-            gpu,
-            &mut pass,
-            &Gemm::new(z, m, n, k),
-            ao,
-            bo,
-            Operand::rows(c.buffer(), m, n),
-        )
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("matmul"), timestamp_writes: None });
+        record_gemm(gpu, &mut pass, &Gemm::new(z, m, n, k), ao, bo, Operand::rows(c.buffer(), m, n))
     }
 }

@@ -65,10 +65,7 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.stats.live_bytes -= self.class;
-        s.free
-            .entry((self.kind, self.class))
-            .or_default()
-            .push(self.buffer.clone());
+        s.free.entry((self.kind, self.class)).or_default().push(self.buffer.clone());
     }
 }
 
@@ -85,10 +82,7 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 impl BufferPool {
     pub fn new(device: wgpu::Device) -> Self {
-        BufferPool {
-            device,
-            state: Arc::default(),
-        }
+        BufferPool { device, state: Arc::default() }
     }
 
     pub fn get(&self, kind: BufferKind, bytes: u64) -> PooledBuffer {
@@ -106,12 +100,7 @@ impl BufferPool {
         });
         s.stats.live_bytes += class;
         s.stats.peak_bytes = s.stats.peak_bytes.max(s.stats.live_bytes);
-        PooledBuffer {
-            buffer,
-            kind,
-            class,
-            state: self.state.clone(),
-        }
+        PooledBuffer { buffer, kind, class, state: self.state.clone() }
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -47,10 +47,7 @@ pub const SHADERS: &[ShaderSource] = shaders![
 ];
 
 pub(crate) fn source(name: &str) -> Result<&'static ShaderSource> {
-    SHADERS
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| Error::Unsupported(format!("no shader named {name}")))
+    SHADERS.iter().find(|s| s.name == name).ok_or_else(|| Error::Unsupported(format!("no shader named {name}")))
 }
 
 /// Pipeline-overridable constants of a shader (`override` declarations), by name.
@@ -65,17 +62,9 @@ pub(crate) struct PipelineCache {
 }
 
 impl PipelineCache {
-    pub fn get(
-        &self,
-        device: &wgpu::Device,
-        name: &str,
-        constants: Constants,
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub fn get(&self, device: &wgpu::Device, name: &str, constants: Constants) -> Result<Arc<wgpu::ComputePipeline>> {
         let shader = source(name)?;
-        let key = (
-            shader.name,
-            constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
-        );
+        let key = (shader.name, constants.iter().map(|&(n, v)| (n, v.to_bits())).collect());
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
@@ -90,17 +79,11 @@ impl PipelineCache {
             layout: None,
             module: &module,
             entry_point: Some(shader.entry_point()),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: constants,
-                ..Default::default()
-            },
+            compilation_options: wgpu::PipelineCompilationOptions { constants: constants, ..Default::default() },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu {
-                op: format!("compiling {}", shader.name),
-                message: e.to_string(),
-            });
+            return Err(Error::Gpu { op: format!("compiling {}", shader.name), message: e.to_string() });
         }
         let pipeline = Arc::new(pipeline);
         cache.insert(key, pipeline.clone());
@@ -158,18 +141,12 @@ pub(crate) fn dispatch_with(
         contents: params,
         usage: wgpu::BufferUsages::UNIFORM,
     });
-    let mut entries = vec![wgpu::BindGroupEntry {
-        binding: 0,
-        resource: uniform.as_entire_binding(),
-    }];
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
     entries.extend(
         buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            }),
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() }),
     );
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(name),

@@ -17,10 +17,7 @@ pub struct GpuTensor {
 
 impl GpuTensor {
     pub(crate) fn pooled(buffer: PooledBuffer, shape: &[usize]) -> Self {
-        GpuTensor {
-            storage: Storage::Pooled(buffer),
-            shape: shape.to_vec(),
-        }
+        GpuTensor { storage: Storage::Pooled(buffer), shape: shape.to_vec() }
     }
 
     /// Wraps an application's buffer (usage must include `STORAGE`) holding `shape` f32 values from
@@ -43,10 +40,7 @@ impl GpuTensor {
             }
             .into());
         }
-        Ok(GpuTensor {
-            storage: Storage::External(buffer),
-            shape: shape.to_vec(),
-        })
+        Ok(GpuTensor { storage: Storage::External(buffer), shape: shape.to_vec() })
     }
 
     pub fn buffer(&self) -> &wgpu::Buffer {
@@ -77,12 +71,7 @@ impl GpuTensor {
     pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != self.len() {
-            return Err(ortho_ref::Error::shape(
-                "tensor",
-                format!("{} elements", self.len()),
-                shape,
-            )
-            .into());
+            return Err(ortho_ref::Error::shape("tensor", format!("{} elements", self.len()), shape).into());
         }
         self.shape = shape.to_vec();
         Ok(self)

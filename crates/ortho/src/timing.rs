@@ -15,28 +15,15 @@ pub struct Timing {
 impl Engine {
     /// Times the GPU work that `record` puts into an encoder: timestamps written by an empty compute
     /// pass before and after it, or wall clock when the device lacks `TIMESTAMP_QUERY`.
-    pub fn time(
-        &self,
-        mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
-    ) -> Result<Timing> {
+    pub fn time(&self, mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<Timing> {
         let gpu = self.gpu("timing")?;
-        if !gpu
-            .device
-            .features()
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
-        {
+        if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             let start = Instant::now();
             self.submit("timed work", &mut record)?;
             gpu.device
                 .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu {
-                    op: "timing".into(),
-                    message: e.to_string(),
-                })?;
-            return Ok(Timing {
-                seconds: start.elapsed().as_secs_f64(),
-                gpu_timestamps: false,
-            });
+                .map_err(|e| Error::Gpu { op: "timing".into(), message: e.to_string() })?;
+            return Ok(Timing { seconds: start.elapsed().as_secs_f64(), gpu_timestamps: false });
         }
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("ortho timer"),
@@ -78,27 +65,15 @@ impl Engine {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        let gpu_err = |message: String| Error::Gpu {
-            op: "timing".into(),
-            message,
-        };
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| gpu_err(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| gpu_err(e.to_string()))?
-            .map_err(|e| gpu_err(e.to_string()))?;
+        let gpu_err = |message: String| Error::Gpu { op: "timing".into(), message };
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| gpu_err(e.to_string()))?;
+        rx.recv().map_err(|e| gpu_err(e.to_string()))?.map_err(|e| gpu_err(e.to_string()))?;
         let ticks: [u64; 2] = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| gpu_err(e.to_string()))?;
+            let view = slice.get_mapped_range().map_err(|e| gpu_err(e.to_string()))?;
             bytemuck::pod_read_unaligned(&view[..16])
         };
         read.unmap();
         let period = gpu.queue.get_timestamp_period() as f64;
-        Ok(Timing {
-            seconds: ticks[1].saturating_sub(ticks[0]) as f64 * period * 1e-9,
-            gpu_timestamps: true,
-        })
+        Ok(Timing { seconds: ticks[1].saturating_sub(ticks[0]) as f64 * period * 1e-9, gpu_timestamps: true })
     }
 }
