@@ -239,18 +239,24 @@ impl CausalState {
 
     /// Checks that this state continues problems of shape `s` under `kernel`.
     pub fn check(&self, s: &AttentionShape, kernel: Kernel) -> Result<()> {
-        let want = (s.problems(), kernel.feature_count(s.features), s.value_dim);
-        if (self.problems, self.features, self.value_dim) != want {
-            return Err(Error::argument(
-                "state",
-                format!(
-                    "a causal state for {} problems, {} features and dv = {} cannot continue one with {}, {} and {}",
-                    self.problems, self.features, self.value_dim, want.0, want.1, want.2
-                ),
-            ));
-        }
-        Ok(())
+        check_state_sizes((self.problems, self.features, self.value_dim), s, kernel)
     }
+}
+
+/// Checks that a causal state of `(problems, features, value_dim)` continues problems of shape `s`
+/// under `kernel`.
+pub fn check_state_sizes(sizes: (usize, usize, usize), s: &AttentionShape, kernel: Kernel) -> Result<()> {
+    let want = (s.problems(), kernel.feature_count(s.features), s.value_dim);
+    if sizes != want {
+        return Err(Error::argument(
+            "state",
+            format!(
+                "a causal state for {} problems, {} features and dv = {} cannot continue one with {}, {} and {}",
+                sizes.0, sizes.1, sizes.2, want.0, want.1, want.2
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Causal random-feature attention computed chunk by chunk (math.md §1.6): inside a chunk of `chunk`

@@ -5,6 +5,7 @@
 //! are reproducible bit for bit on every machine. `shared/math.md` (mirrored in the crate docs of
 //! each module) is the contract for what each function computes.
 
+pub mod cwy;
 pub mod error;
 pub mod favor;
 pub mod linalg;

@@ -25,8 +25,8 @@ pub enum Schedule {
     /// The most parallel schedule whose scratch fits [`AUTO_SCRATCH_BYTES`].
     #[default]
     Auto,
-    /// Every chunk at once, with a scan of chunk states: scratch grows like `(L/C) m dv`; split into
-    /// groups only where a buffer would pass the device's binding limit.
+    /// Every chunk at once, with a scan of chunk states: scratch grows like `L (3m + C + dv) +
+    /// (L/C) m dv`; split into groups only where a buffer would pass the device's binding limit.
     Parallel,
     /// One chunk at a time, the state carried between them: scratch independent of L.
     Sequential,
@@ -96,9 +96,7 @@ impl CausalState {
     }
 
     fn check(&self, s: &AttentionShape, kernel: Kernel) -> Result<()> {
-        let (problems, features, value_dim) = self.sizes();
-        Ok(ortho_ref::favor::CausalState { problems, features, value_dim, s: vec![], gamma: vec![] }
-            .check(s, kernel)?)
+        Ok(ortho_ref::favor::check_state_sizes(self.sizes(), s, kernel)?)
     }
 }
 

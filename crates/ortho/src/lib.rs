@@ -21,6 +21,7 @@
 //! # Ok::<(), ortho::Error>(())
 //! ```
 
+mod cwy;
 mod engine;
 mod error;
 mod favor;

@@ -44,6 +44,10 @@ pub const SHADERS: &[ShaderSource] = shaders![
     "favor/state_scan",
     "favor/normalize",
     "favor/exact",
+    "cwy/s_matrix",
+    "cwy/tri_inverse_blocks",
+    "cwy/place_blocks",
+    "cwy/householder",
 ];
 
 pub(crate) fn source(name: &str) -> Result<&'static ShaderSource> {

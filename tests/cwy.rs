@@ -1,0 +1,126 @@
+//! Compact-WY Householder accumulation: GPU against the f64 reference, orthogonality bounds, the
+//! sequential product, T-CWY, apply, and errors for bad input.
+mod common;
+use common::*;
+use ortho::{Engine, Tensor};
+use ortho_ref::cwy as reference;
+
+/// `(batch, N, L)`: L = 1, L = N, N off the 16- and 64-wide tiles, several merge levels.
+const SHAPES: [(usize, usize, usize); 8] =
+    [(1, 1, 1), (1, 5, 1), (2, 7, 7), (1, 17, 16), (3, 33, 20), (1, 70, 65), (2, 64, 64), (1, 130, 100)];
+
+fn f32_eps() -> f64 {
+    2f64.powi(-23)
+}
+
+/// `|Q^T Q - I|_F` and LAPACK's `|I - Q^T Q|_1 / (N eps)` (eps = 2^-24) of `[cols]` columns.
+fn orthogonality(q: &[f32], n: usize, cols: usize) -> (f64, f64) {
+    let mut frob: f64 = 0.0;
+    let mut col_sums = vec![0.0f64; cols];
+    for i in 0..cols {
+        for j in 0..cols {
+            let dot: f64 = (0..n).map(|r| q[r * cols + i] as f64 * q[r * cols + j] as f64).sum();
+            let e = dot - if i == j { 1.0 } else { 0.0 };
+            frob += e * e;
+            col_sums[j] += e.abs();
+        }
+    }
+    let one_norm = col_sums.iter().copied().fold(0.0, f64::max);
+    (frob.sqrt(), one_norm / (n as f64 * 2f64.powi(-24)))
+}
+
+#[test]
+fn cwy_matches_reference_and_is_orthogonal() {
+    for engine in gpu_engines() {
+        for (i, &(b, n, l)) in SHAPES.iter().enumerate() {
+            let u = gaussian(&[b, n, l], 1.0, i as u64);
+            let want = reference::householder_product(&u.to_f64()).unwrap();
+            let q = engine.cwy(&u).unwrap();
+            let err = max_abs_diff(q.data(), want.data());
+            let bound = 16.0 * f32_eps() * (l as f64).sqrt();
+            assert!(err <= bound, "{} {:?}: max |Q - Q_ref| {err:e} > {bound:e}", engine.describe(), (b, n, l));
+            for z in 0..b {
+                let (frob, ratio) = orthogonality(&q.data()[z * n * n..(z + 1) * n * n], n, n);
+                assert!(frob <= 8.0 * n as f64 * f32_eps(), "{:?}: |Q^T Q - I|_F = {frob:e}", (b, n, l));
+                assert!(ratio < 30.0, "{:?}: LAPACK ratio {ratio}", (b, n, l));
+            }
+            let omega = engine.tcwy(&u).unwrap();
+            assert_eq!(omega.shape(), &[b, n, l]);
+            let want = reference::tcwy(&u.to_f64()).unwrap();
+            assert!(max_abs_diff(omega.data(), want.data()) <= 16.0 * f32_eps() * (l as f64).sqrt());
+        }
+    }
+}
+
+#[test]
+fn nearly_parallel_vectors_stay_orthogonal() {
+    let (n, l) = (48, 40);
+    let base = gaussian(&[n, 1], 1.0, 1);
+    let noise = gaussian(&[n, l], 1e-3, 2);
+    let u = Tensor::from_fn(&[n, l], |e| base.data()[e / l] + noise.data()[e]);
+    for engine in gpu_engines() {
+        let q = engine.cwy(&u).unwrap();
+        let (frob, ratio) = orthogonality(q.data(), n, n);
+        assert!(frob <= 8.0 * n as f64 * f32_eps() && ratio < 30.0, "{}: {frob:e}, {ratio}", engine.describe());
+    }
+}
+
+#[test]
+fn apply_matches_reference() {
+    for engine in gpu_engines() {
+        for (i, &(b, n, l)) in SHAPES.iter().enumerate() {
+            let u = gaussian(&[b, n, l], 1.0, 100 + i as u64);
+            let x = gaussian(&[b, n, 3 + i], 1.0, 200 + i as u64);
+            for transpose in [false, true] {
+                let y = engine.cwy_apply(&u, &x, transpose).unwrap();
+                let want = reference::apply(&u.to_f64(), &x.to_f64(), transpose).unwrap();
+                let err = relative_frobenius(y.data(), want.data());
+                assert!(err <= 1e-5, "{} {:?} transpose {transpose}: {err:e}", engine.describe(), (b, n, l));
+            }
+        }
+    }
+}
+
+#[test]
+fn sequential_householder_shader_matches_reference() {
+    for engine in gpu_engines() {
+        for (i, &(b, n, l)) in SHAPES.iter().enumerate() {
+            let u = gaussian(&[b, n, l], 1.0, 300 + i as u64);
+            let q = engine.householder_product(&u).unwrap();
+            let want = reference::householder_product(&u.to_f64()).unwrap();
+            assert!(max_abs_diff(q.data(), want.data()) <= 16.0 * f32_eps() * (l as f64).sqrt(), "{:?}", (b, n, l));
+        }
+    }
+}
+
+#[test]
+fn reversed_order_differs() {
+    let (n, l) = (12, 6);
+    let u = gaussian(&[n, l], 1.0, 7);
+    let reversed = Tensor::from_fn(&[n, l], |e| u.data()[(e / l) * l + (l - 1 - e % l)]);
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("test")]) {
+        let a = engine.cwy(&u).unwrap();
+        let b = engine.cwy(&reversed).unwrap();
+        assert!(max_abs_diff(a.data(), b.data()) > 0.1);
+    }
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("test")]) {
+        let mut u = gaussian(&[2, 6, 3], 1.0, 1);
+        for i in 0..6 {
+            u.data_mut()[(6 + i) * 3 + 1] = 0.0;
+        }
+        let err = engine.cwy(&u).unwrap_err().to_string();
+        assert!(err.contains("vector 1 of batch 1 is zero"), "{err}");
+        let wide = gaussian(&[3, 4], 1.0, 2);
+        assert!(engine.cwy(&wide).unwrap_err().to_string().starts_with("u: expected shape"));
+        let u = gaussian(&[2, 6, 3], 1.0, 3);
+        let x = gaussian(&[2, 5, 2], 1.0, 4);
+        assert!(engine.cwy_apply(&u, &x, false).unwrap_err().to_string().starts_with("x: expected shape"));
+        let mut nan = u.clone();
+        nan.data_mut()[4] = f32::NAN;
+        assert!(engine.tcwy(&nan).unwrap_err().to_string().starts_with("u: non-finite value NaN"));
+    }
+}
