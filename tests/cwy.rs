@@ -124,3 +124,44 @@ fn bad_inputs_get_clear_errors() {
         assert!(engine.tcwy(&nan).unwrap_err().to_string().starts_with("u: non-finite value NaN"));
     }
 }
+
+/// `|got - want|_F / max(|want|_F, 1)`: relative, except for gradients that vanish (N = 1, where Q is
+/// constant) and are compared absolutely.
+fn gradient_error(got: &Tensor<f32>, want: &Tensor<f64>) -> f64 {
+    let norm = want.data().iter().map(|x| x * x).sum::<f64>().sqrt();
+    relative_frobenius(got.data(), want.data()) * norm / norm.max(1.0)
+}
+
+#[test]
+fn gradients_match_reference() {
+    for engine in gpu_engines() {
+        for (i, &(b, n, l)) in SHAPES.iter().enumerate() {
+            let u = gaussian(&[b, n, l], 1.0, 400 + i as u64);
+            let (u64_, k) = (u.to_f64(), 2 + i % 3);
+            let g = gaussian(&[b, n, n], 1.0, 500 + i as u64);
+            let du = engine.cwy_backward(&u, &g).unwrap();
+            let want = reference::cwy_backward(&u64_, &g.to_f64()).unwrap();
+            let err = gradient_error(&du, &want);
+            assert!(err <= 1e-4, "{} cwy {:?}: {err:e}", engine.describe(), (b, n, l));
+            let go = gaussian(&[b, n, l], 1.0, 600 + i as u64);
+            let du = engine.tcwy_backward(&u, &go).unwrap();
+            let want = reference::tcwy_backward(&u64_, &go.to_f64()).unwrap();
+            let err = gradient_error(&du, &want);
+            assert!(err <= 1e-4, "{} tcwy {:?}: {err:e}", engine.describe(), (b, n, l));
+            let x = gaussian(&[b, n, k], 1.0, 700 + i as u64);
+            let ybar = gaussian(&[b, n, k], 1.0, 800 + i as u64);
+            for transpose in [false, true] {
+                let (du, dx) = engine.cwy_apply_backward(&u, &x, &ybar, transpose).unwrap();
+                let (want_du, want_dx) =
+                    reference::apply_backward(&u64_, &x.to_f64(), &ybar.to_f64(), transpose).unwrap();
+                let (e1, e2) = (gradient_error(&du, &want_du), gradient_error(&dx, &want_dx));
+                assert!(
+                    e1 <= 1e-4 && e2 <= 1e-4,
+                    "{} apply {:?} transpose {transpose}: dU {e1:e}, dX {e2:e}",
+                    engine.describe(),
+                    (b, n, l)
+                );
+            }
+        }
+    }
+}

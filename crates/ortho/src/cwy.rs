@@ -28,6 +28,15 @@ fn gpu_shape(u: &GpuTensor) -> Result<(usize, usize, usize)> {
     Ok((b, n, l))
 }
 
+/// K of `x: [N, K]` or `[batch, N, K]` against U's batch and N.
+fn apply_width(x: &GpuTensor, b: usize, n: usize) -> Result<usize> {
+    match *x.shape() {
+        [xn, k] if xn == n && b == 1 => Ok(k),
+        [xb, xn, k] if xb == b && xn == n => Ok(k),
+        _ => Err(InputError::shape("x", format!("[{b}, {n}, K] (or [{n}, K] for one batch)"), x.shape()).into()),
+    }
+}
+
 fn batched(u_shape: &[usize], inner: &[usize]) -> Vec<usize> {
     let mut shape = if u_shape.len() == 3 { vec![u_shape[0]] } else { vec![] };
     shape.extend_from_slice(inner);
@@ -114,6 +123,45 @@ fn record_inverse(
         side *= 2;
     }
     Ok(Inverse { padded, x })
+}
+
+/// `dU = -GU W^T - GtU W + U (P + P^T)`, `B = W^T UtGU W^T` (math.md §2.2), from `GU = G U`, the first
+/// `gtu_rows` rows of `GtU = G^T U` (the rest are zero) and `UtGU = U^T G U`, all `[batch, ., L]`.
+#[allow(clippy::too_many_arguments)]
+fn record_du(
+    gpu: &Gpu,
+    pass: &mut wgpu::ComputePass<'_>,
+    (b, n, l): (usize, usize, usize),
+    u: &wgpu::Buffer,
+    w: &Inverse,
+    gu: &wgpu::Buffer,
+    gtu: (&wgpu::Buffer, usize),
+    utgu: &wgpu::Buffer,
+    du: &wgpu::Buffer,
+) -> Result<()> {
+    let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats as u64);
+    let (t, bm, pp) = (get(b * l * l), get(b * l * l), get(b * l * l));
+    let ll = |buf| Operand::rows(buf, l, l);
+    let nl = |buf| Operand::rows(buf, n, l);
+    let square = Gemm::new(b, l, l, l);
+    record_gemm(gpu, pass, &square, w.operand(true), ll(utgu), ll(t.buffer()))?;
+    record_gemm(gpu, pass, &square, ll(t.buffer()), w.operand(true), ll(bm.buffer()))?;
+    let params = Params4([(b * l * l) as u32, l as u32, 0, 0]);
+    let bufs = [bm.buffer(), pp.buffer()];
+    dispatch(
+        &gpu.device,
+        &gpu.pipelines,
+        pass,
+        "cwy/mirror_upper",
+        bytemuck::bytes_of(&params),
+        &bufs,
+        grid((b * l * l) as u64, 256)?,
+    )?;
+    let minus = Gemm { alpha: -1.0, ..Gemm::new(b, n, l, l) };
+    record_gemm(gpu, pass, &minus, nl(gu), w.operand(true), nl(du))?;
+    let (gtu, rows) = gtu;
+    record_gemm(gpu, pass, &Gemm { beta: 1.0, m: rows, ..minus }, nl(gtu), w.operand(false), nl(du))?;
+    record_gemm(gpu, pass, &Gemm { beta: 1.0, ..Gemm::new(b, n, l, l) }, nl(u), ll(pp.buffer()), nl(du))
 }
 
 impl Inverse {
@@ -271,6 +319,181 @@ impl Engine {
         record_gemm(gpu, &mut pass, &Gemm::new(b, l, k, l), w.operand(transpose), lk(utx.buffer()), lk(wutx.buffer()))?;
         let g = Gemm { alpha: -1.0, beta: 1.0, ..Gemm::new(b, n, k, l) };
         record_gemm(gpu, &mut pass, &g, u_op, lk(wutx.buffer()), Operand::rows(out.buffer(), n, k))
+    }
+
+    /// `dloss/dU` for `Q = cwy(U)` given `g = dloss/dQ` (`[.., N, N]`).
+    pub fn cwy_backward(&self, u: &Tensor<f32>, g: &Tensor<f32>) -> Result<Tensor<f32>> {
+        self.backward_host(u, g, false)
+    }
+
+    /// `dloss/dU` for `Omega = tcwy(U)` given `g = dloss/dOmega` (`[.., N, L]`).
+    pub fn tcwy_backward(&self, u: &Tensor<f32>, g: &Tensor<f32>) -> Result<Tensor<f32>> {
+        self.backward_host(u, g, true)
+    }
+
+    fn backward_host(&self, u: &Tensor<f32>, g: &Tensor<f32>, stiefel: bool) -> Result<Tensor<f32>> {
+        let (u64_, g64) = (u.to_f64(), g.to_f64());
+        if !self.is_gpu() {
+            let du = if stiefel {
+                ortho_ref::cwy::tcwy_backward(&u64_, &g64)?
+            } else {
+                ortho_ref::cwy::cwy_backward(&u64_, &g64)?
+            };
+            return Ok(du.to_f32());
+        }
+        let (_, n, l) = ortho_ref::cwy::shape_of(&u64_)?;
+        let want = batched(u.shape(), &[n, if stiefel { l } else { n }]);
+        if g.shape() != want.as_slice() {
+            return Err(InputError::shape("grad", format!("{want:?}"), g.shape()).into());
+        }
+        g.check_finite("grad")?;
+        let (gu, gg) = (self.upload("u", u)?, self.upload("grad", g)?);
+        let du = self.empty(u.shape())?;
+        self.submit("cwy backward", |enc| self.record_cwy_backward(enc, &gu, &gg, &du, stiefel))?;
+        self.download(&du)
+    }
+
+    /// Records `du = dloss/dU` for Q (or, with `stiefel`, Omega) given its gradient `g`.
+    pub fn record_cwy_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        u: &GpuTensor,
+        g: &GpuTensor,
+        du: &GpuTensor,
+        stiefel: bool,
+    ) -> Result<()> {
+        let (b, n, l) = gpu_shape(u)?;
+        let cols = if stiefel { l } else { n };
+        if g.len() != b * n * cols || du.len() != b * n * l {
+            return Err(InputError::shape("grad", format!("{:?}", batched(u.shape(), &[n, cols])), g.shape()).into());
+        }
+        let gpu = self.gpu("cwy backward")?;
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy backward"), timestamp_writes: None });
+        let w = record_inverse(gpu, &mut pass, u, b, n, l)?;
+        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats as u64);
+        let (gu, gtu, utgu) = (get(b * n * l), get(b * n * l), get(b * l * l));
+        let u_op = Operand::rows(u.buffer(), n, l);
+        let g_op = Operand::rows(g.buffer(), n, cols);
+        // G = [G_Omega, 0] for Omega: G U = G_Omega U_1, and G^T U has rows only where G has columns.
+        record_gemm(gpu, &mut pass, &Gemm::new(b, n, l, cols), g_op, u_op, Operand::rows(gu.buffer(), n, l))?;
+        record_gemm(gpu, &mut pass, &Gemm::new(b, cols, l, n), g_op.t(), u_op, Operand::rows(gtu.buffer(), n, l))?;
+        record_gemm(
+            gpu,
+            &mut pass,
+            &Gemm::new(b, l, l, n),
+            u_op.t(),
+            Operand::rows(gu.buffer(), n, l),
+            Operand::rows(utgu.buffer(), l, l),
+        )?;
+        record_du(
+            gpu,
+            &mut pass,
+            (b, n, l),
+            u.buffer(),
+            &w,
+            gu.buffer(),
+            (gtu.buffer(), cols),
+            utgu.buffer(),
+            du.buffer(),
+        )
+    }
+
+    /// `(dloss/dU, dloss/dX)` for `Y = Q X` (or `Q^T X`) given `ybar = dloss/dY`, never forming an
+    /// `N x N` matrix.
+    pub fn cwy_apply_backward(
+        &self,
+        u: &Tensor<f32>,
+        x: &Tensor<f32>,
+        ybar: &Tensor<f32>,
+        transpose: bool,
+    ) -> Result<(Tensor<f32>, Tensor<f32>)> {
+        let (u64_, x64, y64) = (u.to_f64(), x.to_f64(), ybar.to_f64());
+        if !self.is_gpu() {
+            let (du, dx) = ortho_ref::cwy::apply_backward(&u64_, &x64, &y64, transpose)?;
+            return Ok((du.to_f32(), dx.to_f32()));
+        }
+        ortho_ref::cwy::shape_of(&u64_)?;
+        if ybar.shape() != x.shape() {
+            return Err(InputError::shape("grad", format!("{:?} (the shape of x)", x.shape()), ybar.shape()).into());
+        }
+        x.check_finite("x")?;
+        ybar.check_finite("grad")?;
+        let (gu, gx, gy) = (self.upload("u", u)?, self.upload("x", x)?, self.upload("grad", ybar)?);
+        let (du, dx) = (self.empty(u.shape())?, self.empty(x.shape())?);
+        self.submit("cwy apply backward", |enc| {
+            self.record_cwy_apply_backward(enc, &gu, &gx, &gy, transpose, &du, &dx)
+        })?;
+        Ok((self.download(&du)?, self.download(&dx)?))
+    }
+
+    /// Records the gradients of `Y = Q X` (or `Q^T X`): `G U = Ybar (X^T U)`, `G^T U = X (Ybar^T U)`,
+    /// `U^T G U = (U^T Ybar)(X^T U)` with `G = Ybar X^T` (`X Ybar^T` for the transpose), and
+    /// `dX = Q^T Ybar` (`Q Ybar`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_cwy_apply_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        u: &GpuTensor,
+        x: &GpuTensor,
+        ybar: &GpuTensor,
+        transpose: bool,
+        du: &GpuTensor,
+        dx: &GpuTensor,
+    ) -> Result<()> {
+        let (b, n, l) = gpu_shape(u)?;
+        let k = apply_width(x, b, n)?;
+        if ybar.shape() != x.shape() || dx.shape() != x.shape() || du.len() != b * n * l {
+            return Err(InputError::shape("grad", format!("{:?} (the shape of x)", x.shape()), ybar.shape()).into());
+        }
+        self.record_cwy_apply(encoder, u, ybar, dx, !transpose)?;
+        let gpu = self.gpu("cwy apply backward")?;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("cwy apply backward"),
+            timestamp_writes: None,
+        });
+        let w = record_inverse(gpu, &mut pass, u, b, n, l)?;
+        let (left, right) = if transpose { (x.buffer(), ybar.buffer()) } else { (ybar.buffer(), x.buffer()) };
+        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats as u64);
+        let (rtu, ltu, ltu_t, gu, gtu, utgu) =
+            (get(b * k * l), get(b * k * l), get(b * l * k), get(b * n * l), get(b * n * l), get(b * l * l));
+        let u_op = Operand::rows(u.buffer(), n, l);
+        let kl = |buf| Operand::rows(buf, k, l);
+        record_gemm(gpu, &mut pass, &Gemm::new(b, k, l, n), Operand::rows(right, n, k).t(), u_op, kl(rtu.buffer()))?;
+        record_gemm(gpu, &mut pass, &Gemm::new(b, k, l, n), Operand::rows(left, n, k).t(), u_op, kl(ltu.buffer()))?;
+        record_gemm(
+            gpu,
+            &mut pass,
+            &Gemm::new(b, n, l, k),
+            Operand::rows(left, n, k),
+            kl(rtu.buffer()),
+            Operand::rows(gu.buffer(), n, l),
+        )?;
+        record_gemm(
+            gpu,
+            &mut pass,
+            &Gemm::new(b, n, l, k),
+            Operand::rows(right, n, k),
+            kl(ltu.buffer()),
+            Operand::rows(gtu.buffer(), n, l),
+        )?;
+        record_gemm(
+            gpu,
+            &mut pass,
+            &Gemm::new(b, l, k, n),
+            u_op.t(),
+            Operand::rows(left, n, k),
+            Operand::rows(ltu_t.buffer(), l, k),
+        )?;
+        record_gemm(
+            gpu,
+            &mut pass,
+            &Gemm::new(b, l, l, k),
+            Operand::rows(ltu_t.buffer(), l, k),
+            kl(rtu.buffer()),
+            Operand::rows(utgu.buffer(), l, l),
+        )?;
+        record_du(gpu, &mut pass, (b, n, l), u.buffer(), &w, gu.buffer(), (gtu.buffer(), n), utgu.buffer(), du.buffer())
     }
 
     /// Records the sequential product `out = H(u_1) ... H(u_L)`: L dispatches of rank-1 updates.

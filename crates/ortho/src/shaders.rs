@@ -47,6 +47,7 @@ pub const SHADERS: &[ShaderSource] = shaders![
     "cwy/s_matrix",
     "cwy/tri_inverse_blocks",
     "cwy/place_blocks",
+    "cwy/mirror_upper",
     "cwy/householder",
 ];
 
