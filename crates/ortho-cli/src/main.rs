@@ -36,8 +36,32 @@ enum Command {
     Favor(FavorArgs),
     /// Exact softmax attention of .npy inputs (the baseline).
     Attention(AttentionArgs),
+    /// Orthogonal (or Stiefel) matrices from Householder vectors by compact WY, or their product
+    /// with a matrix.
+    Cwy(CwyArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
     Validate(Backend),
+}
+
+#[derive(Args)]
+struct CwyArgs {
+    /// Householder vectors as columns: [N, L] or [batch, N, L], L <= N, no zero column.
+    #[arg(long)]
+    u: PathBuf,
+    /// Write the first L columns of Q (T-CWY, [.., N, L]) instead of Q ([.., N, N]).
+    #[arg(long, conflicts_with = "apply")]
+    stiefel: bool,
+    /// Write Q X for this X ([.., N, K]) without forming Q.
+    #[arg(long)]
+    apply: Option<PathBuf>,
+    /// With --apply: write Q^T X.
+    #[arg(long, requires = "apply")]
+    transpose: bool,
+    /// Where to write the result (f32).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    backend: Backend,
 }
 
 #[derive(Args)]
@@ -175,12 +199,26 @@ fn attention(a: &AttentionArgs) -> Result<(), String> {
     npy::write(&a.qkv.out, &out)
 }
 
+fn cwy(a: &CwyArgs) -> Result<(), String> {
+    let u = npy::read(&a.u, "u")?;
+    let x = a.apply.as_ref().map(|path| npy::read(path, "x")).transpose()?;
+    let engine = engine(&a.backend)?;
+    let out = match &x {
+        Some(x) => engine.cwy_apply(&u, x, a.transpose),
+        None if a.stiefel => engine.tcwy(&u),
+        None => engine.cwy(&u),
+    }
+    .map_err(|e| e.to_string())?;
+    npy::write(&a.out, &out)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Devices(b) => devices(b),
         Command::Favor(a) => favor(a),
         Command::Attention(a) => attention(a),
+        Command::Cwy(a) => cwy(a),
         Command::Validate(b) => validate::run(b.backend),
     };
     match result {

@@ -3,6 +3,7 @@
 
 use ortho::random::{Gaussian, Scaling, projection, projection_per_head};
 use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Schedule, Tensor};
+use ortho_ref::cwy;
 use ortho_ref::favor as reference;
 use ortho_ref::tensor::relative_frobenius;
 
@@ -104,6 +105,45 @@ fn cases() -> Vec<Case> {
             });
         }
     }
+    for (i, (b, n, l)) in [(1, 1, 1), (2, 33, 20), (1, 130, 100), (1, 64, 64)].into_iter().enumerate() {
+        let u = gaussian(&[b, n, l], 1.0, 1000 + i as u64);
+        let x = gaussian(&[b, n, 5], 1.0, 1100 + i as u64);
+        let g = gaussian(&[b, n, n], 1.0, 1200 + i as u64);
+        let shape = format!("batch{b} N{n} L{l}");
+        let cwy_case = |kernel: &str, bound: f64, run: Box<dyn Fn(&Engine) -> ortho::Result<(Tensor<f32>, Tensor<f64>)>>| Case {
+            kernel: kernel.to_string(),
+            shape: shape.clone(),
+            bound,
+            run,
+        };
+        let u1 = u.clone();
+        cases.push(cwy_case("cwy", 1e-5, Box::new(move |e| Ok((e.cwy(&u1)?, cwy::householder_product(&u1.to_f64())?)))));
+        let u1 = u.clone();
+        cases.push(cwy_case("cwy stiefel", 1e-5, Box::new(move |e| Ok((e.tcwy(&u1)?, cwy::tcwy(&u1.to_f64())?)))));
+        let u1 = u.clone();
+        cases.push(cwy_case(
+            "householder sequential",
+            1e-5,
+            Box::new(move |e| Ok((e.householder_product(&u1)?, cwy::householder_product(&u1.to_f64())?))),
+        ));
+        for transpose in [false, true] {
+            let (u1, x1) = (u.clone(), x.clone());
+            let name = if transpose { "cwy apply Q^T" } else { "cwy apply Q" };
+            cases.push(cwy_case(
+                name,
+                1e-5,
+                Box::new(move |e| Ok((e.cwy_apply(&u1, &x1, transpose)?, cwy::apply(&u1.to_f64(), &x1.to_f64(), transpose)?))),
+            ));
+        }
+        if n > 1 {
+            let (u1, g1) = (u.clone(), g.clone());
+            cases.push(cwy_case(
+                "cwy gradient",
+                1e-4,
+                Box::new(move |e| Ok((e.cwy_backward(&u1, &g1)?, cwy::cwy_backward(&u1.to_f64(), &g1.to_f64())?))),
+            ));
+        }
+    }
     cases
 }
 
@@ -140,7 +180,7 @@ pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
     let engines = engines(backend)?;
     let cases = cases();
     let width = cases.iter().map(|c| c.shape.len()).max().unwrap_or(5).max(5);
-    println!("{:<20} {:<40} {:<w$} {:>10} {:>8} result", "kernel", "backend", "shape", "rel error", "bound", w = width);
+    println!("{:<22} {:<40} {:<w$} {:>10} {:>8} result", "kernel", "backend", "shape", "rel error", "bound", w = width);
     let mut failures = 0;
     for engine in &engines {
         let name = engine.describe();
@@ -158,7 +198,7 @@ pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
             };
             failures += verdict.starts_with("FAIL") as usize;
             println!(
-                "{:<20} {:<40} {:<w$} {:>10} {:>8.0e} {verdict}",
+                "{:<22} {:<40} {:<w$} {:>10} {:>8.0e} {verdict}",
                 case.kernel,
                 name,
                 case.shape,

@@ -196,13 +196,55 @@ fn attention_verb_on_2d_inputs() {
 }
 
 #[test]
+fn cwy_verb_writes_q_omega_and_products() {
+    let d = dir("cwy");
+    let (b, n, l, k) = (2, 9, 4, 3);
+    let u_path = d.join("u.npy");
+    let x_path = d.join("x.npy");
+    let u: Vec<f64> = gaussian(b * n * l, 5);
+    let x: Vec<f32> = gaussian(b * n * k, 6).iter().map(|&v| v as f32).collect();
+    save(&u_path, &[b, n, l], &u);
+    save(&x_path, &[b, n, k], &x);
+    let u_ref = Tensor::new(&[b, n, l], u.iter().map(|&v| v as f32 as f64).collect()).unwrap();
+    let x_ref = Tensor::new(&[b, n, k], x.iter().map(|&v| v as f64).collect()).unwrap();
+    for backend in backends() {
+        let out = d.join(format!("q-{backend}.npy"));
+        let run = |extra: &[&str]| {
+            let mut args = vec!["cwy", "--u", p(&u_path), "--out", p(&out), "--backend", backend];
+            args.extend_from_slice(extra);
+            let o = ortho(&args);
+            assert!(o.status.success(), "{}", stderr(&o));
+            load(&out)
+        };
+        let q = run(&[]);
+        let want = ortho_ref::cwy::householder_product(&u_ref).unwrap();
+        assert!(ortho_ref::tensor::max_abs_diff(q.data(), want.data()) < 1e-5);
+        let omega = run(&["--stiefel"]);
+        assert_eq!(omega.shape(), &[b, n, l]);
+        for transpose in [false, true] {
+            let mut extra = vec!["--apply", p(&x_path)];
+            if transpose {
+                extra.push("--transpose");
+            }
+            let y = run(&extra);
+            let want = ortho_ref::cwy::apply(&u_ref, &x_ref, transpose).unwrap();
+            assert!(ortho_ref::tensor::relative_frobenius(y.data(), want.data()) < 1e-5);
+        }
+    }
+    let zero = d.join("zero.npy");
+    save(&zero, &[n, l], &vec![0.0f32; n * l]);
+    let o = ortho(&["cwy", "--u", p(&zero), "--out", p(&d.join("z.npy")), "--backend", "cpu"]);
+    assert!(!o.status.success() && stderr(&o).contains("vector 0 of batch 0 is zero"), "{}", stderr(&o));
+}
+
+#[test]
 fn devices_and_validate_run() {
     let o = ortho(&["devices"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = ortho(&["validate", "--backend", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.contains("favor softmax") && table.contains("exact causal"), "{table}");
+    assert!(table.contains("favor softmax") && table.contains("exact causal") && table.contains("cwy gradient"), "{table}");
     assert!(table.trim_end().ends_with("passed, 0 failed"), "{table}");
 }
 
