@@ -110,14 +110,17 @@ fn cases() -> Vec<Case> {
         let x = gaussian(&[b, n, 5], 1.0, 1100 + i as u64);
         let g = gaussian(&[b, n, n], 1.0, 1200 + i as u64);
         let shape = format!("batch{b} N{n} L{l}");
-        let cwy_case = |kernel: &str, bound: f64, run: Box<dyn Fn(&Engine) -> ortho::Result<(Tensor<f32>, Tensor<f64>)>>| Case {
-            kernel: kernel.to_string(),
-            shape: shape.clone(),
-            bound,
-            run,
+        let cwy_case = |kernel: &str,
+                        bound: f64,
+                        run: Box<dyn Fn(&Engine) -> ortho::Result<(Tensor<f32>, Tensor<f64>)>>| {
+            Case { kernel: kernel.to_string(), shape: shape.clone(), bound, run }
         };
         let u1 = u.clone();
-        cases.push(cwy_case("cwy", 1e-5, Box::new(move |e| Ok((e.cwy(&u1)?, cwy::householder_product(&u1.to_f64())?)))));
+        cases.push(cwy_case(
+            "cwy",
+            1e-5,
+            Box::new(move |e| Ok((e.cwy(&u1)?, cwy::householder_product(&u1.to_f64())?))),
+        ));
         let u1 = u.clone();
         cases.push(cwy_case("cwy stiefel", 1e-5, Box::new(move |e| Ok((e.tcwy(&u1)?, cwy::tcwy(&u1.to_f64())?)))));
         let u1 = u.clone();
@@ -132,7 +135,9 @@ fn cases() -> Vec<Case> {
             cases.push(cwy_case(
                 name,
                 1e-5,
-                Box::new(move |e| Ok((e.cwy_apply(&u1, &x1, transpose)?, cwy::apply(&u1.to_f64(), &x1.to_f64(), transpose)?))),
+                Box::new(move |e| {
+                    Ok((e.cwy_apply(&u1, &x1, transpose)?, cwy::apply(&u1.to_f64(), &x1.to_f64(), transpose)?))
+                }),
             ));
         }
         if n > 1 {

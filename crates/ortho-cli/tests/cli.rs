@@ -244,7 +244,10 @@ fn devices_and_validate_run() {
     let o = ortho(&["validate", "--backend", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
-    assert!(table.contains("favor softmax") && table.contains("exact causal") && table.contains("cwy gradient"), "{table}");
+    assert!(
+        table.contains("favor softmax") && table.contains("exact causal") && table.contains("cwy gradient"),
+        "{table}"
+    );
     assert!(table.trim_end().ends_with("passed, 0 failed"), "{table}");
 }
 

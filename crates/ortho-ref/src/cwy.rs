@@ -35,7 +35,8 @@ pub fn shape_of(u: &Tensor<f64>) -> Result<(usize, usize, usize)> {
     Ok((b, n, l))
 }
 
-fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+/// The transpose of a row-major `[rows, cols]` matrix.
+pub fn transpose_of(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     (0..rows * cols).map(|e| a[(e % rows) * cols + e / rows]).collect()
 }
 
@@ -45,7 +46,7 @@ fn batch(t: &Tensor<f64>, z: usize, size: usize) -> &[f64] {
 
 /// `S = striu(U^T U) + diag(U^T U) / 2` of one `[N, L]` block.
 pub fn s_matrix(u: &[f64], n: usize, l: usize) -> Vec<f64> {
-    let mut s = matmul(&transpose(u, n, l), u, l, n, l);
+    let mut s = matmul(&transpose_of(u, n, l), u, l, n, l);
     for i in 0..l {
         for j in 0..i {
             s[i * l + j] = 0.0;
@@ -105,7 +106,7 @@ pub fn cwy(u: &Tensor<f64>) -> Result<Tensor<f64>> {
     for z in 0..b {
         let uz = batch(u, z, n * l);
         let w = upper_inverse(&s_matrix(uz, n, l), l);
-        let wut = matmul(&w, &transpose(uz, n, l), l, l, n);
+        let wut = matmul(&w, &transpose_of(uz, n, l), l, l, n);
         let mut q = matmul(uz, &wut, n, l, n);
         q.iter_mut().for_each(|x| *x = -*x);
         (0..n).for_each(|i| q[i * n + i] += 1.0);
@@ -121,7 +122,7 @@ pub fn tcwy(u: &Tensor<f64>) -> Result<Tensor<f64>> {
     for z in 0..b {
         let uz = batch(u, z, n * l);
         let w = upper_inverse(&s_matrix(uz, n, l), l);
-        let wu1t = matmul(&w, &transpose(&uz[..l * l], l, l), l, l, l);
+        let wu1t = matmul(&w, &transpose_of(&uz[..l * l], l, l), l, l, l);
         let mut omega = matmul(uz, &wu1t, n, l, l);
         omega.iter_mut().for_each(|x| *x = -*x);
         (0..l).for_each(|i| omega[i * l + i] += 1.0);
@@ -150,9 +151,9 @@ pub fn apply(u: &Tensor<f64>, x: &Tensor<f64>, transpose_q: bool) -> Result<Tens
         let xz = batch(x, z, n * k);
         let mut w = upper_inverse(&s_matrix(uz, n, l), l);
         if transpose_q {
-            w = transpose(&w, l, l);
+            w = transpose_of(&w, l, l);
         }
-        let utx = matmul(&transpose(uz, n, l), xz, l, n, k);
+        let utx = matmul(&transpose_of(uz, n, l), xz, l, n, k);
         let correction = matmul(uz, &matmul(&w, &utx, l, l, k), n, l, k);
         out.extend(xz.iter().zip(&correction).map(|(a, c)| a - c));
     }
@@ -167,7 +168,7 @@ fn mirror_upper(bm: &[f64], l: usize) -> Vec<f64> {
 /// The gradient terms shared by every CWY backward pass, from `GU = G U`, `GtU = G^T U` and
 /// `UtGU = U^T G U` of one batch: `dU = -GU W^T - GtU W + U (P + P^T)`, `B = W^T UtGU W^T`.
 fn du_from(uz: &[f64], w: &[f64], gu: &[f64], gtu: &[f64], utgu: &[f64], n: usize, l: usize) -> Vec<f64> {
-    let wt = transpose(w, l, l);
+    let wt = transpose_of(w, l, l);
     let bm = matmul(&matmul(&wt, utgu, l, l, l), &wt, l, l, l);
     let pp = mirror_upper(&bm, l);
     let a = matmul(gu, &wt, n, l, l);
@@ -188,8 +189,8 @@ pub fn cwy_backward(u: &Tensor<f64>, g: &Tensor<f64>) -> Result<Tensor<f64>> {
         let (uz, gz) = (batch(u, z, n * l), batch(g, z, n * n));
         let w = upper_inverse(&s_matrix(uz, n, l), l);
         let gu = matmul(gz, uz, n, n, l);
-        let gtu = matmul(&transpose(gz, n, n), uz, n, n, l);
-        let utgu = matmul(&transpose(uz, n, l), &gu, l, n, l);
+        let gtu = matmul(&transpose_of(gz, n, n), uz, n, n, l);
+        let utgu = matmul(&transpose_of(uz, n, l), &gu, l, n, l);
         out.extend(du_from(uz, &w, &gu, &gtu, &utgu, n, l));
     }
     Tensor::new(u.shape(), out)
@@ -238,11 +239,11 @@ pub fn apply_backward(
             (batch(x, z, n * k), batch(ybar, z, n * k))
         };
         let w = upper_inverse(&s_matrix(uz, n, l), l);
-        let xtu = matmul(&transpose(xz, n, k), uz, k, n, l);
-        let ytu = matmul(&transpose(yz, n, k), uz, k, n, l);
+        let xtu = matmul(&transpose_of(xz, n, k), uz, k, n, l);
+        let ytu = matmul(&transpose_of(yz, n, k), uz, k, n, l);
         let gu = matmul(yz, &xtu, n, k, l);
         let gtu = matmul(xz, &ytu, n, k, l);
-        let uty = matmul(&transpose(uz, n, l), yz, l, n, k);
+        let uty = matmul(&transpose_of(uz, n, l), yz, l, n, k);
         let utgu = matmul(&uty, &xtu, l, k, l);
         du.extend(du_from(uz, &w, &gu, &gtu, &utgu, n, l));
     }
@@ -254,6 +255,13 @@ pub fn apply_backward(
 pub fn cwy_flops(batch: usize, n: usize, l: usize) -> f64 {
     let (b, n, l) = (batch as f64, n as f64, l as f64);
     b * (2.0 * n * l * l + l * l * l / 3.0 + 2.0 * l * l * n + 2.0 * n * n * l)
+}
+
+/// Flops of the CWY gradient for Q: Gram and inverse, `G U` and `G^T U` (`2 N^2 L` each), `U^T G U`
+/// (`2 N L^2`), `B = W^T (U^T G U) W^T` (`4 L^3`) and the three products of dU (`2 N L^2` each).
+pub fn cwy_backward_flops(batch: usize, n: usize, l: usize) -> f64 {
+    let (b, n, l) = (batch as f64, n as f64, l as f64);
+    b * (2.0 * n * l * l + l * l * l / 3.0 + 4.0 * n * n * l + 2.0 * n * l * l + 4.0 * l * l * l + 6.0 * n * l * l)
 }
 
 /// Flops of the sequential product: L reflections, each `Q u` and a rank-1 update, `4 N^2` apiece.
@@ -273,7 +281,7 @@ mod tests {
     }
 
     fn orthogonality_error(q: &[f64], n: usize, cols: usize) -> f64 {
-        let qtq = matmul(&transpose(q, n, cols), q, cols, n, cols);
+        let qtq = matmul(&transpose_of(q, n, cols), q, cols, n, cols);
         (0..cols * cols).map(|e| (qtq[e] - if e / cols == e % cols { 1.0 } else { 0.0 }).powi(2)).sum::<f64>().sqrt()
     }
 
@@ -319,7 +327,7 @@ mod tests {
             let y = apply(&u, &x, t).unwrap();
             for z in 0..b {
                 let qz = batch(&q, z, n * n);
-                let qz = if t { transpose(qz, n, n) } else { qz.to_vec() };
+                let qz = if t { transpose_of(qz, n, n) } else { qz.to_vec() };
                 let want = matmul(&qz, batch(&x, z, n * k), n, n, k);
                 assert!(max_abs_diff(batch(&y, z, n * k), &want) < 1e-13);
             }

@@ -7,7 +7,9 @@
 
 pub mod cwy;
 pub mod error;
+pub mod expm;
 pub mod favor;
+pub mod flow;
 pub mod linalg;
 pub mod random;
 pub mod tensor;

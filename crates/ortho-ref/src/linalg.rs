@@ -56,6 +56,40 @@ pub fn qr(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     (q, r)
 }
 
+/// Solves `A X = B` for `A: [n, n]`, `B: [n, k]` by Gaussian elimination with partial pivoting;
+/// `None` when A is singular.
+pub fn solve(a: &[f64], b: &[f64], n: usize, k: usize) -> Option<Vec<f64>> {
+    let (mut a, mut x) = (a.to_vec(), b.to_vec());
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))?;
+        if a[pivot * n + col] == 0.0 {
+            return None;
+        }
+        for c in 0..n {
+            a.swap(col * n + c, pivot * n + c);
+        }
+        for c in 0..k {
+            x.swap(col * k + c, pivot * k + c);
+        }
+        for row in col + 1..n {
+            let f = a[row * n + col] / a[col * n + col];
+            for c in col..n {
+                a[row * n + c] -= f * a[col * n + c];
+            }
+            for c in 0..k {
+                x[row * k + c] -= f * x[col * k + c];
+            }
+        }
+    }
+    for row in (0..n).rev() {
+        for c in 0..k {
+            let s: f64 = (row + 1..n).map(|j| a[row * n + j] * x[j * k + c]).sum();
+            x[row * k + c] = (x[row * k + c] - s) / a[row * n + row];
+        }
+    }
+    Some(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
