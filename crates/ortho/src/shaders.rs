@@ -49,6 +49,7 @@ pub const SHADERS: &[ShaderSource] = shaders![
     "cwy/place_blocks",
     "cwy/mirror_upper",
     "cwy/householder",
+    "flow/expm",
 ];
 
 pub(crate) fn source(name: &str) -> Result<&'static ShaderSource> {

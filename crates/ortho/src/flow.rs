@@ -1,0 +1,127 @@
+//! Dispatch plans for batched matrix exponentials and flows on the orthogonal group (math.md §3). The
+//! CPU twins are `ortho_ref::expm` and `ortho_ref::flow`.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::pool::BufferKind;
+use crate::shaders::{dispatch_with, grid};
+use crate::tensor::GpuTensor;
+use ortho_ref::Tensor;
+
+/// The largest n the per-matrix kernels handle (one workgroup per matrix).
+pub const FLOW_MAX_N: usize = 64;
+/// Intermediate matrices the exponential keeps per input matrix.
+const SLOTS: usize = 8;
+/// Squarings one pass of `flow/expm` performs at most.
+const SQUARINGS_PER_PASS: usize = 8;
+/// The most squarings a finite f32 matrix can need: `ceil(log2(64 * f32::MAX / theta_18))`.
+const MAX_SQUARINGS: usize = 133;
+
+/// What `record_expm` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpmOutput {
+    /// `exp(A)`.
+    Exp = 0,
+    /// `exp(A) - I`, evaluated directly.
+    Increment = 1,
+    /// `W + W (exp(A) - I)` in place of the `W` that `out` holds: one Lie–Euler step.
+    Update = 2,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ExpmParams {
+    batch: u32,
+    mode: u32,
+    first: u32,
+    pass_index: u32,
+}
+
+/// `(batch, n)` of `[n, n]` or `[batch, n, n]` within the kernels' size.
+fn square(name: &str, shape: &[usize]) -> Result<(usize, usize)> {
+    let (b, n) = match *shape {
+        [r, c] if r == c && r > 0 => (1, r),
+        [b, r, c] if r == c && r > 0 && b > 0 => (b, r),
+        _ => return Err(ortho_ref::Error::shape(name, "[n, n] or [batch, n, n] with n >= 1", shape).into()),
+    };
+    if n > FLOW_MAX_N {
+        return Err(Error::Unsupported(format!(
+            "{name}: n = {n}; the batched matrix kernels handle n <= {FLOW_MAX_N}"
+        )));
+    }
+    Ok((b, n))
+}
+
+impl Engine {
+    /// `exp(A)` of every matrix of `a` (`[n, n]` or `[batch, n, n]`, n <= 64): degree and scaling
+    /// chosen per matrix on the GPU (f32 switch points); the CPU reference uses the f64 ones.
+    pub fn expm(&self, a: &Tensor<f32>) -> Result<Tensor<f32>> {
+        square("a", a.shape())?;
+        a.check_finite("a")?;
+        if !self.is_gpu() {
+            return Ok(ortho_ref::expm::expm(&a.to_f64(), &ortho_ref::expm::THETA_F64)?.to_f32());
+        }
+        let ga = self.upload("a", a)?;
+        let out = self.empty(a.shape())?;
+        self.submit("expm", |enc| self.record_expm(enc, &ga, &out, ExpmOutput::Exp))?;
+        self.download(&out)
+    }
+
+    /// [`Engine::expm`] on device-resident tensors.
+    pub fn expm_gpu(&self, a: &GpuTensor) -> Result<GpuTensor> {
+        let out = self.empty(a.shape())?;
+        self.submit("expm", |enc| self.record_expm(enc, a, &out, ExpmOutput::Exp))?;
+        Ok(out)
+    }
+
+    /// Records `exp(A)`, `exp(A) - I` or a Lie–Euler update of `out` (see [`ExpmOutput`]).
+    pub fn record_expm(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &GpuTensor,
+        out: &GpuTensor,
+        output: ExpmOutput,
+    ) -> Result<()> {
+        let (b, n) = square("a", a.shape())?;
+        if out.len() != a.len() {
+            return Err(ortho_ref::Error::shape("out", format!("{:?}", a.shape()), out.shape()).into());
+        }
+        let gpu = self.gpu("expm")?;
+        let limits = gpu.device.limits();
+        let binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let per_matrix = (4 * SLOTS * n * n) as u64;
+        let chunk = ((binding / per_matrix) as usize).clamp(1, b);
+        let work = gpu.pool.get(BufferKind::Storage, per_matrix * chunk as u64);
+        let plans = gpu.pool.get(BufferKind::Storage, 4 * chunk as u64);
+        let constants = [("N", n as f64)];
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("expm"), timestamp_writes: None });
+        // Every pass after the first only touches matrices with squarings still due; the others
+        // return at once.
+        let passes = MAX_SQUARINGS.div_ceil(SQUARINGS_PER_PASS);
+        for first in (0..b).step_by(chunk) {
+            let count = chunk.min(b - first);
+            for pass_index in 0..passes {
+                let params = ExpmParams {
+                    batch: count as u32,
+                    mode: output as u32,
+                    first: first as u32,
+                    pass_index: pass_index as u32,
+                };
+                let bufs = [a.buffer(), work.buffer(), out.buffer(), plans.buffer()];
+                let groups = grid(count as u64, 1)?;
+                dispatch_with(
+                    &gpu.device,
+                    &gpu.pipelines,
+                    &mut pass,
+                    "flow/expm",
+                    &constants,
+                    bytemuck::bytes_of(&params),
+                    &bufs,
+                    groups,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+// Batched matrix exponential (math.md §3.1): one workgroup per n x n matrix (n = N <= 64, a pipeline
+// constant so that every loop has a fixed trip count). The workgroup computes its matrix's 1-norm,
+// picks the Taylor degree and the number of squarings s from the f32 switch points itself (no host
+// round trip), evaluates the Bader–Blanes–Casas polynomial of A / 2^s minus the identity, squares in
+// increment form D <- D (D + 2I), and writes exp(A) = I + D, or D itself (`increment`), or
+// W + W D (`update`: one Lie–Euler step of a flow).
+// Intermediates live in `work`: 8 slots of N x N per matrix of this dispatch; the dispatch covers
+// matrices first .. first + batch of `a` and `out`. Pass 0 plans and evaluates the polynomial; every
+// pass squares at most SQUARINGS_PER_PASS times and leaves the squarings still due in `plans`, and
+// the pass that finishes a matrix writes its output (llvmpipe, behind lavapipe and GL, silently cuts
+// short a workgroup whose barrier loops run too long, so no pass does much more).
+
+override N: u32 = 4u;
+
+struct Expm { batch: u32, mode: u32, first: u32, tindex: u32 }
+
+const EXP: u32 = 0u;
+const INCREMENT: u32 = 1u;
+const UPDATE: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> p: Expm;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> work: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> plans: array<u32>;
+
+const SQUARINGS_PER_PASS: u32 = 8u;
+
+const GROUP: u32 = 64u;
+const SLOTS: u32 = 8u;
+const THETA: array<f32, 6> = array<f32, 6>(1.192092800768788e-07, 5.978858893805233e-04,
+    5.116619363445086e-02, 5.800524627688768e-01, 1.461661507209034e+00, 3.010066362817634e+00);
+
+var<workgroup> partial: array<f32, GROUP>;
+var<workgroup> plan: vec2<u32>;
+var<workgroup> due: u32;
+
+// Element passes per invocation over an N x N matrix. Loops run a fixed number of passes with a
+// bounds test inside: llvmpipe (Mesa's software rasterizer behind both lavapipe and GL) silently cuts
+// short loops that hold barriers when the loops inside them have per-invocation trip counts.
+override PASSES: u32 = (N * N + GROUP - 1u) / GROUP;
+
+fn slot(z: u32, s: u32) -> u32 { return (z * SLOTS + s) * N * N; }
+
+fn sync() {
+    storageBarrier();
+    workgroupBarrier();
+}
+
+// work[dst] = work[x] * work[y].
+fn product(z: u32, dst: u32, x: u32, y: u32, lid: u32) {
+    for (var t = 0u; t < PASSES; t++) {
+        let e = lid + t * GROUP;
+        if (e >= N * N) { continue; }
+        let i = e / N;
+        let j = e % N;
+        var acc = 0.0;
+        for (var k = 0u; k < N; k++) { acc += work[slot(z, x) + i * N + k] * work[slot(z, y) + k * N + j]; }
+        work[slot(z, dst) + e] = acc;
+    }
+    sync();
+}
+
+// work[dst] = c[0] I + c[1] S1 + c[2] S2 + c[3] S3 + c[4] S4 (+ work[add] when add < SLOTS),
+// with the slots S = (1, 2, 3, 4): A, A^2, A^3, A^6 (or A^4 for degree 8).
+fn combine(z: u32, dst: u32, c: array<f32, 5>, add: u32, lid: u32) {
+    for (var t = 0u; t < PASSES; t++) {
+        let e = lid + t * GROUP;
+        if (e >= N * N) { continue; }
+        var v = select(0.0, c[0], e / N == e % N);
+        for (var s = 1u; s < 5u; s++) {
+            if (c[s] != 0.0) { v += c[s] * work[slot(z, s) + e]; }
+        }
+        if (add < SLOTS) { v += work[slot(z, add) + e]; }
+        work[slot(z, dst) + e] = v;
+    }
+    sync();
+}
+
+// Pass 0: the matrix's 1-norm, its degree and squarings, and T(A / 2^s) - I into slot 0.
+fn taylor_pass(z: u32, first: u32, lid: u32) {
+    // 1-norm: the largest column sum.
+    var best = 0.0;
+    for (var j = lid; j < N; j += GROUP) {
+        var col = 0.0;
+        for (var i = 0u; i < N; i++) { col += abs(a[first + i * N + j]); }
+        best = max(best, col);
+    }
+    partial[lid] = best;
+    workgroupBarrier();
+    if (lid == 0u) {
+        var norm = 0.0;
+        for (var t = 0u; t < GROUP; t++) { norm = max(norm, partial[t]); }
+        var index = 5u;
+        var squarings = 0u;
+        for (var t = 5u; t > 0u; t--) { if (norm <= THETA[t - 1u]) { index = t - 1u; } }
+        if (norm > THETA[5]) { squarings = u32(ceil(log2(norm / THETA[5]))); }
+        plan = vec2<u32>(index, squarings);
+    }
+    let chosen = workgroupUniformLoad(&plan);
+    let index = chosen.x;
+    let squarings = chosen.y;
+    if (lid == 0u) { plans[z] = squarings; }
+    let scale = exp2(-f32(squarings));
+    // Slot 1: A / 2^s.
+    for (var t = 0u; t < PASSES; t++) {
+        let e = lid + t * GROUP;
+        if (e < N * N) { work[slot(z, 1u) + e] = a[first + e] * scale; }
+    }
+    sync();
+    // Slot 0 receives T(A) - I.
+    if (index == 0u) {
+        combine(z, 0u, array<f32, 5>(0.0, 1.0, 0.0, 0.0, 0.0), SLOTS, lid);
+    } else if (index == 1u) {
+        product(z, 2u, 1u, 1u, lid);
+        combine(z, 0u, array<f32, 5>(0.0, 1.0, 0.5, 0.0, 0.0), SLOTS, lid);
+    } else if (index == 2u) {
+        product(z, 2u, 1u, 1u, lid);
+        combine(z, 5u, array<f32, 5>(0.5, 1.0 / 6.0, 1.0 / 24.0, 0.0, 0.0), SLOTS, lid);
+        product(z, 6u, 2u, 5u, lid);
+        combine(z, 0u, array<f32, 5>(0.0, 1.0, 0.0, 0.0, 0.0), 6u, lid);
+    } else if (index == 3u) {
+        // Degree 8 (eq. 13 of Bader, Blanes, Casas 2019), slot 4 holding A^4 of the scheme.
+        let r = sqrt(177.0);
+        let x3 = 2.0 / 3.0;
+        product(z, 2u, 1u, 1u, lid);
+        combine(z, 5u, array<f32, 5>(0.0, x3 * (1.0 + r) / 88.0, x3 * (1.0 + r) / 352.0, 0.0, 0.0), SLOTS, lid);
+        product(z, 4u, 2u, 5u, lid);
+        combine(z, 5u, array<f32, 5>(0.0, 0.0, x3, 0.0, 1.0), SLOTS, lid);
+        combine(z, 6u, array<f32, 5>((-271.0 + 29.0 * r) / (315.0 * x3), 11.0 * (-1.0 + r) / (1260.0 * x3),
+                                     11.0 * (-9.0 + r) / (5040.0 * x3), 0.0, (89.0 - r) / (5040.0 * x3 * x3)), SLOTS, lid);
+        product(z, 7u, 5u, 6u, lid);
+        combine(z, 0u, array<f32, 5>(0.0, 1.0, (857.0 - 58.0 * r) / 630.0, 0.0, 0.0), 7u, lid);
+    } else if (index == 4u) {
+        product(z, 2u, 1u, 1u, lid);
+        product(z, 3u, 2u, 1u, lid);
+        combine(z, 5u, array<f32, 5>(0.0, -0.13181061013830184015, -0.02027855540589259079, -0.00675951846863086359, 0.0), SLOTS, lid);
+        product(z, 6u, 5u, 5u, lid);
+        combine(z, 6u, array<f32, 5>(0.21169311829980944294, 0.15822438471572672537, 0.16563516943672741501, 0.01078627793157924250, 0.0), 6u, lid);
+        combine(z, 5u, array<f32, 5>(4.60000000000000000000, 0.99287510353848683614, -0.13244556105279963884, 0.00172990000000000000, 0.0), 6u, lid);
+        product(z, 7u, 5u, 6u, lid);
+        combine(z, 0u, array<f32, 5>(-0.01860232051462055322 - 1.0, -0.00500702322573317730, -0.57342012296052226390, -0.13339969394389205970, 0.0), 7u, lid);
+    } else {
+        product(z, 2u, 1u, 1u, lid);
+        product(z, 3u, 1u, 2u, lid);
+        product(z, 4u, 3u, 3u, lid);
+        combine(z, 5u, array<f32, 5>(0.0, -0.10036558103014462001, -0.00802924648241156960, -0.00089213849804572995, 0.0), SLOTS, lid);
+        combine(z, 6u, array<f32, 5>(0.0, 0.0, -0.09233646193671185927, -0.01693649390020817171, -0.00001400867981820361), SLOTS, lid);
+        product(z, 7u, 5u, 6u, lid);
+        // Slot 6: right = B3 + A9; slot 5: left = right + B2.
+        combine(z, 6u, array<f32, 5>(-0.09043168323908105619, -0.06764045190713819075, 0.06759613017704596460, 0.02955525704293155274, -0.00001391802575160607), 7u, lid);
+        combine(z, 5u, array<f32, 5>(-10.9676396052962062593, 1.68015813878906197182, 0.05717798464788655127, -0.00698210122488052084, 0.00003349750170860705), 6u, lid);
+        product(z, 7u, 5u, 6u, lid);
+        combine(z, 0u, array<f32, 5>(-1.0, 0.39784974949964507614, 1.36783778460411719922, 0.49828962252538267755, -0.00063789819459472330), 7u, lid);
+    }
+}
+
+@compute @workgroup_size(64)
+fn expm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let z = wg.y * nwg.x + wg.x;
+    if (z >= p.batch) { return; }
+    let first = (p.first + z) * N * N;
+    if (p.tindex == 0u) {
+        taylor_pass(z, first, lid);
+    }
+    if (lid == 0u) { due = plans[z]; }
+    let remaining = workgroupUniformLoad(&due);
+    if (remaining == 0u && p.tindex > 0u) { return; }
+    // Squarings in increment form: (I + D)^2 - I = D (D + 2I), between slots 0 and 1.
+    let now = min(remaining, SQUARINGS_PER_PASS);
+    var d = 0u;
+    for (var k = 0u; k < now; k++) {
+        for (var t = 0u; t < PASSES; t++) {
+        let e = lid + t * GROUP;
+        if (e >= N * N) { continue; }
+            work[slot(z, 2u) + e] = work[slot(z, d) + e] + select(0.0, 2.0, e / N == e % N);
+        }
+        sync();
+        product(z, 1u - d, d, 2u, lid);
+        d = 1u - d;
+    }
+    if (d == 1u) {
+        for (var t = 0u; t < PASSES; t++) {
+            let e = lid + t * GROUP;
+            if (e < N * N) { work[slot(z, 0u) + e] = work[slot(z, 1u) + e]; }
+        }
+        sync();
+    }
+    if (lid == 0u) { plans[z] = remaining - now; }
+    if (remaining > now) { return; }
+    for (var t = 0u; t < PASSES; t++) {
+        let e = lid + t * GROUP;
+        if (e >= N * N) { continue; }
+        let inc = work[slot(z, 0u) + e];
+        if (p.mode == INCREMENT) {
+            out[first + e] = inc;
+        } else if (p.mode == EXP) {
+            out[first + e] = inc + select(0.0, 1.0, e / N == e % N);
+        } else {
+            // out holds W: W + W D, row i of W times column j of D.
+            let i = e / N;
+            let j = e % N;
+            var acc = 0.0;
+            for (var k = 0u; k < N; k++) { acc += out[first + i * N + k] * work[slot(z, 0u) + k * N + j]; }
+            work[slot(z, 2u) + e] = out[first + e] + acc;
+        }
+    }
+    if (p.mode == UPDATE) {
+        sync();
+        for (var t = 0u; t < PASSES; t++) {
+        let e = lid + t * GROUP;
+        if (e >= N * N) { continue; } out[first + e] = work[slot(z, 2u) + e]; }
+    }
+}
