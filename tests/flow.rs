@@ -80,3 +80,23 @@ fn bad_inputs_get_clear_errors() {
         assert!(engine.expm(&big).unwrap_err().to_string().contains("n <= 64"));
     }
 }
+
+#[test]
+fn cayley_matches_reference() {
+    for engine in gpu_engines() {
+        for (i, n) in [1usize, 3, 8, 33, 64].into_iter().enumerate() {
+            // Skew (the use in flows) and general matrices with I - A/2 well conditioned.
+            let g = gaussian(&[3, n, n], 0.8 / (n as f64).sqrt(), 50 + i as u64);
+            let skew = Tensor::from_fn(&[3, n, n], |e| {
+                let (z, r) = (e / (n * n), e % (n * n));
+                4.0 * (g.data()[e] - g.data()[z * n * n + (r % n) * n + r / n])
+            });
+            for a in [skew, g] {
+                let want = reference::cayley(&a.to_f64()).unwrap();
+                let got = engine.cayley(&a).unwrap();
+                let err = relative_frobenius(got.data(), want.data());
+                assert!(err <= 1e-5, "{} n {n}: {err:e}", engine.describe());
+            }
+        }
+    }
+}

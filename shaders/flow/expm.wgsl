@@ -1,9 +1,12 @@
-// Batched matrix exponential (math.md §3.1): one workgroup per n x n matrix (n = N <= 64, a pipeline
+// Batched maps from the Lie algebra to the group (math.md §3.1): the matrix exponential, or with
+// method CAYLEY the Cayley map cay(A) = (I - A/2)^(-1) (I + A/2). One workgroup per n x n matrix (n = N <= 64, a pipeline
 // constant so that every loop has a fixed trip count). The workgroup computes its matrix's 1-norm,
 // picks the Taylor degree and the number of squarings s from the f32 switch points itself (no host
 // round trip), evaluates the Bader–Blanes–Casas polynomial of A / 2^s minus the identity, squares in
 // increment form D <- D (D + 2I), and writes exp(A) = I + D, or D itself (`increment`), or
-// W + W D (`update`: one Lie–Euler step of a flow).
+// W + W D (`update`: one Lie–Euler step of a flow). The Cayley map's increment
+// cay(A) - I = (I - A/2)^(-1) A comes from Gauss–Jordan elimination with partial pivoting of
+// [I - A/2 | A], CAYLEY_COLUMNS_PER_PASS columns a pass.
 // Intermediates live in `work`: 8 slots of N x N per matrix of this dispatch; the dispatch covers
 // matrices first .. first + batch of `a` and `out`. Pass 0 plans and evaluates the polynomial; every
 // pass squares at most SQUARINGS_PER_PASS times and leaves the squarings still due in `plans`, and
@@ -12,7 +15,7 @@
 
 override N: u32 = 4u;
 
-struct Expm { batch: u32, mode: u32, first: u32, tindex: u32 }
+struct Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
 
 const EXP: u32 = 0u;
 const INCREMENT: u32 = 1u;
@@ -25,6 +28,8 @@ const UPDATE: u32 = 2u;
 @group(0) @binding(4) var<storage, read_write> plans: array<u32>;
 
 const SQUARINGS_PER_PASS: u32 = 8u;
+const CAYLEY: u32 = 1u;
+const CAYLEY_COLUMNS_PER_PASS: u32 = 16u;
 
 const GROUP: u32 = 64u;
 const SLOTS: u32 = 8u;
@@ -34,6 +39,8 @@ const THETA: array<f32, 6> = array<f32, 6>(1.192092800768788e-07, 5.978858893805
 var<workgroup> partial: array<f32, GROUP>;
 var<workgroup> plan: vec2<u32>;
 var<workgroup> due: u32;
+var<workgroup> factors: array<f32, 64>;
+var<workgroup> pivot: u32;
 
 // Element passes per invocation over an N x N matrix. Loops run a fixed number of passes with a
 // bounds test inside: llvmpipe (Mesa's software rasterizer behind both lavapipe and GL) silently cuts
@@ -155,40 +162,8 @@ fn taylor_pass(z: u32, first: u32, lid: u32) {
     }
 }
 
-@compute @workgroup_size(64)
-fn expm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let z = wg.y * nwg.x + wg.x;
-    if (z >= p.batch) { return; }
-    let first = (p.first + z) * N * N;
-    if (p.tindex == 0u) {
-        taylor_pass(z, first, lid);
-    }
-    if (lid == 0u) { due = plans[z]; }
-    let remaining = workgroupUniformLoad(&due);
-    if (remaining == 0u && p.tindex > 0u) { return; }
-    // Squarings in increment form: (I + D)^2 - I = D (D + 2I), between slots 0 and 1.
-    let now = min(remaining, SQUARINGS_PER_PASS);
-    var d = 0u;
-    for (var k = 0u; k < now; k++) {
-        for (var t = 0u; t < PASSES; t++) {
-        let e = lid + t * GROUP;
-        if (e >= N * N) { continue; }
-            work[slot(z, 2u) + e] = work[slot(z, d) + e] + select(0.0, 2.0, e / N == e % N);
-        }
-        sync();
-        product(z, 1u - d, d, 2u, lid);
-        d = 1u - d;
-    }
-    if (d == 1u) {
-        for (var t = 0u; t < PASSES; t++) {
-            let e = lid + t * GROUP;
-            if (e < N * N) { work[slot(z, 0u) + e] = work[slot(z, 1u) + e]; }
-        }
-        sync();
-    }
-    if (lid == 0u) { plans[z] = remaining - now; }
-    if (remaining > now) { return; }
+// Writes exp(A) = I + D, D, or W + W D (W read from `out`) from the increment D in slot 0.
+fn write_output(z: u32, first: u32, lid: u32) {
     for (var t = 0u; t < PASSES; t++) {
         let e = lid + t * GROUP;
         if (e >= N * N) { continue; }
@@ -209,7 +184,111 @@ fn expm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (p.mode == UPDATE) {
         sync();
         for (var t = 0u; t < PASSES; t++) {
-        let e = lid + t * GROUP;
-        if (e >= N * N) { continue; } out[first + e] = work[slot(z, 2u) + e]; }
+            let e = lid + t * GROUP;
+            if (e < N * N) { out[first + e] = work[slot(z, 2u) + e]; }
+        }
     }
+}
+
+// Element (i, j) of the augmented [L | R] of the Cayley elimination: L in slot 2, R (ending as
+// cay(A) - I) in slot 0.
+fn aug(z: u32, i: u32, j: u32) -> u32 {
+    if (j < N) { return slot(z, 2u) + i * N + j; }
+    return slot(z, 0u) + i * N + j - N;
+}
+
+// Pass 0 of the Cayley map: [I - A/2 | A].
+fn cayley_setup(z: u32, first: u32, lid: u32) {
+    for (var t = 0u; t < PASSES; t++) {
+        let e = lid + t * GROUP;
+        if (e < N * N) {
+            let v = a[first + e];
+            work[slot(z, 2u) + e] = select(0.0, 1.0, e / N == e % N) - 0.5 * v;
+            work[slot(z, 0u) + e] = v;
+        }
+    }
+    sync();
+}
+
+// Gauss–Jordan on column c: pivot, swap, normalise the pivot row, clear the column elsewhere.
+fn cayley_column(z: u32, c: u32, lid: u32) {
+    if (lid == 0u) {
+        var best = c;
+        for (var i = c + 1u; i < N; i++) {
+            if (abs(work[aug(z, i, c)]) > abs(work[aug(z, best, c)])) { best = i; }
+        }
+        pivot = best;
+    }
+    let r = workgroupUniformLoad(&pivot);
+    for (var t = 0u; t < (2u * N + GROUP - 1u) / GROUP; t++) {
+        let j = lid + t * GROUP;
+        if (j < 2u * N && r != c) {
+            let x = work[aug(z, c, j)];
+            work[aug(z, c, j)] = work[aug(z, r, j)];
+            work[aug(z, r, j)] = x;
+        }
+    }
+    sync();
+    if (lid < N) { factors[lid] = work[aug(z, lid, c)]; }
+    workgroupBarrier();
+    let p = factors[c];
+    for (var t = 0u; t < (2u * N + GROUP - 1u) / GROUP; t++) {
+        let j = lid + t * GROUP;
+        if (j < 2u * N) { work[aug(z, c, j)] /= p; }
+    }
+    sync();
+    for (var t = 0u; t < (2u * N * N + GROUP - 1u) / GROUP; t++) {
+        let e = lid + t * GROUP;
+        let i = e / (2u * N);
+        let j = e % (2u * N);
+        if (e < 2u * N * N && i != c) { work[aug(z, i, j)] -= factors[i] * work[aug(z, c, j)]; }
+    }
+    sync();
+}
+
+@compute @workgroup_size(64)
+fn expm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let z = wg.y * nwg.x + wg.x;
+    if (z >= p.batch) { return; }
+    let first = (p.first + z) * N * N;
+    if (p.method == CAYLEY) {
+        let c0 = p.pass_index * CAYLEY_COLUMNS_PER_PASS;
+        if (c0 >= N) { return; }
+        if (p.pass_index == 0u) { cayley_setup(z, first, lid); }
+        for (var k = 0u; k < CAYLEY_COLUMNS_PER_PASS; k++) {
+            if (c0 + k < N) { cayley_column(z, c0 + k, lid); }
+        }
+        if (c0 + CAYLEY_COLUMNS_PER_PASS < N) { return; }
+        write_output(z, first, lid);
+        return;
+    }
+    if (p.pass_index == 0u) {
+        taylor_pass(z, first, lid);
+    }
+    if (lid == 0u) { due = plans[z]; }
+    let remaining = workgroupUniformLoad(&due);
+    if (remaining == 0u && p.pass_index > 0u) { return; }
+    // Squarings in increment form: (I + D)^2 - I = D (D + 2I), between slots 0 and 1.
+    let now = min(remaining, SQUARINGS_PER_PASS);
+    var d = 0u;
+    for (var k = 0u; k < now; k++) {
+        for (var t = 0u; t < PASSES; t++) {
+            let e = lid + t * GROUP;
+            if (e < N * N) { work[slot(z, 2u) + e] = work[slot(z, d) + e] + select(0.0, 2.0, e / N == e % N); }
+        }
+        sync();
+        product(z, 1u - d, d, 2u, lid);
+        d = 1u - d;
+    }
+    if (d == 1u) {
+        for (var t = 0u; t < PASSES; t++) {
+            let e = lid + t * GROUP;
+            if (e < N * N) { work[slot(z, 0u) + e] = work[slot(z, 1u) + e]; }
+        }
+        sync();
+    }
+    if (lid == 0u) { plans[z] = remaining - now; }
+    if (remaining > now) { return; }
+    write_output(z, first, lid);
 }

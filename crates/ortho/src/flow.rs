@@ -35,7 +35,20 @@ struct ExpmParams {
     mode: u32,
     first: u32,
     pass_index: u32,
+    method: u32,
+    _pad: [u32; 3],
 }
+
+/// The map from the Lie algebra to the group that `flow/expm` evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupMap {
+    Exp = 0,
+    /// `cay(A) = (I - A/2)^(-1) (I + A/2)`.
+    Cayley = 1,
+}
+
+/// Columns one pass of the Cayley elimination clears.
+const CAYLEY_COLUMNS_PER_PASS: usize = 16;
 
 /// `(batch, n)` of `[n, n]` or `[batch, n, n]` within the kernels' size.
 fn square(name: &str, shape: &[usize]) -> Result<(usize, usize)> {
@@ -82,6 +95,32 @@ impl Engine {
         out: &GpuTensor,
         output: ExpmOutput,
     ) -> Result<()> {
+        self.record_group_map(encoder, GroupMap::Exp, a, out, output)
+    }
+
+    /// The Cayley map of every matrix of `a` (`[n, n]` or `[batch, n, n]`, n <= 64). `I - A/2` must be
+    /// invertible (it always is for skew-symmetric A); a singular one gives non-finite output.
+    pub fn cayley(&self, a: &Tensor<f32>) -> Result<Tensor<f32>> {
+        square("a", a.shape())?;
+        a.check_finite("a")?;
+        if !self.is_gpu() {
+            return Ok(ortho_ref::expm::cayley(&a.to_f64())?.to_f32());
+        }
+        let ga = self.upload("a", a)?;
+        let out = self.empty(a.shape())?;
+        self.submit("cayley", |enc| self.record_group_map(enc, GroupMap::Cayley, &ga, &out, ExpmOutput::Exp))?;
+        self.download(&out)
+    }
+
+    /// Records `map(A)`, `map(A) - I` or `W + W (map(A) - I)` into `out` (see [`ExpmOutput`]).
+    pub fn record_group_map(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        map: GroupMap,
+        a: &GpuTensor,
+        out: &GpuTensor,
+        output: ExpmOutput,
+    ) -> Result<()> {
         let (b, n) = square("a", a.shape())?;
         if out.len() != a.len() {
             return Err(ortho_ref::Error::shape("out", format!("{:?}", a.shape()), out.shape()).into());
@@ -98,7 +137,10 @@ impl Engine {
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("expm"), timestamp_writes: None });
         // Every pass after the first only touches matrices with squarings still due; the others
         // return at once.
-        let passes = MAX_SQUARINGS.div_ceil(SQUARINGS_PER_PASS);
+        let passes = match map {
+            GroupMap::Exp => MAX_SQUARINGS.div_ceil(SQUARINGS_PER_PASS),
+            GroupMap::Cayley => n.div_ceil(CAYLEY_COLUMNS_PER_PASS),
+        };
         for first in (0..b).step_by(chunk) {
             let count = chunk.min(b - first);
             for pass_index in 0..passes {
@@ -107,6 +149,8 @@ impl Engine {
                     mode: output as u32,
                     first: first as u32,
                     pass_index: pass_index as u32,
+                    method: map as u32,
+                    _pad: [0; 3],
                 };
                 let bufs = [a.buffer(), work.buffer(), out.buffer(), plans.buffer()];
                 let groups = grid(count as u64, 1)?;
