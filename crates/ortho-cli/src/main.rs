@@ -39,8 +39,24 @@ enum Command {
     /// Orthogonal (or Stiefel) matrices from Householder vectors by compact WY, or their product
     /// with a matrix.
     Cwy(CwyArgs),
+    /// Matrix exponential of every matrix of A ([n, n] or [batch, n, n], n <= 64).
+    Expm(MatrixArgs),
+    /// Cayley map (I - A/2)^(-1) (I + A/2) of every matrix of A.
+    Cayley(MatrixArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
     Validate(Backend),
+}
+
+#[derive(Args)]
+struct MatrixArgs {
+    /// Square matrices: [n, n] or [batch, n, n].
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the result (f32).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    backend: Backend,
 }
 
 #[derive(Args)]
@@ -212,6 +228,13 @@ fn cwy(a: &CwyArgs) -> Result<(), String> {
     npy::write(&a.out, &out)
 }
 
+fn matrix_map(a: &MatrixArgs, cayley: bool) -> Result<(), String> {
+    let input = npy::read(&a.input, "a")?;
+    let engine = engine(&a.backend)?;
+    let out = if cayley { engine.cayley(&input) } else { engine.expm(&input) }.map_err(|e| e.to_string())?;
+    npy::write(&a.out, &out)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -219,6 +242,8 @@ fn main() -> ExitCode {
         Command::Favor(a) => favor(a),
         Command::Attention(a) => attention(a),
         Command::Cwy(a) => cwy(a),
+        Command::Expm(a) => matrix_map(a, false),
+        Command::Cayley(a) => matrix_map(a, true),
         Command::Validate(b) => validate::run(b.backend),
     };
     match result {

@@ -149,6 +149,32 @@ fn cases() -> Vec<Case> {
             ));
         }
     }
+    for (i, (b, n, scale)) in
+        [(1, 1, 0.5), (4, 3, 1e-3), (2, 8, 0.5), (3, 33, 2.0), (1, 64, 20.0)].into_iter().enumerate()
+    {
+        let g = gaussian(&[b, n, n], scale / (n as f64).sqrt(), 1300 + i as u64);
+        let skew = Tensor::from_fn(&[b, n, n], |e| {
+            let (z, r) = (e / (n * n), e % (n * n));
+            g.data()[e] - g.data()[z * n * n + (r % n) * n + r / n]
+        });
+        let norm = skew.to_f64().data().chunks(n * n).map(|m| ortho_ref::expm::one_norm(m, n)).fold(0.0, f64::max);
+        let shape = format!("batch{b} n{n} skew |A|_1 {norm:.2}");
+        let a = skew.clone();
+        cases.push(Case {
+            kernel: "expm".into(),
+            shape: shape.clone(),
+            // 1e-5 for |A|_1 <= 1; each squaring may double the error beyond (math.md §3.3).
+            bound: 1e-5 * 2f64.powi(ortho_ref::expm::plan(norm, &ortho_ref::expm::THETA_F32).1 as i32),
+            run: Box::new(move |e| Ok((e.expm(&a)?, ortho_ref::expm::expm_pade13(&a.to_f64())?))),
+        });
+        let a = skew;
+        cases.push(Case {
+            kernel: "cayley".into(),
+            shape,
+            bound: 1e-5,
+            run: Box::new(move |e| Ok((e.cayley(&a)?, ortho_ref::expm::cayley(&a.to_f64())?))),
+        });
+    }
     cases
 }
 

@@ -238,6 +238,34 @@ fn cwy_verb_writes_q_omega_and_products() {
 }
 
 #[test]
+fn expm_and_cayley_verbs() {
+    let d = dir("expm");
+    let n = 5;
+    let g = gaussian(n * n, 9);
+    let skew: Vec<f32> = (0..n * n).map(|e| (g[e] - g[(e % n) * n + e / n]) as f32).collect();
+    let input = d.join("a.npy");
+    save(&input, &[n, n], &skew);
+    let a = Tensor::new(&[n, n], skew.iter().map(|&x| x as f64).collect()).unwrap();
+    for backend in backends() {
+        for (verb, want) in
+            [("expm", ortho_ref::expm::expm_pade13(&a).unwrap()), ("cayley", ortho_ref::expm::cayley(&a).unwrap())]
+        {
+            let out = d.join(format!("{verb}-{backend}.npy"));
+            let o = ortho(&[verb, "--input", p(&input), "--out", p(&out), "--backend", backend]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert!(
+                ortho_ref::tensor::relative_frobenius(load(&out).data(), want.data()) < 1e-5,
+                "{verb} on {backend}"
+            );
+        }
+    }
+    let bad = d.join("bad.npy");
+    save(&bad, &[2, 3], &[0.0f32; 6]);
+    let o = ortho(&["expm", "--input", p(&bad), "--out", p(&d.join("o.npy")), "--backend", "cpu"]);
+    assert!(!o.status.success() && stderr(&o).contains("a: expected shape [n, n] or [batch, n, n]"), "{}", stderr(&o));
+}
+
+#[test]
 fn devices_and_validate_run() {
     let o = ortho(&["devices"]);
     assert!(o.status.success(), "{}", stderr(&o));
