@@ -100,3 +100,47 @@ fn cayley_matches_reference() {
         }
     }
 }
+
+/// `exp(A) - I` directly, and the in-place Lie–Euler update `W <- W + W (map(A) - I)` for both maps.
+#[test]
+fn increment_and_update_outputs() {
+    use ortho::{ExpmOutput, GroupMap};
+    let n = 6;
+    let g = gaussian(&[2, n, n], 0.3, 1);
+    let a = Tensor::from_fn(&[2, n, n], |e| {
+        let (z, r) = (e / (n * n), e % (n * n));
+        g.data()[e] - g.data()[z * n * n + (r % n) * n + r / n]
+    });
+    let w = gaussian(&[2, n, n], 1.0, 2);
+    for engine in gpu_engines() {
+        for map in [GroupMap::Exp, GroupMap::Cayley] {
+            let e = match map {
+                GroupMap::Exp => reference::expm_pade13(&a.to_f64()).unwrap(),
+                GroupMap::Cayley => reference::cayley(&a.to_f64()).unwrap(),
+            };
+            let ga = engine.upload("a", &a).unwrap();
+            let inc = engine.empty(&[2, n, n]).unwrap();
+            let gw = engine.upload("w", &w).unwrap();
+            engine
+                .time(|enc| {
+                    engine.record_group_map(enc, map, &ga, &inc, ExpmOutput::Increment)?;
+                    engine.record_group_map(enc, map, &ga, &gw, ExpmOutput::Update)
+                })
+                .unwrap();
+            let want_inc: Vec<f64> = e
+                .data()
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x - if (i % (n * n)) / n == i % n { 1.0 } else { 0.0 })
+                .collect();
+            assert!(max_abs_diff(engine.download(&inc).unwrap().data(), &want_inc) < 1e-6, "{map:?} increment");
+            let mut want_w = Vec::new();
+            for z in 0..2 {
+                let wz: Vec<f64> = w.data()[z * n * n..(z + 1) * n * n].iter().map(|&x| x as f64).collect();
+                want_w.extend(ortho_ref::linalg::matmul(&wz, &e.data()[z * n * n..(z + 1) * n * n], n, n, n));
+            }
+            let got = engine.download(&gw).unwrap();
+            assert!(relative_frobenius(got.data(), &want_w) < 1e-6, "{map:?} update");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Batched matrix exponentials: n in {3, 8, 32, 64}, batch in {1, 1024, 65536} (65536 only for
+//! n <= 8 on a software adapter's memory and time), timed with GPU timestamps. The input has 1-norm
+//! ~1 per matrix (degree 12 or 18 in f32, no squaring). Throughput counts 2 n^3 flops per product
+//! of the chosen degree (`ortho_ref::expm::DEGREES` index = products).
+//!
+//!     cargo bench --bench flow
+
+#[path = "common/mod.rs"]
+mod common;
+use common::*;
+use criterion::Throughput;
+use ortho::{ExpmOutput, Tensor};
+use ortho_ref::expm::{THETA_F32, one_norm, plan};
+
+fn main() {
+    let mut c = criterion();
+    for engine in engines() {
+        let mut group = c.benchmark_group(format!("expm/{}", label(&engine)));
+        for n in [3usize, 8, 32, 64] {
+            for batch in [1usize, 1024, 65536] {
+                if batch == 65536 && n > 8 {
+                    continue;
+                }
+                let g = gaussian(&[batch, n, n], 1.0, n as u64);
+                // Scale every matrix to 1-norm 1.
+                let a = Tensor::from_fn(&[batch, n, n], |e| {
+                    let z = e / (n * n);
+                    let m: Vec<f64> = g.data()[z * n * n..(z + 1) * n * n].iter().map(|&x| x as f64).collect();
+                    (g.data()[e] as f64 / one_norm(&m, n)) as f32
+                });
+                let (index, squarings) = plan(1.0, &THETA_F32);
+                let flops = 2.0 * (n * n * n) as f64 * (index + squarings as usize) as f64 * batch as f64;
+                let ga = engine.upload("a", &a).unwrap();
+                let out = engine.empty(&[batch, n, n]).unwrap();
+                group.throughput(Throughput::Elements(flops as u64));
+                group.bench_function(format!("n={n} batch={batch}"), |b| {
+                    b.iter_custom(|iters| {
+                        gpu_time(&engine, iters, |enc| engine.record_expm(enc, &ga, &out, ExpmOutput::Exp))
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+    c.final_summary();
+}
