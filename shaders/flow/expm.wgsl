@@ -27,7 +27,7 @@ const UPDATE: u32 = 2u;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> plans: array<u32>;
 
-const SQUARINGS_PER_PASS: u32 = 8u;
+override SQUARINGS_PER_PASS: u32 = 8u;
 const CAYLEY: u32 = 1u;
 const CAYLEY_COLUMNS_PER_PASS: u32 = 16u;
 

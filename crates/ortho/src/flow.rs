@@ -12,8 +12,12 @@ use ortho_ref::Tensor;
 pub const FLOW_MAX_N: usize = 64;
 /// Intermediate matrices the exponential keeps per input matrix.
 const SLOTS: usize = 8;
-/// Squarings one pass of `flow/expm` performs at most.
-const SQUARINGS_PER_PASS: usize = 8;
+/// Squarings one pass of `flow/expm` performs at most: as many as keep a pass within ~32k inner
+/// iterations per invocation (8 at n = 64, where 11 were seen to fail on llvmpipe; all of them for
+/// n <= 20, so small matrices take one pass).
+fn squarings_per_pass(n: usize) -> usize {
+    (32_768 / (n * n * n).div_ceil(64)).clamp(8, MAX_SQUARINGS)
+}
 /// The most squarings a finite f32 matrix can need: `ceil(log2(64 * f32::MAX / theta_18))`.
 const MAX_SQUARINGS: usize = 133;
 
@@ -132,13 +136,14 @@ impl Engine {
         let chunk = ((binding / per_matrix) as usize).clamp(1, b);
         let work = gpu.pool.get(BufferKind::Storage, per_matrix * chunk as u64);
         let plans = gpu.pool.get(BufferKind::Storage, 4 * chunk as u64);
-        let constants = [("N", n as f64)];
+        let per_pass = squarings_per_pass(n);
+        let constants = [("N", n as f64), ("SQUARINGS_PER_PASS", per_pass as f64)];
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("expm"), timestamp_writes: None });
         // Every pass after the first only touches matrices with squarings still due; the others
         // return at once.
         let passes = match map {
-            GroupMap::Exp => MAX_SQUARINGS.div_ceil(SQUARINGS_PER_PASS),
+            GroupMap::Exp => MAX_SQUARINGS.div_ceil(per_pass),
             GroupMap::Cayley => n.div_ceil(CAYLEY_COLUMNS_PER_PASS),
         };
         for first in (0..b).step_by(chunk) {
