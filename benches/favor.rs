@@ -10,9 +10,31 @@ mod common;
 use common::*;
 use criterion::Throughput;
 use ortho::random::{Scaling, projection};
-use ortho::{AttentionShape, FavorOptions, Kernel, Schedule};
+use ortho::{AttentionShape, Engine, FavorOptions, GpuTensor, Kernel, Schedule};
 use ortho_ref::favor::favor_causal_flops;
 use ortho_ref::favor::{exact_flops, favor_flops};
+
+/// B = H = 1 queries, keys and values of length `l`, a projection `[m, d]` and an output buffer.
+struct Inputs {
+    q: GpuTensor,
+    k: GpuTensor,
+    v: GpuTensor,
+    w: GpuTensor,
+    out: GpuTensor,
+    s: AttentionShape,
+}
+
+fn inputs(engine: &Engine, l: usize, d: usize, m: usize) -> Inputs {
+    let shape = [1, 1, l, d];
+    Inputs {
+        q: engine.upload("q", &gaussian(&shape, 0.5, 1)).unwrap(),
+        k: engine.upload("k", &gaussian(&shape, 0.5, 2)).unwrap(),
+        v: engine.upload("v", &gaussian(&shape, 1.0, 3)).unwrap(),
+        w: engine.upload("w", &projection(m, d, Scaling::Chi, 4).unwrap().to_f32()).unwrap(),
+        out: engine.empty(&shape).unwrap(),
+        s: AttentionShape::of(&shape, &shape, &shape, Some(&[m, d])).unwrap(),
+    }
+}
 
 fn main() {
     let mut c = criterion();
@@ -20,13 +42,7 @@ fn main() {
     for engine in engines() {
         let mut group = c.benchmark_group(format!("favor/{}", label(&engine)));
         for l in [1024usize, 4096, 16384] {
-            let shape = [1, 1, l, d];
-            let q = engine.upload("q", &gaussian(&shape, 0.5, 1)).unwrap();
-            let k = engine.upload("k", &gaussian(&shape, 0.5, 2)).unwrap();
-            let v = engine.upload("v", &gaussian(&shape, 1.0, 3)).unwrap();
-            let w = engine.upload("w", &projection(m, d, Scaling::Chi, 4).unwrap().to_f32()).unwrap();
-            let out = engine.empty(&shape).unwrap();
-            let s = AttentionShape::of(&shape, &shape, &shape, Some(&[m, d])).unwrap();
+            let Inputs { q, k, v, w, out, s } = inputs(&engine, l, d, m);
             let options = FavorOptions::new(Kernel::Softmax);
             group.throughput(Throughput::Elements(favor_flops(&s, Kernel::Softmax) as u64));
             group.bench_function(format!("favor+ L={l}"), |b| {
@@ -45,13 +61,7 @@ fn main() {
 
         let mut group = c.benchmark_group(format!("favor-causal/{}", label(&engine)));
         for l in [1024usize, 4096, 16384] {
-            let shape = [1, 1, l, d];
-            let q = engine.upload("q", &gaussian(&shape, 0.5, 1)).unwrap();
-            let k = engine.upload("k", &gaussian(&shape, 0.5, 2)).unwrap();
-            let v = engine.upload("v", &gaussian(&shape, 1.0, 3)).unwrap();
-            let w = engine.upload("w", &projection(m, d, Scaling::Chi, 4).unwrap().to_f32()).unwrap();
-            let out = engine.empty(&shape).unwrap();
-            let s = AttentionShape::of(&shape, &shape, &shape, Some(&[m, d])).unwrap();
+            let Inputs { q, k, v, w, out, s } = inputs(&engine, l, d, m);
             for chunk in [16, 64, 256] {
                 for schedule in [Schedule::Parallel, Schedule::Sequential] {
                     let options =
