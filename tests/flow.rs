@@ -144,3 +144,113 @@ fn increment_and_update_outputs() {
         }
     }
 }
+
+fn symmetric(n: usize, seed: u64) -> Tensor<f64> {
+    let g = gaussian(&[n, n], 1.0, seed).to_f64();
+    Tensor::from_fn(&[n, n], |e| (g.data()[e] + g.data()[(e % n) * n + e / n]) / 2.0)
+}
+
+fn identities(b: usize, n: usize) -> Tensor<f32> {
+    Tensor::from_fn(&[b, n, n], |e| if (e % (n * n)) / n == e % n { 1.0 } else { 0.0 })
+}
+
+fn isospectral(method: Method, n: usize, dt: f64, steps: usize) -> Flow {
+    Flow {
+        method,
+        dt,
+        steps,
+        newton_schulz_every: None,
+        generator: Generator::Isospectral { qs: symmetric(n, 1), ns: symmetric(n, 2) },
+        state: None,
+    }
+}
+
+use ortho_ref::flow::{Flow, Generator, Method};
+
+#[test]
+fn gpu_trajectories_match_reference() {
+    for engine in gpu_engines() {
+        for method in [Method::LieEuler, Method::CayleyEuler] {
+            for n in [1usize, 3, 8] {
+                let flow = isospectral(method, n, 0.05, 20);
+                let w0 = identities(2, n);
+                let (got, _) = engine.flow(&flow, &w0).unwrap();
+                let (want, _) = flow.run(&w0.to_f64()).unwrap();
+                let err = relative_frobenius(got.data(), want.data());
+                assert!(err <= 1e-5, "{} {method:?} n {n}: {err:e}", engine.describe());
+            }
+            // Given per-step generators, one per flow.
+            let (steps, b, n) = (5, 3, 4);
+            let g = gaussian(&[steps, b, n, n], 1.0, 9).to_f64();
+            let omega = Tensor::from_fn(&[steps, b, n, n], |e| {
+                let (m, r) = (e / (n * n), e % (n * n));
+                g.data()[e] - g.data()[m * n * n + (r % n) * n + r / n]
+            });
+            let flow = Flow {
+                method,
+                dt: 0.1,
+                steps,
+                newton_schulz_every: None,
+                generator: Generator::Given(omega),
+                state: None,
+            };
+            let w0 = identities(b, n);
+            let (got, _) = engine.flow(&flow, &w0).unwrap();
+            let (want, _) = flow.run(&w0.to_f64()).unwrap();
+            assert!(relative_frobenius(got.data(), want.data()) <= 1e-5, "{} {method:?} given", engine.describe());
+        }
+    }
+}
+
+/// f32 drift after 1,000 Lie–Euler steps (n = 8, h |b|_1 ~ 0.024) in increment form: |W^T W - I|_F
+/// <= 1e-5, and <= 1e-6 with a Newton–Schulz step every 100 (math.md §3.3). The isospectral
+/// invariant, the spectrum of W^T Qs W (here its power traces), holds along the way.
+#[test]
+fn f32_drift_stays_small() {
+    let n = 8;
+    let probe = isospectral(Method::LieEuler, n, 1.0, 1);
+    let Generator::Isospectral { qs, ns } = &probe.generator else { unreachable!() };
+    // Scale the step so that h |b(I)|_1 ~ 0.024.
+    let b0 = {
+        let (q, s) = (qs.data(), ns.data());
+        let prod = |a: &[f64], b: &[f64]| ortho_ref::linalg::matmul(a, b, n, n, n);
+        let (qn, nq) = (prod(q, s), prod(s, q));
+        let c: Vec<f64> = qn.iter().zip(&nq).map(|(a, b)| a - b).collect();
+        reference::one_norm(&c, n)
+    };
+    let dt = 0.024 / b0;
+    for engine in gpu_engines() {
+        for (every, bound) in [(None, 1e-5), (Some(100), 1e-6)] {
+            let mut flow = isospectral(Method::LieEuler, n, dt, 1000);
+            flow.newton_schulz_every = every;
+            let (w, _) = engine.flow(&flow, &identities(1, n)).unwrap();
+            let drift = ortho_ref::flow::orthogonality_error(&w.to_f64()).unwrap();
+            eprintln!("{} Newton–Schulz {every:?}: drift {drift:e}", engine.describe());
+            assert!(drift <= bound, "{} Newton–Schulz {every:?}: |W^T W - I|_F = {drift:e}", engine.describe());
+            let wm = w.to_f64();
+            let moved = {
+                let wt = ortho_ref::cwy::transpose_of(wm.data(), n, n);
+                let t = ortho_ref::linalg::matmul(&wt, qs.data(), n, n, n);
+                ortho_ref::linalg::matmul(&t, wm.data(), n, n, n)
+            };
+            let trace2 =
+                |a: &[f64]| (0..n).map(|i| (0..n).map(|k| a[i * n + k] * a[k * n + i]).sum::<f64>()).sum::<f64>();
+            assert!((trace2(&moved) - trace2(qs.data())).abs() <= 1e-3 * trace2(qs.data()).abs());
+        }
+    }
+}
+
+#[test]
+fn unsupported_flows_are_refused_clearly() {
+    for engine in gpu_engines() {
+        let flow = isospectral(Method::Rkmk4, 3, 0.1, 2);
+        let err = engine.flow(&flow, &identities(1, 3)).unwrap_err().to_string();
+        assert!(err.contains("RKMK4 runs on the CPU reference only"), "{err}");
+    }
+    let engine = Engine::cpu("test");
+    let flow = isospectral(Method::Rkmk4, 3, 0.1, 2);
+    assert!(engine.flow(&flow, &identities(1, 3)).is_ok());
+    let mut bad = flow.clone();
+    bad.generator = Generator::Isospectral { qs: Tensor::from_fn(&[3, 3], |e| e as f64), ns: symmetric(3, 2) };
+    assert!(engine.flow(&bad, &identities(1, 3)).unwrap_err().to_string().contains("not symmetric"));
+}

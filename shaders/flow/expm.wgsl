@@ -15,7 +15,8 @@
 
 override N: u32 = 4u;
 
-struct Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+// The maps take alpha * A, A being matrix a_first + z of `a` (a flow's step h times its generator).
+struct Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, a_first: u32, alpha: f32, _pad: u32 }
 
 const EXP: u32 = 0u;
 const INCREMENT: u32 = 1u;
@@ -48,6 +49,9 @@ var<workgroup> pivot: u32;
 override PASSES: u32 = (N * N + GROUP - 1u) / GROUP;
 
 fn slot(z: u32, s: u32) -> u32 { return (z * SLOTS + s) * N * N; }
+
+// The first element of this workgroup's input matrix.
+fn source(z: u32) -> u32 { return (p.a_first + p.first + z) * N * N; }
 
 fn sync() {
     storageBarrier();
@@ -90,7 +94,7 @@ fn taylor_pass(z: u32, first: u32, lid: u32) {
     var best = 0.0;
     for (var j = lid; j < N; j += GROUP) {
         var col = 0.0;
-        for (var i = 0u; i < N; i++) { col += abs(a[first + i * N + j]); }
+        for (var i = 0u; i < N; i++) { col += abs(p.alpha * a[source(z) + i * N + j]); }
         best = max(best, col);
     }
     partial[lid] = best;
@@ -112,7 +116,7 @@ fn taylor_pass(z: u32, first: u32, lid: u32) {
     // Slot 1: A / 2^s.
     for (var t = 0u; t < PASSES; t++) {
         let e = lid + t * GROUP;
-        if (e < N * N) { work[slot(z, 1u) + e] = a[first + e] * scale; }
+        if (e < N * N) { work[slot(z, 1u) + e] = p.alpha * a[source(z) + e] * scale; }
     }
     sync();
     // Slot 0 receives T(A) - I.
@@ -202,7 +206,7 @@ fn cayley_setup(z: u32, first: u32, lid: u32) {
     for (var t = 0u; t < PASSES; t++) {
         let e = lid + t * GROUP;
         if (e < N * N) {
-            let v = a[first + e];
+            let v = p.alpha * a[source(z) + e];
             work[slot(z, 2u) + e] = select(0.0, 1.0, e / N == e % N) - 0.5 * v;
             work[slot(z, 0u) + e] = v;
         }

@@ -118,7 +118,8 @@ fn matrix_of(t: &Tensor<f64>, z: usize, n: usize) -> Matrix {
 }
 
 impl Flow {
-    fn check(&self, w0: &Tensor<f64>) -> Result<(usize, usize)> {
+    /// Checks every input and returns `(batch, n)`.
+    pub fn check(&self, w0: &Tensor<f64>) -> Result<(usize, usize)> {
         let (b, n) = crate::expm::square_shape("w0", w0)?;
         w0.check_finite("w0")?;
         if !(self.dt.is_finite() && self.dt > 0.0) {

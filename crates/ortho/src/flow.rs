@@ -3,6 +3,7 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::pool::BufferKind;
 use crate::shaders::{dispatch_with, grid};
 use crate::tensor::GpuTensor;
@@ -40,7 +41,9 @@ struct ExpmParams {
     first: u32,
     pass_index: u32,
     method: u32,
-    _pad: [u32; 3],
+    a_first: u32,
+    alpha: f32,
+    _pad: u32,
 }
 
 /// The map from the Lie algebra to the group that `flow/expm` evaluates.
@@ -129,7 +132,22 @@ impl Engine {
         if out.len() != a.len() {
             return Err(ortho_ref::Error::shape("out", format!("{:?}", a.shape()), out.shape()).into());
         }
-        let gpu = self.gpu("expm")?;
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("group map"), timestamp_writes: None });
+        self.record_map(&mut pass, map, (a.buffer(), 0, 1.0), (b, n), out.buffer(), output)
+    }
+
+    /// The group map of `alpha` times matrices `first..first + b` of buffer `a` into `out` (b, n x n).
+    fn record_map(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        map: GroupMap,
+        (a, a_first, alpha): (&wgpu::Buffer, usize, f32),
+        (b, n): (usize, usize),
+        out: &wgpu::Buffer,
+        output: ExpmOutput,
+    ) -> Result<()> {
+        let gpu = self.gpu("group map")?;
         let limits = gpu.device.limits();
         let binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
         let per_matrix = (4 * SLOTS * n * n) as u64;
@@ -138,8 +156,6 @@ impl Engine {
         let plans = gpu.pool.get(BufferKind::Storage, 4 * chunk as u64);
         let per_pass = squarings_per_pass(n);
         let constants = [("N", n as f64), ("SQUARINGS_PER_PASS", per_pass as f64)];
-        let mut pass =
-            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("expm"), timestamp_writes: None });
         // Every pass after the first only touches matrices with squarings still due; the others
         // return at once.
         let passes = match map {
@@ -155,14 +171,16 @@ impl Engine {
                     first: first as u32,
                     pass_index: pass_index as u32,
                     method: map as u32,
-                    _pad: [0; 3],
+                    a_first: a_first as u32,
+                    alpha,
+                    _pad: 0,
                 };
-                let bufs = [a.buffer(), work.buffer(), out.buffer(), plans.buffer()];
+                let bufs = [a, work.buffer(), out, plans.buffer()];
                 let groups = grid(count as u64, 1)?;
                 dispatch_with(
                     &gpu.device,
                     &gpu.pipelines,
-                    &mut pass,
+                    pass,
                     "flow/expm",
                     &constants,
                     bytemuck::bytes_of(&params),
@@ -172,5 +190,135 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// A batch of `n x n` matrices.
+fn matrices(buffer: &wgpu::Buffer, n: usize) -> Operand<'_> {
+    Operand::rows(buffer, n, n)
+}
+
+/// `[n, n]` read by every batch, or `[batch, n, n]`.
+fn maybe_shared(t: &GpuTensor, n: usize) -> Operand<'_> {
+    if t.shape().len() == 2 { matrices(t.buffer(), n).cycle(1) } else { matrices(t.buffer(), n) }
+}
+
+impl Engine {
+    /// Integrates `flow` from `w0` (`[n, n]` or `[batch, n, n]`, n <= 64) and returns W after the last
+    /// step (and, on the CPU reference, the nested state). On the GPU every step is recorded into one
+    /// submission: the generator by the engine's GEMM, then the group map applied in place in
+    /// increment form; Lie–Euler and Cayley–Euler run there, RKMK4 and the nested ODEtoODE state run
+    /// on the CPU reference only, so far, and are refused on a GPU engine.
+    pub fn flow(&self, flow: &ortho_ref::flow::Flow, w0: &Tensor<f32>) -> Result<(Tensor<f32>, Option<Tensor<f32>>)> {
+        use ortho_ref::flow::{Generator, Method};
+        let w64 = w0.to_f64();
+        let (b, n) = flow.check(&w64)?;
+        square("w0", w0.shape())?;
+        if !self.is_gpu() {
+            let (w, x) = flow.run(&w64)?;
+            return Ok((w.to_f32(), x.map(|x| x.to_f32())));
+        }
+        let map = match flow.method {
+            Method::LieEuler => GroupMap::Exp,
+            Method::CayleyEuler => GroupMap::Cayley,
+            Method::Rkmk4 => {
+                return Err(Error::Unsupported("RKMK4 runs on the CPU reference only, so far (--backend cpu)".into()));
+            }
+        };
+        if flow.state.is_some() {
+            return Err(Error::Unsupported(
+                "the nested ODEtoODE state runs on the CPU reference only, so far (--backend cpu)".into(),
+            ));
+        }
+        let gpu = self.gpu("flow")?;
+        let mut w = self.upload("w0", w0)?;
+        let mut spare = self.empty(w0.shape())?;
+        let h = flow.dt as f32;
+        let (generator, qs_ns) = match &flow.generator {
+            Generator::Given(omega) => (Some(self.upload("generators", &omega.to_f32())?), None),
+            Generator::Isospectral { qs, ns } => {
+                (None, Some((self.upload("qs", &qs.to_f32())?, self.upload("ns", &ns.to_f32())?)))
+            }
+        };
+        let get = || gpu.pool.get(BufferKind::Storage, (4 * b * n * n) as u64);
+        let (t1, t2, c) = (get(), get(), get());
+        let square_gemm = Gemm::new(b, n, n, n);
+        self.submit("flow", |enc| {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
+            for k in 0..flow.steps {
+                match (&generator, &qs_ns) {
+                    (Some(omega), _) => self.record_map(
+                        &mut pass,
+                        map,
+                        (omega.buffer(), k * b, h),
+                        (b, n),
+                        w.buffer(),
+                        ExpmOutput::Update,
+                    )?,
+                    (None, Some((qs, ns))) => {
+                        // h [W^T Qs W, Ns] = h (W^T Qs W) Ns - h Ns (W^T Qs W).
+                        record_gemm(
+                            gpu,
+                            &mut pass,
+                            &square_gemm,
+                            matrices(w.buffer(), n).t(),
+                            maybe_shared(qs, n),
+                            matrices(t1.buffer(), n),
+                        )?;
+                        record_gemm(
+                            gpu,
+                            &mut pass,
+                            &square_gemm,
+                            matrices(t1.buffer(), n),
+                            matrices(w.buffer(), n),
+                            matrices(t2.buffer(), n),
+                        )?;
+                        record_gemm(
+                            gpu,
+                            &mut pass,
+                            &Gemm { alpha: h, ..square_gemm },
+                            matrices(t2.buffer(), n),
+                            maybe_shared(ns, n),
+                            matrices(c.buffer(), n),
+                        )?;
+                        let minus = Gemm { alpha: -h, beta: 1.0, ..square_gemm };
+                        record_gemm(
+                            gpu,
+                            &mut pass,
+                            &minus,
+                            maybe_shared(ns, n),
+                            matrices(t2.buffer(), n),
+                            matrices(c.buffer(), n),
+                        )?;
+                        self.record_map(&mut pass, map, (c.buffer(), 0, 1.0), (b, n), w.buffer(), ExpmOutput::Update)?;
+                    }
+                    (None, None) => unreachable!("every generator is handled above"),
+                }
+                if flow.newton_schulz_every.is_some_and(|every| (k + 1) % every == 0) {
+                    // W <- W (3I - W^T W) / 2, into the spare buffer, then the two swap.
+                    let half = Gemm { alpha: -0.5, diag: 1.5, ..square_gemm };
+                    record_gemm(
+                        gpu,
+                        &mut pass,
+                        &half,
+                        matrices(w.buffer(), n).t(),
+                        matrices(w.buffer(), n),
+                        matrices(t1.buffer(), n),
+                    )?;
+                    record_gemm(
+                        gpu,
+                        &mut pass,
+                        &square_gemm,
+                        matrices(w.buffer(), n),
+                        matrices(t1.buffer(), n),
+                        matrices(spare.buffer(), n),
+                    )?;
+                    std::mem::swap(&mut w, &mut spare);
+                }
+            }
+            Ok(())
+        })?;
+        Ok((self.download(&w)?, None))
     }
 }
