@@ -7,6 +7,7 @@ mod validate;
 use clap::{Args, Parser, Subcommand};
 use ortho::random::{Scaling, projection};
 use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, Schedule};
+use ortho_ref::flow::{Activation, Flow, Generator, Method};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,8 +44,50 @@ enum Command {
     Expm(MatrixArgs),
     /// Cayley map (I - A/2)^(-1) (I + A/2) of every matrix of A.
     Cayley(MatrixArgs),
+    /// Integrate a matrix flow W' = W b(t, W) on the orthogonal group (and optionally the nested
+    /// state x' = sigma(W x)).
+    Flow(FlowArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
     Validate(Backend),
+}
+
+#[derive(Args)]
+struct FlowArgs {
+    /// Initial W: [n, n] or [batch, n, n].
+    #[arg(long)]
+    w0: PathBuf,
+    /// lie-euler, cayley-euler or rkmk4 (rkmk4 and --x0 run on the CPU reference only, so far).
+    #[arg(long, value_parser = |s: &str| s.parse::<Method>().map_err(|e| e.to_string()))]
+    method: Method,
+    /// Step size h.
+    #[arg(long)]
+    dt: f64,
+    /// Number of steps.
+    #[arg(long)]
+    steps: usize,
+    /// Isospectral generator [W^T Qs W, Ns]: the symmetric Qs and Ns, [n, n] or [batch, n, n].
+    #[arg(long, num_args = 2, value_names = ["QS", "NS"], conflicts_with = "generators", required_unless_present = "generators")]
+    isospectral: Option<Vec<PathBuf>>,
+    /// Given skew generators, [steps, batch, n, n].
+    #[arg(long)]
+    generators: Option<PathBuf>,
+    /// Nested state x0: [batch, n].
+    #[arg(long, requires = "x_out")]
+    x0: Option<PathBuf>,
+    /// Activation of the nested state: tanh, relu or identity.
+    #[arg(long, default_value = "tanh", value_parser = |s: &str| s.parse::<Activation>().map_err(|e| e.to_string()))]
+    activation: Activation,
+    /// Where to write the final nested state.
+    #[arg(long, requires = "x0")]
+    x_out: Option<PathBuf>,
+    /// One Newton–Schulz re-orthonormalisation every K steps.
+    #[arg(long)]
+    newton_schulz_every: Option<usize>,
+    /// Where to write the final W (f32).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    backend: Backend,
 }
 
 #[derive(Args)]
@@ -235,6 +278,37 @@ fn matrix_map(a: &MatrixArgs, cayley: bool) -> Result<(), String> {
     npy::write(&a.out, &out)
 }
 
+fn flow(a: &FlowArgs) -> Result<(), String> {
+    let w0 = npy::read(&a.w0, "w0")?;
+    let generator = match (&a.isospectral, &a.generators) {
+        (Some(paths), _) => Generator::Isospectral {
+            qs: npy::read(&paths[0], "qs")?.to_f64(),
+            ns: npy::read(&paths[1], "ns")?.to_f64(),
+        },
+        (None, Some(path)) => Generator::Given(npy::read(path, "generators")?.to_f64()),
+        (None, None) => return Err("give --isospectral QS.npy NS.npy or --generators OMEGA.npy".into()),
+    };
+    let state = match &a.x0 {
+        Some(path) => Some((npy::read(path, "x0")?.to_f64(), a.activation)),
+        None => None,
+    };
+    let flow = Flow {
+        method: a.method,
+        dt: a.dt,
+        steps: a.steps,
+        newton_schulz_every: a.newton_schulz_every,
+        generator,
+        state,
+    };
+    let engine = engine(&a.backend)?;
+    let (w, x) = engine.flow(&flow, &w0).map_err(|e| e.to_string())?;
+    npy::write(&a.out, &w)?;
+    if let (Some(path), Some(x)) = (&a.x_out, x) {
+        npy::write(path, &x)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -244,6 +318,7 @@ fn main() -> ExitCode {
         Command::Cwy(a) => cwy(a),
         Command::Expm(a) => matrix_map(a, false),
         Command::Cayley(a) => matrix_map(a, true),
+        Command::Flow(a) => flow(a),
         Command::Validate(b) => validate::run(b.backend),
     };
     match result {

@@ -5,6 +5,7 @@ use ortho::random::{Gaussian, Scaling, projection, projection_per_head};
 use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Schedule, Tensor};
 use ortho_ref::cwy;
 use ortho_ref::favor as reference;
+use ortho_ref::flow::{Flow, Generator, Method};
 use ortho_ref::tensor::relative_frobenius;
 
 struct Case {
@@ -174,6 +175,29 @@ fn cases() -> Vec<Case> {
             bound: 1e-5,
             run: Box::new(move |e| Ok((e.cayley(&a)?, ortho_ref::expm::cayley(&a.to_f64())?))),
         });
+    }
+    for method in [Method::LieEuler, Method::CayleyEuler] {
+        for (i, n) in [1usize, 4, 16].into_iter().enumerate() {
+            let sym = |seed| {
+                let g = gaussian(&[n, n], 1.0, seed).to_f64();
+                Tensor::from_fn(&[n, n], |e| (g.data()[e] + g.data()[(e % n) * n + e / n]) / 2.0)
+            };
+            let flow = Flow {
+                method,
+                dt: 0.2 / n as f64,
+                steps: 25,
+                newton_schulz_every: Some(10),
+                generator: Generator::Isospectral { qs: sym(1400 + i as u64), ns: sym(1500 + i as u64) },
+                state: None,
+            };
+            let w0 = Tensor::from_fn(&[2, n, n], |e| if (e % (n * n)) / n == e % n { 1.0f32 } else { 0.0 });
+            cases.push(Case {
+                kernel: format!("flow {}", if method == Method::LieEuler { "lie-euler" } else { "cayley-euler" }),
+                shape: format!("batch2 n{n} isospectral 25 steps"),
+                bound: 1e-5,
+                run: Box::new(move |e| Ok((e.flow(&flow, &w0)?.0, flow.run(&w0.to_f64())?.0))),
+            });
+        }
     }
     cases
 }

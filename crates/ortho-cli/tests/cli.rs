@@ -266,6 +266,102 @@ fn expm_and_cayley_verbs() {
 }
 
 #[test]
+fn flow_verb_integrates_on_every_backend() {
+    let d = dir("flow");
+    let n = 4;
+    let sym = |seed| {
+        let g = gaussian(n * n, seed);
+        (0..n * n).map(|e| ((g[e] + g[(e % n) * n + e / n]) / 2.0) as f32).collect::<Vec<f32>>()
+    };
+    let (qs, ns, w0) = (d.join("qs.npy"), d.join("ns.npy"), d.join("w0.npy"));
+    save(&qs, &[n, n], &sym(1));
+    save(&ns, &[n, n], &sym(2));
+    save(&w0, &[n, n], &(0..n * n).map(|e| if e / n == e % n { 1.0f32 } else { 0.0 }).collect::<Vec<_>>());
+    let mut results = Vec::new();
+    for backend in backends() {
+        for method in ["lie-euler", "cayley-euler"] {
+            let out = d.join(format!("w-{backend}-{method}.npy"));
+            let o = ortho(&[
+                "flow",
+                "--w0",
+                p(&w0),
+                "--method",
+                method,
+                "--dt",
+                "0.05",
+                "--steps",
+                "20",
+                "--isospectral",
+                p(&qs),
+                p(&ns),
+                "--newton-schulz-every",
+                "10",
+                "--out",
+                p(&out),
+                "--backend",
+                backend,
+            ]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            results.push((method, load(&out)));
+        }
+    }
+    for (method, w) in &results {
+        let same: Vec<_> = results.iter().filter(|(m, _)| m == method).collect();
+        assert!(ortho_ref::tensor::relative_frobenius(w.data(), same[0].1.data()) < 1e-5);
+    }
+    // The nested state runs on the CPU reference.
+    let (x0, x_out, out) = (d.join("x0.npy"), d.join("x.npy"), d.join("w.npy"));
+    save(&x0, &[1, n], &[0.5f32, -0.2, 0.1, 0.3]);
+    let o = ortho(&[
+        "flow",
+        "--w0",
+        p(&w0),
+        "--method",
+        "rkmk4",
+        "--dt",
+        "0.1",
+        "--steps",
+        "5",
+        "--isospectral",
+        p(&qs),
+        p(&ns),
+        "--x0",
+        p(&x0),
+        "--activation",
+        "tanh",
+        "--x-out",
+        p(&x_out),
+        "--out",
+        p(&out),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(load(&x_out).shape(), &[1, n]);
+    let o = ortho(&[
+        "flow",
+        "--w0",
+        p(&w0),
+        "--method",
+        "lie-euler",
+        "--dt",
+        "0.1",
+        "--steps",
+        "5",
+        "--isospectral",
+        p(&qs),
+        p(&w0),
+        "--out",
+        p(&out),
+        "--backend",
+        "cpu",
+        "--newton-schulz-every",
+        "0",
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("newton-schulz-every"), "{}", stderr(&o));
+}
+
+#[test]
 fn devices_and_validate_run() {
     let o = ortho(&["devices"]);
     assert!(o.status.success(), "{}", stderr(&o));
