@@ -13,9 +13,10 @@ fn cpu_backend_is_a_fallback_with_a_reason() {
     assert!(e.fallback_reason().unwrap().contains("CPU backend was chosen"));
     let err = e.empty(&[4]).unwrap_err().to_string();
     assert!(err.contains("needs a GPU"), "{err}");
-    let required =
+    // Requiring a GPU forbids falling back, not choosing the CPU explicitly.
+    let chosen =
         Engine::with_options(&EngineOptions { backend: BackendChoice::Cpu, require_gpu: true, ..Default::default() });
-    assert!(required.is_err());
+    assert!(!chosen.unwrap().is_gpu());
 }
 
 #[test]

@@ -60,7 +60,8 @@ pub struct EngineOptions {
     pub backend: BackendChoice,
     /// Only adapters whose name contains this (case-insensitive).
     pub adapter_name: Option<String>,
-    /// Fail instead of falling back to the CPU reference when no adapter is usable.
+    /// Fail instead of falling back to the CPU reference when no adapter is usable (an explicit
+    /// `BackendChoice::Cpu` is still honoured).
     pub require_gpu: bool,
 }
 
@@ -158,10 +159,8 @@ impl Engine {
     }
 
     pub async fn with_options_async(options: &EngineOptions) -> Result<Engine> {
+        // An explicit CPU choice is honoured; `require_gpu` only forbids falling back to it.
         if options.backend == BackendChoice::Cpu {
-            if options.require_gpu {
-                return Err(Error::NoAdapter("the CPU backend was chosen but a GPU is required".into()));
-            }
             return Ok(Engine::cpu("the CPU backend was chosen"));
         }
         let mut adapters = instance().enumerate_adapters(options.backend.backends()).await;
