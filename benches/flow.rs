@@ -1,5 +1,6 @@
 //! Batched matrix exponentials: n in {3, 8, 32, 64}, batch in {1, 1024, 65536} (65536 only for
-//! n <= 8 on a software adapter's memory and time), timed with GPU timestamps. The input has 1-norm
+//! n <= 8 on a software adapter's memory and time), timed with GPU timestamps; and RKMK4 steps per
+//! second (criterion's elem/s = steps/s) for n = 32, batch 1024. The input has 1-norm
 //! ~1 per matrix (degree 12 or 18 in f32, no squaring). Throughput counts 2 n^3 flops per product
 //! of the chosen degree (`ortho_ref::expm::DEGREES` index = products).
 //!
@@ -11,6 +12,7 @@ use common::*;
 use criterion::Throughput;
 use ortho::{ExpmOutput, Tensor};
 use ortho_ref::expm::{THETA_F32, one_norm, plan};
+use ortho_ref::flow::{Flow, Generator, Method};
 
 fn main() {
     let mut c = criterion();
@@ -40,6 +42,29 @@ fn main() {
                 });
             }
         }
+        group.finish();
+
+        // RKMK4 steps per second, n = 32, batch 1024, isospectral field: wall clock of a whole
+        // integration of 10 steps (upload and read-back of W included, about 4 MiB each way).
+        let mut group = c.benchmark_group(format!("rkmk4/{}", label(&engine)));
+        let (n, batch, steps) = (32usize, 1024usize, 10usize);
+        let sym = |seed| {
+            let g = gaussian(&[n, n], 1.0, seed);
+            Tensor::from_fn(&[n, n], |e| (g.data()[e] as f64 + g.data()[(e % n) * n + e / n] as f64) / 2.0)
+        };
+        let flow = Flow {
+            method: Method::Rkmk4,
+            dt: 0.01,
+            steps,
+            newton_schulz_every: None,
+            generator: Generator::Isospectral { qs: sym(1), ns: sym(2) },
+            state: None,
+        };
+        let w0 = Tensor::from_fn(&[batch, n, n], |e| if (e % (n * n)) / n == e % n { 1.0 } else { 0.0 });
+        group.throughput(Throughput::Elements(steps as u64));
+        group.bench_function(format!("n={n} batch={batch} steps={steps}"), |b| {
+            b.iter(|| engine.flow(&flow, &w0).unwrap())
+        });
         group.finish();
     }
     c.final_summary();

@@ -170,7 +170,7 @@ use ortho_ref::flow::{Flow, Generator, Method};
 #[test]
 fn gpu_trajectories_match_reference() {
     for engine in gpu_engines() {
-        for method in [Method::LieEuler, Method::CayleyEuler] {
+        for method in [Method::LieEuler, Method::CayleyEuler, Method::Rkmk4] {
             for n in [1usize, 3, 8] {
                 let flow = isospectral(method, n, 0.05, 20);
                 let w0 = identities(2, n);
@@ -242,14 +242,15 @@ fn f32_drift_stays_small() {
 
 #[test]
 fn unsupported_flows_are_refused_clearly() {
+    let mut flow = isospectral(Method::Rkmk4, 3, 0.1, 2);
+    flow.state = Some((Tensor::from_fn(&[1, 3], |e| e as f64 / 3.0), ortho_ref::flow::Activation::Tanh));
     for engine in gpu_engines() {
-        let flow = isospectral(Method::Rkmk4, 3, 0.1, 2);
         let err = engine.flow(&flow, &identities(1, 3)).unwrap_err().to_string();
-        assert!(err.contains("RKMK4 runs on the CPU reference only"), "{err}");
+        assert!(err.contains("nested ODEtoODE state runs on the CPU reference only"), "{err}");
     }
     let engine = Engine::cpu("test");
-    let flow = isospectral(Method::Rkmk4, 3, 0.1, 2);
-    assert!(engine.flow(&flow, &identities(1, 3)).is_ok());
+    let (_, x) = engine.flow(&flow, &identities(1, 3)).unwrap();
+    assert_eq!(x.unwrap().shape(), &[1, 3]);
     let mut bad = flow.clone();
     bad.generator = Generator::Isospectral { qs: Tensor::from_fn(&[3, 3], |e| e as f64), ns: symmetric(3, 2) };
     assert!(engine.flow(&bad, &identities(1, 3)).unwrap_err().to_string().contains("not symmetric"));

@@ -56,7 +56,7 @@ struct FlowArgs {
     /// Initial W: [n, n] or [batch, n, n].
     #[arg(long)]
     w0: PathBuf,
-    /// lie-euler, cayley-euler or rkmk4 (rkmk4 and --x0 run on the CPU reference only, so far).
+    /// lie-euler, cayley-euler or rkmk4.
     #[arg(long, value_parser = |s: &str| s.parse::<Method>().map_err(|e| e.to_string()))]
     method: Method,
     /// Step size h.
@@ -71,7 +71,7 @@ struct FlowArgs {
     /// Given skew generators, [steps, batch, n, n].
     #[arg(long)]
     generators: Option<PathBuf>,
-    /// Nested state x0: [batch, n].
+    /// Nested state x0: [batch, n] (runs on the CPU reference only, so far: --backend cpu).
     #[arg(long, requires = "x_out")]
     x0: Option<PathBuf>,
     /// Activation of the nested state: tanh, relu or identity.

@@ -176,7 +176,7 @@ fn cases() -> Vec<Case> {
             run: Box::new(move |e| Ok((e.cayley(&a)?, ortho_ref::expm::cayley(&a.to_f64())?))),
         });
     }
-    for method in [Method::LieEuler, Method::CayleyEuler] {
+    for method in [Method::LieEuler, Method::CayleyEuler, Method::Rkmk4] {
         for (i, n) in [1usize, 4, 16].into_iter().enumerate() {
             let sym = |seed| {
                 let g = gaussian(&[n, n], 1.0, seed).to_f64();
@@ -192,7 +192,7 @@ fn cases() -> Vec<Case> {
             };
             let w0 = Tensor::from_fn(&[2, n, n], |e| if (e % (n * n)) / n == e % n { 1.0f32 } else { 0.0 });
             cases.push(Case {
-                kernel: format!("flow {}", if method == Method::LieEuler { "lie-euler" } else { "cayley-euler" }),
+                kernel: format!("flow {method:?}").to_lowercase(),
                 shape: format!("batch2 n{n} isospectral 25 steps"),
                 bound: 1e-5,
                 run: Box::new(move |e| Ok((e.flow(&flow, &w0)?.0, flow.run(&w0.to_f64())?.0))),

@@ -279,7 +279,7 @@ fn flow_verb_integrates_on_every_backend() {
     save(&w0, &[n, n], &(0..n * n).map(|e| if e / n == e % n { 1.0f32 } else { 0.0 }).collect::<Vec<_>>());
     let mut results = Vec::new();
     for backend in backends() {
-        for method in ["lie-euler", "cayley-euler"] {
+        for method in ["lie-euler", "cayley-euler", "rkmk4"] {
             let out = d.join(format!("w-{backend}-{method}.npy"));
             let o = ortho(&[
                 "flow",

@@ -193,6 +193,39 @@ impl Engine {
     }
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CombineParams {
+    count: u32,
+    _pad: [u32; 3],
+    c: [f32; 4],
+}
+
+impl Engine {
+    /// Records `out = sum_i c_i x_i` over `count` elements (`out` must differ from every `x_i`).
+    fn record_combine(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        count: usize,
+        c: [f32; 4],
+        x: [&wgpu::Buffer; 4],
+        out: &wgpu::Buffer,
+    ) -> Result<()> {
+        let gpu = self.gpu("combine")?;
+        let params = CombineParams { count: count as u32, _pad: [0; 3], c };
+        let bufs = [x[0], x[1], x[2], x[3], out];
+        crate::shaders::dispatch(
+            &gpu.device,
+            &gpu.pipelines,
+            pass,
+            "flow/combine",
+            bytemuck::bytes_of(&params),
+            &bufs,
+            grid(count as u64, 256)?,
+        )
+    }
+}
+
 /// A batch of `n x n` matrices.
 fn matrices(buffer: &wgpu::Buffer, n: usize) -> Operand<'_> {
     Operand::rows(buffer, n, n)
@@ -207,8 +240,8 @@ impl Engine {
     /// Integrates `flow` from `w0` (`[n, n]` or `[batch, n, n]`, n <= 64) and returns W after the last
     /// step (and, on the CPU reference, the nested state). On the GPU every step is recorded into one
     /// submission: the generator by the engine's GEMM, then the group map applied in place in
-    /// increment form; Lie–Euler and Cayley–Euler run there, RKMK4 and the nested ODEtoODE state run
-    /// on the CPU reference only, so far, and are refused on a GPU engine.
+    /// increment form. The nested ODEtoODE state runs on the CPU reference only, so far, and is
+    /// refused on a GPU engine.
     pub fn flow(&self, flow: &ortho_ref::flow::Flow, w0: &Tensor<f32>) -> Result<(Tensor<f32>, Option<Tensor<f32>>)> {
         use ortho_ref::flow::{Generator, Method};
         let w64 = w0.to_f64();
@@ -219,11 +252,8 @@ impl Engine {
             return Ok((w.to_f32(), x.map(|x| x.to_f32())));
         }
         let map = match flow.method {
-            Method::LieEuler => GroupMap::Exp,
             Method::CayleyEuler => GroupMap::Cayley,
-            Method::Rkmk4 => {
-                return Err(Error::Unsupported("RKMK4 runs on the CPU reference only, so far (--backend cpu)".into()));
-            }
+            Method::LieEuler | Method::Rkmk4 => GroupMap::Exp,
         };
         if flow.state.is_some() {
             return Err(Error::Unsupported(
@@ -241,57 +271,114 @@ impl Engine {
             }
         };
         let get = || gpu.pool.get(BufferKind::Storage, (4 * b * n * n) as u64);
-        let (t1, t2, c) = (get(), get(), get());
+        let (t1, t2) = (get(), get());
+        let (stage, mix) = (get(), get());
+        let fields = [get(), get(), get(), get()];
         let square_gemm = Gemm::new(b, n, n, n);
+        let count = b * n * n;
         self.submit("flow", |enc| {
             let mut pass =
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
+            let pass = &mut pass;
+            // h b(W) for the isospectral field: h (W^T Qs W) Ns - h Ns (W^T Qs W).
+            let field = |pass: &mut wgpu::ComputePass<'_>, w: &wgpu::Buffer, out: &wgpu::Buffer| -> Result<()> {
+                let Some((qs, ns)) = &qs_ns else { unreachable!("given generators need no field") };
+                record_gemm(
+                    gpu,
+                    pass,
+                    &square_gemm,
+                    matrices(w, n).t(),
+                    maybe_shared(qs, n),
+                    matrices(t1.buffer(), n),
+                )?;
+                record_gemm(
+                    gpu,
+                    pass,
+                    &square_gemm,
+                    matrices(t1.buffer(), n),
+                    matrices(w, n),
+                    matrices(t2.buffer(), n),
+                )?;
+                record_gemm(
+                    gpu,
+                    pass,
+                    &Gemm { alpha: h, ..square_gemm },
+                    matrices(t2.buffer(), n),
+                    maybe_shared(ns, n),
+                    matrices(out, n),
+                )?;
+                let minus = Gemm { alpha: -h, beta: 1.0, ..square_gemm };
+                record_gemm(gpu, pass, &minus, maybe_shared(ns, n), matrices(t2.buffer(), n), matrices(out, n))
+            };
+            // out += s [x, y].
+            let commutator = |pass: &mut wgpu::ComputePass<'_>,
+                              s: f32,
+                              x: &wgpu::Buffer,
+                              y: &wgpu::Buffer,
+                              out: &wgpu::Buffer|
+             -> Result<()> {
+                record_gemm(
+                    gpu,
+                    pass,
+                    &Gemm { alpha: s, beta: 1.0, ..square_gemm },
+                    matrices(x, n),
+                    matrices(y, n),
+                    matrices(out, n),
+                )?;
+                record_gemm(
+                    gpu,
+                    pass,
+                    &Gemm { alpha: -s, beta: 1.0, ..square_gemm },
+                    matrices(y, n),
+                    matrices(x, n),
+                    matrices(out, n),
+                )
+            };
             for k in 0..flow.steps {
                 match (&generator, &qs_ns) {
-                    (Some(omega), _) => self.record_map(
-                        &mut pass,
-                        map,
-                        (omega.buffer(), k * b, h),
-                        (b, n),
-                        w.buffer(),
-                        ExpmOutput::Update,
-                    )?,
-                    (None, Some((qs, ns))) => {
-                        // h [W^T Qs W, Ns] = h (W^T Qs W) Ns - h Ns (W^T Qs W).
-                        record_gemm(
-                            gpu,
-                            &mut pass,
-                            &square_gemm,
-                            matrices(w.buffer(), n).t(),
-                            maybe_shared(qs, n),
-                            matrices(t1.buffer(), n),
+                    // Constant over the step: every RKMK4 stage sees h Omega_k, the commutators
+                    // vanish and the step is exactly W exp(h Omega_k).
+                    (Some(omega), _) => {
+                        self.record_map(pass, map, (omega.buffer(), k * b, h), (b, n), w.buffer(), ExpmOutput::Update)?
+                    }
+                    (None, Some(_)) if flow.method != Method::Rkmk4 => {
+                        field(pass, w.buffer(), fields[0].buffer())?;
+                        self.record_map(
+                            pass,
+                            map,
+                            (fields[0].buffer(), 0, 1.0),
+                            (b, n),
+                            w.buffer(),
+                            ExpmOutput::Update,
                         )?;
-                        record_gemm(
-                            gpu,
-                            &mut pass,
-                            &square_gemm,
-                            matrices(t1.buffer(), n),
-                            matrices(w.buffer(), n),
-                            matrices(t2.buffer(), n),
+                    }
+                    (None, Some(_)) => {
+                        // RKMK4, right action: stages W exp(B1/2), W exp(B2/2 + [B1, B2]/8), W exp(B3),
+                        // then W exp((B1 + 2 B2 + 2 B3 + B4)/6 + [B1, B4]/12).
+                        let [b1, b2, b3, b4] =
+                            [fields[0].buffer(), fields[1].buffer(), fields[2].buffer(), fields[3].buffer()];
+                        field(pass, w.buffer(), b1)?;
+                        self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
+                        self.record_map(pass, map, (b1, 0, 0.5), (b, n), stage.buffer(), ExpmOutput::Update)?;
+                        field(pass, stage.buffer(), b2)?;
+                        self.record_combine(pass, count, [0.5, 0.0, 0.0, 0.0], [b2; 4], mix.buffer())?;
+                        commutator(pass, 1.0 / 8.0, b1, b2, mix.buffer())?;
+                        self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
+                        self.record_map(pass, map, (mix.buffer(), 0, 1.0), (b, n), stage.buffer(), ExpmOutput::Update)?;
+                        field(pass, stage.buffer(), b3)?;
+                        self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
+                        self.record_map(pass, map, (b3, 0, 1.0), (b, n), stage.buffer(), ExpmOutput::Update)?;
+                        field(pass, stage.buffer(), b4)?;
+                        let sixth = 1.0 / 6.0;
+                        self.record_combine(
+                            pass,
+                            count,
+                            [sixth, 2.0 * sixth, 2.0 * sixth, sixth],
+                            [b1, b2, b3, b4],
+                            mix.buffer(),
                         )?;
-                        record_gemm(
-                            gpu,
-                            &mut pass,
-                            &Gemm { alpha: h, ..square_gemm },
-                            matrices(t2.buffer(), n),
-                            maybe_shared(ns, n),
-                            matrices(c.buffer(), n),
-                        )?;
-                        let minus = Gemm { alpha: -h, beta: 1.0, ..square_gemm };
-                        record_gemm(
-                            gpu,
-                            &mut pass,
-                            &minus,
-                            maybe_shared(ns, n),
-                            matrices(t2.buffer(), n),
-                            matrices(c.buffer(), n),
-                        )?;
-                        self.record_map(&mut pass, map, (c.buffer(), 0, 1.0), (b, n), w.buffer(), ExpmOutput::Update)?;
+                        commutator(pass, 1.0 / 12.0, b1, b4, mix.buffer())?;
+                        self.record_map(pass, map, (mix.buffer(), 0, 1.0), (b, n), w.buffer(), ExpmOutput::Update)?;
                     }
                     (None, None) => unreachable!("every generator is handled above"),
                 }
@@ -300,7 +387,7 @@ impl Engine {
                     let half = Gemm { alpha: -0.5, diag: 1.5, ..square_gemm };
                     record_gemm(
                         gpu,
-                        &mut pass,
+                        pass,
                         &half,
                         matrices(w.buffer(), n).t(),
                         matrices(w.buffer(), n),
@@ -308,7 +395,7 @@ impl Engine {
                     )?;
                     record_gemm(
                         gpu,
-                        &mut pass,
+                        pass,
                         &square_gemm,
                         matrices(w.buffer(), n),
                         matrices(t1.buffer(), n),

@@ -50,6 +50,7 @@ pub const SHADERS: &[ShaderSource] = shaders![
     "cwy/mirror_upper",
     "cwy/householder",
     "flow/expm",
+    "flow/combine",
 ];
 
 pub(crate) fn source(name: &str) -> Result<&'static ShaderSource> {
