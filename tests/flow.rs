@@ -240,18 +240,44 @@ fn f32_drift_stays_small() {
     }
 }
 
+/// The nested ODEtoODE state x' = sigma(W x) on the GPU against the reference, for every method,
+/// activation and generator.
 #[test]
-fn unsupported_flows_are_refused_clearly() {
-    let mut flow = isospectral(Method::Rkmk4, 3, 0.1, 2);
-    flow.state = Some((Tensor::from_fn(&[1, 3], |e| e as f64 / 3.0), ortho_ref::flow::Activation::Tanh));
+fn nested_state_matches_reference() {
+    use ortho_ref::flow::Activation;
+    let (b, n, steps) = (2, 5, 8);
+    let x0 = gaussian(&[b, n], 0.7, 3).to_f64();
+    let g = gaussian(&[steps, b, n, n], 1.0, 4).to_f64();
+    let omega = Tensor::from_fn(&[steps, b, n, n], |e| {
+        let (m, r) = (e / (n * n), e % (n * n));
+        g.data()[e] - g.data()[m * n * n + (r % n) * n + r / n]
+    });
     for engine in gpu_engines() {
-        let err = engine.flow(&flow, &identities(1, 3)).unwrap_err().to_string();
-        assert!(err.contains("nested ODEtoODE state runs on the CPU reference only"), "{err}");
+        for method in [Method::LieEuler, Method::CayleyEuler, Method::Rkmk4] {
+            for (activation, given) in
+                [(Activation::Tanh, false), (Activation::Relu, true), (Activation::Identity, false)]
+            {
+                let mut flow = isospectral(method, n, 0.1, steps);
+                if given {
+                    flow.generator = Generator::Given(omega.clone());
+                }
+                flow.state = Some((x0.clone(), activation));
+                let w0 = identities(b, n);
+                let (w, x) = engine.flow(&flow, &w0).unwrap();
+                let (want_w, want_x) = flow.run(&w0.to_f64()).unwrap();
+                let (ew, ex) = (
+                    relative_frobenius(w.data(), want_w.data()),
+                    relative_frobenius(x.unwrap().data(), want_x.unwrap().data()),
+                );
+                assert!(
+                    ew <= 1e-5 && ex <= 1e-5,
+                    "{} {method:?} {activation:?} given {given}: W {ew:e}, x {ex:e}",
+                    engine.describe()
+                );
+            }
+        }
     }
-    let engine = Engine::cpu("test");
-    let (_, x) = engine.flow(&flow, &identities(1, 3)).unwrap();
-    assert_eq!(x.unwrap().shape(), &[1, 3]);
-    let mut bad = flow.clone();
+    let mut bad = isospectral(Method::LieEuler, 3, 0.1, 2);
     bad.generator = Generator::Isospectral { qs: Tensor::from_fn(&[3, 3], |e| e as f64), ns: symmetric(3, 2) };
-    assert!(engine.flow(&bad, &identities(1, 3)).unwrap_err().to_string().contains("not symmetric"));
+    assert!(Engine::cpu("test").flow(&bad, &identities(1, 3)).unwrap_err().to_string().contains("not symmetric"));
 }

@@ -71,7 +71,7 @@ struct FlowArgs {
     /// Given skew generators, [steps, batch, n, n].
     #[arg(long)]
     generators: Option<PathBuf>,
-    /// Nested state x0: [batch, n] (runs on the CPU reference only, so far: --backend cpu).
+    /// Nested state x0: [batch, n].
     #[arg(long, requires = "x_out")]
     x0: Option<PathBuf>,
     /// Activation of the nested state: tanh, relu or identity.

@@ -195,6 +195,14 @@ impl Engine {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ActivateParams {
+    count: u32,
+    activation: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CombineParams {
     count: u32,
     _pad: [u32; 3],
@@ -238,12 +246,11 @@ fn maybe_shared(t: &GpuTensor, n: usize) -> Operand<'_> {
 
 impl Engine {
     /// Integrates `flow` from `w0` (`[n, n]` or `[batch, n, n]`, n <= 64) and returns W after the last
-    /// step (and, on the CPU reference, the nested state). On the GPU every step is recorded into one
-    /// submission: the generator by the engine's GEMM, then the group map applied in place in
-    /// increment form. The nested ODEtoODE state runs on the CPU reference only, so far, and is
-    /// refused on a GPU engine.
+    /// step and, with a nested state, x. On the GPU every step is recorded into one submission: the
+    /// generator by the engine's GEMM, the group map applied in place in increment form, and the
+    /// nested state by forward Euler (first-order methods) or RK4 over the RKMK4 stage matrices.
     pub fn flow(&self, flow: &ortho_ref::flow::Flow, w0: &Tensor<f32>) -> Result<(Tensor<f32>, Option<Tensor<f32>>)> {
-        use ortho_ref::flow::{Generator, Method};
+        use ortho_ref::flow::{Activation, Generator, Method};
         let w64 = w0.to_f64();
         let (b, n) = flow.check(&w64)?;
         square("w0", w0.shape())?;
@@ -255,11 +262,6 @@ impl Engine {
             Method::CayleyEuler => GroupMap::Cayley,
             Method::LieEuler | Method::Rkmk4 => GroupMap::Exp,
         };
-        if flow.state.is_some() {
-            return Err(Error::Unsupported(
-                "the nested ODEtoODE state runs on the CPU reference only, so far (--backend cpu)".into(),
-            ));
-        }
         let gpu = self.gpu("flow")?;
         let mut w = self.upload("w0", w0)?;
         let mut spare = self.empty(w0.shape())?;
@@ -276,6 +278,26 @@ impl Engine {
         let fields = [get(), get(), get(), get()];
         let square_gemm = Gemm::new(b, n, n, n);
         let count = b * n * n;
+        // The nested state x' = sigma(W x): x (and its next value), a stage input and W times it,
+        // and the four stage slopes.
+        let vectors = || gpu.pool.get(BufferKind::Storage, (4 * b * n) as u64);
+        let nested = match &flow.state {
+            Some((x0, activation)) => {
+                let code = match activation {
+                    Activation::Tanh => 0,
+                    Activation::Relu => 1,
+                    Activation::Identity => 2,
+                };
+                Some((
+                    code,
+                    [self.upload("x0", &x0.to_f32())?, self.empty(x0.shape())?],
+                    [vectors(), vectors()],
+                    [vectors(), vectors(), vectors(), vectors()],
+                ))
+            }
+            None => None,
+        };
+        let mut x_index = 0;
         self.submit("flow", |enc| {
             let mut pass =
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
@@ -334,12 +356,84 @@ impl Engine {
                     matrices(out, n),
                 )
             };
+            // slopes[i] = sigma(stage_w (x + a slopes[j])), or sigma(stage_w x) without `from`.
+            let slope = |pass: &mut wgpu::ComputePass<'_>,
+                         stage_w: &wgpu::Buffer,
+                         x_index: usize,
+                         from: Option<(f32, usize)>,
+                         i: usize|
+             -> Result<()> {
+                let Some((code, xs, [v, y], slopes)) = &nested else { return Ok(()) };
+                let x = xs[x_index].buffer();
+                let input = match from {
+                    Some((a, j)) => {
+                        self.record_combine(
+                            pass,
+                            b * n,
+                            [1.0, a, 0.0, 0.0],
+                            [x, slopes[j].buffer(), x, x],
+                            v.buffer(),
+                        )?;
+                        v.buffer()
+                    }
+                    None => x,
+                };
+                let vec = |buf| Operand::rows(buf, n, 1);
+                record_gemm(gpu, pass, &Gemm::new(b, n, 1, n), matrices(stage_w, n), vec(input), vec(y.buffer()))?;
+                let params = ActivateParams { count: (b * n) as u32, activation: *code, _pad: [0; 2] };
+                let bufs = [y.buffer(), slopes[i].buffer()];
+                crate::shaders::dispatch(
+                    &gpu.device,
+                    &gpu.pipelines,
+                    pass,
+                    "flow/activate",
+                    bytemuck::bytes_of(&params),
+                    &bufs,
+                    grid((b * n) as u64, 256)?,
+                )
+            };
+            // x <- x + h sum_i weights_i slopes_i, into the other x buffer.
+            let advance_state =
+                |pass: &mut wgpu::ComputePass<'_>, x_index: &mut usize, weights: [f32; 4]| -> Result<()> {
+                    let Some((_, xs, [v, _], slopes)) = &nested else { return Ok(()) };
+                    let s = [slopes[0].buffer(), slopes[1].buffer(), slopes[2].buffer(), slopes[3].buffer()];
+                    self.record_combine(pass, b * n, weights.map(|c| h * c), s, v.buffer())?;
+                    let x = xs[*x_index].buffer();
+                    self.record_combine(
+                        pass,
+                        b * n,
+                        [1.0, 1.0, 0.0, 0.0],
+                        [x, v.buffer(), x, x],
+                        xs[1 - *x_index].buffer(),
+                    )?;
+                    *x_index = 1 - *x_index;
+                    Ok(())
+                };
+            let rk4 = flow.method == Method::Rkmk4;
             for k in 0..flow.steps {
+                slope(pass, w.buffer(), x_index, None, 0)?;
                 match (&generator, &qs_ns) {
                     // Constant over the step: every RKMK4 stage sees h Omega_k, the commutators
                     // vanish and the step is exactly W exp(h Omega_k).
                     (Some(omega), _) => {
-                        self.record_map(pass, map, (omega.buffer(), k * b, h), (b, n), w.buffer(), ExpmOutput::Update)?
+                        if rk4 && nested.is_some() {
+                            // Stages W exp(h Omega / 2) (twice) and W exp(h Omega), the next W.
+                            self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
+                            self.record_map(
+                                pass,
+                                map,
+                                (omega.buffer(), k * b, h / 2.0),
+                                (b, n),
+                                stage.buffer(),
+                                ExpmOutput::Update,
+                            )?;
+                            slope(pass, stage.buffer(), x_index, Some((h / 2.0, 0)), 1)?;
+                            slope(pass, stage.buffer(), x_index, Some((h / 2.0, 1)), 2)?;
+                        }
+                        self.record_map(pass, map, (omega.buffer(), k * b, h), (b, n), w.buffer(), ExpmOutput::Update)?;
+                        if rk4 && nested.is_some() {
+                            slope(pass, w.buffer(), x_index, Some((h, 2)), 3)?;
+                        }
                     }
                     (None, Some(_)) if flow.method != Method::Rkmk4 => {
                         field(pass, w.buffer(), fields[0].buffer())?;
@@ -360,14 +454,17 @@ impl Engine {
                         field(pass, w.buffer(), b1)?;
                         self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
                         self.record_map(pass, map, (b1, 0, 0.5), (b, n), stage.buffer(), ExpmOutput::Update)?;
+                        slope(pass, stage.buffer(), x_index, Some((h / 2.0, 0)), 1)?;
                         field(pass, stage.buffer(), b2)?;
                         self.record_combine(pass, count, [0.5, 0.0, 0.0, 0.0], [b2; 4], mix.buffer())?;
                         commutator(pass, 1.0 / 8.0, b1, b2, mix.buffer())?;
                         self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
                         self.record_map(pass, map, (mix.buffer(), 0, 1.0), (b, n), stage.buffer(), ExpmOutput::Update)?;
+                        slope(pass, stage.buffer(), x_index, Some((h / 2.0, 1)), 2)?;
                         field(pass, stage.buffer(), b3)?;
                         self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
                         self.record_map(pass, map, (b3, 0, 1.0), (b, n), stage.buffer(), ExpmOutput::Update)?;
+                        slope(pass, stage.buffer(), x_index, Some((h, 2)), 3)?;
                         field(pass, stage.buffer(), b4)?;
                         let sixth = 1.0 / 6.0;
                         self.record_combine(
@@ -382,6 +479,9 @@ impl Engine {
                     }
                     (None, None) => unreachable!("every generator is handled above"),
                 }
+                let sixth = 1.0 / 6.0;
+                let weights = if rk4 { [sixth, 2.0 * sixth, 2.0 * sixth, sixth] } else { [1.0, 0.0, 0.0, 0.0] };
+                advance_state(pass, &mut x_index, weights)?;
                 if flow.newton_schulz_every.is_some_and(|every| (k + 1) % every == 0) {
                     // W <- W (3I - W^T W) / 2, into the spare buffer, then the two swap.
                     let half = Gemm { alpha: -0.5, diag: 1.5, ..square_gemm };
@@ -406,6 +506,10 @@ impl Engine {
             }
             Ok(())
         })?;
-        Ok((self.download(&w)?, None))
+        let x = match &nested {
+            Some((_, xs, _, _)) => Some(self.download(&xs[x_index])?),
+            None => None,
+        };
+        Ok((self.download(&w)?, x))
     }
 }

@@ -51,6 +51,7 @@ pub const SHADERS: &[ShaderSource] = shaders![
     "cwy/householder",
     "flow/expm",
     "flow/combine",
+    "flow/activate",
 ];
 
 pub(crate) fn source(name: &str) -> Result<&'static ShaderSource> {
