@@ -506,6 +506,121 @@ pub fn exact(q: &Tensor<f64>, k: &Tensor<f64>, v: &Tensor<f64>, causal: bool) ->
     Tensor::new(&s.output_shape(q.shape().len()), out)
 }
 
+/// Gradients `(dq, dk, dv, dw)` of random-feature attention (bidirectional, or causal with `causal`)
+/// for the upstream gradient `grad` of the output, through the explicit `A[t, j] = phi(q_t) . phi(k_j)`
+/// with unstabilised features (exact in f64 while the feature exponents stay below ~700):
+/// `dA[t, j] = grad_t . (v_j - o_t) / D_t`, `dv_j = sum_t A[t, j] grad_t / D_t`, then through
+/// `phi(x)` back to `x~ = x d^(-1/4)` and to the projection. `dw` has the projection's shape.
+pub fn favor_backward(
+    q: &Tensor<f64>,
+    k: &Tensor<f64>,
+    v: &Tensor<f64>,
+    w: &Tensor<f64>,
+    kernel: Kernel,
+    causal: bool,
+    grad: &Tensor<f64>,
+) -> Result<[Tensor<f64>; 4]> {
+    let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), Some(w.shape()))?;
+    check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w), ("grad", grad)])?;
+    let (l, d, dv, m) = (s.len, s.dim, s.value_dim, s.features);
+    if grad.len() != s.problems() * l * dv {
+        return Err(Error::shape("grad", format!("{:?}", s.output_shape(q.shape().len())), grad.shape()));
+    }
+    let f = kernel.feature_count(m);
+    let scale = (d as f64).powf(-0.25);
+    let norm = (m as f64).powf(-0.5);
+    let (mut dq, mut dk, mut dvv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    let mut dw = vec![0.0; w.len()];
+    // Features phi(x) [L, f] and, for the chain rule, the projections a [L, m] and x~ [L, d].
+    let features = |x: &[f64], wz: &[f64]| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let xt: Vec<f64> = x.iter().map(|v| v * scale).collect();
+        let mut a = vec![0.0; l * m];
+        let mut phi = vec![0.0; l * f];
+        for t in 0..l {
+            let row = &xt[t * d..(t + 1) * d];
+            let half_sq = row.iter().map(|v| v * v).sum::<f64>() / 2.0;
+            for i in 0..m {
+                let ai: f64 = row.iter().zip(&wz[i * d..(i + 1) * d]).map(|(x, w)| x * w).sum();
+                a[t * m + i] = ai;
+                match kernel {
+                    Kernel::Softmax => phi[t * f + i] = norm * (ai - half_sq).exp(),
+                    Kernel::Trig => {
+                        let e = norm * half_sq.exp();
+                        phi[t * f + i] = e * ai.cos();
+                        phi[t * f + m + i] = e * ai.sin();
+                    }
+                    Kernel::Relu { eps } => phi[t * f + i] = ai.max(0.0) + eps,
+                }
+            }
+        }
+        (phi, a, xt)
+    };
+    // Back from dphi [L, f] to dx [L, d] (added into `dx`) and dw [m, d] (added into `dwz`).
+    let back = |dphi: &[f64], phi: &[f64], a: &[f64], xt: &[f64], wz: &[f64], dx: &mut [f64], dwz: &mut [f64]| {
+        for t in 0..l {
+            let row = &xt[t * d..(t + 1) * d];
+            let mut dxt = vec![0.0; d];
+            for i in 0..m {
+                // d phi / d a_i and d phi / d x~ through |x~|^2 / 2.
+                let (da, dnorm) = match kernel {
+                    Kernel::Softmax => {
+                        let g = dphi[t * f + i] * phi[t * f + i];
+                        (g, -g)
+                    }
+                    Kernel::Trig => {
+                        let (c, sn) = (phi[t * f + i], phi[t * f + m + i]);
+                        let (gc, gs) = (dphi[t * f + i], dphi[t * f + m + i]);
+                        (-gc * sn + gs * c, gc * c + gs * sn)
+                    }
+                    Kernel::Relu { .. } => (if a[t * m + i] > 0.0 { dphi[t * f + i] } else { 0.0 }, 0.0),
+                };
+                for c in 0..d {
+                    dxt[c] += da * wz[i * d + c] + dnorm * row[c];
+                    dwz[i * d + c] += da * row[c];
+                }
+            }
+            for c in 0..d {
+                dx[t * d + c] += scale * dxt[c];
+            }
+        }
+    };
+    for z in 0..s.problems() {
+        let wh = (z % s.heads) % s.projection_heads;
+        let wz = &w.data()[wh * m * d..(wh + 1) * m * d];
+        let (qz, kz) = (&q.data()[z * l * d..(z + 1) * l * d], &k.data()[z * l * d..(z + 1) * l * d]);
+        let (vz, gz) = (&v.data()[z * l * dv..(z + 1) * l * dv], &grad.data()[z * l * dv..(z + 1) * l * dv]);
+        let (pq, aq, xq) = features(qz, wz);
+        let (pk, ak, xk) = features(kz, wz);
+        let (mut dpq, mut dpk) = (vec![0.0; l * f], vec![0.0; l * f]);
+        for t in 0..l {
+            let keys = if causal { t + 1 } else { l };
+            let a: Vec<f64> = (0..keys).map(|j| (0..f).map(|i| pq[t * f + i] * pk[j * f + i]).sum()).collect();
+            let den: f64 = a.iter().sum();
+            let o: Vec<f64> = (0..dv).map(|c| (0..keys).map(|j| a[j] * vz[j * dv + c]).sum::<f64>() / den).collect();
+            let g = &gz[t * dv..(t + 1) * dv];
+            for j in 0..keys {
+                let da = (0..dv).map(|c| g[c] * (vz[j * dv + c] - o[c])).sum::<f64>() / den;
+                for c in 0..dv {
+                    dvv[(z * l + j) * dv + c] += a[j] * g[c] / den;
+                }
+                for i in 0..f {
+                    dpq[t * f + i] += da * pk[j * f + i];
+                    dpk[j * f + i] += da * pq[t * f + i];
+                }
+            }
+        }
+        let dwz = &mut dw[wh * m * d..(wh + 1) * m * d];
+        back(&dpq, &pq, &aq, &xq, wz, &mut dq[z * l * d..(z + 1) * l * d], dwz);
+        back(&dpk, &pk, &ak, &xk, wz, &mut dk[z * l * d..(z + 1) * l * d], dwz);
+    }
+    Ok([
+        Tensor::new(q.shape(), dq)?,
+        Tensor::new(k.shape(), dk)?,
+        Tensor::new(v.shape(), dvv)?,
+        Tensor::new(w.shape(), dw)?,
+    ])
+}
+
 /// Flops of bidirectional random-feature attention: the two projections, `phi(K)^T [V|1]` and
 /// `phi(Q) kv`.
 pub fn favor_flops(s: &AttentionShape, kernel: Kernel) -> f64 {
@@ -610,6 +725,42 @@ mod tests {
         assert!(relative_frobenius(&out, one_shot.data()) < 1e-13);
         let wrong = CausalState::new(1, m + 1, dv);
         assert!(favor_causal(&q, &k, &v, &w, Kernel::Softmax, 4, Some(&mut wrong.clone())).is_err());
+    }
+
+    /// Central finite differences of `<grad, o>` in every input against `favor_backward`.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let (b, h, l, d, dv, m) = (1, 2, 5, 3, 2, 4);
+        let q = gaussian(&[b, h, l, d], 0.6, 31);
+        let k = gaussian(&[b, h, l, d], 0.6, 32);
+        let v = gaussian(&[b, h, l, dv], 1.0, 33);
+        let w = crate::random::projection_per_head(h, m, d, Scaling::Chi, 34).unwrap();
+        let grad = gaussian(&[b, h, l, dv], 1.0, 35);
+        let eps = 1e-6;
+        for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: 1e-3 }] {
+            for causal in [false, true] {
+                let loss = |q: &Tensor<f64>, k: &Tensor<f64>, v: &Tensor<f64>, w: &Tensor<f64>| -> f64 {
+                    let o = favor_quadratic(q, k, v, w, kernel, causal).unwrap();
+                    o.data().iter().zip(grad.data()).map(|(a, b)| a * b).sum()
+                };
+                let [dq, dk, dvv, dw] = favor_backward(&q, &k, &v, &w, kernel, causal, &grad).unwrap();
+                for (which, analytic) in [(0, &dq), (1, &dk), (2, &dvv), (3, &dw)] {
+                    let base = [&q, &k, &v, &w][which];
+                    let numeric: Vec<f64> = (0..base.len())
+                        .map(|e| {
+                            let mut ins = [q.clone(), k.clone(), v.clone(), w.clone()];
+                            ins[which].data_mut()[e] += eps;
+                            let up = loss(&ins[0], &ins[1], &ins[2], &ins[3]);
+                            ins[which].data_mut()[e] -= 2.0 * eps;
+                            let down = loss(&ins[0], &ins[1], &ins[2], &ins[3]);
+                            (up - down) / (2.0 * eps)
+                        })
+                        .collect();
+                    let err = relative_frobenius(analytic.data(), &numeric);
+                    assert!(err < 1e-6, "{kernel:?} causal {causal} input {which}: {err:e}");
+                }
+            }
+        }
     }
 
     #[test]
