@@ -8,13 +8,16 @@ use ortho_ref::favor as reference;
 use ortho_ref::flow::{Flow, Generator, Method};
 use ortho_ref::tensor::relative_frobenius;
 
+/// Runs a case on an engine: its output and the f64 reference.
+type Run = Box<dyn Fn(&Engine) -> ortho::Result<(Tensor<f32>, Tensor<f64>)>>;
+
 struct Case {
     kernel: String,
     shape: String,
     /// Relative Frobenius error allowed against the f64 reference.
     bound: f64,
     /// The engine's output and the f64 reference.
-    run: Box<dyn Fn(&Engine) -> ortho::Result<(Tensor<f32>, Tensor<f64>)>>,
+    run: Run,
 }
 
 fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
@@ -111,11 +114,8 @@ fn cases() -> Vec<Case> {
         let x = gaussian(&[b, n, 5], 1.0, 1100 + i as u64);
         let g = gaussian(&[b, n, n], 1.0, 1200 + i as u64);
         let shape = format!("batch{b} N{n} L{l}");
-        let cwy_case = |kernel: &str,
-                        bound: f64,
-                        run: Box<dyn Fn(&Engine) -> ortho::Result<(Tensor<f32>, Tensor<f64>)>>| {
-            Case { kernel: kernel.to_string(), shape: shape.clone(), bound, run }
-        };
+        let cwy_case =
+            |kernel: &str, bound: f64, run: Run| Case { kernel: kernel.to_string(), shape: shape.clone(), bound, run };
         let u1 = u.clone();
         cases.push(cwy_case(
             "cwy",

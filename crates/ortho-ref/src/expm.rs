@@ -12,6 +12,7 @@ use crate::tensor::Tensor;
 pub const DEGREES: [usize; 6] = [1, 2, 4, 8, 12, 18];
 
 /// 1-norm switch points for f32 arithmetic: use `DEGREES[i]` while `|A|_1 <= THETA_F32[i]`.
+#[allow(clippy::excessive_precision)]
 pub const THETA_F32: [f64; 6] = [
     1.192092800768788e-07,
     5.978858893805233e-04,
@@ -22,6 +23,7 @@ pub const THETA_F32: [f64; 6] = [
 ];
 
 /// 1-norm switch points for f64 arithmetic.
+#[allow(clippy::excessive_precision)]
 pub const THETA_F64: [f64; 6] = [
     2.220446049250313e-16,
     2.580956802971767e-08,
@@ -64,6 +66,8 @@ pub fn taylor_increment<R: Ring>(a: &R, index: usize) -> R {
 }
 
 /// The scheme of degree `DEGREES[index]` with the identity term's coefficient `identity` (1 for T).
+/// The coefficients are the paper's, digit for digit.
+#[allow(clippy::excessive_precision)]
 fn scheme<R: Ring>(a: &R, index: usize, identity: f64) -> R {
     let i = a.identity_like();
     let less = 1.0 - identity;

@@ -5,6 +5,9 @@
 //! are reproducible bit for bit on every machine. `shared/math.md` (mirrored in the crate docs of
 //! each module) is the contract for what each function computes.
 
+// The numerics are written as index loops that mirror the formulas of math.md.
+#![allow(clippy::needless_range_loop)]
+
 pub mod cwy;
 pub mod error;
 pub mod expm;

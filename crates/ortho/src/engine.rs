@@ -111,7 +111,7 @@ impl AdapterReport {
             f64: f.contains(wgpu::Features::SHADER_F64),
             subgroups: f.contains(wgpu::Features::SUBGROUP),
             timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
-            max_storage_binding: l.max_storage_buffer_binding_size as u64,
+            max_storage_binding: l.max_storage_buffer_binding_size,
             max_buffer: l.max_buffer_size,
             max_workgroup_storage: l.max_compute_workgroup_storage_size,
             max_invocations: l.max_compute_invocations_per_workgroup,
@@ -291,11 +291,15 @@ impl Engine {
         }
     }
 
-    /// The largest storage binding, in bytes.
+    /// The largest buffer a shader can bind, in bytes.
+    pub(crate) fn binding_limit(&self) -> Result<u64> {
+        let limits = self.gpu("binding limits")?.device.limits();
+        Ok(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size))
+    }
+
+    /// Rejects a buffer of `bytes` that no shader could bind, naming `what`.
     pub(crate) fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
-        let gpu = self.gpu(what)?;
-        let limits = gpu.device.limits();
-        let limit = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let limit = self.binding_limit()?;
         if bytes > limit {
             return Err(Error::Limit {
                 what: what.to_string(),

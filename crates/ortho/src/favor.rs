@@ -168,10 +168,10 @@ fn attention_shape(
     out: Option<&[usize]>,
 ) -> Result<AttentionShape> {
     let s = AttentionShape::of(q, k, v, w)?;
-    if let Some(out) = out {
-        if out.iter().product::<usize>() != s.problems() * s.len * s.value_dim {
-            return Err(InputError::shape("out", format!("{:?}", s.output_shape(q.len())), out).into());
-        }
+    if let Some(out) = out
+        && out.iter().product::<usize>() != s.problems() * s.len * s.value_dim
+    {
+        return Err(InputError::shape("out", format!("{:?}", s.output_shape(q.len())), out).into());
     }
     Ok(s)
 }
@@ -261,9 +261,7 @@ struct Io<'a> {
 
 impl Engine {
     fn plan(&self, s: &AttentionShape, o: &FavorOptions) -> Result<Plan> {
-        let gpu = self.gpu("favor")?;
-        let limits = gpu.device.limits();
-        let binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let binding = self.binding_limit()?;
         let base = Plan {
             z: s.problems(),
             l: s.len,
@@ -393,6 +391,7 @@ impl Recorder<'_, '_, '_> {
 
     /// Projections, row statistics and features of `rows` rows from `start` of `x` (queries or keys)
     /// into `phi`; keys leave their offsets g_j in `offset`.
+    #[allow(clippy::too_many_arguments)]
     fn features(
         &mut self,
         sc: &Scratch,

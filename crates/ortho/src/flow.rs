@@ -148,8 +148,7 @@ impl Engine {
         output: ExpmOutput,
     ) -> Result<()> {
         let gpu = self.gpu("group map")?;
-        let limits = gpu.device.limits();
-        let binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let binding = self.binding_limit()?;
         let per_matrix = (4 * SLOTS * n * n) as u64;
         let chunk = ((binding / per_matrix) as usize).clamp(1, b);
         let work = gpu.pool.get(BufferKind::Storage, per_matrix * chunk as u64);

@@ -87,7 +87,7 @@ impl PipelineCache {
             layout: None,
             module: &module,
             entry_point: Some(shader.entry_point()),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: constants, ..Default::default() },
+            compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
