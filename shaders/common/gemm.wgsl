@@ -4,7 +4,8 @@
 //   base(z) = off + (z / inner) * outer + (z % inner) * inner_stride     (B and C alike),
 // so transposes, broadcast operands (strides 0), per-head operands (inner = H) and chunks of a
 // sequence (inner = chunks per problem) are all strides.
-// Prologue: column `b_ones_col` of B reads as 1 (appends the denominator column of attention).
+// Prologue: column `b_ones_col` of B, and column `a_ones_col` of A, read as 1 (the denominator
+// column of attention, [V | 1]).
 // Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of 16.
 
 struct Operand { off: u32, outer: u32, inner: u32, inner_stride: u32, rs: u32, cs: u32, _pad0: u32, _pad1: u32 }
@@ -13,6 +14,7 @@ struct Gemm {
     m: u32, n: u32, k: u32, z_base: u32,
     a: Operand, b: Operand, c: Operand,
     b_ones_col: u32, alpha: f32, beta: f32, diag: f32,
+    a_ones_col: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Gemm;
@@ -34,6 +36,7 @@ fn base(o: Operand, z: u32) -> u32 {
 // arithmetic on a CPU adapter.
 fn load_a(base: u32, i: u32, kk: u32) -> f32 {
     if (i >= p.m || kk >= p.k) { return 0.0; }
+    if (kk == p.a_ones_col) { return 1.0; }
     return a[base + i * p.a.rs + kk * p.a.cs];
 }
 

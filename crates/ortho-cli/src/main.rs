@@ -35,6 +35,8 @@ enum Command {
     Devices(Backend),
     /// Random-feature attention (FAVOR+ / FAVOR / ReLU) of .npy inputs.
     Favor(FavorArgs),
+    /// Gradients dq, dk, dv of random-feature attention for an upstream gradient of its output.
+    FavorGrad(FavorGradArgs),
     /// Exact softmax attention of .npy inputs (the baseline).
     Attention(AttentionArgs),
     /// Orthogonal (or Stiefel) matrices from Householder vectors by compact WY, or their product
@@ -176,6 +178,39 @@ struct FavorArgs {
 }
 
 #[derive(Args)]
+struct FavorGradArgs {
+    /// Queries, [L, d] or [B, H, L, d].
+    #[arg(long)]
+    q: PathBuf,
+    /// Keys, shaped like q.
+    #[arg(long)]
+    k: PathBuf,
+    /// Values, [L, dv] or [B, H, L, dv].
+    #[arg(long)]
+    v: PathBuf,
+    /// Projection [m, d] or [H, m, d].
+    #[arg(long)]
+    projection: PathBuf,
+    /// Gradient of the loss with respect to the output, shaped like the output.
+    #[arg(long)]
+    grad_out: PathBuf,
+    /// softmax (FAVOR+), trig (FAVOR) or relu.
+    #[arg(long, default_value = "softmax", value_parser = |s: &str| s.parse::<Kernel>().map_err(|e| e.to_string()))]
+    kernel: Kernel,
+    /// Causal attention (its gradients run on the CPU reference only, so far: --backend cpu).
+    #[arg(long)]
+    causal: bool,
+    #[arg(long)]
+    dq: PathBuf,
+    #[arg(long)]
+    dk: PathBuf,
+    #[arg(long)]
+    dv: PathBuf,
+    #[command(flatten)]
+    backend: Backend,
+}
+
+#[derive(Args)]
 struct AttentionArgs {
     #[command(flatten)]
     qkv: Qkv,
@@ -249,6 +284,20 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
     npy::write(&a.qkv.out, &out)
 }
 
+fn favor_grad(a: &FavorGradArgs) -> Result<(), String> {
+    let q = npy::read(&a.q, "q")?;
+    let k = npy::read(&a.k, "k")?;
+    let v = npy::read(&a.v, "v")?;
+    let w = npy::read(&a.projection, "projection")?;
+    let g = npy::read(&a.grad_out, "grad")?;
+    let engine = engine(&a.backend)?;
+    let options = FavorOptions { causal: a.causal, ..FavorOptions::new(a.kernel) };
+    let [dq, dk, dv] = engine.favor_backward(&q, &k, &v, &w, &options, &g).map_err(|e| e.to_string())?;
+    npy::write(&a.dq, &dq)?;
+    npy::write(&a.dk, &dk)?;
+    npy::write(&a.dv, &dv)
+}
+
 fn attention(a: &AttentionArgs) -> Result<(), String> {
     let q = npy::read(&a.qkv.q, "q")?;
     let k = npy::read(&a.qkv.k, "k")?;
@@ -314,6 +363,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Devices(b) => devices(b),
         Command::Favor(a) => favor(a),
+        Command::FavorGrad(a) => favor_grad(a),
         Command::Attention(a) => attention(a),
         Command::Cwy(a) => cwy(a),
         Command::Expm(a) => matrix_map(a, false),

@@ -92,6 +92,35 @@ fn cases() -> Vec<Case> {
             }
         }
     }
+    for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: Kernel::DEFAULT_RELU_EPS }] {
+        let (b, h, l, d, dv, m) = (1, 2, 70, 16, 9, 32);
+        let q = gaussian(&[b, h, l, d], 0.5, 1600);
+        let k = gaussian(&[b, h, l, d], 0.5, 1601);
+        let v = gaussian(&[b, h, l, dv], 1.0, 1602);
+        let g = gaussian(&[b, h, l, dv], 1.0, 1603);
+        let w = projection(m, d, Scaling::Chi, 1604).expect("valid projection sizes").to_f32();
+        for (which, name) in ["dq", "dk", "dv"].into_iter().enumerate() {
+            let (q, k, v, g, w) = (q.clone(), k.clone(), v.clone(), g.clone(), w.clone());
+            cases.push(Case {
+                kernel: format!("favor {} grad {name}", kernel.name()),
+                shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m}"),
+                bound: 1e-4,
+                run: Box::new(move |e| {
+                    let got = e.favor_backward(&q, &k, &v, &w, &FavorOptions::new(kernel), &g)?;
+                    let want = reference::favor_backward(
+                        &q.to_f64(),
+                        &k.to_f64(),
+                        &v.to_f64(),
+                        &w.to_f64(),
+                        kernel,
+                        false,
+                        &g.to_f64(),
+                    )?;
+                    Ok((got[which].clone(), want[which].clone()))
+                }),
+            });
+        }
+    }
     for causal in [false, true] {
         for (i, (b, h, l, d, dv)) in [(1, 1, 1, 1, 1), (2, 2, 65, 64, 64), (1, 1, 200, 128, 32)].into_iter().enumerate()
         {

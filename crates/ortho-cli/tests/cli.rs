@@ -177,6 +177,73 @@ fn causal_favor_verb_matches_the_reference_on_every_schedule() {
 }
 
 #[test]
+fn favor_grad_verb_matches_the_reference() {
+    let d = dir("grad");
+    let [q, k, v] = inputs(&d, &[1, 2, 12, 4], 3);
+    let (w, g) = (d.join("w.npy"), d.join("g.npy"));
+    let wv: Vec<f32> = gaussian(8 * 4, 7).iter().map(|&x| x as f32).collect();
+    save(&w, &[8, 4], &wv);
+    let gv: Vec<f32> = gaussian(2 * 12 * 3, 8).iter().map(|&x| x as f32).collect();
+    save(&g, &[1, 2, 12, 3], &gv);
+    let mut all = Vec::new();
+    for backend in backends() {
+        let outs = ["dq", "dk", "dv"].map(|n| d.join(format!("{n}-{backend}.npy")));
+        let o = ortho(&[
+            "favor-grad",
+            "--q",
+            p(&q),
+            "--k",
+            p(&k),
+            "--v",
+            p(&v),
+            "--projection",
+            p(&w),
+            "--grad-out",
+            p(&g),
+            "--dq",
+            p(&outs[0]),
+            "--dk",
+            p(&outs[1]),
+            "--dv",
+            p(&outs[2]),
+            "--backend",
+            backend,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        all.push(outs.map(|path| load(&path)));
+    }
+    for grads in &all[1..] {
+        for (a, b) in grads.iter().zip(&all[0]) {
+            assert!(ortho_ref::tensor::relative_frobenius(a.data(), b.data()) < 1e-4);
+        }
+    }
+    let outs = ["dq", "dk", "dv"].map(|n| d.join(format!("{n}-causal.npy")));
+    let o = ortho(&[
+        "favor-grad",
+        "--q",
+        p(&q),
+        "--k",
+        p(&k),
+        "--v",
+        p(&v),
+        "--projection",
+        p(&w),
+        "--grad-out",
+        p(&g),
+        "--causal",
+        "--dq",
+        p(&outs[0]),
+        "--dk",
+        p(&outs[1]),
+        "--dv",
+        p(&outs[2]),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
 fn attention_verb_on_2d_inputs() {
     let d = dir("attention");
     let [q, k, v] = inputs(&d, &[30, 4], 3);

@@ -521,6 +521,171 @@ impl Recorder<'_, '_, '_> {
     }
 }
 
+/// The buffers of a bidirectional backward pass beside the forward's scratch.
+struct Backward<'a> {
+    grad: &'a wgpu::Buffer,
+    dq: &'a wgpu::Buffer,
+    dk: &'a wgpu::Buffer,
+    dv: &'a wgpu::Buffer,
+    /// `[g / D | -(g . o) / D]`, `[rows, dv + 1]`.
+    gt: PooledBuffer,
+    dphi_q: PooledBuffer,
+    dphi_k: PooledBuffer,
+    /// `Phi(Q)^T gt`, `[B*H, f, dv + 1]`.
+    r: PooledBuffer,
+    da: PooledBuffer,
+}
+
+impl Recorder<'_, '_, '_> {
+    /// Gradients of bidirectional attention in one group of rows (math.md §1.4): with
+    /// `gt = [g / D | -(g . o) / D]` and the key state `S = Phi(K)^T [V | 1]`,
+    /// `dPhi(Q) = gt S^T`, `R = Phi(Q)^T gt`, `dPhi(K) = [V | 1] R^T`, `dV = Phi(K) R[:, :dv]`, then the
+    /// chain rule through the features and `x~ = x d^(-1/4)`.
+    fn bidirectional_backward(&mut self, sc: &Scratch, io: &Io, bw: &Backward) -> Result<()> {
+        let p = self.plan;
+        let (l, w, sr) = (p.l, p.width(), p.scratch_rows());
+        self.features(sc, io, io.k, sc.phi_k.buffer(), true, 0, l)?;
+        self.fold_keys(sc, io, 0, l, l)?;
+        self.features(sc, io, io.q, sc.phi_q.buffer(), false, 0, l)?;
+        let rows_of = |buf, cols| Operand::rows(buf, sr, cols);
+        let state = Operand::rows(io.state_s, p.f, w);
+        self.gemm(&Gemm::new(p.z, l, w, p.f), rows_of(sc.phi_q.buffer(), p.f), state, rows_of(sc.num.buffer(), w))?;
+        let params = RowParams([(p.z * l) as u32, p.dv as u32, 0, 0, 0, 0, 0, 0]);
+        self.run(
+            "favor/grad_prep",
+            bytemuck::bytes_of(&params),
+            &[sc.num.buffer(), bw.grad, bw.gt.buffer()],
+            p.z * l,
+            64,
+        )?;
+        self.gemm(&Gemm::new(p.z, l, p.f, w), rows_of(bw.gt.buffer(), w), state.t(), rows_of(bw.dphi_q.buffer(), p.f))?;
+        let r = Operand::rows(bw.r.buffer(), p.f, w);
+        self.gemm(&Gemm::new(p.z, p.f, w, l), rows_of(sc.phi_q.buffer(), p.f).t(), rows_of(bw.gt.buffer(), w), r)?;
+        let v_ones = Operand::rows(io.v, l, p.dv);
+        let with_ones = Gemm { a_ones_col: Some(p.dv), ..Gemm::new(p.z, l, p.f, w) };
+        self.gemm(&with_ones, v_ones, r.t(), rows_of(bw.dphi_k.buffer(), p.f))?;
+        self.gemm(&Gemm::new(p.z, l, p.dv, p.f), rows_of(sc.phi_k.buffer(), p.f), r, Operand::rows(bw.dv, l, p.dv))?;
+        // Queries: the projections of q are still in `a`; keys need theirs again.
+        self.input_grad(sc, io, io.q, sc.phi_q.buffer(), bw.dphi_q.buffer(), false, bw)?;
+        let project = Gemm { alpha: (p.d as f32).powf(-0.25), ..Gemm::new(p.z, l, p.m, p.d) };
+        self.gemm(&project, Operand::rows(io.k, l, p.d), io.w, rows_of(sc.a.buffer(), p.m))?;
+        self.input_grad(sc, io, io.k, sc.phi_k.buffer(), bw.dphi_k.buffer(), true, bw)
+    }
+
+    /// `dx = scale (da W + coefficient x~)` from `dphi` through the feature map of `x`.
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad(
+        &mut self,
+        sc: &Scratch,
+        io: &Io,
+        x: &wgpu::Buffer,
+        phi: &wgpu::Buffer,
+        dphi: &wgpu::Buffer,
+        is_key: bool,
+        bw: &Backward,
+    ) -> Result<()> {
+        let p = self.plan;
+        let scale = (p.d as f32).powf(-0.25);
+        let dx = if is_key { bw.dk } else { bw.dq };
+        let (code, _) = kernel_code(self.kernel);
+        let params =
+            RowParams([(p.z * p.l) as u32, p.d as u32, p.m as u32, code, is_key as u32, scale.to_bits(), 0, 0]);
+        let bufs = [x, sc.a.buffer(), phi, dphi, bw.da.buffer(), dx];
+        self.run("favor/features_backward", bytemuck::bytes_of(&params), &bufs, p.z * p.l, 64)?;
+        // W as stored, [m, d]: da [rows, m] times W.
+        let w_rows = Operand { row_stride: io.w.col_stride, col_stride: io.w.row_stride, ..io.w };
+        let g = Gemm { alpha: scale, beta: 1.0, ..Gemm::new(p.z, p.l, p.d, p.m) };
+        self.gemm(&g, Operand::rows(bw.da.buffer(), p.scratch_rows(), p.m), w_rows, Operand::rows(dx, p.l, p.d))
+    }
+}
+
+impl Engine {
+    /// Gradients `[dq, dk, dv]` of random-feature attention for the upstream gradient `grad` of its
+    /// output (the projection is held fixed). The GPU computes bidirectional attention whose rows fit
+    /// one group; causal gradients and longer sequences run on the CPU reference only, so far, and a
+    /// GPU engine refuses them with a clear error.
+    pub fn favor_backward(
+        &self,
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        w: &Tensor<f32>,
+        o: &FavorOptions,
+        grad: &Tensor<f32>,
+    ) -> Result<[Tensor<f32>; 3]> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
+        ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w), ("grad", grad)])?;
+        if grad.len() != s.problems() * s.len * s.value_dim {
+            return Err(
+                InputError::shape("grad", format!("{:?}", s.output_shape(q.shape().len())), grad.shape()).into()
+            );
+        }
+        if !self.is_gpu() {
+            let [dq, dk, dv, _] = ortho_ref::favor::favor_backward(
+                &q.to_f64(),
+                &k.to_f64(),
+                &v.to_f64(),
+                &w.to_f64(),
+                o.kernel,
+                o.causal,
+                &grad.to_f64(),
+            )?;
+            return Ok([dq.to_f32(), dk.to_f32(), dv.to_f32()]);
+        }
+        if o.causal {
+            return Err(Error::Unsupported(
+                "causal gradients run on the CPU reference only, so far (--backend cpu)".into(),
+            ));
+        }
+        let plan = self.plan(&s, o)?;
+        if plan.chunk < s.len {
+            return Err(Error::Unsupported(format!(
+                "GPU gradients need every row of a problem in one group: L = {} but the scratch budget holds {}",
+                s.len, plan.chunk
+            )));
+        }
+        let gpu = self.gpu("favor backward")?;
+        let up = |name, t: &Tensor<f32>| self.upload(name, t);
+        let (gq, gk, gv, gw, gg) = (up("q", q)?, up("k", k)?, up("v", v)?, up("projection", w)?, up("grad", grad)?);
+        let (dq, dk, dv) = (self.empty(q.shape())?, self.empty(k.shape())?, self.empty(v.shape())?);
+        let (z, f, m, width) = (plan.z, plan.f, plan.m, plan.width());
+        let rows = z * plan.scratch_rows();
+        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats.max(1) as u64);
+        let bw = Backward {
+            grad: gg.buffer(),
+            dq: dq.buffer(),
+            dk: dk.buffer(),
+            dv: dv.buffer(),
+            gt: get(rows * width),
+            dphi_q: get(rows * f),
+            dphi_k: get(rows * f),
+            r: get(z * f * width),
+            da: get(rows * m),
+        };
+        let (state_s, state_gamma) = (self.empty(&[z, f, width])?, self.empty(&[z])?);
+        self.submit("favor backward", |enc| {
+            let sc = self.scratch(gpu, &plan);
+            let io = Io {
+                q: gq.buffer(),
+                k: gk.buffer(),
+                v: gv.buffer(),
+                w: Operand::rows(gw.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
+                out: dq.buffer(),
+                state_s: state_s.buffer(),
+                state_gamma: state_gamma.buffer(),
+            };
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("favor backward"),
+                timestamp_writes: None,
+            });
+            record_reset(gpu, &mut pass, &state_s, &state_gamma)?;
+            let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
+            r.bidirectional_backward(&sc, &io, &bw)
+        })?;
+        Ok([self.download(&dq)?, self.download(&dk)?, self.download(&dv)?])
+    }
+}
+
 /// Sets a causal state to "no tokens": `S = 0`, `gamma = LOWEST`.
 fn record_reset(gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>, s: &GpuTensor, gamma: &GpuTensor) -> Result<()> {
     for (t, value) in [(s, 0.0), (gamma, LOWEST)] {

@@ -49,7 +49,8 @@ impl<'a> Operand<'a> {
     }
 }
 
-/// `C = alpha A B + beta C + diag I`, with `B`'s column `ones_col` read as ones.
+/// `C = alpha A B + beta C + diag I`, with `B`'s column `ones_col` and `A`'s column `a_ones_col`
+/// read as ones.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Gemm {
     pub m: usize,
@@ -60,11 +61,12 @@ pub(crate) struct Gemm {
     pub beta: f32,
     pub diag: f32,
     pub ones_col: Option<usize>,
+    pub a_ones_col: Option<usize>,
 }
 
 impl Gemm {
     pub fn new(batch: usize, m: usize, n: usize, k: usize) -> Self {
-        Gemm { m, n, k, batch, alpha: 1.0, beta: 0.0, diag: 0.0, ones_col: None }
+        Gemm { m, n, k, batch, alpha: 1.0, beta: 0.0, diag: 0.0, ones_col: None, a_ones_col: None }
     }
 }
 
@@ -86,6 +88,8 @@ struct Params {
     alpha: f32,
     beta: f32,
     diag: f32,
+    a_ones_col: u32,
+    _pad: [u32; 3],
 }
 
 const TILE: usize = 64;
@@ -129,6 +133,8 @@ pub(crate) fn record_gemm(
             alpha: g.alpha,
             beta: g.beta,
             diag: g.diag,
+            a_ones_col: g.a_ones_col.map_or(u32::MAX, |j| j as u32),
+            _pad: [0; 3],
         };
         let zs = (g.batch - z_base).min(MAX_GROUPS);
         dispatch(

@@ -44,6 +44,8 @@ pub const SHADERS: &[ShaderSource] = shaders![
     "favor/state_scan",
     "favor/normalize",
     "favor/exact",
+    "favor/grad_prep",
+    "favor/features_backward",
     "cwy/s_matrix",
     "cwy/tri_inverse_blocks",
     "cwy/place_blocks",

@@ -1,0 +1,54 @@
+// The chain rule through the stabilised feature maps, one invocation per row (math.md §1.3, §1.5).
+// Per-row positive factors of queries and the shared key offset are constants the output does not
+// depend on, so they pass no gradient; what remains, with a = x~ W^T and x~ = x d^(-1/4):
+//   softmax: phi_i = exp(a_i - c) (queries), exp(a_i - |k~|^2/2 - c) (keys): da_i = dphi_i phi_i,
+//            and for keys d x~ gains -(sum_i da_i) x~;
+//   trig:    phi = s [cos a, sin a] (s = exp(|k~|^2/2 - c) for keys, 1 for queries):
+//            da_i = -dphi_cos_i phi_sin_i + dphi_sin_i phi_cos_i, and keys gain
+//            (sum_i dphi_cos_i phi_cos_i + dphi_sin_i phi_sin_i) x~;
+//   relu:    da_i = dphi_i where a_i > 0.
+// Writes da [rows, m] and dx [rows, d] = scale^2 * coefficient * x (the GEMM then adds scale * da W).
+
+struct FeaturesBackward { rows: u32, dim: u32, features: u32, kernel: u32, is_key: u32, scale: f32, _pad0: u32, _pad1: u32 }
+
+const SOFTMAX: u32 = 0u;
+const TRIG: u32 = 1u;
+
+@group(0) @binding(0) var<uniform> p: FeaturesBackward;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> a: array<f32>;
+@group(0) @binding(3) var<storage, read> phi: array<f32>;
+@group(0) @binding(4) var<storage, read> dphi: array<f32>;
+@group(0) @binding(5) var<storage, read_write> da: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(64)
+fn features_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let row = (wg.y * nwg.x + wg.x) * 64u + lid;
+    if (row >= p.rows) { return; }
+    let m = p.features;
+    var coefficient = 0.0;
+    for (var i = 0u; i < m; i++) {
+        var g = 0.0;
+        if (p.kernel == SOFTMAX) {
+            g = dphi[row * m + i] * phi[row * m + i];
+            coefficient -= g;
+        } else if (p.kernel == TRIG) {
+            let base = row * 2u * m;
+            let pc = phi[base + i];
+            let ps = phi[base + m + i];
+            let gc = dphi[base + i];
+            let gs = dphi[base + m + i];
+            g = -gc * ps + gs * pc;
+            coefficient += gc * pc + gs * ps;
+        } else {
+            g = select(0.0, dphi[row * m + i], a[row * m + i] > 0.0);
+        }
+        da[row * m + i] = g;
+    }
+    if (p.is_key == 0u || p.kernel > TRIG) { coefficient = 0.0; }
+    for (var c = 0u; c < p.dim; c++) {
+        dx[row * p.dim + c] = p.scale * p.scale * coefficient * x[row * p.dim + c];
+    }
+}
