@@ -2,7 +2,7 @@
 //! reference, stabilisers at large exponents, and the statistics of FAVOR+ against exact softmax.
 mod common;
 use common::*;
-use ortho::random::{Scaling, projection, projection_per_head};
+use ortho::random::{Scaling, projection};
 use ortho::{Engine, FavorOptions, Kernel, Tensor};
 use ortho_ref::favor as reference;
 
@@ -19,15 +19,6 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (1, 1, 200, 128, 1, 3),
 ];
 
-fn inputs(s: (usize, usize, usize, usize, usize, usize), scale: f64, seed: u64) -> [Tensor<f32>; 3] {
-    let (b, h, l, d, dv, _) = s;
-    [
-        gaussian(&[b, h, l, d], scale, seed),
-        gaussian(&[b, h, l, d], scale, seed + 1),
-        gaussian(&[b, h, l, dv], 1.0, seed + 2),
-    ]
-}
-
 fn f64_reference(q: &Tensor<f32>, k: &Tensor<f32>, v: &Tensor<f32>, w: &Tensor<f32>, kernel: Kernel) -> Tensor<f64> {
     reference::favor(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), kernel).unwrap()
 }
@@ -37,13 +28,8 @@ fn favor_matches_reference() {
     for engine in gpu_engines() {
         for (i, &s) in SHAPES.iter().enumerate() {
             let (_, h, _, d, _, m) = s;
-            let [q, k, v] = inputs(s, 0.5, 10 * i as u64);
-            let w = if i % 2 == 0 {
-                projection(m, d, Scaling::Chi, i as u64).unwrap()
-            } else {
-                projection_per_head(h, m, d, Scaling::Chi, i as u64).unwrap()
-            }
-            .to_f32();
+            let [q, k, v] = attention_inputs(s, 0.5, 10 * i as u64);
+            let w = case_projection(i, h, m, d);
             for kernel in KERNELS {
                 let got = engine.favor(&q, &k, &v, &w, &FavorOptions::new(kernel)).unwrap();
                 let want = f64_reference(&q, &k, &v, &w, kernel);

@@ -2,7 +2,7 @@
 //! reference (itself checked against finite differences in `ortho_ref`), and clear refusals.
 mod common;
 use common::*;
-use ortho::random::{Scaling, projection, projection_per_head};
+use ortho::random::{Scaling, projection};
 use ortho::{Engine, FavorOptions, Kernel, Tensor};
 use ortho_ref::favor as reference;
 
@@ -14,16 +14,9 @@ fn bidirectional_gradients_match_reference() {
     let shapes = [(1, 1, 1, 1, 1, 1), (1, 2, 9, 4, 3, 8), (2, 1, 70, 16, 9, 33), (1, 2, 130, 32, 16, 64)];
     for engine in gpu_engines() {
         for (i, &(b, h, l, d, dv, m)) in shapes.iter().enumerate() {
-            let q = gaussian(&[b, h, l, d], 0.5, 10 * i as u64);
-            let k = gaussian(&[b, h, l, d], 0.5, 10 * i as u64 + 1);
-            let v = gaussian(&[b, h, l, dv], 1.0, 10 * i as u64 + 2);
+            let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
             let g = gaussian(&[b, h, l, dv], 1.0, 10 * i as u64 + 3);
-            let w = if i % 2 == 0 {
-                projection(m, d, Scaling::Chi, i as u64)
-            } else {
-                projection_per_head(h, m, d, Scaling::Chi, i as u64)
-            };
-            let w = w.unwrap().to_f32();
+            let w = case_projection(i, h, m, d);
             for kernel in KERNELS {
                 let o = FavorOptions::new(kernel);
                 let got = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();

@@ -3,7 +3,7 @@
 //! that does not grow with L.
 mod common;
 use common::*;
-use ortho::random::{Scaling, projection, projection_per_head};
+use ortho::random::{Scaling, projection};
 use ortho::{AttentionShape, Engine, FavorOptions, Kernel, Schedule, Tensor};
 use ortho_ref::favor as reference;
 
@@ -33,15 +33,8 @@ fn causal_matches_reference_over_chunks_and_schedules() {
     ];
     for engine in gpu_engines() {
         for (i, &(b, h, l, d, dv, m, chunk)) in cases.iter().enumerate() {
-            let q = gaussian(&[b, h, l, d], 0.5, 10 * i as u64);
-            let k = gaussian(&[b, h, l, d], 0.5, 10 * i as u64 + 1);
-            let v = gaussian(&[b, h, l, dv], 1.0, 10 * i as u64 + 2);
-            let w = if i % 2 == 0 {
-                projection(m, d, Scaling::Chi, i as u64)
-            } else {
-                projection_per_head(h, m, d, Scaling::Chi, i as u64)
-            };
-            let w = w.unwrap().to_f32();
+            let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
+            let w = case_projection(i, h, m, d);
             for kernel in KERNELS {
                 let want = f64_reference(&q, &k, &v, &w, kernel);
                 let bound = 1e-5 * denominator_condition(&q, &k, &w, kernel, true);

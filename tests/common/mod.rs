@@ -29,6 +29,27 @@ pub fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
     Tensor::from_fn(shape, |_| (scale * g.sample()) as f32)
 }
 
+/// `q, k: [B, H, L, d]` (entries of scale `scale`) and `v: [B, H, L, dv]`, seeded `seed..seed + 3`.
+pub fn attention_inputs(s: (usize, usize, usize, usize, usize, usize), scale: f64, seed: u64) -> [Tensor<f32>; 3] {
+    let (b, h, l, d, dv, _) = s;
+    [
+        gaussian(&[b, h, l, d], scale, seed),
+        gaussian(&[b, h, l, d], scale, seed + 1),
+        gaussian(&[b, h, l, dv], 1.0, seed + 2),
+    ]
+}
+
+/// Case `i`'s projection `[m, d]`, or `[h, m, d]` for odd `i` (per-head projections).
+pub fn case_projection(i: usize, h: usize, m: usize, d: usize) -> Tensor<f32> {
+    use ortho_ref::random::{Scaling, projection, projection_per_head};
+    let w = if i % 2 == 0 {
+        projection(m, d, Scaling::Chi, i as u64)
+    } else {
+        projection_per_head(h, m, d, Scaling::Chi, i as u64)
+    };
+    w.unwrap().to_f32()
+}
+
 #[allow(unused_imports)]
 pub use ortho_ref::tensor::{max_abs_diff, relative_frobenius};
 

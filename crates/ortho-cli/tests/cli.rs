@@ -185,62 +185,25 @@ fn favor_grad_verb_matches_the_reference() {
     save(&w, &[8, 4], &wv);
     let gv: Vec<f32> = gaussian(2 * 12 * 3, 8).iter().map(|&x| x as f32).collect();
     save(&g, &[1, 2, 12, 3], &gv);
-    let mut all = Vec::new();
-    for backend in backends() {
-        let outs = ["dq", "dk", "dv"].map(|n| d.join(format!("{n}-{backend}.npy")));
-        let o = ortho(&[
-            "favor-grad",
-            "--q",
-            p(&q),
-            "--k",
-            p(&k),
-            "--v",
-            p(&v),
-            "--projection",
-            p(&w),
-            "--grad-out",
-            p(&g),
-            "--dq",
-            p(&outs[0]),
-            "--dk",
-            p(&outs[1]),
-            "--dv",
-            p(&outs[2]),
-            "--backend",
-            backend,
-        ]);
+    // Runs favor-grad on `backend` (plus `extra` flags) and loads dq, dk, dv.
+    let grads = |backend: &str, extra: &[&str]| {
+        let outs = ["dq", "dk", "dv"].map(|n| d.join(format!("{n}-{backend}{}.npy", extra.len())));
+        let mut args = vec!["favor-grad", "--q", p(&q), "--k", p(&k), "--v", p(&v), "--projection", p(&w)];
+        args.extend(["--grad-out", p(&g), "--dq", p(&outs[0]), "--dk", p(&outs[1]), "--dv", p(&outs[2])]);
+        args.extend(["--backend", backend]);
+        args.extend_from_slice(extra);
+        let o = ortho(&args);
         assert!(o.status.success(), "{}", stderr(&o));
-        all.push(outs.map(|path| load(&path)));
-    }
-    for grads in &all[1..] {
-        for (a, b) in grads.iter().zip(&all[0]) {
+        outs.map(|path| load(&path))
+    };
+    let all: Vec<_> = backends().into_iter().map(|b| grads(b, &[])).collect();
+    for set in &all[1..] {
+        for (a, b) in set.iter().zip(&all[0]) {
             assert!(ortho_ref::tensor::relative_frobenius(a.data(), b.data()) < 1e-4);
         }
     }
-    let outs = ["dq", "dk", "dv"].map(|n| d.join(format!("{n}-causal.npy")));
-    let o = ortho(&[
-        "favor-grad",
-        "--q",
-        p(&q),
-        "--k",
-        p(&k),
-        "--v",
-        p(&v),
-        "--projection",
-        p(&w),
-        "--grad-out",
-        p(&g),
-        "--causal",
-        "--dq",
-        p(&outs[0]),
-        "--dk",
-        p(&outs[1]),
-        "--dv",
-        p(&outs[2]),
-        "--backend",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let causal = grads("cpu", &["--causal"]);
+    assert_eq!(causal[0].shape(), &[1, 2, 12, 4]);
 }
 
 #[test]
