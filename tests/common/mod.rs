@@ -42,7 +42,7 @@ pub fn attention_inputs(s: (usize, usize, usize, usize, usize, usize), scale: f6
 /// Case `i`'s projection `[m, d]`, or `[h, m, d]` for odd `i` (per-head projections).
 pub fn case_projection(i: usize, h: usize, m: usize, d: usize) -> Tensor<f32> {
     use ortho_ref::random::{Scaling, projection, projection_per_head};
-    let w = if i % 2 == 0 {
+    let w = if i.is_multiple_of(2) {
         projection(m, d, Scaling::Chi, i as u64)
     } else {
         projection_per_head(h, m, d, Scaling::Chi, i as u64)
