@@ -9,7 +9,7 @@
 mod common;
 use common::*;
 use ortho::random::{Scaling, projection};
-use ortho::{FavorOptions, Kernel, Schedule};
+use ortho::{FavorOptions, Kernel, SEQUENTIAL_ROWS, Schedule};
 use std::time::Instant;
 
 fn main() {
@@ -19,7 +19,7 @@ fn main() {
         println!("{}: causal FAVOR+, d = dv = {d}, m = {m}, C = {chunk}", engine.describe());
         println!(
             "{:<11} {:>7} {:>12} {:>10} {:>16} {:>8}",
-            "schedule", "L", "scratch MiB", "model MiB", "(L/C)m(dv+1) MiB", "time s"
+            "schedule", "L", "scratch MiB", "model MiB", "chunk states MiB", "time s"
         );
         let w = engine.upload("w", &projection(m, d, Scaling::Chi, 1).unwrap().to_f32()).unwrap();
         let runs = [
@@ -47,11 +47,13 @@ fn main() {
             let seconds = start.elapsed().as_secs_f64();
             let out_bytes = stats.live_bytes - before;
             let scratch = stats.peak_bytes - before - out_bytes;
-            // Rows held per group: all L in parallel, one chunk in sequence. Per row: the projections
-            // and both feature maps (3m), its row of the C x C block, the numerator (dv + 1) and four
-            // row statistics; per chunk a state (m (dv + 1)); per problem the carried state.
-            let rows = if schedule == Schedule::Sequential { chunk } else { l };
-            let deltas = (rows / chunk) * m * (dv + 1);
+            // Rows held per group: all L in parallel, SEQUENTIAL_ROWS in sequence. Per row: the
+            // projections and both feature maps (3m), its row of the C x C block, the numerator
+            // (dv + 1) and four row statistics; per chunk held in parallel a state (m (dv + 1)), none
+            // in sequence (the state walks on chip); per problem the carried state.
+            let sequential = schedule == Schedule::Sequential;
+            let rows = if sequential { SEQUENTIAL_ROWS.min(l) } else { l };
+            let deltas = if sequential { 0 } else { (rows / chunk) * m * (dv + 1) };
             let model = 4 * (rows * (3 * m + chunk + dv + 1 + 4) + deltas + m * (dv + 1) + 2) as u64;
             println!(
                 "{:<11} {:>7} {:>12.2} {:>10.2} {:>16.2} {:>8.2}",

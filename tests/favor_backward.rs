@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use ortho::random::{Scaling, projection};
-use ortho::{Engine, FavorOptions, Kernel, Tensor};
+use ortho::{Checkpoints, Engine, FavorOptions, Kernel, Schedule, Tensor};
 use ortho_ref::favor as reference;
 
 const KERNELS: [Kernel; 3] = [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: 1e-3 }];
@@ -60,18 +60,181 @@ fn gradients_stay_finite_at_large_exponents() {
     }
 }
 
+/// The relative Frobenius error of `got` against `want`, measured against a norm of at least 1e-3
+/// (a gradient that is nearly 0 is compared absolutely).
+fn gradient_error(got: &Tensor<f32>, want: &Tensor<f64>) -> f64 {
+    let norm = want.data().iter().map(|x| x * x).sum::<f64>().sqrt();
+    relative_frobenius(got.data(), want.data()) * norm / norm.max(1e-3)
+}
+
+fn causal(kernel: Kernel, chunk: usize, schedule: Schedule, checkpoints: Checkpoints) -> FavorOptions {
+    FavorOptions { chunk: Some(chunk), schedule, checkpoints, ..FavorOptions::causal(kernel) }
+}
+
+/// Every way to walk the chunks backwards: rebuilt states in groups of one chunk or of all, and
+/// checkpoints every chunk, every 2 and every 16 chunks.
+const SETTINGS: [(Schedule, Checkpoints); 5] = [
+    (Schedule::Sequential, Checkpoints::None),
+    (Schedule::Parallel, Checkpoints::None),
+    (Schedule::Auto, Checkpoints::Every(1)),
+    (Schedule::Sequential, Checkpoints::Every(2)),
+    (Schedule::Parallel, Checkpoints::Every(16)),
+];
+
 #[test]
-fn causal_gradients_run_on_the_reference_and_are_refused_on_the_gpu() {
+fn causal_gradients_match_reference_for_every_checkpoint_setting() {
+    // (B, H, L, d, dv, m, chunk): L < C, L = kC - 1, kC, kC + 1, C = 1, C = L, per-head projections.
+    let cases = [
+        (1, 1, 1, 1, 1, 1, 4),
+        (1, 2, 5, 3, 2, 7, 16),
+        (2, 1, 63, 16, 9, 33, 16),
+        (1, 1, 64, 8, 8, 16, 16),
+        (1, 2, 65, 16, 16, 64, 16),
+        (1, 1, 37, 4, 3, 8, 1),
+        (1, 1, 70, 32, 16, 24, 70),
+        (2, 2, 100, 8, 5, 12, 24),
+    ];
+    for engine in gpu_engines() {
+        for (i, &(b, h, l, d, dv, m, chunk)) in cases.iter().enumerate() {
+            let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
+            let g = gaussian(&[b, h, l, dv], 1.0, 10 * i as u64 + 3);
+            let w = case_projection(i, h, m, d);
+            for kernel in KERNELS {
+                let (q64, k64, v64, w64) = (q.to_f64(), k.to_f64(), v.to_f64(), w.to_f64());
+                let want = reference::favor_backward(&q64, &k64, &v64, &w64, kernel, true, &g.to_f64()).unwrap();
+                let bound = 1e-4 * denominator_condition(&q, &k, &w, kernel, true);
+                let mut first: Option<[Tensor<f32>; 3]> = None;
+                for (schedule, checkpoints) in SETTINGS {
+                    let o = causal(kernel, chunk, schedule, checkpoints);
+                    let got = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
+                    for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+                        let err = gradient_error(a, b);
+                        assert!(
+                            err <= bound,
+                            "{} {kernel:?} {schedule:?} {checkpoints:?} case {i} {name}: {err:e} > {bound:e}",
+                            engine.describe()
+                        );
+                    }
+                    // The settings differ only in the order of float operations.
+                    if let Some(first) = &first {
+                        for (a, b) in first.iter().zip(&got) {
+                            let err = relative_frobenius(b.data(), a.to_f64().data());
+                            assert!(err <= 1e-5, "{kernel:?} {checkpoints:?} case {i}: settings differ by {err:e}");
+                        }
+                    } else {
+                        first = Some(got);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A key whose feature exponent is ~127 above the rest (a projection row of norm 16 and a key aligned
+/// with it) late in a chunk: the prefix-max stabiliser keeps every gradient finite, and the rows
+/// before it as correct as without it.
+#[test]
+fn causal_gradients_survive_a_huge_late_key() {
+    let (l, d, dv, m, late) = (48, 16, 4, 16, 29);
+    let mut w = projection(m, d, Scaling::Chi, 5).unwrap().to_f32();
+    let row0: Vec<f32> = w.data()[..d].to_vec();
+    let norm = row0.iter().map(|x| x * x).sum::<f32>().sqrt();
+    w.data_mut()[..d].iter_mut().zip(&row0).for_each(|(x, r)| *x = 16.0 * r / norm);
+    let q = gaussian(&[l, d], 0.3, 6);
+    let mut k = gaussian(&[l, d], 0.3, 7);
+    let s = 15.0 * (d as f32).powf(0.25);
+    k.data_mut()[late * d..(late + 1) * d].iter_mut().zip(&row0).for_each(|(x, r)| *x = s * r / norm);
+    let v = gaussian(&[l, dv], 1.0, 8);
+    let g = gaussian(&[l, dv], 1.0, 9);
+    let (q64, k64, v64, w64) = (q.to_f64(), k.to_f64(), v.to_f64(), w.to_f64());
+    let want = reference::favor_backward(&q64, &k64, &v64, &w64, Kernel::Softmax, true, &g.to_f64()).unwrap();
+    for engine in gpu_engines() {
+        for (schedule, checkpoints) in SETTINGS {
+            let o = causal(Kernel::Softmax, 16, schedule, checkpoints);
+            let got = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
+            for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+                assert!(a.data().iter().all(|x| x.is_finite()), "{checkpoints:?} {name} not finite");
+                let width = a.len() / l;
+                let early = relative_frobenius(&a.data()[..late * width], &b.data()[..late * width]);
+                let all = gradient_error(a, b);
+                assert!(
+                    early <= 1e-4 && all <= 1e-4,
+                    "{} {checkpoints:?} {name}: {early:e} before the key, {all:e} over all rows",
+                    engine.describe()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn device_resident_training_steps_chain_without_readback() {
+    let (l, d, dv, m) = (40, 8, 4, 16);
+    let [q, k, v] = attention_inputs((1, 1, l, d, dv, m), 0.5, 7);
+    let g = gaussian(&[1, 1, l, dv], 1.0, 8);
+    let w = projection(m, d, Scaling::Chi, 9).unwrap().to_f32();
+    for engine in gpu_engines() {
+        let o = causal(Kernel::Softmax, 8, Schedule::Auto, Checkpoints::Every(2));
+        let up = |t: &Tensor<f32>| engine.upload("x", t).unwrap();
+        let (gq, gk, gv, gw, gg) = (up(&q), up(&k), up(&v), up(&w), up(&g));
+        let (out, saved) = engine.favor_forward_gpu(&gq, &gk, &gv, &gw, &o).unwrap();
+        assert_eq!(saved.options(), &o);
+        assert_eq!(saved.byte_len(), 4 * (2 * l + (l / 8).div_ceil(2) * m * (dv + 1)) as u64);
+        let [dq, dk, dv_] = engine.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &gg).unwrap();
+        // The gradient feeds the next call as an input, still on the device.
+        let [dq2, _, _] = engine.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &dv_).unwrap();
+        let host = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
+        assert_eq!(engine.download(&dq).unwrap().data(), host[0].data());
+        assert_eq!(engine.download(&dk).unwrap().data(), host[1].data());
+        let want = engine.favor_backward(&q, &k, &v, &w, &o, &engine.download(&dv_).unwrap()).unwrap();
+        assert_eq!(engine.download(&dq2).unwrap().data(), want[0].data());
+        // A saved context belongs to its shapes.
+        let other = engine.upload("q", &gaussian(&[1, 1, l / 2, d], 0.5, 1)).unwrap();
+        let err = engine.favor_backward_gpu(&other, &other, &other, &gw, &out, &saved, &gg).unwrap_err();
+        assert!(err.to_string().contains("kept for"), "{err}");
+    }
+}
+
+#[test]
+fn bad_gradient_arguments() {
     let q = gaussian(&[6, 3], 0.5, 1);
     let w = projection(4, 3, Scaling::Chi, 2).unwrap().to_f32();
-    let o = FavorOptions::causal(Kernel::Softmax);
-    let cpu = Engine::cpu("test").favor_backward(&q, &q, &q, &w, &o, &q).unwrap();
+    let cpu = Engine::cpu("test").favor_backward(&q, &q, &q, &w, &FavorOptions::causal(Kernel::Softmax), &q).unwrap();
     assert_eq!(cpu[0].shape(), &[6, 3]);
+    assert!("0".parse::<Checkpoints>().is_err());
+    assert_eq!("every".parse::<Checkpoints>().unwrap(), Checkpoints::Every(1));
+    assert_eq!("16".parse::<Checkpoints>().unwrap(), Checkpoints::Every(16));
     for engine in gpu_engines() {
-        let err = engine.favor_backward(&q, &q, &q, &w, &o, &q).unwrap_err().to_string();
-        assert!(err.contains("causal gradients run on the CPU reference only"), "{err}");
         let bad = Tensor::<f32>::zeros(&[5, 3]);
         let err = engine.favor_backward(&q, &q, &q, &w, &FavorOptions::default(), &bad).unwrap_err().to_string();
         assert!(err.starts_with("grad: expected shape [6, 3]"), "{err}");
+        let mut nan = q.clone();
+        nan.data_mut()[4] = f32::NAN;
+        let err = engine.favor_backward(&q, &q, &q, &w, &FavorOptions::default(), &nan).unwrap_err().to_string();
+        assert!(err.contains("grad"), "{err}");
+    }
+}
+
+/// Without checkpoints and with one chunk per group, the backward pass's scratch (peak pool bytes
+/// beyond its inputs, the forward's output and what it saved, and the gradients) does not grow with L.
+#[test]
+fn backward_scratch_without_checkpoints_does_not_grow_with_l() {
+    let (d, m) = (16, 32);
+    for engine in gpu_engines() {
+        let scratch = |l: usize| -> u64 {
+            let q = engine.upload("q", &gaussian(&[1, 1, l, d], 0.5, 1)).unwrap();
+            let w = engine.upload("w", &projection(m, d, Scaling::Chi, 2).unwrap().to_f32()).unwrap();
+            let o = causal(Kernel::Softmax, 32, Schedule::Sequential, Checkpoints::None);
+            let (out, saved) = engine.favor_forward_gpu(&q, &q, &q, &w, &o).unwrap();
+            assert_eq!(saved.byte_len(), 8 * l as u64);
+            engine.reset_peak();
+            let before = engine.pool_stats().live_bytes;
+            let grads = engine.favor_backward_gpu(&q, &q, &q, &w, &out, &saved, &out).unwrap();
+            let grad_bytes = engine.pool_stats().live_bytes - before;
+            drop(grads);
+            engine.pool_stats().peak_bytes - before - grad_bytes
+        };
+        let (short, long) = (scratch(512), scratch(4096));
+        assert_eq!(short, long, "{}: backward scratch {short} at L = 512, {long} at L = 4096", engine.describe());
     }
 }

@@ -224,3 +224,23 @@ fn long_sequences_match_reference() {
         }
     }
 }
+
+/// The sequential schedule's on-chip walk: many state tiles (dv = 37), many walk dispatches per group
+/// (C = 8: 64 chunks a group) and several groups; and past the features it keeps on chip (trig with
+/// m = 600: f = 1200), the scan that replaces it.
+#[test]
+fn sequential_walk_matches_reference_across_tiles_and_dispatches() {
+    for (l, d, dv, m, chunk, kernel) in [(1500, 8, 37, 24, 8, Kernel::Softmax), (300, 4, 5, 600, 16, Kernel::Trig)] {
+        let q = gaussian(&[1, 2, l, d], 0.5, 1);
+        let k = gaussian(&[1, 2, l, d], 0.5, 2);
+        let v = gaussian(&[1, 2, l, dv], 1.0, 3);
+        let w = projection(m, d, Scaling::Chi, 4).unwrap().to_f32();
+        let want = f64_reference(&q, &k, &v, &w, kernel);
+        let bound = 1e-5 * denominator_condition(&q, &k, &w, kernel, true);
+        for engine in gpu_engines() {
+            let got = engine.favor(&q, &k, &v, &w, &causal(kernel, chunk, Schedule::Sequential)).unwrap();
+            let err = relative_frobenius(got.data(), want.data());
+            assert!(err <= bound, "{} {kernel:?} L = {l}: {err:e} > {bound:e}", engine.describe());
+        }
+    }
+}

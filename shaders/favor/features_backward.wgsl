@@ -1,15 +1,22 @@
 // The chain rule through the stabilised feature maps, one invocation per row (math.md §1.3, §1.5).
-// Per-row positive factors of queries and the shared key offset are constants the output does not
-// depend on, so they pass no gradient; what remains, with a = x~ W^T and x~ = x d^(-1/4):
+// Per-row positive factors of queries and the stabilising key offsets (one shared offset, or the
+// per-key offsets and prefix max of causal attention) are constants the output does not depend on,
+// so they pass no gradient; what remains, with a = x~ W^T and x~ = x d^(-1/4):
 //   softmax: phi_i = exp(a_i - c) (queries), exp(a_i - |k~|^2/2 - c) (keys): da_i = dphi_i phi_i,
 //            and for keys d x~ gains -(sum_i da_i) x~;
 //   trig:    phi = s [cos a, sin a] (s = exp(|k~|^2/2 - c) for keys, 1 for queries):
 //            da_i = -dphi_cos_i phi_sin_i + dphi_sin_i phi_cos_i, and keys gain
 //            (sum_i dphi_cos_i phi_cos_i + dphi_sin_i phi_sin_i) x~;
 //   relu:    da_i = dphi_i where a_i > 0.
-// Writes da [rows, m] and dx [rows, d] = scale^2 * coefficient * x (the GEMM then adds scale * da W).
+// Writes da [rows, m] and dx [rows, d] = scale^2 * coefficient * x (the GEMM then adds scale * da W)
+// for rows t < rows of each problem: row t of problem z is x[x_off + z * x_stride + t * dim] (and
+// the same in dx), row z * scratch_rows + t in the scratch buffers.
 
-struct FeaturesBackward { rows: u32, dim: u32, features: u32, kernel: u32, is_key: u32, scale: f32, _pad0: u32, _pad1: u32 }
+struct FeaturesBackward {
+    rows: u32, problems: u32, scratch_rows: u32, dim: u32,
+    features: u32, kernel: u32, is_key: u32, scale: f32,
+    x_off: u32, x_stride: u32, _pad0: u32, _pad1: u32,
+}
 
 const SOFTMAX: u32 = 0u;
 const TRIG: u32 = 1u;
@@ -25,8 +32,10 @@ const TRIG: u32 = 1u;
 @compute @workgroup_size(64)
 fn features_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let row = (wg.y * nwg.x + wg.x) * 64u + lid;
-    if (row >= p.rows) { return; }
+    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    if (e >= p.rows * p.problems) { return; }
+    let row = (e / p.rows) * p.scratch_rows + e % p.rows;
+    let x0 = p.x_off + (e / p.rows) * p.x_stride + (e % p.rows) * p.dim;
     let m = p.features;
     var coefficient = 0.0;
     for (var i = 0u; i < m; i++) {
@@ -49,6 +58,6 @@ fn features_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     }
     if (p.is_key == 0u || p.kernel > TRIG) { coefficient = 0.0; }
     for (var c = 0u; c < p.dim; c++) {
-        dx[row * p.dim + c] = p.scale * p.scale * coefficient * x[row * p.dim + c];
+        dx[x0 + c] = p.scale * p.scale * coefficient * x[x0 + c];
     }
 }

@@ -1,35 +1,40 @@
-// The upstream gradient of random-feature attention folded with the forward's numerators
-// (math.md §1.4): for o_t = num_t / D_t and dA[t, j] = g_t . (v_j - o_t) / D_t,
+// The upstream gradient of random-feature attention folded with the forward's output and
+// denominators (math.md §1.4): for o_t = num_t / D_t and dA[t, j] = g_t . (v_j - o_t) / D_t,
 //   gt[t] = [g_t / D_t | -(g_t . o_t) / D_t]          ([rows, dv + 1]),
-// so that dPhi(Q) = gt S^T and Phi(Q)^T gt are GEMMs. Rows with a vanishing denominator (output 0)
-// pass no gradient.
+// so that dPhi(Q) = gt S^T and Phi(Q)^T gt are GEMMs. Rows t < rows of each problem, from row
+// `start` of the sequence; a vanishing denominator (output 0) passes no gradient.
 
-struct GradPrep { rows: u32, value_dim: u32, _pad0: u32, _pad1: u32 }
+struct GradPrep { rows: u32, problems: u32, scratch_rows: u32, value_dim: u32, start: u32, len: u32, _pad0: u32, _pad1: u32 }
 
 @group(0) @binding(0) var<uniform> p: GradPrep;
-@group(0) @binding(1) var<storage, read> num: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gt: array<f32>;
+@group(0) @binding(1) var<storage, read> out: array<f32>;
+@group(0) @binding(2) var<storage, read> den: array<f32>;
+@group(0) @binding(3) var<storage, read> grad: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gt: array<f32>;
 
 @compute @workgroup_size(64)
 fn grad_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let row = (wg.y * nwg.x + wg.x) * 64u + lid;
-    if (row >= p.rows) { return; }
+    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    if (e >= p.rows * p.problems) { return; }
+    let z = e / p.rows;
+    let t = e % p.rows;
     let dv = p.value_dim;
     let width = dv + 1u;
-    let den = num[row * width + dv];
-    let finite = (bitcast<u32>(den) & 0x7f800000u) != 0x7f800000u;
-    let live = den != 0.0 && finite;
+    let row = z * p.len + p.start + t;
+    let scratch = (z * p.scratch_rows + t) * width;
+    let d = den[row];
+    let finite = (bitcast<u32>(d) & 0x7f800000u) != 0x7f800000u;
+    let live = d != 0.0 && finite;
     var dot = 0.0;
     for (var c = 0u; c < dv; c++) {
         let g = grad[row * dv + c];
         var scaled = 0.0;
         if (live) {
-            scaled = g / den;
-            dot += g * num[row * width + c] / den;
+            scaled = g / d;
+            dot += g * out[row * dv + c] / d;
         }
-        gt[row * width + c] = scaled;
+        gt[scratch + c] = scaled;
     }
-    gt[row * width + dv] = select(0.0, -dot / den, live);
+    gt[scratch + dv] = select(0.0, -dot, live);
 }

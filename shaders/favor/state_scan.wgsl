@@ -1,12 +1,19 @@
 // The causal state across the chunks of a group (math.md §1.6), one invocation per element of the
-// [f, dv + 1] state of a problem. In: deltas[c] = sum over chunk c of phi^(k_j) exp(g_j - gamma_end(c))
-// [v_j | 1]. Out: deltas[c] = the state entering chunk c (relative to gamma_end(c - 1)), and `state`
-// = the state after the group:
-//   S_c = S_(c-1) exp(gamma_end(c - 1) - gamma_end(c)) + delta_c,   S_(-1) = state, gamma_end(-1) = before.
+// [f, dv + 1] state of a problem. gamma_end(c) is the prefix max at the last row of chunk c and
+// gamma_end(-1) = before.
+// Forward: in, deltas[c] = sum over chunk c of phi^(k_j) exp(g_j - gamma_end(c)) [v_j | 1]; out,
+// deltas[c] = the state entering chunk c (relative to gamma_end(c - 1)), and `state` = the state
+// after the group:
+//   S_c = S_(c-1) exp(gamma_end(c - 1) - gamma_end(c)) + delta_c,   S_(-1) = state.
+// Reverse (the backward pass's query state): in, deltas[c] = sum over chunk c of
+// exp(gamma_end(c - 1) - gamma_t) phi^(q_t) gt_t^T; out, deltas[c] = the sum over every later chunk,
+// relative to gamma_end(c), and `state` = the sum over the group and after it, relative to before:
+//   R_(c-1) = delta_c + R_c exp(gamma_end(c - 1) - gamma_end(c)),   R_last = state.
+// Every factor is <= 1.
 
 struct StateScan {
     rows: u32, problems: u32, scratch_rows: u32, width: u32,
-    chunk: u32, chunks: u32, _pad0: u32, _pad1: u32,
+    chunk: u32, chunks: u32, reverse: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: StateScan;
@@ -14,6 +21,11 @@ struct StateScan {
 @group(0) @binding(2) var<storage, read> before: array<f32>;
 @group(0) @binding(3) var<storage, read_write> deltas: array<f32>;
 @group(0) @binding(4) var<storage, read_write> state: array<f32>;
+
+// gamma_end(c) of problem z.
+fn end_of(z: u32, c: u32) -> f32 {
+    return gamma[z * p.scratch_rows + min(c * p.chunk + p.chunk, p.rows) - 1u];
+}
 
 @compute @workgroup_size(256)
 fn state_scan(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -23,14 +35,26 @@ fn state_scan(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let z = e / p.width;
     let x = e % p.width;
     var s = state[e];
-    var g = before[z];
-    for (var c = 0u; c < p.chunks; c++) {
-        let at = (z * p.chunks + c) * p.width + x;
-        let delta = deltas[at];
-        deltas[at] = s;
-        let end = gamma[z * p.scratch_rows + min(c * p.chunk + p.chunk, p.rows) - 1u];
-        s = s * exp(g - end) + delta;
-        g = end;
+    if (p.reverse == 0u) {
+        var g = before[z];
+        for (var c = 0u; c < p.chunks; c++) {
+            let at = (z * p.chunks + c) * p.width + x;
+            let delta = deltas[at];
+            deltas[at] = s;
+            let end = end_of(z, c);
+            s = s * exp(g - end) + delta;
+            g = end;
+        }
+    } else {
+        for (var i = 0u; i < p.chunks; i++) {
+            let c = p.chunks - 1u - i;
+            let at = (z * p.chunks + c) * p.width + x;
+            let delta = deltas[at];
+            deltas[at] = s;
+            var prev = before[z];
+            if (c > 0u) { prev = end_of(z, c - 1u); }
+            s = delta + s * exp(prev - end_of(z, c));
+        }
     }
     state[e] = s;
 }

@@ -6,7 +6,7 @@ mod validate;
 
 use clap::{Args, Parser, Subcommand};
 use ortho::random::{Scaling, projection};
-use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, Schedule};
+use ortho::{BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, Kernel, Schedule};
 use ortho_ref::flow::{Activation, Flow, Generator, Method};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -197,9 +197,19 @@ struct FavorGradArgs {
     /// softmax (FAVOR+), trig (FAVOR) or relu.
     #[arg(long, default_value = "softmax", value_parser = |s: &str| s.parse::<Kernel>().map_err(|e| e.to_string()))]
     kernel: Kernel,
-    /// Causal attention (its gradients run on the CPU reference only, so far: --backend cpu).
+    /// Causal attention.
     #[arg(long)]
     causal: bool,
+    /// Tokens per chunk of causal attention (default 64).
+    #[arg(long, requires = "causal")]
+    chunk: Option<usize>,
+    /// How causal chunks are walked: auto, parallel or sequential (scratch independent of L).
+    #[arg(long, default_value = "auto", requires = "causal", value_parser = |s: &str| s.parse::<Schedule>().map_err(|e| e.to_string()))]
+    schedule: Schedule,
+    /// Causal states the forward pass keeps: none (the backward pass rebuilds them; scratch
+    /// independent of L), every (every chunk) or N (every N chunks).
+    #[arg(long, default_value = "none", requires = "causal", value_parser = |s: &str| s.parse::<Checkpoints>().map_err(|e| e.to_string()))]
+    checkpoints: Checkpoints,
     #[arg(long)]
     dq: PathBuf,
     #[arg(long)]
@@ -279,7 +289,8 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
         (None, None) => return Err("give --projection W.npy or --features M".into()),
     };
     let engine = engine(&a.backend)?;
-    let options = FavorOptions { kernel: a.kernel, causal: a.causal, chunk: a.chunk, schedule: a.schedule };
+    let options =
+        FavorOptions { causal: a.causal, chunk: a.chunk, schedule: a.schedule, ..FavorOptions::new(a.kernel) };
     let out = engine.favor(&q, &k, &v, &w, &options).map_err(|e| e.to_string())?;
     npy::write(&a.qkv.out, &out)
 }
@@ -291,7 +302,13 @@ fn favor_grad(a: &FavorGradArgs) -> Result<(), String> {
     let w = npy::read(&a.projection, "projection")?;
     let g = npy::read(&a.grad_out, "grad")?;
     let engine = engine(&a.backend)?;
-    let options = FavorOptions { causal: a.causal, ..FavorOptions::new(a.kernel) };
+    let options = FavorOptions {
+        causal: a.causal,
+        chunk: a.chunk,
+        schedule: a.schedule,
+        checkpoints: a.checkpoints,
+        ..FavorOptions::new(a.kernel)
+    };
     let [dq, dk, dv] = engine.favor_backward(&q, &k, &v, &w, &options, &g).map_err(|e| e.to_string())?;
     npy::write(&a.dq, &dq)?;
     npy::write(&a.dk, &dk)?;

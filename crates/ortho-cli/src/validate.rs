@@ -2,7 +2,7 @@
 //! f64 reference, over a set of shapes; a table, and failure if any case misses its bound.
 
 use ortho::random::{Gaussian, Scaling, projection, projection_per_head};
-use ortho::{BackendChoice, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Schedule, Tensor};
+use ortho::{BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Schedule, Tensor};
 use ortho_ref::cwy;
 use ortho_ref::favor as reference;
 use ortho_ref::flow::{Flow, Generator, Method};
@@ -92,6 +92,18 @@ fn cases() -> Vec<Case> {
             }
         }
     }
+    let gradients = [
+        ("", FavorOptions::new(Kernel::Softmax)),
+        (" causal C16 no checkpoints", FavorOptions { chunk: Some(16), ..FavorOptions::causal(Kernel::Softmax) }),
+        (
+            " causal C16 checkpoints every 2",
+            FavorOptions {
+                chunk: Some(16),
+                checkpoints: Checkpoints::Every(2),
+                ..FavorOptions::causal(Kernel::Softmax)
+            },
+        ),
+    ];
     for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: Kernel::DEFAULT_RELU_EPS }] {
         let (b, h, l, d, dv, m) = (1, 2, 70, 16, 9, 32);
         let q = gaussian(&[b, h, l, d], 0.5, 1600);
@@ -99,26 +111,29 @@ fn cases() -> Vec<Case> {
         let v = gaussian(&[b, h, l, dv], 1.0, 1602);
         let g = gaussian(&[b, h, l, dv], 1.0, 1603);
         let w = projection(m, d, Scaling::Chi, 1604).expect("valid projection sizes").to_f32();
-        for (which, name) in ["dq", "dk", "dv"].into_iter().enumerate() {
-            let (q, k, v, g, w) = (q.clone(), k.clone(), v.clone(), g.clone(), w.clone());
-            cases.push(Case {
-                kernel: format!("favor {} grad {name}", kernel.name()),
-                shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m}"),
-                bound: 1e-4,
-                run: Box::new(move |e| {
-                    let got = e.favor_backward(&q, &k, &v, &w, &FavorOptions::new(kernel), &g)?;
-                    let want = reference::favor_backward(
-                        &q.to_f64(),
-                        &k.to_f64(),
-                        &v.to_f64(),
-                        &w.to_f64(),
-                        kernel,
-                        false,
-                        &g.to_f64(),
-                    )?;
-                    Ok((got[which].clone(), want[which].clone()))
-                }),
-            });
+        for (setting, options) in gradients {
+            let options = FavorOptions { kernel, ..options };
+            for (which, name) in ["dq", "dk", "dv"].into_iter().enumerate() {
+                let (q, k, v, g, w) = (q.clone(), k.clone(), v.clone(), g.clone(), w.clone());
+                cases.push(Case {
+                    kernel: format!("favor {} grad {name}", kernel.name()),
+                    shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m}{setting}"),
+                    bound: 1e-4,
+                    run: Box::new(move |e| {
+                        let got = e.favor_backward(&q, &k, &v, &w, &options, &g)?;
+                        let want = reference::favor_backward(
+                            &q.to_f64(),
+                            &k.to_f64(),
+                            &v.to_f64(),
+                            &w.to_f64(),
+                            kernel,
+                            options.causal,
+                            &g.to_f64(),
+                        )?;
+                        Ok((got[which].clone(), want[which].clone()))
+                    }),
+                });
+            }
         }
     }
     for causal in [false, true] {

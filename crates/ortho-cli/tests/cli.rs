@@ -202,8 +202,16 @@ fn favor_grad_verb_matches_the_reference() {
             assert!(ortho_ref::tensor::relative_frobenius(a.data(), b.data()) < 1e-4);
         }
     }
-    let causal = grads("cpu", &["--causal"]);
-    assert_eq!(causal[0].shape(), &[1, 2, 12, 4]);
+    let settings: [&[&str]; 2] = [&["--causal", "--chunk", "5"], &["--causal", "--chunk", "5", "--checkpoints", "2"]];
+    let want = grads("cpu", settings[0]);
+    assert_eq!(want[0].shape(), &[1, 2, 12, 4]);
+    for backend in backends() {
+        for extra in settings {
+            for (a, b) in grads(backend, extra).iter().zip(&want) {
+                assert!(ortho_ref::tensor::relative_frobenius(a.data(), b.data()) < 1e-4, "{backend} {extra:?}");
+            }
+        }
+    }
 }
 
 #[test]

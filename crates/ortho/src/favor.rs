@@ -9,6 +9,11 @@
 //!   decay `exp(g_j - gamma_t)`, the chunk's state delta, a scan of states across the group's chunks
 //!   (seeded by the state carried from earlier groups and calls), and the inter-chunk term. `G = 1`
 //!   is the sequential schedule (scratch independent of L); `G` = every chunk the parallel one.
+//!
+//! Gradients (twin: `ortho_ref::favor::favor_backward`) recompute each group's features from the
+//! inputs and the saved row statistics; causal groups need the states entering their chunks (from
+//! checkpoints, or rebuilt in a forward sweep) for dq, and the decayed `Phi(Q)^T gt` of every later
+//! chunk (carried backwards) for dk and dv.
 
 use crate::engine::{Engine, Gpu};
 use crate::error::{Error, Result};
@@ -28,7 +33,8 @@ pub enum Schedule {
     /// Every chunk at once, with a scan of chunk states: scratch grows like `L (3m + C + dv) +
     /// (L/C) m dv`; split into groups only where a buffer would pass the device's binding limit.
     Parallel,
-    /// One chunk at a time, the state carried between them: scratch independent of L.
+    /// Chunks in order, [`SEQUENTIAL_ROWS`] rows a group, with the state held on chip by one
+    /// workgroup per problem and tile of 4 state columns (math.md §1.6): scratch independent of L.
     Sequential,
 }
 
@@ -46,8 +52,46 @@ impl std::str::FromStr for Schedule {
     }
 }
 
+/// The causal states a forward pass keeps for the backward pass (math.md §1.6, SLiM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checkpoints {
+    /// No states: the backward pass rebuilds them in a second sweep over the chunks, with scratch
+    /// independent of L (the schedule sets how many chunks a sweep holds at once).
+    #[default]
+    None,
+    /// The state entering every `n`-th chunk (`Every(1)`: every chunk): the backward pass walks
+    /// segments of `n` chunks from their checkpoints in one sweep; the checkpoints take
+    /// `(L / (n C)) f (dv + 1)` floats per problem.
+    Every(usize),
+}
+
+impl std::str::FromStr for Checkpoints {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Checkpoints::None),
+            "every" => Ok(Checkpoints::Every(1)),
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Checkpoints::Every(n)),
+                _ => Err(InputError::argument(
+                    "checkpoints",
+                    format!("'{s}' is not one of every, none or a number of chunks >= 1"),
+                )
+                .into()),
+            },
+        }
+    }
+}
+
 /// Scratch the `Auto` schedule allows itself.
 pub const AUTO_SCRATCH_BYTES: u64 = 64 << 20;
+/// Rows a group of the sequential schedule holds (at least one chunk).
+pub const SEQUENTIAL_ROWS: usize = 512;
+/// Feature counts up to which the sequential schedule keeps its state on chip (16 KiB a tile).
+const WALK_MAX_FEATURES: usize = 1024;
+const WALK_TILE: usize = 4;
+/// Chunks one dispatch of the on-chip walk takes before handing its state to the next.
+const WALK_CHUNKS_PER_DISPATCH: usize = 8;
 /// The chunk size when none is given.
 pub const DEFAULT_CHUNK: usize = 64;
 
@@ -60,11 +104,13 @@ pub struct FavorOptions {
     /// Tokens per chunk of causal attention (default [`DEFAULT_CHUNK`]).
     pub chunk: Option<usize>,
     pub schedule: Schedule,
+    /// What [`Engine::favor_forward_gpu`] keeps for causal gradients.
+    pub checkpoints: Checkpoints,
 }
 
 impl FavorOptions {
     pub fn new(kernel: Kernel) -> Self {
-        FavorOptions { kernel, causal: false, chunk: None, schedule: Schedule::Auto }
+        FavorOptions { kernel, causal: false, chunk: None, schedule: Schedule::Auto, checkpoints: Checkpoints::None }
     }
 
     pub fn causal(kernel: Kernel) -> Self {
@@ -204,6 +250,8 @@ struct Plan {
     chunk: usize,
     /// Chunks per group.
     group_chunks: usize,
+    /// Causal: the sequential schedule's walk with the state on chip instead of a scan of chunk states.
+    walk: bool,
 }
 
 impl Plan {
@@ -220,15 +268,15 @@ impl Plan {
         let (z, c, w, g) = (self.z, self.chunk, self.width(), self.group_chunks);
         let rows = z * g * c;
         let sizes = [
-            rows * self.m,                               // projections
-            rows * self.f,                               // query features
-            rows * self.f,                               // key features
-            4 * rows,                                    // half_sq, offset, gamma
-            if self.causal { z * g * c * c } else { 0 }, // scores
-            rows * w,                                    // numerators
-            z * g * self.f * w,                          // chunk states
-            z * self.f * w,                              // the state of a bidirectional call
-            2 * z,                                       // gamma before the group, and carried
+            rows * self.m,                                  // projections
+            rows * self.f,                                  // query features
+            rows * self.f,                                  // key features
+            4 * rows,                                       // half_sq, offset, gamma
+            if self.causal { z * g * c * c } else { 0 },    // scores
+            rows * w,                                       // numerators
+            if self.walk { 0 } else { z * g * self.f * w }, // chunk states
+            z * self.f * w,                                 // the state of a bidirectional call
+            2 * z,                                          // gamma before the group, and carried
         ];
         let bytes = |n: usize| 4 * n as u64;
         (sizes.iter().map(|&n| bytes(n)).max().unwrap_or(0), sizes.iter().map(|&n| bytes(n)).sum())
@@ -272,6 +320,7 @@ impl Engine {
             causal: o.causal,
             chunk: s.len,
             group_chunks: 1,
+            walk: false,
         };
         let fits = |p: &Plan, budget: u64| {
             let (largest, total) = p.scratch_bytes();
@@ -285,11 +334,14 @@ impl Engine {
             let chunk = chunk.min(s.len);
             let with = |g| Plan { chunk, group_chunks: g, ..base };
             let group_chunks = match o.schedule {
-                Schedule::Sequential => 1,
+                Schedule::Sequential => (SEQUENTIAL_ROWS / chunk).clamp(1, s.len.div_ceil(chunk)),
                 Schedule::Parallel => largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), u64::MAX)),
                 Schedule::Auto => largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), AUTO_SCRATCH_BYTES)),
             };
-            with(group_chunks)
+            let walk = o.schedule == Schedule::Sequential
+                && base.f <= WALK_MAX_FEATURES
+                && !matches!(o.checkpoints, Checkpoints::Every(_));
+            Plan { walk, ..with(group_chunks) }
         } else {
             // Bidirectional: one chunk per group, as many rows as the scratch budget allows.
             let rows = largest_fitting(s.len, |rows| fits(&Plan { chunk: rows, ..base }, AUTO_SCRATCH_BYTES));
@@ -323,7 +375,7 @@ impl Engine {
             before: get(p.z),
             scores: get(if p.causal { p.z * p.group_chunks * p.chunk * p.chunk } else { 1 }),
             num: get(rows * p.width()),
-            deltas: get(p.z * p.group_chunks * p.f * p.width()),
+            deltas: get(if p.walk { 1 } else { p.z * p.group_chunks * p.f * p.width() }),
         }
     }
 }
@@ -404,8 +456,7 @@ impl Recorder<'_, '_, '_> {
     ) -> Result<()> {
         let p = self.plan;
         let sr = p.scratch_rows();
-        let project = Gemm { alpha: (p.d as f32).powf(-0.25), ..Gemm::new(p.z, rows, p.m, p.d) };
-        self.gemm(&project, Operand::rows(x, p.l, p.d).at(start * p.d), io.w, Operand::rows(sc.a.buffer(), sr, p.m))?;
+        self.project(sc, io, x, start, rows)?;
         let kind = match (self.kernel, is_key) {
             (Kernel::Softmax, false) => QUERY_MAX,
             (Kernel::Softmax, true) => KEY_MAX,
@@ -436,25 +487,34 @@ impl Recorder<'_, '_, '_> {
         self.rows_kernel("favor/features", rows, extra, &bufs, p.z * rows * p.m)
     }
 
-    /// Scales the rows of `phi` by their decay: keys for their chunk's state delta, queries for the
-    /// inter-chunk term (see `favor/row_scale.wgsl`).
-    fn row_scale(&mut self, sc: &Scratch, phi: &wgpu::Buffer, is_key: bool, rows: usize, chunk: usize) -> Result<()> {
+    /// `a = x~ W^T` for `rows` rows from `start` of `x`, with `x~ = x d^(-1/4)`.
+    fn project(&mut self, sc: &Scratch, io: &Io, x: &wgpu::Buffer, start: usize, rows: usize) -> Result<()> {
         let p = self.plan;
-        let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.before.buffer(), phi];
-        let extra = [p.f as u32, chunk as u32, is_key as u32, 0, 0];
-        self.rows_kernel("favor/row_scale", rows, extra, &bufs, p.z * p.scratch_rows() * p.f)
+        let project = Gemm { alpha: (p.d as f32).powf(-0.25), ..Gemm::new(p.z, rows, p.m, p.d) };
+        let a = Operand::rows(sc.a.buffer(), p.scratch_rows(), p.m);
+        self.gemm(&project, Operand::rows(x, p.l, p.d).at(start * p.d), io.w, a)
     }
 
-    /// Chunk state deltas `phi~(K_c)^T [V_c | 1]` for the chunks of a group, then the scan that turns
-    /// them into the states entering each chunk and carries the state past the group.
-    fn fold_keys(&mut self, sc: &Scratch, io: &Io, start: usize, rows: usize, chunk: usize) -> Result<()> {
+    /// Scales the rows of `x` (`width` floats each) by their decay: keys for their chunk's state
+    /// delta, queries for the inter-chunk term (see `favor/row_scale.wgsl`).
+    fn row_scale(&mut self, sc: &Scratch, x: &wgpu::Buffer, is_key: bool, rows: usize, width: usize) -> Result<()> {
         let p = self.plan;
-        let (sr, w) = (p.scratch_rows(), p.width());
+        let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.before.buffer(), x];
+        let extra = [width as u32, p.chunk as u32, is_key as u32, 0, 0];
+        self.rows_kernel("favor/row_scale", rows, extra, &bufs, p.z * p.scratch_rows() * width)
+    }
+
+    /// Chunk state deltas `phi~(K_c)^T [V_c | 1]` for the chunks of a group (the key features `phi`
+    /// are decayed in place), then the scan that turns them into the states entering each chunk and
+    /// carries the state past the group.
+    fn fold_keys(&mut self, sc: &Scratch, io: &Io, phi: &wgpu::Buffer, start: usize, rows: usize) -> Result<()> {
+        let p = self.plan;
+        let (sr, w, chunk) = (p.scratch_rows(), p.width(), p.chunk);
         let chunks = rows.div_ceil(chunk);
-        self.row_scale(sc, sc.phi_k.buffer(), true, rows, chunk)?;
+        self.row_scale(sc, phi, true, rows, p.f)?;
         for (first, count, k) in chunk_batches(rows, chunk) {
             let g = Gemm { ones_col: Some(p.dv), ..Gemm::new(p.z * count, p.f, w, k) };
-            let a = Operand::rows(sc.phi_k.buffer(), sr, p.f).t().chunks(first, count, chunk * p.f);
+            let a = Operand::rows(phi, sr, p.f).t().chunks(first, count, chunk * p.f);
             let b = Operand::rows(io.v, p.l, p.dv).at(start * p.dv).chunks(first, count, chunk * p.dv);
             let c = Operand::rows(sc.deltas.buffer(), chunks * p.f, w).chunks(first, count, p.f * w);
             self.gemm(&g, a, b, c)?;
@@ -492,21 +552,80 @@ impl Recorder<'_, '_, '_> {
             self.gemm(&g, scores.chunks(first, count, c * c), b, out)?;
         }
         // Inter-chunk: the state entering each chunk, read by its decayed queries.
-        self.fold_keys(sc, io, start, rows, c)?;
-        self.row_scale(sc, sc.phi_q.buffer(), false, rows, c)?;
-        let states = Operand::rows(sc.deltas.buffer(), p.f, w);
-        let out = Operand::rows(sc.num.buffer(), sr, w).chunks(0, chunks, c * w);
-        self.gemm(&Gemm { beta: 1.0, ..Gemm::new(p.z * chunks, c, w, p.f) }, qc, states, out)?;
+        if p.walk {
+            self.row_scale(sc, sc.phi_k.buffer(), true, rows, p.f)?;
+            self.row_scale(sc, sc.phi_q.buffer(), false, rows, p.f)?;
+            self.state_walk(sc, io, start, rows)?;
+        } else {
+            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows)?;
+            self.row_scale(sc, sc.phi_q.buffer(), false, rows, p.f)?;
+            let states = Operand::rows(sc.deltas.buffer(), p.f, w);
+            let out = Operand::rows(sc.num.buffer(), sr, w).chunks(0, chunks, c * w);
+            self.gemm(&Gemm { beta: 1.0, ..Gemm::new(p.z * chunks, c, w, p.f) }, qc, states, out)?;
+        }
         self.normalize(sc, io, start, rows)
     }
 
+    /// The chunks of a group in order with the state on chip (`favor/state_walk.wgsl`): a workgroup
+    /// per problem and tile of 4 state columns, [`WALK_CHUNKS_PER_DISPATCH`] chunks a dispatch.
+    fn state_walk(&mut self, sc: &Scratch, io: &Io, start: usize, rows: usize) -> Result<()> {
+        let p = self.plan;
+        let chunks = rows.div_ceil(p.chunk);
+        let bufs = [
+            sc.phi_q.buffer(),
+            sc.phi_k.buffer(),
+            io.v,
+            sc.gamma.buffer(),
+            sc.before.buffer(),
+            io.state_s,
+            sc.num.buffer(),
+        ];
+        for first in (0..chunks).step_by(WALK_CHUNKS_PER_DISPATCH) {
+            let count = WALK_CHUNKS_PER_DISPATCH.min(chunks - first);
+            let u = |x: usize| x as u32;
+            let params = [
+                u(rows),
+                u(p.z),
+                u(p.scratch_rows()),
+                u(p.f),
+                u(p.dv),
+                u(p.chunk),
+                u(first),
+                u(count),
+                u(p.l),
+                u(start),
+                0,
+                0,
+            ];
+            let groups = [p.width().div_ceil(WALK_TILE) as u32, p.z as u32, 1];
+            if p.z > 65_535 {
+                return Err(Error::Limit {
+                    what: format!("the sequential schedule over {} problems", p.z),
+                    needed: p.z as u64,
+                    limit_name: "65,535 workgroups",
+                    limit: 65_535,
+                });
+            }
+            dispatch(
+                &self.gpu.device,
+                &self.gpu.pipelines,
+                self.pass,
+                "favor/state_walk",
+                bytemuck::cast_slice(&params),
+                &bufs,
+                groups,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Bidirectional: fold every key group into the state, then answer every query group from it.
-    fn bidirectional(&mut self, sc: &Scratch, io: &Io) -> Result<()> {
+    fn bidirectional(&mut self, sc: &Scratch, io: &Io, keep: Option<&Keep>) -> Result<()> {
         let p = self.plan;
         for start in (0..p.l).step_by(p.chunk) {
             let rows = p.chunk.min(p.l - start);
             self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
-            self.fold_keys(sc, io, start, rows, rows)?;
+            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows)?;
         }
         for start in (0..p.l).step_by(p.chunk) {
             let rows = p.chunk.min(p.l - start);
@@ -516,13 +635,147 @@ impl Recorder<'_, '_, '_> {
             let b = Operand::rows(io.state_s, p.f, p.width());
             self.gemm(&g, a, b, Operand::rows(sc.num.buffer(), p.scratch_rows(), p.width()))?;
             self.normalize(sc, io, start, rows)?;
+            if let Some(keep) = keep {
+                self.keep(sc, keep, start, rows)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy(&mut self, src: &wgpu::Buffer, dst: &wgpu::Buffer, b: Blocks) -> Result<()> {
+        record_copy(self.gpu, self.pass, src, dst, b)
+    }
+
+    /// Keeps what the backward pass needs of a group: the denominators `D_t`, the prefix maxima
+    /// `gamma_t` and the checkpointed states entering the group's chunks.
+    fn keep(&mut self, sc: &Scratch, keep: &Keep, start: usize, rows: usize) -> Result<()> {
+        let p = self.plan;
+        let (sr, w, fw) = (p.scratch_rows(), p.width(), p.f * p.width());
+        let den = Blocks { outer: p.z, inner: rows, len: 1, src: [p.dv, sr * w, w], dst: [start, p.l, 1] };
+        self.copy(sc.num.buffer(), keep.den, den)?;
+        if let Some(gamma) = keep.gamma {
+            let rows_of_gamma = Blocks { outer: p.z, inner: 1, len: rows, src: [0, sr, 0], dst: [start, p.l, 0] };
+            self.copy(sc.gamma.buffer(), gamma, rows_of_gamma)?;
+        }
+        if let Some((states, every, count)) = keep.checkpoints {
+            let (first, chunks) = (start / p.chunk, rows.div_ceil(p.chunk));
+            let kept = first.div_ceil(every) * every;
+            if kept < first + chunks {
+                let n = (first + chunks - 1 - kept) / every + 1;
+                let b = Blocks {
+                    outer: p.z,
+                    inner: n,
+                    len: fw,
+                    src: [(kept - first) * fw, chunks * fw, every * fw],
+                    dst: [kept / every * fw, count * fw, fw],
+                };
+                self.copy(sc.deltas.buffer(), states, b)?;
+            }
         }
         Ok(())
     }
 }
 
-/// The buffers of a bidirectional backward pass beside the forward's scratch.
+/// Where a forward pass leaves what the backward pass needs (see [`FavorSaved`]).
+struct Keep<'a> {
+    den: &'a wgpu::Buffer,
+    gamma: Option<&'a wgpu::Buffer>,
+    /// The checkpoint buffer, the chunks between checkpoints and the checkpoints per problem.
+    checkpoints: Option<(&'a wgpu::Buffer, usize, usize)>,
+}
+
+/// `outer x inner` blocks of `len` floats; `src` and `dst` are `[offset, outer stride, inner
+/// stride]` (see `common/copy.wgsl`).
+#[derive(Clone, Copy)]
+struct Blocks {
+    outer: usize,
+    inner: usize,
+    len: usize,
+    src: [usize; 3],
+    dst: [usize; 3],
+}
+
+fn record_copy(
+    gpu: &Gpu,
+    pass: &mut wgpu::ComputePass<'_>,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+    b: Blocks,
+) -> Result<()> {
+    let u = |x: usize| x as u32;
+    let params = [
+        u(b.outer),
+        u(b.inner),
+        u(b.len),
+        u(b.src[0]),
+        u(b.src[1]),
+        u(b.src[2]),
+        u(b.dst[0]),
+        u(b.dst[1]),
+        u(b.dst[2]),
+        0,
+        0,
+        0,
+    ];
+    let n = (b.outer * b.inner * b.len) as u64;
+    dispatch(
+        &gpu.device,
+        &gpu.pipelines,
+        pass,
+        "common/copy",
+        bytemuck::cast_slice(&params),
+        &[src, dst],
+        grid(n, 256)?,
+    )
+}
+
+/// What a forward pass keeps for [`Engine::favor_backward_gpu`] besides its inputs and output: the
+/// denominators `D_t` of every row (and, causal, the prefix maxima `gamma_t` of the key offsets), 8
+/// bytes a token like FlashAttention's log-sum-exp, and the checkpointed states its options ask for.
+pub struct FavorSaved {
+    options: FavorOptions,
+    shape: AttentionShape,
+    den: GpuTensor,
+    gamma: Option<GpuTensor>,
+    checkpoints: Option<GpuTensor>,
+}
+
+impl FavorSaved {
+    pub fn options(&self) -> &FavorOptions {
+        &self.options
+    }
+
+    fn check(&self, s: &AttentionShape) -> Result<()> {
+        if *s != self.shape {
+            return Err(InputError::argument("saved", format!("kept for {:?}, not {s:?}", self.shape)).into());
+        }
+        Ok(())
+    }
+
+    /// Bytes held on the device.
+    pub fn byte_len(&self) -> u64 {
+        [Some(&self.den), self.gamma.as_ref(), self.checkpoints.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.byte_len())
+            .sum()
+    }
+}
+
+/// Which gradients one walk over a group of causal attention produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// dq: needs the states entering the group's chunks (forward order).
+    Queries,
+    /// dk and dv: need the query state of every later chunk (reverse order).
+    Keys,
+    Both,
+}
+
+/// The buffers of a backward pass beside the forward's scratch.
 struct Backward<'a> {
+    out: &'a wgpu::Buffer,
+    den: &'a wgpu::Buffer,
     grad: &'a wgpu::Buffer,
     dq: &'a wgpu::Buffer,
     dk: &'a wgpu::Buffer,
@@ -531,12 +784,47 @@ struct Backward<'a> {
     gt: PooledBuffer,
     dphi_q: PooledBuffer,
     dphi_k: PooledBuffer,
-    /// `Phi(Q)^T gt`, `[B*H, f, dv + 1]`.
-    r: PooledBuffer,
     da: PooledBuffer,
+    /// `Phi(Q)^T gt` summed over the queries after each chunk (causal: carried backwards from later
+    /// groups), `[B*H, f, dv + 1]`.
+    r: PooledBuffer,
+    /// Causal: `gt [V | 1]^T` per chunk, masked and decayed like the scores.
+    masked: PooledBuffer,
+    /// Causal: the query state deltas and then the sums over later chunks, `[B*H, chunks, f, dv + 1]`.
+    query_deltas: PooledBuffer,
+    /// Causal: the key features decayed to their chunk's end (the feature gradients need them as
+    /// computed, so the decay goes to a copy).
+    phi_k_decayed: PooledBuffer,
+}
+
+impl Plan {
+    /// Floats of each buffer of [`Backward`] that this plan allocates.
+    fn backward_sizes(&self) -> [usize; 8] {
+        let (rows, w, g) = (self.z * self.scratch_rows(), self.width(), self.group_chunks);
+        let causal = |n: usize| if self.causal { n } else { 1 };
+        [
+            rows * w,
+            rows * self.f,
+            rows * self.f,
+            rows * self.m,
+            self.z * self.f * w,
+            causal(self.z * g * self.chunk * self.chunk),
+            causal(self.z * g * self.f * w),
+            causal(rows * self.f),
+        ]
+    }
 }
 
 impl Recorder<'_, '_, '_> {
+    /// `gt` for the rows of a group from the saved output and denominators.
+    fn grad_prep(&mut self, bw: &Backward, start: usize, rows: usize) -> Result<()> {
+        let p = self.plan;
+        let u = |x: usize| x as u32;
+        let params = RowParams([u(rows), u(p.z), u(p.scratch_rows()), u(p.dv), u(start), u(p.l), 0, 0]);
+        let bufs = [bw.out, bw.den, bw.grad, bw.gt.buffer()];
+        self.run("favor/grad_prep", bytemuck::bytes_of(&params), &bufs, p.z * rows, 64)
+    }
+
     /// Gradients of bidirectional attention in one group of rows (math.md §1.4): with
     /// `gt = [g / D | -(g . o) / D]` and the key state `S = Phi(K)^T [V | 1]`,
     /// `dPhi(Q) = gt S^T`, `R = Phi(Q)^T gt`, `dPhi(K) = [V | 1] R^T`, `dV = Phi(K) R[:, :dv]`, then the
@@ -545,19 +833,11 @@ impl Recorder<'_, '_, '_> {
         let p = self.plan;
         let (l, w, sr) = (p.l, p.width(), p.scratch_rows());
         self.features(sc, io, io.k, sc.phi_k.buffer(), true, 0, l)?;
-        self.fold_keys(sc, io, 0, l, l)?;
+        self.fold_keys(sc, io, sc.phi_k.buffer(), 0, l)?;
         self.features(sc, io, io.q, sc.phi_q.buffer(), false, 0, l)?;
+        self.grad_prep(bw, 0, l)?;
         let rows_of = |buf, cols| Operand::rows(buf, sr, cols);
         let state = Operand::rows(io.state_s, p.f, w);
-        self.gemm(&Gemm::new(p.z, l, w, p.f), rows_of(sc.phi_q.buffer(), p.f), state, rows_of(sc.num.buffer(), w))?;
-        let params = RowParams([(p.z * l) as u32, p.dv as u32, 0, 0, 0, 0, 0, 0]);
-        self.run(
-            "favor/grad_prep",
-            bytemuck::bytes_of(&params),
-            &[sc.num.buffer(), bw.grad, bw.gt.buffer()],
-            p.z * l,
-            64,
-        )?;
         self.gemm(&Gemm::new(p.z, l, p.f, w), rows_of(bw.gt.buffer(), w), state.t(), rows_of(bw.dphi_q.buffer(), p.f))?;
         let r = Operand::rows(bw.r.buffer(), p.f, w);
         self.gemm(&Gemm::new(p.z, p.f, w, l), rows_of(sc.phi_q.buffer(), p.f).t(), rows_of(bw.gt.buffer(), w), r)?;
@@ -566,44 +846,467 @@ impl Recorder<'_, '_, '_> {
         self.gemm(&with_ones, v_ones, r.t(), rows_of(bw.dphi_k.buffer(), p.f))?;
         self.gemm(&Gemm::new(p.z, l, p.dv, p.f), rows_of(sc.phi_k.buffer(), p.f), r, Operand::rows(bw.dv, l, p.dv))?;
         // Queries: the projections of q are still in `a`; keys need theirs again.
-        self.input_grad(sc, io, io.q, sc.phi_q.buffer(), bw.dphi_q.buffer(), false, bw)?;
-        let project = Gemm { alpha: (p.d as f32).powf(-0.25), ..Gemm::new(p.z, l, p.m, p.d) };
-        self.gemm(&project, Operand::rows(io.k, l, p.d), io.w, rows_of(sc.a.buffer(), p.m))?;
-        self.input_grad(sc, io, io.k, sc.phi_k.buffer(), bw.dphi_k.buffer(), true, bw)
+        self.input_grad(sc, io, bw, false, 0, l)?;
+        self.project(sc, io, io.k, 0, l)?;
+        self.input_grad(sc, io, bw, true, 0, l)
     }
 
-    /// `dx = scale (da W + coefficient x~)` from `dphi` through the feature map of `x`.
-    #[allow(clippy::too_many_arguments)]
+    /// Gradients of causal attention over one group of rows (math.md §1.5-1.6). With
+    /// `gt = [g / D | -(g . o) / D]`, the chunk's masked and decayed `dA = gt [V | 1]^T`, the states
+    /// `S_c` entering each chunk and `R_c` = the decayed `Phi(Q)^T gt` of every later chunk:
+    ///   dPhi(Q_c) = dA Phi(K_c) + decay_q(gt) S_c^T,
+    ///   dPhi(K_c) = dA^T Phi(Q_c) + decay_k([V | 1] R_c^T),
+    ///   dV_c      = P^T gt_v + decay_k(Phi(K_c)) R_c[:, :dv],
+    /// with the decays of `favor/row_scale.wgsl` and `P` the forward's masked scores. `Queries` needs
+    /// the state entering the group in `io.state_s`, `Keys` the query state of later groups in `bw.r`;
+    /// both leave their state ready for the next group of their direction.
+    fn causal_backward_group(
+        &mut self,
+        sc: &Scratch,
+        io: &Io,
+        bw: &Backward,
+        start: usize,
+        rows: usize,
+        sweep: Sweep,
+    ) -> Result<()> {
+        let p = self.plan;
+        let (sr, w, c, f, dv) = (p.scratch_rows(), p.width(), p.chunk, p.f, p.dv);
+        let chunks = rows.div_ceil(c);
+        let (queries, keys) = (sweep != Sweep::Keys, sweep != Sweep::Queries);
+        self.features(sc, io, io.q, sc.phi_q.buffer(), false, start, rows)?;
+        self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
+        self.grad_prep(bw, start, rows)?;
+        let rows_of = |buf, cols| Operand::rows(buf, sr, cols);
+        let block = |buf| Operand { outer: chunks * c * c, ..Operand::rows(buf, c, c) };
+        let (scores, masked) = (block(sc.scores.buffer()), block(bw.masked.buffer()));
+        let (phi_q, phi_k, gt) =
+            (rows_of(sc.phi_q.buffer(), f), rows_of(sc.phi_k.buffer(), f), rows_of(bw.gt.buffer(), w));
+        let (dphi_q, dphi_k) = (rows_of(bw.dphi_q.buffer(), f), rows_of(bw.dphi_k.buffer(), f));
+        let v_rows = Operand::rows(io.v, p.l, dv).at(start * dv);
+        let dv_rows = Operand::rows(bw.dv, p.l, dv).at(start * dv);
+        let query_states = Operand::rows(bw.query_deltas.buffer(), chunks * f, w);
+        let mask_bufs = [sc.offset.buffer(), sc.gamma.buffer()];
+        let mask = [c as u32, chunks as u32, 0, 0, 0];
+        // dA, written transposed as [V | 1] gt^T.
+        for (first, count, k) in chunk_batches(rows, c) {
+            let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, k, w) };
+            self.gemm(
+                &g,
+                v_rows.chunks(first, count, c * dv),
+                gt.t().chunks(first, count, c * w),
+                masked.t().chunks(first, count, c * c),
+            )?;
+        }
+        let bufs = [mask_bufs[0], mask_bufs[1], bw.masked.buffer()];
+        self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
+        if keys {
+            for (first, count, k) in chunk_batches(rows, c) {
+                self.gemm(
+                    &Gemm::new(p.z * count, k, k, f),
+                    phi_q.chunks(first, count, c * f),
+                    phi_k.t().chunks(first, count, c * f),
+                    scores.chunks(first, count, c * c),
+                )?;
+            }
+            let bufs = [mask_bufs[0], mask_bufs[1], sc.scores.buffer()];
+            self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
+        }
+        for (first, count, k) in chunk_batches(rows, c) {
+            if keys {
+                let g = Gemm::new(p.z * count, k, dv, k);
+                self.gemm(
+                    &g,
+                    scores.t().chunks(first, count, c * c),
+                    gt.chunks(first, count, c * w),
+                    dv_rows.chunks(first, count, c * dv),
+                )?;
+            }
+            if queries {
+                let g = Gemm::new(p.z * count, k, f, k);
+                self.gemm(
+                    &g,
+                    masked.chunks(first, count, c * c),
+                    phi_k.chunks(first, count, c * f),
+                    dphi_q.chunks(first, count, c * f),
+                )?;
+            }
+        }
+        let decayed = bw.phi_k_decayed.buffer();
+        let all = p.z * sr * f;
+        self.copy(sc.phi_k.buffer(), decayed, Blocks { outer: 1, inner: 1, len: all, src: [0; 3], dst: [0; 3] })?;
+        if queries {
+            self.fold_keys(sc, io, decayed, start, rows)?;
+        } else {
+            self.row_scale(sc, decayed, true, rows, f)?;
+        }
+        self.row_scale(sc, bw.gt.buffer(), false, rows, w)?;
+        if queries {
+            let states = Operand::rows(sc.deltas.buffer(), f, w).t();
+            let g = Gemm { beta: 1.0, ..Gemm::new(p.z * chunks, c, f, w) };
+            self.gemm(&g, gt.chunks(0, chunks, c * w), states, dphi_q.chunks(0, chunks, c * f))?;
+        }
+        if keys {
+            for (first, count, k) in chunk_batches(rows, c) {
+                self.gemm(
+                    &Gemm::new(p.z * count, f, w, k),
+                    phi_q.t().chunks(first, count, c * f),
+                    gt.chunks(first, count, c * w),
+                    query_states.chunks(first, count, f * w),
+                )?;
+            }
+            let bufs = [sc.gamma.buffer(), sc.before.buffer(), bw.query_deltas.buffer(), bw.r.buffer()];
+            self.rows_kernel(
+                "favor/state_scan",
+                rows,
+                [(f * w) as u32, c as u32, chunks as u32, 1, 0],
+                &bufs,
+                p.z * f * w,
+            )?;
+            for (first, count, k) in chunk_batches(rows, c) {
+                let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, f, w) };
+                self.gemm(
+                    &g,
+                    v_rows.chunks(first, count, c * dv),
+                    query_states.chunks(first, count, f * w).t(),
+                    dphi_k.chunks(first, count, c * f),
+                )?;
+            }
+            self.row_scale(sc, bw.dphi_k.buffer(), true, rows, f)?;
+            for (first, count, k) in chunk_batches(rows, c) {
+                let g = Gemm { beta: 1.0, ..Gemm::new(p.z * count, k, f, k) };
+                self.gemm(
+                    &g,
+                    masked.t().chunks(first, count, c * c),
+                    phi_q.chunks(first, count, c * f),
+                    dphi_k.chunks(first, count, c * f),
+                )?;
+                let g = Gemm { beta: 1.0, ..Gemm::new(p.z * count, k, dv, f) };
+                self.gemm(
+                    &g,
+                    rows_of(decayed, f).chunks(first, count, c * f),
+                    query_states.chunks(first, count, f * w),
+                    dv_rows.chunks(first, count, c * dv),
+                )?;
+            }
+            // `a` holds the projections of the keys, the last features computed.
+            self.input_grad(sc, io, bw, true, start, rows)?;
+        }
+        if queries {
+            self.project(sc, io, io.q, start, rows)?;
+            self.input_grad(sc, io, bw, false, start, rows)?;
+        }
+        Ok(())
+    }
+
+    /// `dx = scale (da W + coefficient x~)` from `dphi` through the feature map of the rows of a group
+    /// of `x` (queries or keys), whose projections are in `a`.
     fn input_grad(
         &mut self,
         sc: &Scratch,
         io: &Io,
-        x: &wgpu::Buffer,
-        phi: &wgpu::Buffer,
-        dphi: &wgpu::Buffer,
-        is_key: bool,
         bw: &Backward,
+        is_key: bool,
+        start: usize,
+        rows: usize,
     ) -> Result<()> {
         let p = self.plan;
         let scale = (p.d as f32).powf(-0.25);
-        let dx = if is_key { bw.dk } else { bw.dq };
+        let (x, phi, dphi, dx) = if is_key {
+            (io.k, sc.phi_k.buffer(), bw.dphi_k.buffer(), bw.dk)
+        } else {
+            (io.q, sc.phi_q.buffer(), bw.dphi_q.buffer(), bw.dq)
+        };
         let (code, _) = kernel_code(self.kernel);
-        let params =
-            RowParams([(p.z * p.l) as u32, p.d as u32, p.m as u32, code, is_key as u32, scale.to_bits(), 0, 0]);
+        let u = |x: usize| x as u32;
+        let params = [
+            u(rows),
+            u(p.z),
+            u(p.scratch_rows()),
+            u(p.d),
+            u(p.m),
+            code,
+            is_key as u32,
+            scale.to_bits(),
+            u(start * p.d),
+            u(p.l * p.d),
+            0,
+            0,
+        ];
         let bufs = [x, sc.a.buffer(), phi, dphi, bw.da.buffer(), dx];
-        self.run("favor/features_backward", bytemuck::bytes_of(&params), &bufs, p.z * p.l, 64)?;
+        self.run("favor/features_backward", bytemuck::cast_slice(&params), &bufs, p.z * rows, 64)?;
         // W as stored, [m, d]: da [rows, m] times W.
         let w_rows = Operand { row_stride: io.w.col_stride, col_stride: io.w.row_stride, ..io.w };
-        let g = Gemm { alpha: scale, beta: 1.0, ..Gemm::new(p.z, p.l, p.d, p.m) };
-        self.gemm(&g, Operand::rows(bw.da.buffer(), p.scratch_rows(), p.m), w_rows, Operand::rows(dx, p.l, p.d))
+        let g = Gemm { alpha: scale, beta: 1.0, ..Gemm::new(p.z, rows, p.d, p.m) };
+        let da = Operand::rows(bw.da.buffer(), p.scratch_rows(), p.m);
+        self.gemm(&g, da, w_rows, Operand::rows(dx, p.l, p.d).at(start * p.d))
+    }
+}
+
+/// Sets a causal state to "no tokens": `S = 0`, `gamma = LOWEST`.
+fn record_reset(gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>, s: &GpuTensor, gamma: &GpuTensor) -> Result<()> {
+    record_fill(gpu, pass, s.buffer(), s.len(), 0.0)?;
+    record_fill(gpu, pass, gamma.buffer(), gamma.len(), LOWEST)
+}
+
+fn record_fill(
+    gpu: &Gpu,
+    pass: &mut wgpu::ComputePass<'_>,
+    buffer: &wgpu::Buffer,
+    count: usize,
+    value: f32,
+) -> Result<()> {
+    let params = FillParams { count: count as u32, off: 0, value, _pad: 0 };
+    let groups = grid(count as u64, 256)?;
+    dispatch(&gpu.device, &gpu.pipelines, pass, "common/fill", bytemuck::bytes_of(&params), &[buffer], groups)
+}
+
+impl Recorder<'_, '_, '_> {
+    /// Sets the carried prefix max to its saved value before row `start` ("no tokens" at 0).
+    fn load_gamma(&mut self, saved: &wgpu::Buffer, io: &Io, start: usize) -> Result<()> {
+        let p = self.plan;
+        if start == 0 {
+            return record_fill(self.gpu, self.pass, io.state_gamma, p.z, LOWEST);
+        }
+        self.copy(
+            saved,
+            io.state_gamma,
+            Blocks { outer: p.z, inner: 1, len: 1, src: [start - 1, p.l, 0], dst: [0, 1, 0] },
+        )
     }
 }
 
 impl Engine {
+    /// The plan of a backward pass: causal segments of `n` chunks under `Every(n)` checkpoints, else
+    /// the forward's groups; every buffer must fit one binding.
+    fn backward_plan(&self, s: &AttentionShape, o: &FavorOptions) -> Result<Plan> {
+        let plan = self.plan(s, o)?;
+        if !o.causal && plan.chunk < s.len {
+            return Err(Error::Unsupported(format!(
+                "bidirectional GPU gradients need every row of a problem in one group: L = {} but the scratch budget holds {}",
+                s.len, plan.chunk
+            )));
+        }
+        // The backward pass scans its chunk states (dq needs the state entering every chunk).
+        let plan = Plan { walk: false, ..plan };
+        let plan = match (o.causal, o.checkpoints) {
+            (true, Checkpoints::Every(n)) => Plan { group_chunks: n.min(s.len.div_ceil(plan.chunk)), ..plan },
+            _ => plan,
+        };
+        let largest = plan.backward_sizes().into_iter().max().unwrap_or(0) as u64 * 4;
+        let largest = largest.max(plan.scratch_bytes().0);
+        let limit = self.binding_limit()?;
+        if largest > limit {
+            return Err(Error::Limit {
+                what: format!(
+                    "attention gradients over groups of {} rows (fewer chunks between checkpoints need less)",
+                    plan.scratch_rows()
+                ),
+                needed: largest,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// A causal state for `s`'s problems whose contents are set when recorded.
+    fn unset_state(&self, s: &AttentionShape, kernel: Kernel) -> Result<CausalState> {
+        let (z, f, dv) = (s.problems(), kernel.feature_count(s.features), s.value_dim);
+        Ok(CausalState::Gpu {
+            s: self.empty(&[z, f, dv + 1])?,
+            gamma: self.empty(&[z])?,
+            problems: z,
+            features: f,
+            value_dim: dv,
+        })
+    }
+
+    /// The forward pass of [`Engine::favor_gpu`] that also returns what
+    /// [`Engine::favor_backward_gpu`] needs: the denominators (and causal prefix maxima) of every
+    /// row, and the states entering every `n`-th chunk under `o.checkpoints = Every(n)`.
+    pub fn favor_forward_gpu(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        w: &GpuTensor,
+        o: &FavorOptions,
+    ) -> Result<(GpuTensor, FavorSaved)> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
+        let out = self.empty(&s.output_shape(q.shape().len()))?;
+        let saved = self.favor_saved(&s, o)?;
+        self.submit("favor forward", |enc| self.record_favor_forward(enc, q, k, v, w, &out, &saved))?;
+        Ok((out, saved))
+    }
+
+    /// Device buffers for what a forward pass of shape `s` under `o` keeps, for
+    /// [`Engine::record_favor_forward`].
+    pub fn favor_saved(&self, s: &AttentionShape, o: &FavorOptions) -> Result<FavorSaved> {
+        let plan = self.plan(s, o)?;
+        let (z, l) = (s.problems(), s.len);
+        let den = self.empty(&[z, l])?;
+        let gamma = if o.causal { Some(self.empty(&[z, l])?) } else { None };
+        let checkpoints = match (o.causal, o.checkpoints) {
+            (true, Checkpoints::Every(n)) => {
+                let shape = [z, l.div_ceil(plan.chunk).div_ceil(n), plan.f, plan.width()];
+                let bytes = 4 * shape.iter().product::<usize>() as u64;
+                self.check_binding(&format!("causal states kept every {n} chunks"), bytes)?;
+                Some(self.empty(&shape)?)
+            }
+            _ => None,
+        };
+        Ok(FavorSaved { options: *o, shape: *s, den, gamma, checkpoints })
+    }
+
+    /// Records the forward pass of [`Engine::favor_forward_gpu`] into the caller's encoder, writing
+    /// `out` and `saved` (made by [`Engine::favor_saved`], whose options it follows).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_favor_forward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        w: &GpuTensor,
+        out: &GpuTensor,
+        saved: &FavorSaved,
+    ) -> Result<()> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
+        saved.check(&s)?;
+        let o = saved.options;
+        let every = match o.checkpoints {
+            Checkpoints::Every(n) => n,
+            Checkpoints::None => 0,
+        };
+        let keep = Keep {
+            den: saved.den.buffer(),
+            gamma: saved.gamma.as_ref().map(|g| g.buffer()),
+            checkpoints: saved.checkpoints.as_ref().map(|c| (c.buffer(), every, c.shape()[1])),
+        };
+        let state = self.unset_state(&s, o.kernel)?;
+        self.record(encoder, q, k, v, w, &o, &state, true, out, Some(&keep))
+    }
+
+    /// Gradients `[dq, dk, dv]` for the upstream gradient `grad` of the output `out` of
+    /// [`Engine::favor_forward_gpu`] on the same inputs (the projection is held fixed). Causal
+    /// attention walks its chunks backwards from the saved checkpoints, or, with none, rebuilds the
+    /// states in a forward sweep (dq) and carries the query state in a reverse sweep (dk, dv), with
+    /// scratch independent of L.
+    #[allow(clippy::too_many_arguments)]
+    pub fn favor_backward_gpu(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        w: &GpuTensor,
+        out: &GpuTensor,
+        saved: &FavorSaved,
+        grad: &GpuTensor,
+    ) -> Result<[GpuTensor; 3]> {
+        let grads = [self.empty(q.shape())?, self.empty(k.shape())?, self.empty(v.shape())?];
+        self.submit("favor backward", |enc| self.record_favor_backward(enc, q, k, v, w, out, saved, grad, &grads))?;
+        Ok(grads)
+    }
+
+    /// Records [`Engine::favor_backward_gpu`] into the caller's encoder, writing `[dq, dk, dv]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_favor_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        w: &GpuTensor,
+        out: &GpuTensor,
+        saved: &FavorSaved,
+        grad: &GpuTensor,
+        grads: &[GpuTensor; 3],
+    ) -> Result<()> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
+        saved.check(&s)?;
+        if grad.shape() != out.shape() {
+            return Err(InputError::shape("grad", format!("{:?}", out.shape()), grad.shape()).into());
+        }
+        for (name, (g, x)) in ["dq", "dk", "dv"].into_iter().zip(grads.iter().zip([q, k, v])) {
+            if g.shape() != x.shape() {
+                return Err(InputError::shape(name, format!("{:?}", x.shape()), g.shape()).into());
+            }
+        }
+        let o = saved.options;
+        let plan = self.backward_plan(&s, &o)?;
+        let gpu = self.gpu("favor backward")?;
+        let [dq, dk, dv] = grads;
+        let sizes = plan.backward_sizes();
+        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats.max(1) as u64);
+        let bw = Backward {
+            out: out.buffer(),
+            den: saved.den.buffer(),
+            grad: grad.buffer(),
+            dq: dq.buffer(),
+            dk: dk.buffer(),
+            dv: dv.buffer(),
+            gt: get(sizes[0]),
+            dphi_q: get(sizes[1]),
+            dphi_k: get(sizes[2]),
+            da: get(sizes[3]),
+            r: get(sizes[4]),
+            masked: get(sizes[5]),
+            query_deltas: get(sizes[6]),
+            phi_k_decayed: get(sizes[7]),
+        };
+        let CausalState::Gpu { s: state_s, gamma: state_gamma, .. } = self.unset_state(&s, o.kernel)? else {
+            unreachable!("a GPU engine makes GPU states")
+        };
+        let sc = self.scratch(gpu, &plan);
+        let io = Io {
+            q: q.buffer(),
+            k: k.buffer(),
+            v: v.buffer(),
+            w: Operand::rows(w.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
+            out: out.buffer(),
+            state_s: state_s.buffer(),
+            state_gamma: state_gamma.buffer(),
+        };
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor backward"), timestamp_writes: None });
+        record_reset(gpu, &mut pass, &state_s, &state_gamma)?;
+        let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
+        if !o.causal {
+            return r.bidirectional_backward(&sc, &io, &bw);
+        }
+        record_fill(gpu, r.pass, bw.r.buffer(), sizes[4], 0.0)?;
+        let group = plan.scratch_rows();
+        let starts: Vec<usize> = (0..plan.l).step_by(group).collect();
+        let rows = |start: usize| group.min(plan.l - start);
+        let gammas = saved.gamma.as_ref().map(|g| g.buffer()).expect("causal forward passes keep gamma");
+        match &saved.checkpoints {
+            Some(states) => {
+                // One segment per checkpoint, last first.
+                let (fw, count) = (plan.f * plan.width(), states.shape()[1]);
+                for (i, &start) in starts.iter().enumerate().rev() {
+                    let load =
+                        Blocks { outer: plan.z, inner: 1, len: fw, src: [i * fw, count * fw, 0], dst: [0, fw, 0] };
+                    r.copy(states.buffer(), io.state_s, load)?;
+                    r.load_gamma(gammas, &io, start)?;
+                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Both)?;
+                }
+            }
+            None => {
+                for &start in &starts {
+                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Queries)?;
+                }
+                for &start in starts.iter().rev() {
+                    r.load_gamma(gammas, &io, start)?;
+                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Keys)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Gradients `[dq, dk, dv]` of random-feature attention for the upstream gradient `grad` of its
-    /// output (the projection is held fixed). The GPU computes bidirectional attention whose rows fit
-    /// one group; causal gradients and longer sequences run on the CPU reference only, so far, and a
-    /// GPU engine refuses them with a clear error.
+    /// output (the projection is held fixed): [`Engine::favor_forward_gpu`] then
+    /// [`Engine::favor_backward_gpu`] on a GPU engine, the f64 reference on the CPU.
     pub fn favor_backward(
         &self,
         q: &Tensor<f32>,
@@ -632,75 +1335,13 @@ impl Engine {
             )?;
             return Ok([dq.to_f32(), dk.to_f32(), dv.to_f32()]);
         }
-        if o.causal {
-            return Err(Error::Unsupported(
-                "causal gradients run on the CPU reference only, so far (--backend cpu)".into(),
-            ));
-        }
-        let plan = self.plan(&s, o)?;
-        if plan.chunk < s.len {
-            return Err(Error::Unsupported(format!(
-                "GPU gradients need every row of a problem in one group: L = {} but the scratch budget holds {}",
-                s.len, plan.chunk
-            )));
-        }
-        let gpu = self.gpu("favor backward")?;
         let up = |name, t: &Tensor<f32>| self.upload(name, t);
-        let (gq, gk, gv, gw, gg) = (up("q", q)?, up("k", k)?, up("v", v)?, up("projection", w)?, up("grad", grad)?);
-        let (dq, dk, dv) = (self.empty(q.shape())?, self.empty(k.shape())?, self.empty(v.shape())?);
-        let (z, f, m, width) = (plan.z, plan.f, plan.m, plan.width());
-        let rows = z * plan.scratch_rows();
-        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats.max(1) as u64);
-        let bw = Backward {
-            grad: gg.buffer(),
-            dq: dq.buffer(),
-            dk: dk.buffer(),
-            dv: dv.buffer(),
-            gt: get(rows * width),
-            dphi_q: get(rows * f),
-            dphi_k: get(rows * f),
-            r: get(z * f * width),
-            da: get(rows * m),
-        };
-        let (state_s, state_gamma) = (self.empty(&[z, f, width])?, self.empty(&[z])?);
-        self.submit("favor backward", |enc| {
-            let sc = self.scratch(gpu, &plan);
-            let io = Io {
-                q: gq.buffer(),
-                k: gk.buffer(),
-                v: gv.buffer(),
-                w: Operand::rows(gw.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
-                out: dq.buffer(),
-                state_s: state_s.buffer(),
-                state_gamma: state_gamma.buffer(),
-            };
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("favor backward"),
-                timestamp_writes: None,
-            });
-            record_reset(gpu, &mut pass, &state_s, &state_gamma)?;
-            let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
-            r.bidirectional_backward(&sc, &io, &bw)
-        })?;
+        let (gq, gk, gv, gw) = (up("q", q)?, up("k", k)?, up("v", v)?, up("projection", w)?);
+        let gg = self.upload("grad", &grad.clone().reshape(&s.output_shape(q.shape().len()))?)?;
+        let (out, saved) = self.favor_forward_gpu(&gq, &gk, &gv, &gw, o)?;
+        let [dq, dk, dv] = self.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &gg)?;
         Ok([self.download(&dq)?, self.download(&dk)?, self.download(&dv)?])
     }
-}
-
-/// Sets a causal state to "no tokens": `S = 0`, `gamma = LOWEST`.
-fn record_reset(gpu: &Gpu, pass: &mut wgpu::ComputePass<'_>, s: &GpuTensor, gamma: &GpuTensor) -> Result<()> {
-    for (t, value) in [(s, 0.0), (gamma, LOWEST)] {
-        let params = FillParams { count: t.len() as u32, off: 0, value, _pad: 0 };
-        dispatch(
-            &gpu.device,
-            &gpu.pipelines,
-            pass,
-            "common/fill",
-            bytemuck::bytes_of(&params),
-            &[t.buffer()],
-            grid(t.len() as u64, 256)?,
-        )?;
-    }
-    Ok(())
 }
 
 /// `(first chunk, chunks, rows per chunk)`: the full chunks of `rows`, then the shorter last one, so
@@ -785,15 +1426,8 @@ impl Engine {
         out: &GpuTensor,
     ) -> Result<()> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
-        let (z, f, dv) = (s.problems(), o.kernel.feature_count(s.features), s.value_dim);
-        let fresh = CausalState::Gpu {
-            s: self.empty(&[z, f, dv + 1])?,
-            gamma: self.empty(&[z])?,
-            problems: z,
-            features: f,
-            value_dim: dv,
-        };
-        self.record(encoder, q, k, v, w, o, &fresh, true, out)
+        let state = self.unset_state(&s, o.kernel)?;
+        self.record(encoder, q, k, v, w, o, &state, true, out, None)
     }
 
     /// A causal state before any token, for `s`'s problems under `kernel`.
@@ -802,14 +1436,14 @@ impl Engine {
         if !self.is_gpu() {
             return Ok(CausalState::Cpu(ortho_ref::favor::CausalState::new(z, f, dv)));
         }
-        let state = self.empty(&[z, f, dv + 1])?;
-        let gamma = self.empty(&[z])?;
+        let state = self.unset_state(s, kernel)?;
+        let CausalState::Gpu { s: values, gamma, .. } = &state else { unreachable!("a GPU engine makes GPU states") };
         self.submit("causal state", |enc| {
             let gpu = self.gpu("causal state")?;
             let mut pass = enc.begin_compute_pass(&Default::default());
-            record_reset(gpu, &mut pass, &state, &gamma)
+            record_reset(gpu, &mut pass, values, gamma)
         })?;
-        Ok(CausalState::Gpu { s: state, gamma, problems: z, features: f, value_dim: dv })
+        Ok(state)
     }
 
     /// The state as the f64 reference holds it (a download on the GPU).
@@ -913,10 +1547,11 @@ impl Engine {
         out: &GpuTensor,
     ) -> Result<()> {
         let o = FavorOptions { causal: true, ..*o };
-        self.record(encoder, q, k, v, w, &o, state, false, out)
+        self.record(encoder, q, k, v, w, &o, state, false, out, None)
     }
 
-    /// Records attention through `state`, first reset to "no tokens" when `reset`.
+    /// Records attention through `state`, first reset to "no tokens" when `reset`, leaving what the
+    /// backward pass needs where `keep` says.
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -929,6 +1564,7 @@ impl Engine {
         state: &CausalState,
         reset: bool,
         out: &GpuTensor,
+        keep: Option<&Keep>,
     ) -> Result<()> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         state.check(&s, o.kernel)?;
@@ -954,11 +1590,15 @@ impl Engine {
         }
         let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
         if !o.causal {
-            return r.bidirectional(&sc, &io);
+            return r.bidirectional(&sc, &io, keep);
         }
         let group = plan.scratch_rows();
         for start in (0..plan.l).step_by(group) {
-            r.causal_group(&sc, &io, start, group.min(plan.l - start))?;
+            let rows = group.min(plan.l - start);
+            r.causal_group(&sc, &io, start, rows)?;
+            if let Some(keep) = keep {
+                r.keep(&sc, keep, start, rows)?;
+            }
         }
         Ok(())
     }

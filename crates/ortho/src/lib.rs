@@ -34,7 +34,9 @@ mod timing;
 
 pub use engine::{AdapterReport, BackendChoice, Engine, EngineOptions};
 pub use error::{Error, Result};
-pub use favor::{AUTO_SCRATCH_BYTES, CausalState, DEFAULT_CHUNK, FavorOptions, Schedule};
+pub use favor::{
+    AUTO_SCRATCH_BYTES, CausalState, Checkpoints, DEFAULT_CHUNK, FavorOptions, FavorSaved, SEQUENTIAL_ROWS, Schedule,
+};
 pub use flow::{ExpmOutput, FLOW_MAX_N, GroupMap};
 pub use gemm::MatmulOptions;
 pub use ortho_ref::favor::{AttentionShape, Kernel};
