@@ -31,11 +31,19 @@ fn favor_matches_reference() {
             let [q, k, v] = attention_inputs(s, 0.5, 10 * i as u64);
             let w = case_projection(i, h, m, d);
             for kernel in KERNELS {
-                let got = engine.favor(&q, &k, &v, &w, &FavorOptions::new(kernel)).unwrap();
                 let want = f64_reference(&q, &k, &v, &w, kernel);
-                let err = relative_frobenius(got.data(), want.data());
                 let bound = 1e-5 * denominator_condition(&q, &k, &w, kernel, false);
-                assert!(err <= bound, "{} {kernel:?} {s:?}: relative error {err:e} > {bound:e}", engine.describe());
+                // All rows in one group, and groups of 24 rows (keys folded group by group).
+                for group in [None, Some(24)] {
+                    let o = FavorOptions { chunk: group, ..FavorOptions::new(kernel) };
+                    let got = engine.favor(&q, &k, &v, &w, &o).unwrap();
+                    let err = relative_frobenius(got.data(), want.data());
+                    assert!(
+                        err <= bound,
+                        "{} {kernel:?} {s:?} groups of {group:?}: relative error {err:e} > {bound:e}",
+                        engine.describe()
+                    );
+                }
             }
         }
     }

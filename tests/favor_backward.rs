@@ -17,8 +17,9 @@ fn bidirectional_gradients_match_reference() {
             let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
             let g = gaussian(&[b, h, l, dv], 1.0, 10 * i as u64 + 3);
             let w = case_projection(i, h, m, d);
-            for kernel in KERNELS {
-                let o = FavorOptions::new(kernel);
+            for (kernel, group) in KERNELS.into_iter().flat_map(|k| [(k, None), (k, Some(7))]) {
+                // All rows in one group, and groups of 7 rows.
+                let o = FavorOptions { chunk: group, ..FavorOptions::new(kernel) };
                 let got = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
                 let want = reference::favor_backward(
                     &q.to_f64(),
@@ -36,7 +37,7 @@ fn bidirectional_gradients_match_reference() {
                     let bound = 1e-4 * denominator_condition(&q, &k, &w, kernel, false);
                     assert!(
                         err <= bound,
-                        "{} {kernel:?} {:?} {name}: {err:e} > {bound:e}",
+                        "{} {kernel:?} groups of {group:?} {:?} {name}: {err:e} > {bound:e}",
                         engine.describe(),
                         (b, h, l, d, dv, m)
                     );

@@ -7,7 +7,8 @@
 // where gamma_end(c) is the prefix max at the last row of chunk c and gamma_end(-1) = before. Each
 // workgroup reads and writes only its own columns, so tiles never race, and the state is carried
 // between dispatches in `state` ([B*H, f, dv + 1]), a few chunks per dispatch (Mesa's llvmpipe ends
-// long loops that hold barriers early). f <= 1024.
+// long loops that hold barriers early). An invocation owns a row (then a feature) and its 4
+// columns as one vec4. f <= 768, C <= 256.
 
 struct Walk {
     rows: u32, problems: u32, scratch_rows: u32, features: u32,
@@ -24,10 +25,11 @@ struct Walk {
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 @group(0) @binding(7) var<storage, read_write> num: array<f32>;
 
-const TILE: u32 = 4u;
 const GROUP: u32 = 256u;
-// [f, TILE]: this workgroup's columns of the state.
-var<workgroup> s: array<f32, 4096>;
+// Row i: this workgroup's 4 columns of state row i.
+var<workgroup> s: array<vec4<f32>, 768>;
+// Row t of the chunk: its 4 columns of [V | 1].
+var<workgroup> vt: array<vec4<f32>, 256>;
 
 fn end_of(z: u32, c: u32) -> f32 {
     return gamma[z * p.scratch_rows + min(c * p.chunk + p.chunk, p.rows) - 1u];
@@ -36,50 +38,59 @@ fn end_of(z: u32, c: u32) -> f32 {
 @compute @workgroup_size(256)
 fn state_walk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wg.y;
-    let col0 = wg.x * TILE;
+    let col0 = wg.x * 4u;
     let f = p.features;
     let width = p.value_dim + 1u;
-    let items = f * TILE;
-    for (var e = lid; e < items; e += GROUP) {
-        let col = col0 + e % TILE;
-        var x = 0.0;
-        if (col < width) { x = state[(z * f + e / TILE) * width + col]; }
-        s[e] = x;
+    for (var i = lid; i < f; i += GROUP) {
+        var x = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let col = col0 + e;
+            if (col < width) { x[e] = state[(z * f + i) * width + col]; }
+        }
+        s[i] = x;
     }
-    workgroupBarrier();
     for (var c = p.first; c < p.first + p.count; c++) {
         let t0 = c * p.chunk;
-        let t1 = min(t0 + p.chunk, p.rows);
+        let n = min(t0 + p.chunk, p.rows) - t0;
+        if (lid < n) {
+            var x = vec4<f32>(0.0);
+            for (var e = 0u; e < 4u; e++) {
+                let col = col0 + e;
+                if (col < p.value_dim) {
+                    x[e] = v[(z * p.len + p.start + t0 + lid) * p.value_dim + col];
+                } else if (col == p.value_dim) {
+                    x[e] = 1.0;
+                }
+            }
+            vt[lid] = x;
+        }
+        workgroupBarrier();
         // The inter-chunk term, from the state entering chunk c.
-        for (var e = lid; e < p.chunk * TILE; e += GROUP) {
-            let t = t0 + e / TILE;
-            let col = col0 + e % TILE;
-            if (t < t1 && col < width) {
-                let row = z * p.scratch_rows + t;
-                var acc = 0.0;
-                for (var i = 0u; i < f; i++) { acc += phi_q[row * f + i] * s[i * TILE + e % TILE]; }
-                num[row * width + col] += acc;
+        if (lid < n) {
+            let row = z * p.scratch_rows + t0 + lid;
+            var acc = vec4<f32>(0.0);
+            for (var i = 0u; i < f; i++) { acc += phi_q[row * f + i] * s[i]; }
+            for (var e = 0u; e < 4u; e++) {
+                let col = col0 + e;
+                if (col < width) { num[row * width + col] += acc[e]; }
             }
         }
         workgroupBarrier();
         var prev = before[z];
         if (c > 0u) { prev = end_of(z, c - 1u); }
         let decay = exp(prev - end_of(z, c));
-        for (var e = lid; e < items; e += GROUP) {
-            let i = e / TILE;
-            let col = col0 + e % TILE;
-            var acc = s[e] * decay;
-            for (var t = t0; t < t1; t++) {
-                var x = 1.0;
-                if (col < p.value_dim) { x = v[(z * p.len + p.start + t) * p.value_dim + col]; }
-                acc += phi_k[(z * p.scratch_rows + t) * f + i] * x;
-            }
-            s[e] = acc;
+        for (var i = lid; i < f; i += GROUP) {
+            var acc = s[i] * decay;
+            let k0 = (z * p.scratch_rows + t0) * f + i;
+            for (var t = 0u; t < n; t++) { acc += phi_k[k0 + t * f] * vt[t]; }
+            s[i] = acc;
         }
         workgroupBarrier();
     }
-    for (var e = lid; e < items; e += GROUP) {
-        let col = col0 + e % TILE;
-        if (col < width) { state[(z * f + e / TILE) * width + col] = s[e]; }
+    for (var i = lid; i < f; i += GROUP) {
+        for (var e = 0u; e < 4u; e++) {
+            let col = col0 + e;
+            if (col < width) { state[(z * f + i) * width + col] = s[i][e]; }
+        }
     }
 }

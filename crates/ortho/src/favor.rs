@@ -7,8 +7,10 @@
 //!   whenever the running key offset grows), then the queries of each group read `S`;
 //! - causal: each group is `G` chunks of `C` tokens; per chunk the masked `C x C` block with the
 //!   decay `exp(g_j - gamma_t)`, the chunk's state delta, a scan of states across the group's chunks
-//!   (seeded by the state carried from earlier groups and calls), and the inter-chunk term. `G = 1`
-//!   is the sequential schedule (scratch independent of L); `G` = every chunk the parallel one.
+//!   (seeded by the state carried from earlier groups and calls), and the inter-chunk term. `G` =
+//!   every chunk is the parallel schedule; the sequential one holds [`SEQUENTIAL_ROWS`] rows a group
+//!   (scratch independent of L) and walks their chunks in order with the state on chip instead of
+//!   scanning chunk states.
 //!
 //! Gradients (twin: `ortho_ref::favor::favor_backward`) recompute each group's features from the
 //! inputs and the saved row statistics; causal groups need the states entering their chunks (from
@@ -87,8 +89,10 @@ impl std::str::FromStr for Checkpoints {
 pub const AUTO_SCRATCH_BYTES: u64 = 64 << 20;
 /// Rows a group of the sequential schedule holds (at least one chunk).
 pub const SEQUENTIAL_ROWS: usize = 512;
-/// Feature counts up to which the sequential schedule keeps its state on chip (16 KiB a tile).
-const WALK_MAX_FEATURES: usize = 1024;
+/// Feature counts and chunk sizes up to which the sequential schedule keeps its state on chip
+/// (`favor/state_walk.wgsl`: 16 KiB of workgroup memory).
+const WALK_MAX_FEATURES: usize = 768;
+const WALK_MAX_CHUNK: usize = 256;
 const WALK_TILE: usize = 4;
 /// Chunks one dispatch of the on-chip walk takes before handing its state to the next.
 const WALK_CHUNKS_PER_DISPATCH: usize = 8;
@@ -101,7 +105,9 @@ pub struct FavorOptions {
     pub kernel: Kernel,
     /// Causal (`j <= t`) attention through prefix sums.
     pub causal: bool,
-    /// Tokens per chunk of causal attention (default [`DEFAULT_CHUNK`]).
+    /// Tokens per chunk of causal attention (default [`DEFAULT_CHUNK`]). Bidirectional attention
+    /// takes its rows in groups of at most this many (default: as many as [`AUTO_SCRATCH_BYTES`] of
+    /// scratch holds).
     pub chunk: Option<usize>,
     pub schedule: Schedule,
     /// What [`Engine::favor_forward_gpu`] keeps for causal gradients.
@@ -326,11 +332,11 @@ impl Engine {
             let (largest, total) = p.scratch_bytes();
             largest <= binding && total <= budget
         };
+        if o.chunk == Some(0) {
+            return Err(InputError::argument("chunk", "the chunk size must be at least 1").into());
+        }
         let plan = if o.causal {
             let chunk = o.chunk.unwrap_or(DEFAULT_CHUNK);
-            if chunk == 0 {
-                return Err(InputError::argument("chunk", "the chunk size must be at least 1").into());
-            }
             let chunk = chunk.min(s.len);
             let with = |g| Plan { chunk, group_chunks: g, ..base };
             let group_chunks = match o.schedule {
@@ -338,13 +344,12 @@ impl Engine {
                 Schedule::Parallel => largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), u64::MAX)),
                 Schedule::Auto => largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), AUTO_SCRATCH_BYTES)),
             };
-            let walk = o.schedule == Schedule::Sequential
-                && base.f <= WALK_MAX_FEATURES
-                && !matches!(o.checkpoints, Checkpoints::Every(_));
+            let walk = o.schedule == Schedule::Sequential && base.f <= WALK_MAX_FEATURES && chunk <= WALK_MAX_CHUNK;
             Plan { walk, ..with(group_chunks) }
         } else {
             // Bidirectional: one chunk per group, as many rows as the scratch budget allows.
-            let rows = largest_fitting(s.len, |rows| fits(&Plan { chunk: rows, ..base }, AUTO_SCRATCH_BYTES));
+            let most = o.chunk.unwrap_or(s.len).min(s.len).max(1);
+            let rows = largest_fitting(most, |rows| fits(&Plan { chunk: rows, ..base }, AUTO_SCRATCH_BYTES));
             Plan { chunk: rows, ..base }
         };
         if !fits(&plan, u64::MAX) {
@@ -825,30 +830,42 @@ impl Recorder<'_, '_, '_> {
         self.run("favor/grad_prep", bytemuck::bytes_of(&params), &bufs, p.z * rows, 64)
     }
 
-    /// Gradients of bidirectional attention in one group of rows (math.md §1.4): with
-    /// `gt = [g / D | -(g . o) / D]` and the key state `S = Phi(K)^T [V | 1]`,
-    /// `dPhi(Q) = gt S^T`, `R = Phi(Q)^T gt`, `dPhi(K) = [V | 1] R^T`, `dV = Phi(K) R[:, :dv]`, then the
-    /// chain rule through the features and `x~ = x d^(-1/4)`.
+    /// Gradients of bidirectional attention (math.md §1.4), a group of rows at a time: with
+    /// `gt = [g / D | -(g . o) / D]` and the key state `S = Phi(K)^T [V | 1]`, `dPhi(Q) = gt S^T`,
+    /// `R = Phi(Q)^T gt` summed over every group, `dPhi(K) = [V | 1] R^T`, `dV = Phi(K) R[:, :dv]`,
+    /// then the chain rule through the features and `x~ = x d^(-1/4)`. The keys are decayed by the
+    /// one key offset of the whole sequence, left in `io.state_gamma` by the first pass.
     fn bidirectional_backward(&mut self, sc: &Scratch, io: &Io, bw: &Backward) -> Result<()> {
         let p = self.plan;
-        let (l, w, sr) = (p.l, p.width(), p.scratch_rows());
-        self.features(sc, io, io.k, sc.phi_k.buffer(), true, 0, l)?;
-        self.fold_keys(sc, io, sc.phi_k.buffer(), 0, l)?;
-        self.features(sc, io, io.q, sc.phi_q.buffer(), false, 0, l)?;
-        self.grad_prep(bw, 0, l)?;
+        let (w, sr) = (p.width(), p.scratch_rows());
+        let groups: Vec<(usize, usize)> = (0..p.l).step_by(p.chunk).map(|s| (s, p.chunk.min(p.l - s))).collect();
         let rows_of = |buf, cols| Operand::rows(buf, sr, cols);
         let state = Operand::rows(io.state_s, p.f, w);
-        self.gemm(&Gemm::new(p.z, l, p.f, w), rows_of(bw.gt.buffer(), w), state.t(), rows_of(bw.dphi_q.buffer(), p.f))?;
         let r = Operand::rows(bw.r.buffer(), p.f, w);
-        self.gemm(&Gemm::new(p.z, p.f, w, l), rows_of(sc.phi_q.buffer(), p.f).t(), rows_of(bw.gt.buffer(), w), r)?;
-        let v_ones = Operand::rows(io.v, l, p.dv);
-        let with_ones = Gemm { a_ones_col: Some(p.dv), ..Gemm::new(p.z, l, p.f, w) };
-        self.gemm(&with_ones, v_ones, r.t(), rows_of(bw.dphi_k.buffer(), p.f))?;
-        self.gemm(&Gemm::new(p.z, l, p.dv, p.f), rows_of(sc.phi_k.buffer(), p.f), r, Operand::rows(bw.dv, l, p.dv))?;
-        // Queries: the projections of q are still in `a`; keys need theirs again.
-        self.input_grad(sc, io, bw, false, 0, l)?;
-        self.project(sc, io, io.k, 0, l)?;
-        self.input_grad(sc, io, bw, true, 0, l)
+        for &(start, rows) in &groups {
+            self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
+            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows)?;
+        }
+        for (i, &(start, rows)) in groups.iter().enumerate() {
+            self.features(sc, io, io.q, sc.phi_q.buffer(), false, start, rows)?;
+            self.grad_prep(bw, start, rows)?;
+            let gt = rows_of(bw.gt.buffer(), w);
+            self.gemm(&Gemm::new(p.z, rows, p.f, w), gt, state.t(), rows_of(bw.dphi_q.buffer(), p.f))?;
+            let sum = Gemm { beta: if i == 0 { 0.0 } else { 1.0 }, ..Gemm::new(p.z, p.f, w, rows) };
+            self.gemm(&sum, rows_of(sc.phi_q.buffer(), p.f).t(), gt, r)?;
+            self.input_grad(sc, io, bw, false, start, rows)?;
+        }
+        for &(start, rows) in &groups {
+            self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
+            self.row_scale(sc, sc.phi_k.buffer(), true, rows, p.f)?;
+            let v_ones = Operand::rows(io.v, p.l, p.dv).at(start * p.dv);
+            let with_ones = Gemm { a_ones_col: Some(p.dv), ..Gemm::new(p.z, rows, p.f, w) };
+            self.gemm(&with_ones, v_ones, r.t(), rows_of(bw.dphi_k.buffer(), p.f))?;
+            let dv = Operand::rows(bw.dv, p.l, p.dv).at(start * p.dv);
+            self.gemm(&Gemm::new(p.z, rows, p.dv, p.f), rows_of(sc.phi_k.buffer(), p.f), r, dv)?;
+            self.input_grad(sc, io, bw, true, start, rows)?;
+        }
+        Ok(())
     }
 
     /// Gradients of causal attention over one group of rows (math.md §1.5-1.6). With
@@ -1080,12 +1097,6 @@ impl Engine {
     /// the forward's groups; every buffer must fit one binding.
     fn backward_plan(&self, s: &AttentionShape, o: &FavorOptions) -> Result<Plan> {
         let plan = self.plan(s, o)?;
-        if !o.causal && plan.chunk < s.len {
-            return Err(Error::Unsupported(format!(
-                "bidirectional GPU gradients need every row of a problem in one group: L = {} but the scratch budget holds {}",
-                s.len, plan.chunk
-            )));
-        }
         // The backward pass scans its chunk states (dq needs the state entering every chunk).
         let plan = Plan { walk: false, ..plan };
         let plan = match (o.causal, o.checkpoints) {
@@ -1573,6 +1584,10 @@ impl Engine {
         };
         let gpu = self.gpu("favor")?;
         let plan = self.plan(&s, o)?;
+        // Checkpoints are the scanned states entering chunks, which the on-chip walk never writes out.
+        let walk = plan.walk && keep.is_none_or(|k| k.checkpoints.is_none());
+        let plan = Plan { walk, ..plan };
+        self.check_binding("the chunk states of a sequential group", plan.scratch_bytes().0)?;
         let sc = self.scratch(gpu, &plan);
         let io = Io {
             q: q.buffer(),
