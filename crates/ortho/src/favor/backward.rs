@@ -1,0 +1,597 @@
+//! Gradients of random-feature attention (math.md §1.4-1.6; twin: `ortho_ref::favor::favor_backward`):
+//! what a forward pass keeps for them, and the backward passes, bidirectional and causal. Every group
+//! recomputes its features from the inputs and the kept row statistics; causal groups need the states
+//! entering their chunks (from checkpoints, or rebuilt in a forward sweep) for dq, and the decayed
+//! `Phi(Q)^T gt` of every later chunk (carried backwards) for dk and dv.
+
+use super::*;
+/// What a forward pass keeps for [`Engine::favor_backward_gpu`] besides its inputs and output: the
+/// denominators `D_t` of every row (and, causal, the prefix maxima `gamma_t` of the key offsets), 8
+/// bytes a token like FlashAttention's log-sum-exp, and the checkpointed states its options ask for.
+pub struct FavorSaved {
+    options: FavorOptions,
+    shape: AttentionShape,
+    den: GpuTensor,
+    gamma: Option<GpuTensor>,
+    checkpoints: Option<GpuTensor>,
+}
+
+impl FavorSaved {
+    pub fn options(&self) -> &FavorOptions {
+        &self.options
+    }
+
+    fn check(&self, s: &AttentionShape) -> Result<()> {
+        if *s != self.shape {
+            return Err(InputError::argument("saved", format!("kept for {:?}, not {s:?}", self.shape)).into());
+        }
+        Ok(())
+    }
+
+    /// Bytes held on the device.
+    pub fn byte_len(&self) -> u64 {
+        [Some(&self.den), self.gamma.as_ref(), self.checkpoints.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.byte_len())
+            .sum()
+    }
+}
+
+/// Which gradients one walk over a group of causal attention produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// dq: needs the states entering the group's chunks (forward order).
+    Queries,
+    /// dk and dv: need the query state of every later chunk (reverse order).
+    Keys,
+    Both,
+}
+
+/// The buffers of a backward pass beside the forward's scratch.
+struct Backward<'a> {
+    out: &'a wgpu::Buffer,
+    den: &'a wgpu::Buffer,
+    grad: &'a wgpu::Buffer,
+    dq: &'a wgpu::Buffer,
+    dk: &'a wgpu::Buffer,
+    dv: &'a wgpu::Buffer,
+    /// `[g / D | -(g . o) / D]`, `[rows, dv + 1]`.
+    gt: PooledBuffer,
+    dphi_q: PooledBuffer,
+    dphi_k: PooledBuffer,
+    da: PooledBuffer,
+    /// `Phi(Q)^T gt` summed over the queries after each chunk (causal: carried backwards from later
+    /// groups), `[B*H, f, dv + 1]`.
+    r: PooledBuffer,
+    /// Causal: `gt [V | 1]^T` per chunk, masked and decayed like the scores.
+    masked: PooledBuffer,
+    /// Causal: the query state deltas and then the sums over later chunks, `[B*H, chunks, f, dv + 1]`.
+    query_deltas: PooledBuffer,
+    /// Causal: the key features decayed to their chunk's end (the feature gradients need them as
+    /// computed, so the decay goes to a copy).
+    phi_k_decayed: PooledBuffer,
+}
+
+impl Plan {
+    /// Floats of each buffer of [`Backward`] that this plan allocates.
+    fn backward_sizes(&self) -> [usize; 8] {
+        let (rows, w, g) = (self.z * self.scratch_rows(), self.width(), self.group_chunks);
+        let causal = |n: usize| if self.causal { n } else { 1 };
+        [
+            rows * w,
+            rows * self.f,
+            rows * self.f,
+            rows * self.m,
+            self.z * self.f * w,
+            causal(self.z * g * self.chunk * self.chunk),
+            causal(self.z * g * self.f * w),
+            causal(rows * self.f),
+        ]
+    }
+}
+
+impl Recorder<'_, '_, '_> {
+    /// `gt` for the rows of a group from the saved output and denominators.
+    fn grad_prep(&mut self, bw: &Backward, start: usize, rows: usize) -> Result<()> {
+        let p = self.plan;
+        let u = |x: usize| x as u32;
+        let params = RowParams([u(rows), u(p.z), u(p.scratch_rows()), u(p.dv), u(start), u(p.l), 0, 0]);
+        let bufs = [bw.out, bw.den, bw.grad, bw.gt.buffer()];
+        self.run("favor/grad_prep", bytemuck::bytes_of(&params), &bufs, p.z * rows, 64)
+    }
+
+    /// Gradients of bidirectional attention (math.md §1.4), a group of rows at a time: with
+    /// `gt = [g / D | -(g . o) / D]` and the key state `S = Phi(K)^T [V | 1]`, `dPhi(Q) = gt S^T`,
+    /// `R = Phi(Q)^T gt` summed over every group, `dPhi(K) = [V | 1] R^T`, `dV = Phi(K) R[:, :dv]`,
+    /// then the chain rule through the features and `x~ = x d^(-1/4)`. The keys are decayed by the
+    /// one key offset of the whole sequence, left in `io.state_gamma` by the first pass.
+    fn bidirectional_backward(&mut self, sc: &Scratch, io: &Io, bw: &Backward) -> Result<()> {
+        let p = self.plan;
+        let (w, sr) = (p.width(), p.scratch_rows());
+        let groups: Vec<(usize, usize)> = (0..p.l).step_by(p.chunk).map(|s| (s, p.chunk.min(p.l - s))).collect();
+        let rows_of = |buf, cols| Operand::rows(buf, sr, cols);
+        let state = Operand::rows(io.state_s, p.f, w);
+        let r = Operand::rows(bw.r.buffer(), p.f, w);
+        for &(start, rows) in &groups {
+            self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
+            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows)?;
+        }
+        for (i, &(start, rows)) in groups.iter().enumerate() {
+            self.features(sc, io, io.q, sc.phi_q.buffer(), false, start, rows)?;
+            self.grad_prep(bw, start, rows)?;
+            let gt = rows_of(bw.gt.buffer(), w);
+            self.gemm(&Gemm::new(p.z, rows, p.f, w), gt, state.t(), rows_of(bw.dphi_q.buffer(), p.f))?;
+            let sum = Gemm { beta: if i == 0 { 0.0 } else { 1.0 }, ..Gemm::new(p.z, p.f, w, rows) };
+            self.gemm(&sum, rows_of(sc.phi_q.buffer(), p.f).t(), gt, r)?;
+            self.input_grad(sc, io, bw, false, start, rows)?;
+        }
+        for &(start, rows) in &groups {
+            self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
+            self.row_scale(sc, sc.phi_k.buffer(), true, rows, p.f)?;
+            let v_ones = Operand::rows(io.v, p.l, p.dv).at(start * p.dv);
+            let with_ones = Gemm { a_ones_col: Some(p.dv), ..Gemm::new(p.z, rows, p.f, w) };
+            self.gemm(&with_ones, v_ones, r.t(), rows_of(bw.dphi_k.buffer(), p.f))?;
+            let dv = Operand::rows(bw.dv, p.l, p.dv).at(start * p.dv);
+            self.gemm(&Gemm::new(p.z, rows, p.dv, p.f), rows_of(sc.phi_k.buffer(), p.f), r, dv)?;
+            self.input_grad(sc, io, bw, true, start, rows)?;
+        }
+        Ok(())
+    }
+
+    /// Gradients of causal attention over one group of rows (math.md §1.5-1.6). With
+    /// `gt = [g / D | -(g . o) / D]`, the chunk's masked and decayed `dA = gt [V | 1]^T`, the states
+    /// `S_c` entering each chunk and `R_c` = the decayed `Phi(Q)^T gt` of every later chunk:
+    ///   dPhi(Q_c) = dA Phi(K_c) + decay_q(gt) S_c^T,
+    ///   dPhi(K_c) = dA^T Phi(Q_c) + decay_k([V | 1] R_c^T),
+    ///   dV_c      = P^T gt_v + decay_k(Phi(K_c)) R_c[:, :dv],
+    /// with the decays of `favor/row_scale.wgsl` and `P` the forward's masked scores. `Queries` needs
+    /// the state entering the group in `io.state_s`, `Keys` the query state of later groups in `bw.r`;
+    /// both leave their state ready for the next group of their direction.
+    fn causal_backward_group(
+        &mut self,
+        sc: &Scratch,
+        io: &Io,
+        bw: &Backward,
+        start: usize,
+        rows: usize,
+        sweep: Sweep,
+    ) -> Result<()> {
+        let p = self.plan;
+        let (sr, w, c, f, dv) = (p.scratch_rows(), p.width(), p.chunk, p.f, p.dv);
+        let chunks = rows.div_ceil(c);
+        let (queries, keys) = (sweep != Sweep::Keys, sweep != Sweep::Queries);
+        self.features(sc, io, io.q, sc.phi_q.buffer(), false, start, rows)?;
+        self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
+        self.grad_prep(bw, start, rows)?;
+        let rows_of = |buf, cols| Operand::rows(buf, sr, cols);
+        let block = |buf| Operand { outer: chunks * c * c, ..Operand::rows(buf, c, c) };
+        let (scores, masked) = (block(sc.scores.buffer()), block(bw.masked.buffer()));
+        let (phi_q, phi_k, gt) =
+            (rows_of(sc.phi_q.buffer(), f), rows_of(sc.phi_k.buffer(), f), rows_of(bw.gt.buffer(), w));
+        let (dphi_q, dphi_k) = (rows_of(bw.dphi_q.buffer(), f), rows_of(bw.dphi_k.buffer(), f));
+        let v_rows = Operand::rows(io.v, p.l, dv).at(start * dv);
+        let dv_rows = Operand::rows(bw.dv, p.l, dv).at(start * dv);
+        let query_states = Operand::rows(bw.query_deltas.buffer(), chunks * f, w);
+        let mask_bufs = [sc.offset.buffer(), sc.gamma.buffer()];
+        let mask = [c as u32, chunks as u32, 0, 0, 0];
+        // dA, written transposed as [V | 1] gt^T.
+        for (first, count, k) in chunk_batches(rows, c) {
+            let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, k, w) };
+            self.gemm(
+                &g,
+                v_rows.chunks(first, count, c * dv),
+                gt.t().chunks(first, count, c * w),
+                masked.t().chunks(first, count, c * c),
+            )?;
+        }
+        let bufs = [mask_bufs[0], mask_bufs[1], bw.masked.buffer()];
+        self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
+        if keys {
+            for (first, count, k) in chunk_batches(rows, c) {
+                self.gemm(
+                    &Gemm::new(p.z * count, k, k, f),
+                    phi_q.chunks(first, count, c * f),
+                    phi_k.t().chunks(first, count, c * f),
+                    scores.chunks(first, count, c * c),
+                )?;
+            }
+            let bufs = [mask_bufs[0], mask_bufs[1], sc.scores.buffer()];
+            self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
+        }
+        for (first, count, k) in chunk_batches(rows, c) {
+            if keys {
+                let g = Gemm::new(p.z * count, k, dv, k);
+                self.gemm(
+                    &g,
+                    scores.t().chunks(first, count, c * c),
+                    gt.chunks(first, count, c * w),
+                    dv_rows.chunks(first, count, c * dv),
+                )?;
+            }
+            if queries {
+                let g = Gemm::new(p.z * count, k, f, k);
+                self.gemm(
+                    &g,
+                    masked.chunks(first, count, c * c),
+                    phi_k.chunks(first, count, c * f),
+                    dphi_q.chunks(first, count, c * f),
+                )?;
+            }
+        }
+        let decayed = bw.phi_k_decayed.buffer();
+        let all = p.z * sr * f;
+        self.copy(sc.phi_k.buffer(), decayed, Blocks { outer: 1, inner: 1, len: all, src: [0; 3], dst: [0; 3] })?;
+        if queries {
+            self.fold_keys(sc, io, decayed, start, rows)?;
+        } else {
+            self.row_scale(sc, decayed, true, rows, f)?;
+        }
+        self.row_scale(sc, bw.gt.buffer(), false, rows, w)?;
+        if queries {
+            let states = Operand::rows(sc.deltas.buffer(), f, w).t();
+            let g = Gemm { beta: 1.0, ..Gemm::new(p.z * chunks, c, f, w) };
+            self.gemm(&g, gt.chunks(0, chunks, c * w), states, dphi_q.chunks(0, chunks, c * f))?;
+        }
+        if keys {
+            for (first, count, k) in chunk_batches(rows, c) {
+                self.gemm(
+                    &Gemm::new(p.z * count, f, w, k),
+                    phi_q.t().chunks(first, count, c * f),
+                    gt.chunks(first, count, c * w),
+                    query_states.chunks(first, count, f * w),
+                )?;
+            }
+            let bufs = [sc.gamma.buffer(), sc.before.buffer(), bw.query_deltas.buffer(), bw.r.buffer()];
+            self.rows_kernel(
+                "favor/state_scan",
+                rows,
+                [(f * w) as u32, c as u32, chunks as u32, 1, 0],
+                &bufs,
+                p.z * f * w,
+            )?;
+            for (first, count, k) in chunk_batches(rows, c) {
+                let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, f, w) };
+                self.gemm(
+                    &g,
+                    v_rows.chunks(first, count, c * dv),
+                    query_states.chunks(first, count, f * w).t(),
+                    dphi_k.chunks(first, count, c * f),
+                )?;
+            }
+            self.row_scale(sc, bw.dphi_k.buffer(), true, rows, f)?;
+            for (first, count, k) in chunk_batches(rows, c) {
+                let g = Gemm { beta: 1.0, ..Gemm::new(p.z * count, k, f, k) };
+                self.gemm(
+                    &g,
+                    masked.t().chunks(first, count, c * c),
+                    phi_q.chunks(first, count, c * f),
+                    dphi_k.chunks(first, count, c * f),
+                )?;
+                let g = Gemm { beta: 1.0, ..Gemm::new(p.z * count, k, dv, f) };
+                self.gemm(
+                    &g,
+                    rows_of(decayed, f).chunks(first, count, c * f),
+                    query_states.chunks(first, count, f * w),
+                    dv_rows.chunks(first, count, c * dv),
+                )?;
+            }
+            // `a` holds the projections of the keys, the last features computed.
+            self.input_grad(sc, io, bw, true, start, rows)?;
+        }
+        if queries {
+            self.project(sc, io, io.q, start, rows)?;
+            self.input_grad(sc, io, bw, false, start, rows)?;
+        }
+        Ok(())
+    }
+
+    /// `dx = scale (da W + coefficient x~)` from `dphi` through the feature map of the rows of a group
+    /// of `x` (queries or keys), whose projections are in `a`.
+    fn input_grad(
+        &mut self,
+        sc: &Scratch,
+        io: &Io,
+        bw: &Backward,
+        is_key: bool,
+        start: usize,
+        rows: usize,
+    ) -> Result<()> {
+        let p = self.plan;
+        let scale = (p.d as f32).powf(-0.25);
+        let (x, phi, dphi, dx) = if is_key {
+            (io.k, sc.phi_k.buffer(), bw.dphi_k.buffer(), bw.dk)
+        } else {
+            (io.q, sc.phi_q.buffer(), bw.dphi_q.buffer(), bw.dq)
+        };
+        let (code, _) = kernel_code(self.kernel);
+        let u = |x: usize| x as u32;
+        let params = [
+            u(rows),
+            u(p.z),
+            u(p.scratch_rows()),
+            u(p.d),
+            u(p.m),
+            code,
+            is_key as u32,
+            scale.to_bits(),
+            u(start * p.d),
+            u(p.l * p.d),
+            0,
+            0,
+        ];
+        let bufs = [x, sc.a.buffer(), phi, dphi, bw.da.buffer(), dx];
+        self.run("favor/features_backward", bytemuck::cast_slice(&params), &bufs, p.z * rows, 64)?;
+        // W as stored, [m, d]: da [rows, m] times W.
+        let w_rows = Operand { row_stride: io.w.col_stride, col_stride: io.w.row_stride, ..io.w };
+        let g = Gemm { alpha: scale, beta: 1.0, ..Gemm::new(p.z, rows, p.d, p.m) };
+        let da = Operand::rows(bw.da.buffer(), p.scratch_rows(), p.m);
+        self.gemm(&g, da, w_rows, Operand::rows(dx, p.l, p.d).at(start * p.d))
+    }
+}
+
+impl Recorder<'_, '_, '_> {
+    /// Sets the carried prefix max to its saved value before row `start` ("no tokens" at 0).
+    fn load_gamma(&mut self, saved: &wgpu::Buffer, io: &Io, start: usize) -> Result<()> {
+        let p = self.plan;
+        if start == 0 {
+            return record_fill(self.gpu, self.pass, io.state_gamma, p.z, LOWEST);
+        }
+        self.copy(
+            saved,
+            io.state_gamma,
+            Blocks { outer: p.z, inner: 1, len: 1, src: [start - 1, p.l, 0], dst: [0, 1, 0] },
+        )
+    }
+}
+
+impl Engine {
+    /// The plan of a backward pass: causal segments of `n` chunks under `Every(n)` checkpoints, else
+    /// the forward's groups; every buffer must fit one binding.
+    fn backward_plan(&self, s: &AttentionShape, o: &FavorOptions) -> Result<Plan> {
+        let plan = self.plan(s, o)?;
+        // The backward pass scans its chunk states (dq needs the state entering every chunk).
+        let plan = Plan { walk: false, ..plan };
+        let plan = match (o.causal, o.checkpoints) {
+            (true, Checkpoints::Every(n)) => Plan { group_chunks: n.min(s.len.div_ceil(plan.chunk)), ..plan },
+            _ => plan,
+        };
+        let largest = plan.backward_sizes().into_iter().max().unwrap_or(0) as u64 * 4;
+        let largest = largest.max(plan.scratch_bytes().0);
+        let limit = self.binding_limit()?;
+        if largest > limit {
+            return Err(Error::Limit {
+                what: format!(
+                    "attention gradients over groups of {} rows (fewer chunks between checkpoints need less)",
+                    plan.scratch_rows()
+                ),
+                needed: largest,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The forward pass of [`Engine::favor_gpu`] that also returns what
+    /// [`Engine::favor_backward_gpu`] needs: the denominators (and causal prefix maxima) of every
+    /// row, and the states entering every `n`-th chunk under `o.checkpoints = Every(n)`.
+    pub fn favor_forward_gpu(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        w: &GpuTensor,
+        o: &FavorOptions,
+    ) -> Result<(GpuTensor, FavorSaved)> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
+        let out = self.empty(&s.output_shape(q.shape().len()))?;
+        let saved = self.favor_saved(&s, o)?;
+        self.submit("favor forward", |enc| self.record_favor_forward(enc, q, k, v, w, &out, &saved))?;
+        Ok((out, saved))
+    }
+
+    /// Device buffers for what a forward pass of shape `s` under `o` keeps, for
+    /// [`Engine::record_favor_forward`].
+    pub fn favor_saved(&self, s: &AttentionShape, o: &FavorOptions) -> Result<FavorSaved> {
+        let plan = self.plan(s, o)?;
+        let (z, l) = (s.problems(), s.len);
+        let den = self.empty(&[z, l])?;
+        let gamma = if o.causal { Some(self.empty(&[z, l])?) } else { None };
+        let checkpoints = match (o.causal, o.checkpoints) {
+            (true, Checkpoints::Every(n)) => {
+                let shape = [z, l.div_ceil(plan.chunk).div_ceil(n), plan.f, plan.width()];
+                let bytes = 4 * shape.iter().product::<usize>() as u64;
+                self.check_binding(&format!("causal states kept every {n} chunks"), bytes)?;
+                Some(self.empty(&shape)?)
+            }
+            _ => None,
+        };
+        Ok(FavorSaved { options: *o, shape: *s, den, gamma, checkpoints })
+    }
+
+    /// Records the forward pass of [`Engine::favor_forward_gpu`] into the caller's encoder, writing
+    /// `out` and `saved` (made by [`Engine::favor_saved`], whose options it follows).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_favor_forward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        w: &GpuTensor,
+        out: &GpuTensor,
+        saved: &FavorSaved,
+    ) -> Result<()> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
+        saved.check(&s)?;
+        let o = saved.options;
+        let every = match o.checkpoints {
+            Checkpoints::Every(n) => n,
+            Checkpoints::None => 0,
+        };
+        let keep = Keep {
+            den: saved.den.buffer(),
+            gamma: saved.gamma.as_ref().map(|g| g.buffer()),
+            checkpoints: saved.checkpoints.as_ref().map(|c| (c.buffer(), every, c.shape()[1])),
+        };
+        let state = self.unset_state(&s, o.kernel)?;
+        self.record(encoder, q, k, v, w, &o, &state, true, out, Some(&keep))
+    }
+
+    /// Gradients `[dq, dk, dv]` for the upstream gradient `grad` of the output `out` of
+    /// [`Engine::favor_forward_gpu`] on the same inputs (the projection is held fixed). Causal
+    /// attention walks its chunks backwards from the saved checkpoints, or, with none, rebuilds the
+    /// states in a forward sweep (dq) and carries the query state in a reverse sweep (dk, dv), with
+    /// scratch independent of L.
+    #[allow(clippy::too_many_arguments)]
+    pub fn favor_backward_gpu(
+        &self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        w: &GpuTensor,
+        out: &GpuTensor,
+        saved: &FavorSaved,
+        grad: &GpuTensor,
+    ) -> Result<[GpuTensor; 3]> {
+        let grads = [self.empty(q.shape())?, self.empty(k.shape())?, self.empty(v.shape())?];
+        self.submit("favor backward", |enc| self.record_favor_backward(enc, q, k, v, w, out, saved, grad, &grads))?;
+        Ok(grads)
+    }
+
+    /// Records [`Engine::favor_backward_gpu`] into the caller's encoder, writing `[dq, dk, dv]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_favor_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        w: &GpuTensor,
+        out: &GpuTensor,
+        saved: &FavorSaved,
+        grad: &GpuTensor,
+        grads: &[GpuTensor; 3],
+    ) -> Result<()> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
+        saved.check(&s)?;
+        if grad.shape() != out.shape() {
+            return Err(InputError::shape("grad", format!("{:?}", out.shape()), grad.shape()).into());
+        }
+        for (name, (g, x)) in ["dq", "dk", "dv"].into_iter().zip(grads.iter().zip([q, k, v])) {
+            if g.shape() != x.shape() {
+                return Err(InputError::shape(name, format!("{:?}", x.shape()), g.shape()).into());
+            }
+        }
+        let o = saved.options;
+        let plan = self.backward_plan(&s, &o)?;
+        let gpu = self.gpu("favor backward")?;
+        let [dq, dk, dv] = grads;
+        let sizes = plan.backward_sizes();
+        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats.max(1) as u64);
+        let bw = Backward {
+            out: out.buffer(),
+            den: saved.den.buffer(),
+            grad: grad.buffer(),
+            dq: dq.buffer(),
+            dk: dk.buffer(),
+            dv: dv.buffer(),
+            gt: get(sizes[0]),
+            dphi_q: get(sizes[1]),
+            dphi_k: get(sizes[2]),
+            da: get(sizes[3]),
+            r: get(sizes[4]),
+            masked: get(sizes[5]),
+            query_deltas: get(sizes[6]),
+            phi_k_decayed: get(sizes[7]),
+        };
+        let CausalState::Gpu { s: state_s, gamma: state_gamma, .. } = self.unset_state(&s, o.kernel)? else {
+            unreachable!("a GPU engine makes GPU states")
+        };
+        let sc = self.scratch(gpu, &plan);
+        let io = Io {
+            q: q.buffer(),
+            k: k.buffer(),
+            v: v.buffer(),
+            w: Operand::rows(w.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
+            out: out.buffer(),
+            state_s: state_s.buffer(),
+            state_gamma: state_gamma.buffer(),
+        };
+        let mut pass = encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor backward"), timestamp_writes: None });
+        record_reset(gpu, &mut pass, &state_s, &state_gamma)?;
+        let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
+        if !o.causal {
+            return r.bidirectional_backward(&sc, &io, &bw);
+        }
+        record_fill(gpu, r.pass, bw.r.buffer(), sizes[4], 0.0)?;
+        let group = plan.scratch_rows();
+        let starts: Vec<usize> = (0..plan.l).step_by(group).collect();
+        let rows = |start: usize| group.min(plan.l - start);
+        let gammas = saved.gamma.as_ref().map(|g| g.buffer()).expect("causal forward passes keep gamma");
+        match &saved.checkpoints {
+            Some(states) => {
+                // One segment per checkpoint, last first.
+                let (fw, count) = (plan.f * plan.width(), states.shape()[1]);
+                for (i, &start) in starts.iter().enumerate().rev() {
+                    let load =
+                        Blocks { outer: plan.z, inner: 1, len: fw, src: [i * fw, count * fw, 0], dst: [0, fw, 0] };
+                    r.copy(states.buffer(), io.state_s, load)?;
+                    r.load_gamma(gammas, &io, start)?;
+                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Both)?;
+                }
+            }
+            None => {
+                for &start in &starts {
+                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Queries)?;
+                }
+                for &start in starts.iter().rev() {
+                    r.load_gamma(gammas, &io, start)?;
+                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Keys)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gradients `[dq, dk, dv]` of random-feature attention for the upstream gradient `grad` of its
+    /// output (the projection is held fixed): [`Engine::favor_forward_gpu`] then
+    /// [`Engine::favor_backward_gpu`] on a GPU engine, the f64 reference on the CPU.
+    pub fn favor_backward(
+        &self,
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        w: &Tensor<f32>,
+        o: &FavorOptions,
+        grad: &Tensor<f32>,
+    ) -> Result<[Tensor<f32>; 3]> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
+        ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w), ("grad", grad)])?;
+        if grad.len() != s.problems() * s.len * s.value_dim {
+            return Err(
+                InputError::shape("grad", format!("{:?}", s.output_shape(q.shape().len())), grad.shape()).into()
+            );
+        }
+        if !self.is_gpu() {
+            let [dq, dk, dv, _] = ortho_ref::favor::favor_backward(
+                &q.to_f64(),
+                &k.to_f64(),
+                &v.to_f64(),
+                &w.to_f64(),
+                o.kernel,
+                o.causal,
+                &grad.to_f64(),
+            )?;
+            return Ok([dq.to_f32(), dk.to_f32(), dv.to_f32()]);
+        }
+        let up = |name, t: &Tensor<f32>| self.upload(name, t);
+        let (gq, gk, gv, gw) = (up("q", q)?, up("k", k)?, up("v", v)?, up("projection", w)?);
+        let gg = self.upload("grad", &grad.clone().reshape(&s.output_shape(q.shape().len()))?)?;
+        let (out, saved) = self.favor_forward_gpu(&gq, &gk, &gv, &gw, o)?;
+        let [dq, dk, dv] = self.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &gg)?;
+        Ok([self.download(&dq)?, self.download(&dk)?, self.download(&dv)?])
+    }
+}
