@@ -5,6 +5,7 @@
 //! `Phi(Q)^T gt` of every later chunk (carried backwards) for dk and dv.
 
 use super::*;
+
 /// What a forward pass keeps for [`Engine::favor_backward_gpu`] besides its inputs and output: the
 /// denominators `D_t` of every row (and, causal, the prefix maxima `gamma_t` of the key offsets), 8
 /// bytes a token like FlashAttention's log-sum-exp, and the checkpointed states its options ask for.
