@@ -244,3 +244,28 @@ fn sequential_walk_matches_reference_across_tiles_and_dispatches() {
         }
     }
 }
+
+/// Full walks at the benchmarked shape (d = dv = 64, m = 256: 8 chunks of 64 rows a dispatch, or 2
+/// of 256) and at the most features the walk keeps on chip (trig, m = 384: f = 768), against the f64
+/// chunked reference. Mesa's llvmpipe once ended long barrier loops early; these are the longest.
+#[test]
+fn sequential_walk_at_full_size_matches_reference() {
+    for (l, d, dv, m, chunk, kernel) in [
+        (2048, 64, 64, 256, 64, Kernel::Softmax),
+        (1024, 64, 64, 256, 256, Kernel::Softmax),
+        (600, 8, 8, 384, 8, Kernel::Trig),
+    ] {
+        let q = gaussian(&[l, d], 0.5, 11);
+        let k = gaussian(&[l, d], 0.5, 12);
+        let v = gaussian(&[l, dv], 1.0, 13);
+        let w = projection(m, d, Scaling::Chi, 14).unwrap().to_f32();
+        let (q64, k64, v64, w64) = (q.to_f64(), k.to_f64(), v.to_f64(), w.to_f64());
+        let want = reference::favor_causal(&q64, &k64, &v64, &w64, kernel, chunk, None).unwrap();
+        let bound = 1e-5 * denominator_condition(&q, &k, &w, kernel, true);
+        for engine in gpu_engines() {
+            let got = engine.favor(&q, &k, &v, &w, &causal(kernel, chunk, Schedule::Sequential)).unwrap();
+            let err = relative_frobenius(got.data(), want.data());
+            assert!(err <= bound, "{} {kernel:?} L = {l}, C = {chunk}: {err:e} > {bound:e}", engine.describe());
+        }
+    }
+}

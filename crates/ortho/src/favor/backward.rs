@@ -444,7 +444,7 @@ impl Engine {
     /// [`Engine::favor_forward_gpu`] on the same inputs (the projection is held fixed). Causal
     /// attention walks its chunks backwards from the saved checkpoints, or, with none, rebuilds the
     /// states in a forward sweep (dq) and carries the query state in a reverse sweep (dk, dv), with
-    /// scratch independent of L.
+    /// scratch independent of L. Device tensors are not checked for non-finite values.
     #[allow(clippy::too_many_arguments)]
     pub fn favor_backward_gpu(
         &self,
