@@ -1,9 +1,10 @@
 //! The time-memory trade-off of causal FAVOR+ gradients (math.md §1.6, SLiM): one forward pass that
 //! keeps what the backward pass needs, then the backward pass, timed together with GPU timestamps,
 //! at d = dv = 64, m = 256, B = H = 1, for C in {64, 256} and three checkpoint settings:
-//! - none: one chunk per group (sequential schedule), the states rebuilt in a second sweep;
-//! - every 16 chunks and every chunk: the forward pass keeps states, the backward pass walks
-//!   segments of that many chunks from them in one sweep.
+//! - none: the sequential schedule (512 rows a group), the states rebuilt in a second sweep;
+//! - every 16 chunks and every chunk: the forward pass (`Auto` schedule) keeps states, the backward
+//!   pass walks groups of whole segments in one sweep, rebuilding each segment's states from its
+//!   checkpoint.
 //!
 //! Bytes come from the buffer pool: "scratch" is the peak beyond the inputs, the output, the
 //! gradients and what the forward pass kept (its 8 bytes a token of row statistics and the

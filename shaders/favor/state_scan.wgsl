@@ -9,18 +9,22 @@
 // exp(gamma_end(c - 1) - gamma_t) phi^(q_t) gt_t^T; out, deltas[c] = the sum over every later chunk,
 // relative to gamma_end(c), and `state` = the sum over the group and after it, relative to before:
 //   R_(c-1) = delta_c + R_c exp(gamma_end(c - 1) - gamma_end(c)),   R_last = state.
-// Every factor is <= 1.
+// Every factor is <= 1. Forward scans restart from saved states where `every` > 0: the state
+// entering chunk c is checkpoint (first_chunk + c) / every of the problem whenever c > 0 and
+// first_chunk + c is a multiple of every (checkpoints [B*H, count, f, dv + 1]).
 
 struct StateScan {
     rows: u32, problems: u32, scratch_rows: u32, width: u32,
-    chunk: u32, chunks: u32, reverse: u32, _pad1: u32,
+    chunk: u32, chunks: u32, reverse: u32, every: u32,
+    first_chunk: u32, count: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: StateScan;
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
 @group(0) @binding(2) var<storage, read> before: array<f32>;
-@group(0) @binding(3) var<storage, read_write> deltas: array<f32>;
-@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read> checkpoints: array<f32>;
+@group(0) @binding(4) var<storage, read_write> deltas: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
 
 // gamma_end(c) of problem z.
 fn end_of(z: u32, c: u32) -> f32 {
@@ -39,6 +43,10 @@ fn state_scan(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         var g = before[z];
         for (var c = 0u; c < p.chunks; c++) {
             let at = (z * p.chunks + c) * p.width + x;
+            let chunk = p.first_chunk + c;
+            if (p.every > 0u && c > 0u && chunk % p.every == 0u) {
+                s = checkpoints[(z * p.count + chunk / p.every) * p.width + x];
+            }
             let delta = deltas[at];
             deltas[at] = s;
             let end = end_of(z, c);

@@ -62,8 +62,8 @@ pub enum Checkpoints {
     #[default]
     None,
     /// The state entering every `n`-th chunk (`Every(1)`: every chunk): the backward pass walks
-    /// segments of `n` chunks from their checkpoints in one sweep; the checkpoints take
-    /// `(L / (n C)) f (dv + 1)` floats per problem.
+    /// groups of whole segments of `n` chunks backwards in one sweep, rebuilding each segment's
+    /// states from its checkpoint; the checkpoints take `(L / (n C)) f (dv + 1)` floats per problem.
     Every(usize),
 }
 
@@ -511,8 +511,16 @@ impl Recorder<'_, '_, '_> {
 
     /// Chunk state deltas `phi~(K_c)^T [V_c | 1]` for the chunks of a group (the key features `phi`
     /// are decayed in place), then the scan that turns them into the states entering each chunk and
-    /// carries the state past the group.
-    fn fold_keys(&mut self, sc: &Scratch, io: &Io, phi: &wgpu::Buffer, start: usize, rows: usize) -> Result<()> {
+    /// carries the state past the group, restarting from the checkpoints in `restart`.
+    fn fold_keys(
+        &mut self,
+        sc: &Scratch,
+        io: &Io,
+        phi: &wgpu::Buffer,
+        start: usize,
+        rows: usize,
+        restart: Option<Checkpointed>,
+    ) -> Result<()> {
         let p = self.plan;
         let (sr, w, chunk) = (p.scratch_rows(), p.width(), p.chunk);
         let chunks = rows.div_ceil(chunk);
@@ -524,9 +532,42 @@ impl Recorder<'_, '_, '_> {
             let c = Operand::rows(sc.deltas.buffer(), chunks * p.f, w).chunks(first, count, p.f * w);
             self.gemm(&g, a, b, c)?;
         }
-        let bufs = [sc.gamma.buffer(), sc.before.buffer(), sc.deltas.buffer(), io.state_s];
-        let extra = [(p.f * w) as u32, chunk as u32, chunks as u32, 0, 0];
-        self.rows_kernel("favor/state_scan", rows, extra, &bufs, p.z * p.f * w)
+        self.scan_states(sc, sc.deltas.buffer(), io.state_s, start, rows, false, restart)
+    }
+
+    /// `favor/state_scan` over the chunks of a group: forward (key states, optionally restarting
+    /// from checkpoints) or reverse (the backward pass's query states).
+    #[allow(clippy::too_many_arguments)]
+    fn scan_states(
+        &mut self,
+        sc: &Scratch,
+        deltas: &wgpu::Buffer,
+        state: &wgpu::Buffer,
+        start: usize,
+        rows: usize,
+        reverse: bool,
+        restart: Option<Checkpointed>,
+    ) -> Result<()> {
+        let p = self.plan;
+        let width = p.f * p.width();
+        let u = |x: usize| x as u32;
+        let (saved, every, count) = restart.map_or((sc.gamma.buffer(), 0, 0), |r| (r.states, r.every, r.count));
+        let params = [
+            u(rows),
+            u(p.z),
+            u(p.scratch_rows()),
+            u(width),
+            u(p.chunk),
+            u(rows.div_ceil(p.chunk)),
+            reverse as u32,
+            u(every),
+            u(start / p.chunk),
+            u(count),
+            0,
+            0,
+        ];
+        let bufs = [sc.gamma.buffer(), sc.before.buffer(), saved, deltas, state];
+        self.run("favor/state_scan", bytemuck::cast_slice(&params), &bufs, p.z * width, 256)
     }
 
     fn normalize(&mut self, sc: &Scratch, io: &Io, start: usize, rows: usize) -> Result<()> {
@@ -562,7 +603,7 @@ impl Recorder<'_, '_, '_> {
             self.row_scale(sc, sc.phi_q.buffer(), false, rows, p.f)?;
             self.state_walk(sc, io, start, rows)?;
         } else {
-            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows)?;
+            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows, None)?;
             self.row_scale(sc, sc.phi_q.buffer(), false, rows, p.f)?;
             let states = Operand::rows(sc.deltas.buffer(), p.f, w);
             let out = Operand::rows(sc.num.buffer(), sr, w).chunks(0, chunks, c * w);
@@ -630,7 +671,7 @@ impl Recorder<'_, '_, '_> {
         for start in (0..p.l).step_by(p.chunk) {
             let rows = p.chunk.min(p.l - start);
             self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
-            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows)?;
+            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows, None)?;
         }
         for start in (0..p.l).step_by(p.chunk) {
             let rows = p.chunk.min(p.l - start);
@@ -662,7 +703,7 @@ impl Recorder<'_, '_, '_> {
             let rows_of_gamma = Blocks { outer: p.z, inner: 1, len: rows, src: [0, sr, 0], dst: [start, p.l, 0] };
             self.copy(sc.gamma.buffer(), gamma, rows_of_gamma)?;
         }
-        if let Some((states, every, count)) = keep.checkpoints {
+        if let Some(Checkpointed { states, every, count }) = keep.checkpoints {
             let (first, chunks) = (start / p.chunk, rows.div_ceil(p.chunk));
             let kept = first.div_ceil(every) * every;
             if kept < first + chunks {
@@ -685,8 +726,15 @@ impl Recorder<'_, '_, '_> {
 struct Keep<'a> {
     den: &'a wgpu::Buffer,
     gamma: Option<&'a wgpu::Buffer>,
-    /// The checkpoint buffer, the chunks between checkpoints and the checkpoints per problem.
-    checkpoints: Option<(&'a wgpu::Buffer, usize, usize)>,
+    checkpoints: Option<Checkpointed<'a>>,
+}
+
+/// The states entering every `every`-th chunk, `count` per problem (`[B*H, count, f, dv + 1]`).
+#[derive(Clone, Copy)]
+struct Checkpointed<'a> {
+    states: &'a wgpu::Buffer,
+    every: usize,
+    count: usize,
 }
 
 /// `outer x inner` blocks of `len` floats; `src` and `dst` are `[offset, outer stride, inner

@@ -29,6 +29,14 @@ impl FavorSaved {
         Ok(())
     }
 
+    fn checkpointed(&self) -> Option<Checkpointed<'_>> {
+        let every = match self.options.checkpoints {
+            Checkpoints::Every(n) => n,
+            Checkpoints::None => return None,
+        };
+        self.checkpoints.as_ref().map(|c| Checkpointed { states: c.buffer(), every, count: c.shape()[1] })
+    }
+
     /// Bytes held on the device.
     pub fn byte_len(&self) -> u64 {
         [Some(&self.den), self.gamma.as_ref(), self.checkpoints.as_ref()]
@@ -72,6 +80,8 @@ struct Backward<'a> {
     /// Causal: the key features decayed to their chunk's end (the feature gradients need them as
     /// computed, so the decay goes to a copy).
     phi_k_decayed: PooledBuffer,
+    /// Causal: the states the forward pass kept, from which each group's scan restarts.
+    checkpoints: Option<Checkpointed<'a>>,
 }
 
 impl Plan {
@@ -116,7 +126,7 @@ impl Recorder<'_, '_, '_> {
         let r = Operand::rows(bw.r.buffer(), p.f, w);
         for &(start, rows) in &groups {
             self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
-            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows)?;
+            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows, None)?;
         }
         for (i, &(start, rows)) in groups.iter().enumerate() {
             self.features(sc, io, io.q, sc.phi_q.buffer(), false, start, rows)?;
@@ -224,7 +234,8 @@ impl Recorder<'_, '_, '_> {
         let all = p.z * sr * f;
         self.copy(sc.phi_k.buffer(), decayed, Blocks { outer: 1, inner: 1, len: all, src: [0; 3], dst: [0; 3] })?;
         if queries {
-            self.fold_keys(sc, io, decayed, start, rows)?;
+            let restart = if sweep == Sweep::Both { bw.checkpoints } else { None };
+            self.fold_keys(sc, io, decayed, start, rows, restart)?;
         } else {
             self.row_scale(sc, decayed, true, rows, f)?;
         }
@@ -243,14 +254,7 @@ impl Recorder<'_, '_, '_> {
                     query_states.chunks(first, count, f * w),
                 )?;
             }
-            let bufs = [sc.gamma.buffer(), sc.before.buffer(), bw.query_deltas.buffer(), bw.r.buffer()];
-            self.rows_kernel(
-                "favor/state_scan",
-                rows,
-                [(f * w) as u32, c as u32, chunks as u32, 1, 0],
-                &bufs,
-                p.z * f * w,
-            )?;
+            self.scan_states(sc, bw.query_deltas.buffer(), bw.r.buffer(), start, rows, true, None)?;
             for (first, count, k) in chunk_batches(rows, c) {
                 let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, f, w) };
                 self.gemm(
@@ -347,14 +351,18 @@ impl Recorder<'_, '_, '_> {
 }
 
 impl Engine {
-    /// The plan of a backward pass: causal segments of `n` chunks under `Every(n)` checkpoints, else
-    /// the forward's groups; every buffer must fit one binding.
+    /// The plan of a backward pass: the forward's groups, under `Every(n)` checkpoints rounded to
+    /// whole segments of `n` chunks (at least one) so that every group starts at a checkpoint; every
+    /// buffer must fit one binding.
     fn backward_plan(&self, s: &AttentionShape, o: &FavorOptions) -> Result<Plan> {
         let plan = self.plan(s, o)?;
         // The backward pass scans its chunk states (dq needs the state entering every chunk).
         let plan = Plan { walk: false, ..plan };
         let plan = match (o.causal, o.checkpoints) {
-            (true, Checkpoints::Every(n)) => Plan { group_chunks: n.min(s.len.div_ceil(plan.chunk)), ..plan },
+            (true, Checkpoints::Every(n)) => {
+                let segments = (plan.group_chunks / n).max(1);
+                Plan { group_chunks: (segments * n).min(s.len.div_ceil(plan.chunk)), ..plan }
+            }
             _ => plan,
         };
         let largest = plan.backward_sizes().into_iter().max().unwrap_or(0) as u64 * 4;
@@ -427,14 +435,10 @@ impl Engine {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         saved.check(&s)?;
         let o = saved.options;
-        let every = match o.checkpoints {
-            Checkpoints::Every(n) => n,
-            Checkpoints::None => 0,
-        };
         let keep = Keep {
             den: saved.den.buffer(),
             gamma: saved.gamma.as_ref().map(|g| g.buffer()),
-            checkpoints: saved.checkpoints.as_ref().map(|c| (c.buffer(), every, c.shape()[1])),
+            checkpoints: saved.checkpointed(),
         };
         let state = self.unset_state(&s, o.kernel)?;
         self.record(encoder, q, k, v, w, &o, &state, true, out, Some(&keep))
@@ -506,6 +510,7 @@ impl Engine {
             masked: get(sizes[5]),
             query_deltas: get(sizes[6]),
             phi_k_decayed: get(sizes[7]),
+            checkpoints: saved.checkpointed(),
         };
         let CausalState::Gpu { s: state_s, gamma: state_gamma, .. } = self.unset_state(&s, o.kernel)? else {
             unreachable!("a GPU engine makes GPU states")
@@ -534,11 +539,12 @@ impl Engine {
         let gammas = saved.gamma.as_ref().map(|g| g.buffer()).expect("causal forward passes keep gamma");
         match &saved.checkpoints {
             Some(states) => {
-                // One segment per checkpoint, last first.
+                // Groups of whole segments, last first, each from the checkpoint at its start.
                 let (fw, count) = (plan.f * plan.width(), states.shape()[1]);
-                for (i, &start) in starts.iter().enumerate().rev() {
-                    let load =
-                        Blocks { outer: plan.z, inner: 1, len: fw, src: [i * fw, count * fw, 0], dst: [0, fw, 0] };
+                let every = bw.checkpoints.map_or(1, |c| c.every);
+                for &start in starts.iter().rev() {
+                    let at = start / plan.chunk / every * fw;
+                    let load = Blocks { outer: plan.z, inner: 1, len: fw, src: [at, count * fw, 0], dst: [0, fw, 0] };
                     r.copy(states.buffer(), io.state_s, load)?;
                     r.load_gamma(gammas, &io, start)?;
                     r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Both)?;
