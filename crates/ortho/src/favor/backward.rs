@@ -85,6 +85,13 @@ struct Backward<'a> {
 }
 
 impl Plan {
+    /// Bytes of the largest buffer and of all scratch of a backward pass, the forward's included.
+    fn backward_bytes(&self) -> (u64, u64) {
+        let (largest, total) = self.scratch_bytes();
+        let sizes = self.backward_sizes().map(|n| 4 * n as u64);
+        (largest.max(sizes.into_iter().max().unwrap_or(0)), total + sizes.iter().sum::<u64>())
+    }
+
     /// Floats of each buffer of [`Backward`] that this plan allocates.
     fn backward_sizes(&self) -> [usize; 8] {
         let (rows, w, g) = (self.z * self.scratch_rows(), self.width(), self.group_chunks);
@@ -351,24 +358,37 @@ impl Recorder<'_, '_, '_> {
 }
 
 impl Engine {
-    /// The plan of a backward pass: the forward's groups, under `Every(n)` checkpoints rounded to
-    /// whole segments of `n` chunks (at least one) so that every group starts at a checkpoint; every
-    /// buffer must fit one binding.
+    /// The plan of a backward pass: groups as the schedule asks (`Auto`: forward and backward
+    /// scratch within [`AUTO_SCRATCH_BYTES`]), under `Every(n)` checkpoints rounded to whole segments
+    /// of `n` chunks (at least one) so that every group starts at a checkpoint; every buffer must
+    /// fit one binding.
     fn backward_plan(&self, s: &AttentionShape, o: &FavorOptions) -> Result<Plan> {
-        let plan = self.plan(s, o)?;
         // The backward pass scans its chunk states (dq needs the state entering every chunk).
-        let plan = Plan { walk: false, ..plan };
-        let plan = match (o.causal, o.checkpoints) {
-            (true, Checkpoints::Every(n)) => {
-                let segments = (plan.group_chunks / n).max(1);
-                Plan { group_chunks: (segments * n).min(s.len.div_ceil(plan.chunk)), ..plan }
-            }
-            _ => plan,
+        let plan = Plan { walk: false, ..self.plan(s, o)? };
+        let binding = self.binding_limit()?;
+        let budget = if o.schedule == Schedule::Parallel { u64::MAX } else { AUTO_SCRATCH_BYTES };
+        let fits = |p: &Plan| {
+            let (largest, total) = p.backward_bytes();
+            largest <= binding && total <= budget
         };
-        let largest = plan.backward_sizes().into_iter().max().unwrap_or(0) as u64 * 4;
-        let largest = largest.max(plan.scratch_bytes().0);
-        let limit = self.binding_limit()?;
-        if largest > limit {
+        let plan = if !o.causal {
+            let most = o.chunk.unwrap_or(s.len).min(s.len).max(1);
+            Plan { chunk: largest_fitting(most, |rows| fits(&Plan { chunk: rows, ..plan })), ..plan }
+        } else {
+            let chunks = s.len.div_ceil(plan.chunk);
+            let with = |g| Plan { group_chunks: g, ..plan };
+            let g = match o.schedule {
+                Schedule::Sequential => plan.group_chunks,
+                Schedule::Parallel | Schedule::Auto => largest_fitting(chunks, |g| fits(&with(g))),
+            };
+            let every = match o.checkpoints {
+                Checkpoints::Every(n) => n,
+                Checkpoints::None => 1,
+            };
+            with(((g / every).max(1) * every).min(chunks))
+        };
+        let (largest, _) = plan.backward_bytes();
+        if largest > binding {
             return Err(Error::Limit {
                 what: format!(
                     "attention gradients over groups of {} rows (fewer chunks between checkpoints need less)",
@@ -376,7 +396,7 @@ impl Engine {
                 ),
                 needed: largest,
                 limit_name: "max_storage_buffer_binding_size",
-                limit,
+                limit: binding,
             });
         }
         Ok(plan)
