@@ -16,7 +16,7 @@
 mod common;
 use common::*;
 use ortho::random::{Scaling, projection};
-use ortho::{AttentionShape, Checkpoints, FavorOptions, Kernel, Schedule};
+use ortho::{AttentionShape, Checkpoints, FavorGrads, FavorOptions, Kernel, Schedule};
 
 fn main() {
     let (d, dv, m) = (64, 64, 256);
@@ -57,7 +57,8 @@ fn main() {
             let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), Some(w.shape())).unwrap();
             let saved = engine.favor_saved(&s, &o).expect("saved buffers");
             let out = engine.empty(v.shape()).unwrap();
-            let grads = [q.shape(), k.shape(), v.shape()].map(|s| engine.empty(s).unwrap());
+            let [dq, dk, dv] = [q.shape(), k.shape(), v.shape()].map(|s| engine.empty(s).unwrap());
+            let grads = FavorGrads { dq, dk, dv, dw: None };
             engine.trim_pool();
             engine.reset_peak();
             let base = engine.pool_stats().live_bytes;

@@ -47,8 +47,8 @@ fn main() -> Result<(), ortho::Error> {
             println!("step {step:>2}: loss {loss:.5}");
         }
         let grad = engine.upload("grad", &Tensor::new(&[L, DV], residual)?)?;
-        let grads = engine.favor_backward_gpu(&q, &k, &v, &gw, &out, &saved, &grad)?;
-        for (p, g) in params.iter_mut().zip(&grads) {
+        let g = engine.favor_backward_gpu(&q, &k, &v, &gw, &out, &saved, &grad)?;
+        for (p, g) in params.iter_mut().zip([&g.dq, &g.dk, &g.dv]) {
             let g = engine.download(g)?;
             p.data_mut().iter_mut().zip(g.data()).for_each(|(x, d)| *x -= RATE * d);
         }

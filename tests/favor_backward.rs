@@ -31,7 +31,7 @@ fn bidirectional_gradients_match_reference() {
                     &g.to_f64(),
                 )
                 .unwrap();
-                for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+                for (name, (a, b)) in ["dq", "dk", "dv", "dw"].iter().zip(got.iter().zip(&want)) {
                     let norm = b.data().iter().map(|x| x * x).sum::<f64>().sqrt();
                     let err = relative_frobenius(a.data(), b.data()) * norm / norm.max(1e-3);
                     let bound = 1e-4 * denominator_condition(&q, &k, &w, kernel, false);
@@ -104,11 +104,11 @@ fn causal_gradients_match_reference_for_every_checkpoint_setting() {
                 let (q64, k64, v64, w64) = (q.to_f64(), k.to_f64(), v.to_f64(), w.to_f64());
                 let want = reference::favor_backward(&q64, &k64, &v64, &w64, kernel, true, &g.to_f64()).unwrap();
                 let bound = 1e-4 * denominator_condition(&q, &k, &w, kernel, true);
-                let mut first: Option<[Tensor<f32>; 3]> = None;
+                let mut first: Option<[Tensor<f32>; 4]> = None;
                 for (schedule, checkpoints) in SETTINGS {
                     let o = causal(kernel, chunk, schedule, checkpoints);
                     let got = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
-                    for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+                    for (name, (a, b)) in ["dq", "dk", "dv", "dw"].iter().zip(got.iter().zip(&want)) {
                         let err = gradient_error(a, b);
                         assert!(
                             err <= bound,
@@ -153,10 +153,11 @@ fn causal_gradients_survive_a_huge_late_key() {
         for (schedule, checkpoints) in SETTINGS {
             let o = causal(Kernel::Softmax, 16, schedule, checkpoints);
             let got = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
-            for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+            for (name, (a, b)) in ["dq", "dk", "dv", "dw"].iter().zip(got.iter().zip(&want)) {
                 assert!(a.data().iter().all(|x| x.is_finite()), "{checkpoints:?} {name} not finite");
-                let width = a.len() / l;
-                let early = relative_frobenius(&a.data()[..late * width], &b.data()[..late * width]);
+                // Rows of dq, dk, dv before the key; dW sums over every row.
+                let before = if *name == "dw" { a.len() } else { late * a.len() / l };
+                let early = relative_frobenius(&a.data()[..before], &b.data()[..before]);
                 let all = gradient_error(a, b);
                 assert!(
                     early <= 1e-4 && all <= 1e-4,
@@ -181,14 +182,16 @@ fn device_resident_training_steps_chain_without_readback() {
         let (out, saved) = engine.favor_forward_gpu(&gq, &gk, &gv, &gw, &o).unwrap();
         assert_eq!(saved.options(), &o);
         assert_eq!(saved.byte_len(), 4 * (2 * l + (l / 8).div_ceil(2) * m * (dv + 1)) as u64);
-        let [dq, dk, dv_] = engine.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &gg).unwrap();
+        let g1 = engine.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &gg).unwrap();
         // The gradient feeds the next call as an input, still on the device.
-        let [dq2, _, _] = engine.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &dv_).unwrap();
+        let g2 = engine.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &g1.dv).unwrap();
         let host = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
-        assert_eq!(engine.download(&dq).unwrap().data(), host[0].data());
-        assert_eq!(engine.download(&dk).unwrap().data(), host[1].data());
-        let want = engine.favor_backward(&q, &k, &v, &w, &o, &engine.download(&dv_).unwrap()).unwrap();
-        assert_eq!(engine.download(&dq2).unwrap().data(), want[0].data());
+        let device = [&g1.dq, &g1.dk, &g1.dv, g1.dw.as_ref().unwrap()];
+        for (d, h) in device.into_iter().zip(&host) {
+            assert_eq!(engine.download(d).unwrap().data(), h.data());
+        }
+        let want = engine.favor_backward(&q, &k, &v, &w, &o, &engine.download(&g1.dv).unwrap()).unwrap();
+        assert_eq!(engine.download(&g2.dq).unwrap().data(), want[0].data());
         // A saved context belongs to its shapes.
         let other = engine.upload("q", &gaussian(&[1, 1, l / 2, d], 0.5, 1)).unwrap();
         let err = engine.favor_backward_gpu(&other, &other, &other, &gw, &out, &saved, &gg).unwrap_err();

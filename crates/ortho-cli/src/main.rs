@@ -216,6 +216,9 @@ struct FavorGradArgs {
     dk: PathBuf,
     #[arg(long)]
     dv: PathBuf,
+    /// Also write the gradient with respect to the projection, shaped like it.
+    #[arg(long)]
+    dw: Option<PathBuf>,
     #[command(flatten)]
     backend: Backend,
 }
@@ -309,7 +312,10 @@ fn favor_grad(a: &FavorGradArgs) -> Result<(), String> {
         checkpoints: a.checkpoints,
         ..FavorOptions::new(a.kernel)
     };
-    let [dq, dk, dv] = engine.favor_backward(&q, &k, &v, &w, &options, &g).map_err(|e| e.to_string())?;
+    let [dq, dk, dv, dw] = engine.favor_backward(&q, &k, &v, &w, &options, &g).map_err(|e| e.to_string())?;
+    if let Some(path) = &a.dw {
+        npy::write(path, &dw)?;
+    }
     npy::write(&a.dq, &dq)?;
     npy::write(&a.dk, &dk)?;
     npy::write(&a.dv, &dv)

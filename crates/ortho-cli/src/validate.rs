@@ -113,7 +113,7 @@ fn cases() -> Vec<Case> {
         let w = projection(m, d, Scaling::Chi, 1604).expect("valid projection sizes").to_f32();
         for (setting, options) in gradients {
             let options = FavorOptions { kernel, ..options };
-            for (which, name) in ["dq", "dk", "dv"].into_iter().enumerate() {
+            for (which, name) in ["dq", "dk", "dv", "dw"].into_iter().enumerate() {
                 let (q, k, v, g, w) = (q.clone(), k.clone(), v.clone(), g.clone(), w.clone());
                 cases.push(Case {
                     kernel: format!("favor {} grad {name}", kernel.name()),

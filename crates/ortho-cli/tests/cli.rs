@@ -185,11 +185,12 @@ fn favor_grad_verb_matches_the_reference() {
     save(&w, &[8, 4], &wv);
     let gv: Vec<f32> = gaussian(2 * 12 * 3, 8).iter().map(|&x| x as f32).collect();
     save(&g, &[1, 2, 12, 3], &gv);
-    // Runs favor-grad on `backend` (plus `extra` flags) and loads dq, dk, dv.
+    // Runs favor-grad on `backend` (plus `extra` flags) and loads dq, dk, dv, dw.
     let grads = |backend: &str, extra: &[&str]| {
-        let outs = ["dq", "dk", "dv"].map(|n| d.join(format!("{n}-{backend}{}.npy", extra.len())));
+        let outs = ["dq", "dk", "dv", "dw"].map(|n| d.join(format!("{n}-{backend}{}.npy", extra.len())));
         let mut args = vec!["favor-grad", "--q", p(&q), "--k", p(&k), "--v", p(&v), "--projection", p(&w)];
         args.extend(["--grad-out", p(&g), "--dq", p(&outs[0]), "--dk", p(&outs[1]), "--dv", p(&outs[2])]);
+        args.extend(["--dw", p(&outs[3])]);
         args.extend(["--backend", backend]);
         args.extend_from_slice(extra);
         let o = ortho(&args);
@@ -205,6 +206,7 @@ fn favor_grad_verb_matches_the_reference() {
     let settings: [&[&str]; 2] = [&["--causal", "--chunk", "5"], &["--causal", "--chunk", "5", "--checkpoints", "2"]];
     let want = grads("cpu", settings[0]);
     assert_eq!(want[0].shape(), &[1, 2, 12, 4]);
+    assert_eq!(want[3].shape(), &[8, 4]);
     for backend in backends() {
         for extra in settings {
             for (a, b) in grads(backend, extra).iter().zip(&want) {

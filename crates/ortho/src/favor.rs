@@ -24,7 +24,7 @@ use ortho_ref::favor::{AttentionShape, Kernel};
 use ortho_ref::{Error as InputError, Tensor};
 
 mod backward;
-pub use backward::FavorSaved;
+pub use backward::{FavorGrads, FavorSaved};
 
 /// How causal attention walks its chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -35,7 +35,8 @@ mod timing;
 pub use engine::{AdapterReport, BackendChoice, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use favor::{
-    AUTO_SCRATCH_BYTES, CausalState, Checkpoints, DEFAULT_CHUNK, FavorOptions, FavorSaved, SEQUENTIAL_ROWS, Schedule,
+    AUTO_SCRATCH_BYTES, CausalState, Checkpoints, DEFAULT_CHUNK, FavorGrads, FavorOptions, FavorSaved, SEQUENTIAL_ROWS,
+    Schedule,
 };
 pub use flow::{ExpmOutput, FLOW_MAX_N, GroupMap};
 pub use gemm::MatmulOptions;

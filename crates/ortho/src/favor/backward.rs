@@ -47,6 +47,16 @@ impl FavorSaved {
     }
 }
 
+/// Where [`Engine::record_favor_backward`] writes the gradients: `dq`, `dk`, `dv` shaped like q, k
+/// and v, and, when present, `dw` shaped like the projection.
+#[derive(Debug)]
+pub struct FavorGrads {
+    pub dq: GpuTensor,
+    pub dk: GpuTensor,
+    pub dv: GpuTensor,
+    pub dw: Option<GpuTensor>,
+}
+
 /// Which gradients one walk over a group of causal attention produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sweep {
@@ -82,6 +92,8 @@ struct Backward<'a> {
     phi_k_decayed: PooledBuffer,
     /// Causal: the states the forward pass kept, from which each group's scan restarts.
     checkpoints: Option<Checkpointed<'a>>,
+    /// The projection's gradient of every problem, `[B*H, m, d]`, when asked for.
+    dw_parts: Option<PooledBuffer>,
 }
 
 impl Plan {
@@ -338,7 +350,16 @@ impl Recorder<'_, '_, '_> {
         let w_rows = Operand { row_stride: io.w.col_stride, col_stride: io.w.row_stride, ..io.w };
         let g = Gemm { alpha: scale, beta: 1.0, ..Gemm::new(p.z, rows, p.d, p.m) };
         let da = Operand::rows(bw.da.buffer(), p.scratch_rows(), p.m);
-        self.gemm(&g, da, w_rows, Operand::rows(dx, p.l, p.d).at(start * p.d))
+        self.gemm(&g, da, w_rows, Operand::rows(dx, p.l, p.d).at(start * p.d))?;
+        // dW += scale da^T x, per problem (a = x~ W^T with x~ = scale x).
+        match &bw.dw_parts {
+            Some(parts) => {
+                let g = Gemm { alpha: scale, beta: 1.0, ..Gemm::new(p.z, p.m, p.d, rows) };
+                let x_rows = Operand::rows(x, p.l, p.d).at(start * p.d);
+                self.gemm(&g, da.t(), x_rows, Operand::rows(parts.buffer(), p.m, p.d))
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -464,8 +485,8 @@ impl Engine {
         self.record(encoder, q, k, v, w, &o, &state, true, out, Some(&keep))
     }
 
-    /// Gradients `[dq, dk, dv]` for the upstream gradient `grad` of the output `out` of
-    /// [`Engine::favor_forward_gpu`] on the same inputs (the projection is held fixed). Causal
+    /// Gradients of q, k, v and the projection for the upstream gradient `grad` of the output `out`
+    /// of [`Engine::favor_forward_gpu`] on the same inputs. Causal
     /// attention walks its chunks backwards from the saved checkpoints, or, with none, rebuilds the
     /// states in a forward sweep (dq) and carries the query state in a reverse sweep (dk, dv), with
     /// scratch independent of L. Device tensors are not checked for non-finite values.
@@ -479,13 +500,19 @@ impl Engine {
         out: &GpuTensor,
         saved: &FavorSaved,
         grad: &GpuTensor,
-    ) -> Result<[GpuTensor; 3]> {
-        let grads = [self.empty(q.shape())?, self.empty(k.shape())?, self.empty(v.shape())?];
+    ) -> Result<FavorGrads> {
+        let grads = FavorGrads {
+            dq: self.empty(q.shape())?,
+            dk: self.empty(k.shape())?,
+            dv: self.empty(v.shape())?,
+            dw: Some(self.empty(w.shape())?),
+        };
         self.submit("favor backward", |enc| self.record_favor_backward(enc, q, k, v, w, out, saved, grad, &grads))?;
         Ok(grads)
     }
 
-    /// Records [`Engine::favor_backward_gpu`] into the caller's encoder, writing `[dq, dk, dv]`.
+    /// Records [`Engine::favor_backward_gpu`] into the caller's encoder, writing `grads` (the
+    /// projection's gradient only where `grads.dw` is given).
     #[allow(clippy::too_many_arguments)]
     pub fn record_favor_backward(
         &self,
@@ -497,22 +524,25 @@ impl Engine {
         out: &GpuTensor,
         saved: &FavorSaved,
         grad: &GpuTensor,
-        grads: &[GpuTensor; 3],
+        grads: &FavorGrads,
     ) -> Result<()> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         saved.check(&s)?;
         if grad.shape() != out.shape() {
             return Err(InputError::shape("grad", format!("{:?}", out.shape()), grad.shape()).into());
         }
-        for (name, (g, x)) in ["dq", "dk", "dv"].into_iter().zip(grads.iter().zip([q, k, v])) {
-            if g.shape() != x.shape() {
+        let pairs = [(Some(&grads.dq), q, "dq"), (Some(&grads.dk), k, "dk"), (Some(&grads.dv), v, "dv")];
+        for (g, x, name) in pairs.into_iter().chain([(grads.dw.as_ref(), w, "dw")]) {
+            if let Some(g) = g
+                && g.shape() != x.shape()
+            {
                 return Err(InputError::shape(name, format!("{:?}", x.shape()), g.shape()).into());
             }
         }
         let o = saved.options;
         let plan = self.backward_plan(&s, &o)?;
         let gpu = self.gpu("favor backward")?;
-        let [dq, dk, dv] = grads;
+        let FavorGrads { dq, dk, dv, dw } = grads;
         let sizes = plan.backward_sizes();
         let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats.max(1) as u64);
         let bw = Backward {
@@ -531,6 +561,7 @@ impl Engine {
             query_deltas: get(sizes[6]),
             phi_k_decayed: get(sizes[7]),
             checkpoints: saved.checkpointed(),
+            dw_parts: dw.as_ref().map(|_| get(plan.z * plan.m * plan.d)),
         };
         let CausalState::Gpu { s: state_s, gamma: state_gamma, .. } = self.unset_state(&s, o.kernel)? else {
             unreachable!("a GPU engine makes GPU states")
@@ -548,11 +579,68 @@ impl Engine {
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor backward"), timestamp_writes: None });
         record_reset(gpu, &mut pass, &state_s, &state_gamma)?;
-        let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
-        if !o.causal {
-            return r.bidirectional_backward(&sc, &io, &bw);
+        if let Some(parts) = &bw.dw_parts {
+            record_fill(gpu, &mut pass, parts.buffer(), plan.z * plan.m * plan.d, 0.0)?;
         }
-        record_fill(gpu, r.pass, bw.r.buffer(), sizes[4], 0.0)?;
+        let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
+        if o.causal {
+            r.causal_backward(&sc, &io, &bw, saved)?;
+        } else {
+            r.bidirectional_backward(&sc, &io, &bw)?;
+        }
+        match (dw, &bw.dw_parts) {
+            (Some(dw), Some(parts)) => r.sum_projection_grads(parts.buffer(), dw.buffer(), s.projection_heads),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gradients `[dq, dk, dv, dw]` of random-feature attention for the upstream gradient `grad` of
+    /// its output, `dw` that of the projection: [`Engine::favor_forward_gpu`] then
+    /// [`Engine::favor_backward_gpu`] on a GPU engine, the f64 reference on the CPU.
+    pub fn favor_backward(
+        &self,
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        w: &Tensor<f32>,
+        o: &FavorOptions,
+        grad: &Tensor<f32>,
+    ) -> Result<[Tensor<f32>; 4]> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
+        ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w), ("grad", grad)])?;
+        if grad.len() != s.problems() * s.len * s.value_dim {
+            return Err(
+                InputError::shape("grad", format!("{:?}", s.output_shape(q.shape().len())), grad.shape()).into()
+            );
+        }
+        if !self.is_gpu() {
+            let grads = ortho_ref::favor::favor_backward(
+                &q.to_f64(),
+                &k.to_f64(),
+                &v.to_f64(),
+                &w.to_f64(),
+                o.kernel,
+                o.causal,
+                &grad.to_f64(),
+            )?;
+            return Ok(grads.map(|g| g.to_f32()));
+        }
+        let up = |name, t: &Tensor<f32>| self.upload(name, t);
+        let (gq, gk, gv, gw) = (up("q", q)?, up("k", k)?, up("v", v)?, up("projection", w)?);
+        let gg = self.upload("grad", &grad.clone().reshape(&s.output_shape(q.shape().len()))?)?;
+        let (out, saved) = self.favor_forward_gpu(&gq, &gk, &gv, &gw, o)?;
+        let g = self.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &gg)?;
+        let dw = g.dw.as_ref().expect("favor_backward_gpu computes dw");
+        Ok([self.download(&g.dq)?, self.download(&g.dk)?, self.download(&g.dv)?, self.download(dw)?])
+    }
+}
+
+impl Recorder<'_, '_, '_> {
+    /// The causal backward pass over every group (see [`Engine::favor_backward_gpu`]).
+    fn causal_backward(&mut self, sc: &Scratch, io: &Io, bw: &Backward, saved: &FavorSaved) -> Result<()> {
+        let plan = self.plan;
+        let r = self;
+        record_fill(r.gpu, r.pass, bw.r.buffer(), plan.backward_sizes()[4], 0.0)?;
         let group = plan.scratch_rows();
         let starts: Vec<usize> = (0..plan.l).step_by(group).collect();
         let rows = |start: usize| group.min(plan.l - start);
@@ -566,59 +654,40 @@ impl Engine {
                     let at = start / plan.chunk / every * fw;
                     let load = Blocks { outer: plan.z, inner: 1, len: fw, src: [at, count * fw, 0], dst: [0, fw, 0] };
                     r.copy(states.buffer(), io.state_s, load)?;
-                    r.load_gamma(gammas, &io, start)?;
-                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Both)?;
+                    r.load_gamma(gammas, io, start)?;
+                    r.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Both)?;
                 }
             }
             None => {
                 for &start in &starts {
-                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Queries)?;
+                    r.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Queries)?;
                 }
                 for &start in starts.iter().rev() {
-                    r.load_gamma(gammas, &io, start)?;
-                    r.causal_backward_group(&sc, &io, &bw, start, rows(start), Sweep::Keys)?;
+                    r.load_gamma(gammas, io, start)?;
+                    r.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Keys)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Gradients `[dq, dk, dv]` of random-feature attention for the upstream gradient `grad` of its
-    /// output (the projection is held fixed): [`Engine::favor_forward_gpu`] then
-    /// [`Engine::favor_backward_gpu`] on a GPU engine, the f64 reference on the CPU.
-    pub fn favor_backward(
-        &self,
-        q: &Tensor<f32>,
-        k: &Tensor<f32>,
-        v: &Tensor<f32>,
-        w: &Tensor<f32>,
-        o: &FavorOptions,
-        grad: &Tensor<f32>,
-    ) -> Result<[Tensor<f32>; 3]> {
-        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
-        ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w), ("grad", grad)])?;
-        if grad.len() != s.problems() * s.len * s.value_dim {
-            return Err(
-                InputError::shape("grad", format!("{:?}", s.output_shape(q.shape().len())), grad.shape()).into()
-            );
-        }
-        if !self.is_gpu() {
-            let [dq, dk, dv, _] = ortho_ref::favor::favor_backward(
-                &q.to_f64(),
-                &k.to_f64(),
-                &v.to_f64(),
-                &w.to_f64(),
-                o.kernel,
-                o.causal,
-                &grad.to_f64(),
-            )?;
-            return Ok([dq.to_f32(), dk.to_f32(), dv.to_f32()]);
-        }
-        let up = |name, t: &Tensor<f32>| self.upload(name, t);
-        let (gq, gk, gv, gw) = (up("q", q)?, up("k", k)?, up("v", v)?, up("projection", w)?);
-        let gg = self.upload("grad", &grad.clone().reshape(&s.output_shape(q.shape().len()))?)?;
-        let (out, saved) = self.favor_forward_gpu(&gq, &gk, &gv, &gw, o)?;
-        let [dq, dk, dv] = self.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &gg)?;
-        Ok([self.download(&dq)?, self.download(&dk)?, self.download(&dv)?])
+    /// `dW[h]` = the sum of the problems' parts `z` with `z % heads == h` (problems run `b H + h`):
+    /// a GEMM of a broadcast one against each head's parts.
+    fn sum_projection_grads(&mut self, parts: &wgpu::Buffer, dw: &wgpu::Buffer, heads: usize) -> Result<()> {
+        let p = self.plan;
+        let md = p.m * p.d;
+        let ones = self.gpu.pool.get(BufferKind::Storage, 4);
+        record_fill(self.gpu, self.pass, ones.buffer(), 1, 1.0)?;
+        let one = Operand { row_stride: 0, col_stride: 0, outer: 0, ..Operand::rows(ones.buffer(), 1, 1) };
+        let of_head = Operand {
+            buffer: parts,
+            offset: 0,
+            outer: 0,
+            inner: heads,
+            inner_stride: md,
+            row_stride: heads * md,
+            col_stride: 1,
+        };
+        self.gemm(&Gemm::new(heads, 1, md, p.z / heads), one, of_head, Operand::rows(dw, 1, md))
     }
 }
