@@ -84,19 +84,8 @@ const SETTINGS: [(Schedule, Checkpoints); 5] = [
 
 #[test]
 fn causal_gradients_match_reference_for_every_checkpoint_setting() {
-    // (B, H, L, d, dv, m, chunk): L < C, L = kC - 1, kC, kC + 1, C = 1, C = L, per-head projections.
-    let cases = [
-        (1, 1, 1, 1, 1, 1, 4),
-        (1, 2, 5, 3, 2, 7, 16),
-        (2, 1, 63, 16, 9, 33, 16),
-        (1, 1, 64, 8, 8, 16, 16),
-        (1, 2, 65, 16, 16, 64, 16),
-        (1, 1, 37, 4, 3, 8, 1),
-        (1, 1, 70, 32, 16, 24, 70),
-        (2, 2, 100, 8, 5, 12, 24),
-    ];
     for engine in gpu_engines() {
-        for (i, &(b, h, l, d, dv, m, chunk)) in cases.iter().enumerate() {
+        for (i, &(b, h, l, d, dv, m, chunk)) in CAUSAL_CASES.iter().enumerate() {
             let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
             let g = gaussian(&[b, h, l, dv], 1.0, 10 * i as u64 + 3);
             let w = case_projection(i, h, m, d);

@@ -19,20 +19,8 @@ fn f64_reference(q: &Tensor<f32>, k: &Tensor<f32>, v: &Tensor<f32>, w: &Tensor<f
 
 #[test]
 fn causal_matches_reference_over_chunks_and_schedules() {
-    // (B, H, L, d, dv, m, chunk): L < C, L = kC - 1, kC, kC + 1, C = 1, C = L, C not a power of two.
-    let cases = [
-        (1, 1, 1, 1, 1, 1, 4),
-        (1, 2, 5, 3, 2, 7, 16),
-        (2, 1, 63, 16, 9, 33, 16),
-        (1, 1, 64, 8, 8, 16, 16),
-        (1, 2, 65, 16, 16, 64, 16),
-        (1, 1, 37, 4, 3, 8, 1),
-        (1, 1, 70, 32, 16, 24, 70),
-        (2, 2, 100, 8, 5, 12, 24),
-        (1, 1, 130, 64, 64, 256, 64),
-    ];
     for engine in gpu_engines() {
-        for (i, &(b, h, l, d, dv, m, chunk)) in cases.iter().enumerate() {
+        for (i, &(b, h, l, d, dv, m, chunk)) in CAUSAL_CASES.iter().enumerate() {
             let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
             let w = case_projection(i, h, m, d);
             for kernel in KERNELS {

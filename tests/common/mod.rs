@@ -39,6 +39,21 @@ pub fn attention_inputs(s: (usize, usize, usize, usize, usize, usize), scale: f6
     ]
 }
 
+/// Causal shapes `(B, H, L, d, dv, m, chunk)`: L < C, L = kC - 1, kC, kC + 1, C = 1, C = L, C not a
+/// power of two, and the benchmarked d = dv = 64, m = 256 (with [`case_projection`], odd cases have
+/// per-head projections).
+pub const CAUSAL_CASES: [(usize, usize, usize, usize, usize, usize, usize); 9] = [
+    (1, 1, 1, 1, 1, 1, 4),
+    (1, 2, 5, 3, 2, 7, 16),
+    (2, 1, 63, 16, 9, 33, 16),
+    (1, 1, 64, 8, 8, 16, 16),
+    (1, 2, 65, 16, 16, 64, 16),
+    (1, 1, 37, 4, 3, 8, 1),
+    (1, 1, 70, 32, 16, 24, 70),
+    (2, 2, 100, 8, 5, 12, 24),
+    (1, 1, 130, 64, 64, 256, 64),
+];
+
 /// Case `i`'s projection `[m, d]`, or `[h, m, d]` for odd `i` (per-head projections).
 pub fn case_projection(i: usize, h: usize, m: usize, d: usize) -> Tensor<f32> {
     use ortho_ref::random::{Scaling, projection, projection_per_head};

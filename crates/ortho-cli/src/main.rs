@@ -160,6 +160,15 @@ struct FavorArgs {
     /// Save the drawn projection here.
     #[arg(long, requires = "features")]
     save_projection: Option<PathBuf>,
+    #[command(flatten)]
+    attention: AttentionKind,
+    #[command(flatten)]
+    backend: Backend,
+}
+
+/// The kernel and causal options `favor` and `favor-grad` share.
+#[derive(Args)]
+struct AttentionKind {
     /// softmax (FAVOR+), trig (FAVOR) or relu.
     #[arg(long, default_value = "softmax", value_parser = |s: &str| s.parse::<Kernel>().map_err(|e| e.to_string()))]
     kernel: Kernel,
@@ -169,12 +178,21 @@ struct FavorArgs {
     /// Tokens per chunk of causal attention (default 64).
     #[arg(long, requires = "causal")]
     chunk: Option<usize>,
-    /// How causal chunks are walked: auto, parallel (every chunk at once) or sequential (one at a
-    /// time; scratch independent of L).
+    /// How causal chunks are walked: auto, parallel (every chunk at once) or sequential (512 rows at
+    /// a time, the state on chip; scratch independent of L).
     #[arg(long, default_value = "auto", requires = "causal", value_parser = |s: &str| s.parse::<Schedule>().map_err(|e| e.to_string()))]
     schedule: Schedule,
-    #[command(flatten)]
-    backend: Backend,
+}
+
+impl AttentionKind {
+    fn options(&self) -> FavorOptions {
+        FavorOptions {
+            causal: self.causal,
+            chunk: self.chunk,
+            schedule: self.schedule,
+            ..FavorOptions::new(self.kernel)
+        }
+    }
 }
 
 #[derive(Args)]
@@ -194,18 +212,8 @@ struct FavorGradArgs {
     /// Gradient of the loss with respect to the output, shaped like the output.
     #[arg(long)]
     grad_out: PathBuf,
-    /// softmax (FAVOR+), trig (FAVOR) or relu.
-    #[arg(long, default_value = "softmax", value_parser = |s: &str| s.parse::<Kernel>().map_err(|e| e.to_string()))]
-    kernel: Kernel,
-    /// Causal attention.
-    #[arg(long)]
-    causal: bool,
-    /// Tokens per chunk of causal attention (default 64).
-    #[arg(long, requires = "causal")]
-    chunk: Option<usize>,
-    /// How causal chunks are walked: auto, parallel or sequential (scratch independent of L).
-    #[arg(long, default_value = "auto", requires = "causal", value_parser = |s: &str| s.parse::<Schedule>().map_err(|e| e.to_string()))]
-    schedule: Schedule,
+    #[command(flatten)]
+    attention: AttentionKind,
     /// Causal states the forward pass keeps: none (the backward pass rebuilds them; scratch
     /// independent of L), every (every chunk) or N (every N chunks).
     #[arg(long, default_value = "none", requires = "causal", value_parser = |s: &str| s.parse::<Checkpoints>().map_err(|e| e.to_string()))]
@@ -292,8 +300,7 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
         (None, None) => return Err("give --projection W.npy or --features M".into()),
     };
     let engine = engine(&a.backend)?;
-    let options =
-        FavorOptions { causal: a.causal, chunk: a.chunk, schedule: a.schedule, ..FavorOptions::new(a.kernel) };
+    let options = a.attention.options();
     let out = engine.favor(&q, &k, &v, &w, &options).map_err(|e| e.to_string())?;
     npy::write(&a.qkv.out, &out)
 }
@@ -305,13 +312,7 @@ fn favor_grad(a: &FavorGradArgs) -> Result<(), String> {
     let w = npy::read(&a.projection, "projection")?;
     let g = npy::read(&a.grad_out, "grad")?;
     let engine = engine(&a.backend)?;
-    let options = FavorOptions {
-        causal: a.causal,
-        chunk: a.chunk,
-        schedule: a.schedule,
-        checkpoints: a.checkpoints,
-        ..FavorOptions::new(a.kernel)
-    };
+    let options = FavorOptions { checkpoints: a.checkpoints, ..a.attention.options() };
     let [dq, dk, dv, dw] = engine.favor_backward(&q, &k, &v, &w, &options, &g).map_err(|e| e.to_string())?;
     if let Some(path) = &a.dw {
         npy::write(path, &dw)?;

@@ -313,6 +313,27 @@ struct Io<'a> {
     state_gamma: &'a wgpu::Buffer,
 }
 
+impl<'a> Io<'a> {
+    /// `[q, k, v, w, out]` and the carried state; `w` is read as `W^T`, per head or shared.
+    fn new(
+        plan: &Plan,
+        s: &AttentionShape,
+        [q, k, v, w, out]: [&'a GpuTensor; 5],
+        state_s: &'a GpuTensor,
+        state_gamma: &'a GpuTensor,
+    ) -> Self {
+        Io {
+            q: q.buffer(),
+            k: k.buffer(),
+            v: v.buffer(),
+            w: Operand::rows(w.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
+            out: out.buffer(),
+            state_s: state_s.buffer(),
+            state_gamma: state_gamma.buffer(),
+        }
+    }
+}
+
 impl Engine {
     fn plan(&self, s: &AttentionShape, o: &FavorOptions) -> Result<Plan> {
         let binding = self.binding_limit()?;
@@ -1048,15 +1069,7 @@ impl Engine {
         let plan = Plan { walk, ..plan };
         self.check_binding("the chunk states of a sequential group", plan.scratch_bytes().0)?;
         let sc = self.scratch(gpu, &plan);
-        let io = Io {
-            q: q.buffer(),
-            k: k.buffer(),
-            v: v.buffer(),
-            w: Operand::rows(w.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
-            out: out.buffer(),
-            state_s: state_s.buffer(),
-            state_gamma: gamma.buffer(),
-        };
+        let io = Io::new(&plan, &s, [q, k, v, w, out], state_s, gamma);
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor"), timestamp_writes: None });
         if reset {

@@ -567,15 +567,7 @@ impl Engine {
             unreachable!("a GPU engine makes GPU states")
         };
         let sc = self.scratch(gpu, &plan);
-        let io = Io {
-            q: q.buffer(),
-            k: k.buffer(),
-            v: v.buffer(),
-            w: Operand::rows(w.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
-            out: out.buffer(),
-            state_s: state_s.buffer(),
-            state_gamma: state_gamma.buffer(),
-        };
+        let io = Io::new(&plan, &s, [q, k, v, w, out], &state_s, &state_gamma);
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor backward"), timestamp_writes: None });
         record_reset(gpu, &mut pass, &state_s, &state_gamma)?;
