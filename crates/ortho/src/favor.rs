@@ -201,6 +201,11 @@ struct ExactParams {
     key_last: u32,
 }
 
+/// A kernel's uniform block of `u32` words.
+fn words<const N: usize>(values: [usize; N]) -> [u32; N] {
+    values.map(|x| x as u32)
+}
+
 /// The most negative finite f32: the running key offset before any token.
 const LOWEST: f32 = f32::MIN;
 
@@ -571,22 +576,10 @@ impl Recorder<'_, '_, '_> {
     ) -> Result<()> {
         let p = self.plan;
         let width = p.f * p.width();
-        let u = |x: usize| x as u32;
         let (saved, every, count) = restart.map_or((sc.gamma.buffer(), 0, 0), |r| (r.states, r.every, r.count));
-        let params = [
-            u(rows),
-            u(p.z),
-            u(p.scratch_rows()),
-            u(width),
-            u(p.chunk),
-            u(rows.div_ceil(p.chunk)),
-            reverse as u32,
-            u(every),
-            u(start / p.chunk),
-            u(count),
-            0,
-            0,
-        ];
+        let chunks = rows.div_ceil(p.chunk);
+        let (first, reverse) = (start / p.chunk, reverse as usize);
+        let params = words([rows, p.z, p.scratch_rows(), width, p.chunk, chunks, reverse, every, first, count, 0, 0]);
         let bufs = [sc.gamma.buffer(), sc.before.buffer(), saved, deltas, state];
         self.run("favor/state_scan", bytemuck::cast_slice(&params), &bufs, p.z * width, 256)
     }
@@ -657,21 +650,7 @@ impl Recorder<'_, '_, '_> {
         }
         for first in (0..chunks).step_by(WALK_CHUNKS_PER_DISPATCH) {
             let count = WALK_CHUNKS_PER_DISPATCH.min(chunks - first);
-            let u = |x: usize| x as u32;
-            let params = [
-                u(rows),
-                u(p.z),
-                u(p.scratch_rows()),
-                u(p.f),
-                u(p.dv),
-                u(p.chunk),
-                u(first),
-                u(count),
-                u(p.l),
-                u(start),
-                0,
-                0,
-            ];
+            let params = words([rows, p.z, p.scratch_rows(), p.f, p.dv, p.chunk, first, count, p.l, start, 0, 0]);
             let groups = [p.width().div_ceil(WALK_TILE) as u32, p.z as u32, 1];
             dispatch(
                 &self.gpu.device,
@@ -776,21 +755,7 @@ fn record_copy(
     dst: &wgpu::Buffer,
     b: Blocks,
 ) -> Result<()> {
-    let u = |x: usize| x as u32;
-    let params = [
-        u(b.outer),
-        u(b.inner),
-        u(b.len),
-        u(b.src[0]),
-        u(b.src[1]),
-        u(b.src[2]),
-        u(b.dst[0]),
-        u(b.dst[1]),
-        u(b.dst[2]),
-        0,
-        0,
-        0,
-    ];
+    let params = words([b.outer, b.inner, b.len, b.src[0], b.src[1], b.src[2], b.dst[0], b.dst[1], b.dst[2], 0, 0, 0]);
     let n = (b.outer * b.inner * b.len) as u64;
     dispatch(
         &gpu.device,

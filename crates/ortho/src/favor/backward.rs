@@ -125,8 +125,7 @@ impl Recorder<'_, '_, '_> {
     /// `gt` for the rows of a group from the saved output and denominators.
     fn grad_prep(&mut self, bw: &Backward, start: usize, rows: usize) -> Result<()> {
         let p = self.plan;
-        let u = |x: usize| x as u32;
-        let params = RowParams([u(rows), u(p.z), u(p.scratch_rows()), u(p.dv), u(start), u(p.l), 0, 0]);
+        let params = RowParams(words([rows, p.z, p.scratch_rows(), p.dv, start, p.l, 0, 0]));
         let bufs = [bw.out, bw.den, bw.grad, bw.gt.buffer()];
         self.run("favor/grad_prep", bytemuck::bytes_of(&params), &bufs, p.z * rows, 64)
     }
@@ -329,21 +328,9 @@ impl Recorder<'_, '_, '_> {
             (io.q, sc.phi_q.buffer(), bw.dphi_q.buffer(), bw.dq)
         };
         let (code, _) = kernel_code(self.kernel);
-        let u = |x: usize| x as u32;
-        let params = [
-            u(rows),
-            u(p.z),
-            u(p.scratch_rows()),
-            u(p.d),
-            u(p.m),
-            code,
-            is_key as u32,
-            scale.to_bits(),
-            u(start * p.d),
-            u(p.l * p.d),
-            0,
-            0,
-        ];
+        let (code, is_key, scale_bits) = (code as usize, is_key as usize, scale.to_bits() as usize);
+        let params =
+            words([rows, p.z, p.scratch_rows(), p.d, p.m, code, is_key, scale_bits, start * p.d, p.l * p.d, 0, 0]);
         let bufs = [x, sc.a.buffer(), phi, dphi, bw.da.buffer(), dx];
         self.run("favor/features_backward", bytemuck::cast_slice(&params), &bufs, p.z * rows, 64)?;
         // W as stored, [m, d]: da [rows, m] times W.
