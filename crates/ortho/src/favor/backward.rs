@@ -473,10 +473,10 @@ impl Engine {
     }
 
     /// Gradients of q, k, v and the projection for the upstream gradient `grad` of the output `out`
-    /// of [`Engine::favor_forward_gpu`] on the same inputs. Causal
-    /// attention walks its chunks backwards from the saved checkpoints, or, with none, rebuilds the
-    /// states in a forward sweep (dq) and carries the query state in a reverse sweep (dk, dv), with
-    /// scratch independent of L. Device tensors are not checked for non-finite values.
+    /// of [`Engine::favor_forward_gpu`] on the same inputs. Causal attention walks its chunks
+    /// backwards from the saved checkpoints, or, with none, rebuilds the states in a forward sweep
+    /// (dq) and carries the query state in a reverse sweep (dk, dv), with scratch independent of L.
+    /// Device tensors are not checked for non-finite values.
     #[allow(clippy::too_many_arguments)]
     pub fn favor_backward_gpu(
         &self,
@@ -618,8 +618,7 @@ impl Recorder<'_, '_, '_> {
     /// The causal backward pass over every group (see [`Engine::favor_backward_gpu`]).
     fn causal_backward(&mut self, sc: &Scratch, io: &Io, bw: &Backward, saved: &FavorSaved) -> Result<()> {
         let plan = self.plan;
-        let r = self;
-        record_fill(r.gpu, r.pass, bw.r.buffer(), plan.backward_sizes()[4], 0.0)?;
+        record_fill(self.gpu, self.pass, bw.r.buffer(), plan.backward_sizes()[4], 0.0)?;
         let group = plan.scratch_rows();
         let starts: Vec<usize> = (0..plan.l).step_by(group).collect();
         let rows = |start: usize| group.min(plan.l - start);
@@ -632,18 +631,18 @@ impl Recorder<'_, '_, '_> {
                 for &start in starts.iter().rev() {
                     let at = start / plan.chunk / every * fw;
                     let load = Blocks { outer: plan.z, inner: 1, len: fw, src: [at, count * fw, 0], dst: [0, fw, 0] };
-                    r.copy(states.buffer(), io.state_s, load)?;
-                    r.load_gamma(gammas, io, start)?;
-                    r.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Both)?;
+                    self.copy(states.buffer(), io.state_s, load)?;
+                    self.load_gamma(gammas, io, start)?;
+                    self.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Both)?;
                 }
             }
             None => {
                 for &start in &starts {
-                    r.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Queries)?;
+                    self.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Queries)?;
                 }
                 for &start in starts.iter().rev() {
-                    r.load_gamma(gammas, io, start)?;
-                    r.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Keys)?;
+                    self.load_gamma(gammas, io, start)?;
+                    self.causal_backward_group(sc, io, bw, start, rows(start), Sweep::Keys)?;
                 }
             }
         }
