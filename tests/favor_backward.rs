@@ -125,16 +125,8 @@ fn causal_gradients_match_reference_for_every_checkpoint_setting() {
 /// before it as correct as without it.
 #[test]
 fn causal_gradients_survive_a_huge_late_key() {
-    let (l, d, dv, m, late) = (48, 16, 4, 16, 29);
-    let mut w = projection(m, d, Scaling::Chi, 5).unwrap().to_f32();
-    let row0: Vec<f32> = w.data()[..d].to_vec();
-    let norm = row0.iter().map(|x| x * x).sum::<f32>().sqrt();
-    w.data_mut()[..d].iter_mut().zip(&row0).for_each(|(x, r)| *x = 16.0 * r / norm);
-    let q = gaussian(&[l, d], 0.3, 6);
-    let mut k = gaussian(&[l, d], 0.3, 7);
-    let s = 15.0 * (d as f32).powf(0.25);
-    k.data_mut()[late * d..(late + 1) * d].iter_mut().zip(&row0).for_each(|(x, r)| *x = s * r / norm);
-    let v = gaussian(&[l, dv], 1.0, 8);
+    let (l, dv, late) = (48, 4, 29);
+    let [q, k, v, w] = huge_late_key_inputs(l, dv, late);
     let g = gaussian(&[l, dv], 1.0, 9);
     let (q64, k64, v64, w64) = (q.to_f64(), k.to_f64(), v.to_f64(), w.to_f64());
     let want = reference::favor_backward(&q64, &k64, &v64, &w64, Kernel::Softmax, true, &g.to_f64()).unwrap();

@@ -85,17 +85,8 @@ fn no_future_token_changes_a_past_output() {
 /// aligned with it), late in a chunk: with a global key max every earlier term would underflow.
 #[test]
 fn a_huge_late_key_leaves_earlier_outputs_correct() {
-    let (l, d, dv, m, late) = (48, 16, 4, 16, 29);
-    let mut w = projection(m, d, Scaling::Chi, 5).unwrap().to_f32();
-    let row0: Vec<f32> = w.data()[..d].to_vec();
-    let norm = row0.iter().map(|x| x * x).sum::<f32>().sqrt();
-    w.data_mut()[..d].iter_mut().zip(&row0).for_each(|(x, r)| *x = 16.0 * r / norm);
-    let q = gaussian(&[l, d], 0.3, 6);
-    let mut k = gaussian(&[l, d], 0.3, 7);
-    // a_0 - |k~|^2/2 = 16 s - s^2/2 with s = |k~|; s = 15 gives 127.5, the other keys stay near 0.
-    let s = 15.0 * (d as f32).powf(0.25);
-    k.data_mut()[late * d..(late + 1) * d].iter_mut().zip(&row0).for_each(|(x, r)| *x = s * r / norm);
-    let v = gaussian(&[l, dv], 1.0, 8);
+    let (l, dv, late) = (48, 4, 29);
+    let [q, k, v, w] = huge_late_key_inputs(l, dv, late);
     let want = f64_reference(&q, &k, &v, &w, Kernel::Softmax);
     for engine in gpu_engines() {
         for chunk in [16, 48] {

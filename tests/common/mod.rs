@@ -54,6 +54,22 @@ pub const CAUSAL_CASES: [(usize, usize, usize, usize, usize, usize, usize); 9] =
     (1, 1, 130, 64, 64, 256, 64),
 ];
 
+/// `[q, k, v, w]` (`[l, ·]`, m = 16, d = 16) where key `late` has a feature exponent ~127 above the
+/// rest: projection row 0 scaled to norm 16 and the key aligned with it, so that
+/// a_0 - |k~|^2/2 = 16 s - s^2/2 with s = |k~| = 15 gives 127.5 while the other keys stay near 0.
+pub fn huge_late_key_inputs(l: usize, dv: usize, late: usize) -> [Tensor<f32>; 4] {
+    let (d, m) = (16, 16);
+    let mut w = ortho_ref::random::projection(m, d, ortho_ref::random::Scaling::Chi, 5).unwrap().to_f32();
+    let row0: Vec<f32> = w.data()[..d].to_vec();
+    let norm = row0.iter().map(|x| x * x).sum::<f32>().sqrt();
+    w.data_mut()[..d].iter_mut().zip(&row0).for_each(|(x, r)| *x = 16.0 * r / norm);
+    let q = gaussian(&[l, d], 0.3, 6);
+    let mut k = gaussian(&[l, d], 0.3, 7);
+    let s = 15.0 * (d as f32).powf(0.25);
+    k.data_mut()[late * d..(late + 1) * d].iter_mut().zip(&row0).for_each(|(x, r)| *x = s * r / norm);
+    [q, k, gaussian(&[l, dv], 1.0, 8), w]
+}
+
 /// Case `i`'s projection `[m, d]`, or `[h, m, d]` for odd `i` (per-head projections).
 pub fn case_projection(i: usize, h: usize, m: usize, d: usize) -> Tensor<f32> {
     use ortho_ref::random::{Scaling, projection, projection_per_head};
