@@ -60,7 +60,7 @@ fn favor_on_2d_inputs_returns_2d() {
     }
 }
 
-/// Exponents up to ~80: a projection row of norm 16 and inputs aligned with it (math.md §1.5).
+/// Exponents up to ~80: a projection row of norm 16 and inputs aligned with it (docs/math.md §1.5).
 #[test]
 fn large_exponents_stay_finite_and_correct() {
     let (l, d, dv, m) = (40, 8, 4, 16);
@@ -141,7 +141,7 @@ fn exact_causal_ignores_the_future() {
 }
 
 /// FAVOR+ estimates softmax attention: on small-norm inputs its error falls as m grows, and
-/// orthogonal features beat i.i.d. ones at equal m (averaged over seeds; math.md §1.8).
+/// orthogonal features beat i.i.d. ones at equal m (averaged over seeds; docs/math.md §1.8).
 #[test]
 fn favor_plus_estimates_softmax_and_orthogonality_helps() {
     let (l, d, dv) = (64, 16, 8);

@@ -1,4 +1,4 @@
-// P + P^T for P = striu(B) + diag(B) / 2 (math.md §2.2): B on and above the diagonal, mirrored
+// P + P^T for P = striu(B) + diag(B) / 2 (docs/math.md §2.2): B on and above the diagonal, mirrored
 // below it. One invocation per element of [batch, l, l].
 
 struct Mirror { count: u32, l: u32, _pad0: u32, _pad1: u32 }

@@ -1,4 +1,4 @@
-// S = striu(G) + diag(G) / 2 from the Gram matrix G = U^T U (math.md §2.1), padded to `padded` rows
+// S = striu(G) + diag(G) / 2 from the Gram matrix G = U^T U (docs/math.md §2.1), padded to `padded` rows
 // and columns with the identity so that its inverse is blocked by powers of two; the inverse buffer
 // is zeroed alongside. One invocation per element of the padded S.
 

@@ -1,7 +1,7 @@
 // Inverts the 16 x 16 diagonal blocks of the upper-triangular S (padded, [batch, n, n]) by back
 // substitution, one workgroup per block and one invocation per column:
 //   X[i][j] = (delta_ij - sum_{k = i+1..j} S[i][k] X[k][j]) / S[i][i],  i = j, j - 1, ..., 0.
-// The blocks are then joined by X12 = -X11 S12 X22 with the engine's GEMM (math.md §2.3).
+// The blocks are then joined by X12 = -X11 S12 X22 with the engine's GEMM (docs/math.md §2.3).
 
 struct Blocks { batch: u32, n: u32, _pad0: u32, _pad1: u32 }
 

@@ -1,4 +1,4 @@
-// The intra-chunk block of causal attention (math.md §1.5): scores P[t, j] = phi^(q_t) . phi^(k_j)
+// The intra-chunk block of causal attention (docs/math.md §1.5): scores P[t, j] = phi^(q_t) . phi^(k_j)
 // of one chunk become P[t, j] exp(g_j - gamma_t) for j <= t and 0 above the diagonal. The decay is
 // evaluated only where j <= t (above it, exp(g_j - gamma_t) can overflow and 0 * inf is NaN), and
 // rows past the sequence end are 0.

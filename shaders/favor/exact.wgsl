@@ -1,4 +1,4 @@
-// Exact softmax attention (math.md §1.7), FlashAttention-style: a workgroup owns 64 query rows (one
+// Exact softmax attention (docs/math.md §1.7), FlashAttention-style: a workgroup owns 64 query rows (one
 // per invocation) and walks the keys in blocks of BLOCK rows staged in workgroup memory, keeping a
 // running max and denominator (online softmax). No L x L buffer exists. d, dv <= 128.
 // Rows are handled as vec4s, zero-padded past d and dv, so the inner loops read 4 floats a step.

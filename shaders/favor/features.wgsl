@@ -1,4 +1,4 @@
-// Stabilised random features (math.md §1.3, §1.5), one invocation per projection a[row, i] of the
+// Stabilised random features (docs/math.md §1.3, §1.5), one invocation per projection a[row, i] of the
 // rows t < rows of each problem. Each row is scaled by its own positive factor: for queries it
 // cancels in the output, for keys it is carried as the row's offset g_j (the decay exp(g_j - gamma)
 // restores it later), so the constant m^(-1/2) and exp(-|q~|^2/2) are dropped:

@@ -1,4 +1,4 @@
-// The chain rule through the stabilised feature maps, one invocation per row (math.md §1.3, §1.5).
+// The chain rule through the stabilised feature maps, one invocation per row (docs/math.md §1.3, §1.5).
 // Per-row positive factors of queries and the stabilising key offsets (one shared offset, or the
 // per-key offsets and prefix max of causal attention) are constants the output does not depend on,
 // so they pass no gradient; what remains, with a = x~ W^T and x~ = x d^(-1/4):

@@ -1,5 +1,5 @@
 // The upstream gradient of random-feature attention folded with the forward's output and
-// denominators (math.md §1.4): for o_t = num_t / D_t and dA[t, j] = g_t . (v_j - o_t) / D_t,
+// denominators (docs/math.md §1.4): for o_t = num_t / D_t and dA[t, j] = g_t . (v_j - o_t) / D_t,
 //   gt[t] = [g_t / D_t | -(g_t . o_t) / D_t]          ([rows, dv + 1]),
 // so that dPhi(Q) = gt S^T and Phi(Q)^T gt are GEMMs. Rows t < rows of each problem, from row
 // `start` of the sequence; a vanishing denominator (output 0) passes no gradient.

@@ -1,6 +1,6 @@
 // o[t, c] = num[t, c] / num[t, dv]: the attention numerator over its denominator column, for rows
 // t < rows of each problem, written to out[out_off + z * out_stride + t * dv + c].
-// A zero (or non-finite) denominator gives a zero row, never NaN (math.md §1.5).
+// A zero (or non-finite) denominator gives a zero row, never NaN (docs/math.md §1.5).
 
 struct Normalize { rows: u32, problems: u32, scratch_rows: u32, value_dim: u32, out_off: u32, out_stride: u32, _pad0: u32, _pad1: u32 }
 

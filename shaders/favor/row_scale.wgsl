@@ -1,4 +1,4 @@
-// Scales the feature rows of a chunked sequence by their decay (math.md §1.5-1.6), in place, one
+// Scales the feature rows of a chunked sequence by their decay (docs/math.md §1.5-1.6), in place, one
 // invocation per feature. Rows are in chunks of `chunk`; gamma is the prefix max of the key offsets
 // g, `before` the prefix max carried in from earlier calls or groups.
 //   QUERY (the inter-chunk term): row t of chunk c times exp(gamma_end(c - 1) - gamma_t);

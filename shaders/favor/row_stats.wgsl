@@ -1,6 +1,6 @@
 // Per-row statistics of random-feature projections, one invocation per row t < rows of problem z:
 //   half_sq = |x~|^2 / 2 with x~ = x d^(-1/4), i.e. |x|^2 / (2 sqrt(d));
-//   offset  = the row's stabiliser (math.md §1.5):
+//   offset  = the row's stabiliser (docs/math.md §1.5):
 //     QUERY_MAX: max_i a_i (softmax queries)        KEY_MAX: max_i a_i - half_sq (softmax keys)
 //     HALF_SQ:   half_sq (trig keys)                 ZERO: 0 (relu, trig queries)
 // where a = x~ W^T came from the GEMM. Row t of problem z is x[x_off + z * x_stride + t * dim] in

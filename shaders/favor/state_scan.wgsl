@@ -1,4 +1,4 @@
-// The causal state across the chunks of a group (math.md §1.6), one invocation per element of the
+// The causal state across the chunks of a group (docs/math.md §1.6), one invocation per element of the
 // [f, dv + 1] state of a problem. gamma_end(c) is the prefix max at the last row of chunk c and
 // gamma_end(-1) = before.
 // Forward: in, deltas[c] = sum over chunk c of phi^(k_j) exp(g_j - gamma_end(c)) [v_j | 1]; out,

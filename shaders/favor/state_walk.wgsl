@@ -1,4 +1,4 @@
-// The sequential schedule of causal attention with the state on chip (math.md §1.6): one workgroup
+// The sequential schedule of causal attention with the state on chip (docs/math.md §1.6): one workgroup
 // per (problem, tile of 4 columns of [S | z]) holds its columns of the state in workgroup memory and
 // walks the chunks [first, first + count) of a group in order. Per chunk c, with the query and key
 // features already decayed (`favor/row_scale.wgsl`) and the intra-chunk term already in `num`:

@@ -1,4 +1,4 @@
-// Batched maps from the Lie algebra to the group (math.md §3.1): the matrix exponential, or with
+// Batched maps from the Lie algebra to the group (docs/math.md §3.1): the matrix exponential, or with
 // method CAYLEY the Cayley map cay(A) = (I - A/2)^(-1) (I + A/2). One workgroup per n x n matrix (n = N <= 64, a pipeline
 // constant so that every loop has a fixed trip count). The workgroup computes its matrix's 1-norm,
 // picks the Taylor degree and the number of squarings s from the f32 switch points itself (no host

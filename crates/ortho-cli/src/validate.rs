@@ -208,7 +208,7 @@ fn cases() -> Vec<Case> {
         cases.push(Case {
             kernel: "expm".into(),
             shape: shape.clone(),
-            // 1e-5 for |A|_1 <= 1; each squaring may double the error beyond (math.md §3.3).
+            // 1e-5 for |A|_1 <= 1; each squaring may double the error beyond (docs/math.md §3.3).
             bound: 1e-5 * 2f64.powi(ortho_ref::expm::plan(norm, &ortho_ref::expm::THETA_F32).1 as i32),
             run: Box::new(move |e| Ok((e.expm(&a)?, ortho_ref::expm::expm_pade13(&a.to_f64())?))),
         });

@@ -1,11 +1,11 @@
-//! Compact-WY (CWY) accumulation of Householder reflections, in f64 (math.md §2).
+//! Compact-WY (CWY) accumulation of Householder reflections, in f64 (docs/math.md §2).
 //!
 //! `U: [batch, N, L]`, `L <= N`, columns `u_1..u_L` of any nonzero norm, `H(u) = I - 2 u u^T / |u|^2`:
 //! - [`householder_product`]: `Q = H(u_1) ... H(u_L)` by L sequential reflections (the ground truth);
 //! - [`cwy`]: `Q = I - U S^(-1) U^T`, `S = striu(U^T U) + diag(U^T U) / 2`;
 //! - [`tcwy`]: the Stiefel matrix `Omega = [I_L; 0] - U S^(-1) U_1^T`, the first L columns of Q;
 //! - [`apply`]: `Q X` or `Q^T X` without forming Q;
-//! - [`cwy_backward`], [`apply_backward`]: the gradients of math.md §2.2.
+//! - [`cwy_backward`], [`apply_backward`]: the gradients of docs/math.md §2.2.
 
 use crate::error::{Error, Result};
 use crate::linalg::matmul;

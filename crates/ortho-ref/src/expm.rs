@@ -1,5 +1,5 @@
 //! Matrix exponential by the Bader–Blanes–Casas optimized Taylor polynomials with scaling and
-//! squaring (math.md §3.1), an independent Padé-13 oracle (Higham 2005), and the Cayley map.
+//! squaring (docs/math.md §3.1), an independent Padé-13 oracle (Higham 2005), and the Cayley map.
 //!
 //! The Taylor schemes are written once over [`Ring`], so the same code evaluates them on matrices and
 //! expands them as scalar polynomials, whose coefficients the tests compare with `1/k!`.
@@ -59,7 +59,7 @@ pub fn taylor<R: Ring>(a: &R, index: usize) -> R {
 }
 
 /// `T(A) - I` evaluated directly: the identity is left out of the final sum rather than subtracted
-/// afterwards, exactly for degrees up to 8, whose schemes are `I + (terms in A)` (math.md §3.2's
+/// afterwards, exactly for degrees up to 8, whose schemes are `I + (terms in A)` (docs/math.md §3.2's
 /// increment form).
 pub fn taylor_increment<R: Ring>(a: &R, index: usize) -> R {
     scheme(a, index, 0.0)

@@ -1,15 +1,15 @@
 //! Random-feature attention (FAVOR+, FAVOR, generalized ReLU) and exact softmax attention, in f64
-//! (math.md §1).
+//! (docs/math.md §1).
 //!
 //! Tensors are `[B, H, L, d]` (or `[L, d]`, read as `B = H = 1`); the projection is `[m, d]` shared by
-//! all heads or `[H, m, d]`. The linear-time forms here use the stabilisers of math.md §1.5, which
+//! all heads or `[H, m, d]`. The linear-time forms here use the stabilisers of docs/math.md §1.5, which
 //! change no output; [`favor_quadratic`] builds the `L x L` matrix from the raw formula of §1.4 and is
 //! the independent oracle the linear forms are tested against.
 
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 
-/// The feature map of math.md §1.3.
+/// The feature map of docs/math.md §1.3.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kernel {
     /// FAVOR+: `m^(-1/2) exp(w.x~ - |x~|^2/2)`, positive.
@@ -142,7 +142,7 @@ fn projections(x: &[f64], w: &[f64], l: usize, d: usize, m: usize) -> (Vec<f64>,
 }
 
 /// Stabilised query and key features `[L, f]` of one problem's row-major `q, k: [L, d]` and
-/// `w: [m, d]` (math.md §1.5): each query row is scaled by its own positive constant, and all key
+/// `w: [m, d]` (docs/math.md §1.5): each query row is scaled by its own positive constant, and all key
 /// rows by one shared constant `exp(-max_j g_j)`, so `o` is unchanged.
 pub fn stabilised_features(
     kernel: Kernel,
@@ -164,7 +164,7 @@ pub fn stabilised_features(
 }
 
 /// Query features, key features each with its own offset, and the key offsets `g_j`, for causal
-/// attention (math.md §1.5): `phi(q_t) . phi(k_j) ∝ phi^(q_t) . phi^(k_j) exp(g_j)`, with the row
+/// attention (docs/math.md §1.5): `phi(q_t) . phi(k_j) ∝ phi^(q_t) . phi^(k_j) exp(g_j)`, with the row
 /// factors of `q_t` dropped. `softmax`: `g_j = max_i a_ji - |k~_j|^2/2`, so every key feature is
 /// `<= 1`; `trig`: `g_j = |k~_j|^2/2` and the key features are `[cos, sin]`; `relu`: `g_j = 0`.
 pub fn causal_features(
@@ -211,7 +211,7 @@ pub fn causal_features(
     (pq, pk, g)
 }
 
-/// The causal prefix state after some tokens, per problem (math.md §1.4–1.6):
+/// The causal prefix state after some tokens, per problem (docs/math.md §1.4–1.6):
 /// `S = sum_{j seen} phi^(k_j) exp(g_j - gamma) [v_j | 1]^T` (`[f, dv + 1]`, the last column is `z`)
 /// and `gamma = max_{j seen} g_j`. Feeding it back continues the sequence where it stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -259,7 +259,7 @@ pub fn check_state_sizes(sizes: (usize, usize, usize), s: &AttentionShape, kerne
     Ok(())
 }
 
-/// Causal random-feature attention computed chunk by chunk (math.md §1.6): inside a chunk of `chunk`
+/// Causal random-feature attention computed chunk by chunk (docs/math.md §1.6): inside a chunk of `chunk`
 /// tokens the masked `C x C` block with the decay `exp(g_j - gamma_t)`, across chunks the carried
 /// state rescaled whenever the prefix max grows. `chunk = 1` is the pure recurrence, `chunk >= L`
 /// the masked quadratic form. With `state`, the call continues from it and leaves the state after
@@ -422,7 +422,7 @@ pub fn favor(
     Tensor::new(&s.output_shape(q.shape().len()), out)
 }
 
-/// The raw formula of math.md §1.4 through the explicit `L x L` matrix
+/// The raw formula of docs/math.md §1.4 through the explicit `L x L` matrix
 /// `A[t, j] = phi(q_t) . phi(k_j)`, bidirectional or causal (`j <= t`). For `softmax` and `trig` each
 /// row of `A` is evaluated in the log domain relative to that row's own largest exponent, which is
 /// exact and shares nothing with the stabilisers of the linear forms.
@@ -475,7 +475,7 @@ pub fn favor_quadratic(
     Tensor::new(&s.output_shape(q.shape().len()), out)
 }
 
-/// Exact softmax attention (math.md §1.7): `o_t = sum_j exp(q_t.k_j/sqrt(d)) v_j / sum_j exp(...)`,
+/// Exact softmax attention (docs/math.md §1.7): `o_t = sum_j exp(q_t.k_j/sqrt(d)) v_j / sum_j exp(...)`,
 /// over all `j` or `j <= t`, with the max trick per row.
 pub fn exact(q: &Tensor<f64>, k: &Tensor<f64>, v: &Tensor<f64>, causal: bool) -> Result<Tensor<f64>> {
     let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), None)?;

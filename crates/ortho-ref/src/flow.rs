@@ -1,5 +1,5 @@
 //! Matrix flows `W' = W b(t, W)` on the orthogonal group and the nested ODEtoODE system, in f64
-//! (math.md §3.2). Right action: the commutator signs are flipped from the left-action formulas of
+//! (docs/math.md §3.2). Right action: the commutator signs are flipped from the left-action formulas of
 //! most texts. Updates are in increment form `W+ = W + W (E - I)` with `E - I` evaluated directly.
 
 use crate::error::{Error, Result};
@@ -307,7 +307,7 @@ mod tests {
         Tensor::from_fn(&[n, n], |e| if e / n == e % n { 1.0 } else { 0.0 })
     }
 
-    /// Measured orders at T = 1 against a fine RKMK4 solution: 1, 1 and 4 (math.md §3.3).
+    /// Measured orders at T = 1 against a fine RKMK4 solution: 1, 1 and 4 (docs/math.md §3.3).
     #[test]
     fn measured_orders() {
         let exact = isospectral(Method::Rkmk4, 1.0 / 1024.0, 1024).run(&identity(4)).unwrap().0;

@@ -2,10 +2,10 @@
 //! and the fallback the engine runs when no GPU adapter is present.
 //!
 //! Everything here computes in `f64`, with plain loops whose order of operations is fixed, so results
-//! are reproducible bit for bit on every machine. `shared/math.md` (mirrored in the crate docs of
+//! are reproducible bit for bit on every machine. `docs/math.md` in the repository (cited by section in
 //! each module) is the contract for what each function computes.
 
-// The numerics are written as index loops that mirror the formulas of math.md.
+// The numerics are written as index loops that mirror the formulas of docs/math.md.
 #![allow(clippy::needless_range_loop)]
 
 pub mod cwy;

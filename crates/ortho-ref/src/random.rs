@@ -1,4 +1,4 @@
-//! Seeded, portable orthogonal random features (math.md §1.2).
+//! Seeded, portable orthogonal random features (docs/math.md §1.2).
 //!
 //! The generator is ChaCha20 (`rand_chacha`) keyed by the seed's 8 little-endian bytes followed by 24
 //! zero bytes. Uniforms are `(next_u64 >> 11) * 2^-53`; Gaussians come from the Box–Muller transform
@@ -75,7 +75,7 @@ impl Gaussian {
     }
 }
 
-/// The `[m, d]` projection matrix of math.md §1.2.
+/// The `[m, d]` projection matrix of docs/math.md §1.2.
 pub fn projection(m: usize, d: usize, scaling: Scaling, seed: u64) -> Result<Tensor<f64>> {
     projection_from(&mut Gaussian::new(seed), m, d, scaling)
 }
