@@ -1,4 +1,4 @@
-//! The time-memory trade-off of causal FAVOR+ gradients (math.md §1.6, SLiM): one forward pass that
+//! The time-memory trade-off of causal FAVOR+ gradients (docs/math.md §1.6, SLiM): one forward pass that
 //! keeps what the backward pass needs, then the backward pass, timed together with GPU timestamps,
 //! at d = dv = 64, m = 256, B = H = 1, for C in {64, 256} and three checkpoint settings:
 //! - none: the sequential schedule (512 rows a group), the states rebuilt in a second sweep;
@@ -64,8 +64,8 @@ fn main() {
             let base = engine.pool_stats().live_bytes;
             let t = engine
                 .time(|enc| {
-                    engine.record_favor_forward(enc, &q, &k, &v, &w, &out, &saved)?;
-                    engine.record_favor_backward(enc, &q, &k, &v, &w, &out, &saved, &g, &grads)
+                    let forward = engine.record_favor_forward(enc, &q, &k, &v, &w, &out, &saved)?;
+                    Ok(forward.and(engine.record_favor_backward(enc, &q, &k, &v, &w, &out, &saved, &g, &grads)?))
                 })
                 .expect("forward + backward");
             let peak = engine.pool_stats().peak_bytes;

@@ -36,9 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ortho shares the device and records into the application's encoder, beside its own commands.
     let engine = Engine::from_device(device.clone(), queue.clone());
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("frame") });
-    engine.record_favor(&mut encoder, &x, &x, &x, &w, &FavorOptions::new(Kernel::Softmax), &out)?;
+    // The guard holds ortho's scratch until the encoder has been submitted: the pool hands a buffer
+    // out again only once the GPU work using it has completed.
+    let recorded = engine.record_favor(&mut encoder, &x, &x, &x, &w, &FavorOptions::new(Kernel::Softmax), &out)?;
     // ... the application's next pass could read `out.buffer()` here ...
     queue.submit([encoder.finish()]);
+    recorded.submitted();
 
     // Only to show the result: read it back and check it against the CPU reference.
     let got = engine.download(&out)?;

@@ -57,6 +57,9 @@ fn pool_reuses_buffers_and_tracks_peak() {
         drop(b);
         assert_eq!(e.pool_stats().live_bytes, base);
         assert_eq!(e.pool_stats().peak_bytes - base, 4096 + 12288);
+        // Released buffers wait for the work submitted before their release, then return.
+        e.poll_device(true).unwrap();
+        assert_eq!(e.pool_stats().waiting_bytes, 0);
         let held = e.pool_stats().held_bytes;
         let c = e.empty(&[1000]).unwrap();
         assert_eq!(e.pool_stats().held_bytes, held, "a freed buffer of the same class is reused");
@@ -123,8 +126,9 @@ fn embeds_in_an_application_device() {
         let gw = GpuTensor::from_buffer(buffer(&w), &[8, 4]).unwrap();
         let out = GpuTensor::from_buffer(buffer(&Tensor::from_fn(&[20, 4], |_| f32::NAN)), &[20, 4]).unwrap();
         let mut encoder = device.create_command_encoder(&Default::default());
-        e.record_favor(&mut encoder, &gq, &gq, &gq, &gw, &FavorOptions::default(), &out).unwrap();
+        let recorded = e.record_favor(&mut encoder, &gq, &gq, &gq, &gw, &FavorOptions::default(), &out).unwrap();
         queue.submit([encoder.finish()]);
+        recorded.submitted();
         let got = e.download(&out).unwrap();
         let want = Engine::cpu("reference").favor(&q, &q, &q, &w, &FavorOptions::default()).unwrap();
         assert!(relative_frobenius(got.data(), want.data()) < 1e-6);

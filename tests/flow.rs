@@ -6,7 +6,7 @@ use ortho::{Engine, Tensor};
 use ortho_ref::expm as reference;
 
 /// Relative error bound of f32 expm: 1e-5 for |A|_1 <= 1; beyond, each of the s squarings can
-/// double the relative error of the scaled exponential (math.md §3.3), so 1e-5 * 2^s. (Measured:
+/// double the relative error of the scaled exponential (docs/math.md §3.3), so 1e-5 * 2^s. (Measured:
 /// about 2.5e-8 * 2^s.)
 fn bound(norm: f64) -> f64 {
     let (_, squarings) = reference::plan(norm, &reference::THETA_F32);
@@ -123,8 +123,8 @@ fn increment_and_update_outputs() {
             let gw = engine.upload("w", &w).unwrap();
             engine
                 .time(|enc| {
-                    engine.record_group_map(enc, map, &ga, &inc, ExpmOutput::Increment)?;
-                    engine.record_group_map(enc, map, &ga, &gw, ExpmOutput::Update)
+                    let increment = engine.record_group_map(enc, map, &ga, &inc, ExpmOutput::Increment)?;
+                    Ok(increment.and(engine.record_group_map(enc, map, &ga, &gw, ExpmOutput::Update)?))
                 })
                 .unwrap();
             let want_inc: Vec<f64> = e
@@ -203,7 +203,7 @@ fn gpu_trajectories_match_reference() {
 }
 
 /// f32 drift after 1,000 Lie–Euler steps (n = 8, h |b|_1 ~ 0.024) in increment form: |W^T W - I|_F
-/// <= 1e-5, and <= 1e-6 with a Newton–Schulz step every 100 (math.md §3.3). The isospectral
+/// <= 1e-5, and <= 1e-6 with a Newton–Schulz step every 100 (docs/math.md §3.3). The isospectral
 /// invariant, the spectrum of W^T Qs W (here its power traces), holds along the way.
 #[test]
 fn f32_drift_stays_small() {

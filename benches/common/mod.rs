@@ -39,9 +39,11 @@ pub fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
 pub fn gpu_time(
     engine: &Engine,
     iters: u64,
-    record: impl Fn(&mut ortho::wgpu::CommandEncoder) -> ortho::Result<()>,
+    record: impl Fn(&mut ortho::wgpu::CommandEncoder) -> ortho::Result<ortho::Recorded>,
 ) -> Duration {
-    let t = engine.time(|enc| (0..iters).try_for_each(|_| record(enc))).expect("timed GPU work");
+    let t = engine
+        .time(|enc| (0..iters).try_fold(ortho::Recorded::default(), |all, _| Ok(all.and(record(enc)?))))
+        .expect("timed GPU work");
     Duration::from_secs_f64(t.seconds)
 }
 

@@ -1,13 +1,13 @@
-//! Dispatch plans for compact-WY Householder accumulation (math.md §2): `S = striu(U^T U) +
+//! Dispatch plans for compact-WY Householder accumulation (docs/math.md §2): `S = striu(U^T U) +
 //! diag(U^T U) / 2` from the engine's GEMM, `S^(-1)` by blocked triangular inversion (16 x 16 diagonal
 //! blocks by substitution, then `X12 = -X11 S12 X22` merges with the GEMM, log2(L/16) levels), then
 //! two GEMMs for Q, Omega or `Q X`. The CPU twins are `ortho_ref::cwy::{cwy, tcwy, apply,
 //! householder_product}`; `householder_product` is also the GPU baseline (L sequential reflections).
 
-use crate::engine::{Engine, Gpu};
+use crate::engine::{Engine, Recording};
 use crate::error::Result;
 use crate::gemm::{Gemm, Operand, record_gemm};
-use crate::pool::{BufferKind, PooledBuffer};
+use crate::pool::{PooledBuffer, Recorded};
 use crate::shaders::{dispatch, grid};
 use crate::tensor::GpuTensor;
 use ortho_ref::{Error as InputError, Tensor};
@@ -54,7 +54,7 @@ struct Inverse {
 struct Params4([u32; 4]);
 
 fn record_inverse(
-    gpu: &Gpu,
+    gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     u: &GpuTensor,
     b: usize,
@@ -62,7 +62,7 @@ fn record_inverse(
     l: usize,
 ) -> Result<Inverse> {
     let padded = l.next_power_of_two().max(BLOCK);
-    let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats as u64);
+    let get = |floats: usize| gpu.scratch(4 * floats as u64);
     let gram = get(b * l * l);
     let s = get(b * padded * padded);
     let x = get(b * padded * padded);
@@ -125,11 +125,11 @@ fn record_inverse(
     Ok(Inverse { padded, x })
 }
 
-/// `dU = -GU W^T - GtU W + U (P + P^T)`, `B = W^T UtGU W^T` (math.md §2.2), from `GU = G U`, the first
+/// `dU = -GU W^T - GtU W + U (P + P^T)`, `B = W^T UtGU W^T` (docs/math.md §2.2), from `GU = G U`, the first
 /// `gtu_rows` rows of `GtU = G^T U` (the rest are zero) and `UtGU = U^T G U`, all `[batch, ., L]`.
 #[allow(clippy::too_many_arguments)]
 fn record_du(
-    gpu: &Gpu,
+    gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     (b, n, l): (usize, usize, usize),
     u: &wgpu::Buffer,
@@ -139,7 +139,7 @@ fn record_du(
     utgu: &wgpu::Buffer,
     du: &wgpu::Buffer,
 ) -> Result<()> {
-    let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats as u64);
+    let get = |floats: usize| gpu.scratch(4 * floats as u64);
     let (t, bm, pp) = (get(b * l * l), get(b * l * l), get(b * l * l));
     let ll = |buf| Operand::rows(buf, l, l);
     let nl = |buf| Operand::rows(buf, n, l);
@@ -245,21 +245,21 @@ impl Engine {
         u: &GpuTensor,
         out: &GpuTensor,
         stiefel: bool,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let (b, n, l) = gpu_shape(u)?;
         let cols = if stiefel { l } else { n };
         if out.len() != b * n * cols {
             return Err(InputError::shape("out", format!("{:?}", batched(u.shape(), &[n, cols])), out.shape()).into());
         }
-        let gpu = self.gpu("cwy")?;
+        let gpu = self.recording("cwy", &[u, out])?;
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy"), timestamp_writes: None });
-        let w = record_inverse(gpu, &mut pass, u, b, n, l)?;
+        let w = record_inverse(&gpu, &mut pass, u, b, n, l)?;
         // T = W U^T (restricted to the first L columns for Omega), then out = I - U T.
-        let t = gpu.pool.get(BufferKind::Storage, 4 * (b * l * cols) as u64);
+        let t = gpu.scratch(4 * (b * l * cols) as u64);
         let t_op = Operand::rows(t.buffer(), l, cols);
         record_gemm(
-            gpu,
+            &gpu,
             &mut pass,
             &Gemm::new(b, l, cols, l),
             w.operand(false),
@@ -267,7 +267,8 @@ impl Engine {
             t_op,
         )?;
         let g = Gemm { alpha: -1.0, diag: 1.0, ..Gemm::new(b, n, cols, l) };
-        record_gemm(gpu, &mut pass, &g, Operand::rows(u.buffer(), n, l), t_op, Operand::rows(out.buffer(), n, cols))
+        record_gemm(&gpu, &mut pass, &g, Operand::rows(u.buffer(), n, l), t_op, Operand::rows(out.buffer(), n, cols))?;
+        Ok(gpu.finish())
     }
 
     /// [`Engine::cwy_apply`] on device-resident tensors.
@@ -285,7 +286,7 @@ impl Engine {
         x: &GpuTensor,
         out: &GpuTensor,
         transpose: bool,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let (b, n, l) = gpu_shape(u)?;
         let k = match *x.shape() {
             [xn, k] if xn == n && b == 1 => k,
@@ -299,26 +300,34 @@ impl Engine {
         if out.shape() != x.shape() {
             return Err(InputError::shape("out", format!("{:?}", x.shape()), out.shape()).into());
         }
-        let gpu = self.gpu("cwy apply")?;
+        let gpu = self.recording("cwy apply", &[u, x, out])?;
         encoder.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), 0, x.byte_len());
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy apply"), timestamp_writes: None });
-        let w = record_inverse(gpu, &mut pass, u, b, n, l)?;
-        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats as u64);
+        let w = record_inverse(&gpu, &mut pass, u, b, n, l)?;
+        let get = |floats: usize| gpu.scratch(4 * floats as u64);
         let (utx, wutx) = (get(b * l * k), get(b * l * k));
         let u_op = Operand::rows(u.buffer(), n, l);
         let lk = |buf| Operand::rows(buf, l, k);
         record_gemm(
-            gpu,
+            &gpu,
             &mut pass,
             &Gemm::new(b, l, k, n),
             u_op.t(),
             Operand::rows(x.buffer(), n, k),
             lk(utx.buffer()),
         )?;
-        record_gemm(gpu, &mut pass, &Gemm::new(b, l, k, l), w.operand(transpose), lk(utx.buffer()), lk(wutx.buffer()))?;
+        record_gemm(
+            &gpu,
+            &mut pass,
+            &Gemm::new(b, l, k, l),
+            w.operand(transpose),
+            lk(utx.buffer()),
+            lk(wutx.buffer()),
+        )?;
         let g = Gemm { alpha: -1.0, beta: 1.0, ..Gemm::new(b, n, k, l) };
-        record_gemm(gpu, &mut pass, &g, u_op, lk(wutx.buffer()), Operand::rows(out.buffer(), n, k))
+        record_gemm(&gpu, &mut pass, &g, u_op, lk(wutx.buffer()), Operand::rows(out.buffer(), n, k))?;
+        Ok(gpu.finish())
     }
 
     /// `dloss/dU` for `Q = cwy(U)` given `g = dloss/dQ` (`[.., N, N]`).
@@ -361,25 +370,25 @@ impl Engine {
         g: &GpuTensor,
         du: &GpuTensor,
         stiefel: bool,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let (b, n, l) = gpu_shape(u)?;
         let cols = if stiefel { l } else { n };
         if g.len() != b * n * cols || du.len() != b * n * l {
             return Err(InputError::shape("grad", format!("{:?}", batched(u.shape(), &[n, cols])), g.shape()).into());
         }
-        let gpu = self.gpu("cwy backward")?;
+        let gpu = self.recording("cwy backward", &[u, g, du])?;
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy backward"), timestamp_writes: None });
-        let w = record_inverse(gpu, &mut pass, u, b, n, l)?;
-        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats as u64);
+        let w = record_inverse(&gpu, &mut pass, u, b, n, l)?;
+        let get = |floats: usize| gpu.scratch(4 * floats as u64);
         let (gu, gtu, utgu) = (get(b * n * l), get(b * n * l), get(b * l * l));
         let u_op = Operand::rows(u.buffer(), n, l);
         let g_op = Operand::rows(g.buffer(), n, cols);
         // G = [G_Omega, 0] for Omega: G U = G_Omega U_1, and G^T U has rows only where G has columns.
-        record_gemm(gpu, &mut pass, &Gemm::new(b, n, l, cols), g_op, u_op, Operand::rows(gu.buffer(), n, l))?;
-        record_gemm(gpu, &mut pass, &Gemm::new(b, cols, l, n), g_op.t(), u_op, Operand::rows(gtu.buffer(), n, l))?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, n, l, cols), g_op, u_op, Operand::rows(gu.buffer(), n, l))?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, cols, l, n), g_op.t(), u_op, Operand::rows(gtu.buffer(), n, l))?;
         record_gemm(
-            gpu,
+            &gpu,
             &mut pass,
             &Gemm::new(b, l, l, n),
             u_op.t(),
@@ -387,7 +396,7 @@ impl Engine {
             Operand::rows(utgu.buffer(), l, l),
         )?;
         record_du(
-            gpu,
+            &gpu,
             &mut pass,
             (b, n, l),
             u.buffer(),
@@ -396,7 +405,8 @@ impl Engine {
             (gtu.buffer(), cols),
             utgu.buffer(),
             du.buffer(),
-        )
+        )?;
+        Ok(gpu.finish())
     }
 
     /// `(dloss/dU, dloss/dX)` for `Y = Q X` (or `Q^T X`) given `ybar = dloss/dY`, never forming an
@@ -440,29 +450,29 @@ impl Engine {
         transpose: bool,
         du: &GpuTensor,
         dx: &GpuTensor,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let (b, n, l) = gpu_shape(u)?;
         let k = apply_width(x, b, n)?;
         if ybar.shape() != x.shape() || dx.shape() != x.shape() || du.len() != b * n * l {
             return Err(InputError::shape("grad", format!("{:?} (the shape of x)", x.shape()), ybar.shape()).into());
         }
-        self.record_cwy_apply(encoder, u, ybar, dx, !transpose)?;
-        let gpu = self.gpu("cwy apply backward")?;
+        let applied = self.record_cwy_apply(encoder, u, ybar, dx, !transpose)?;
+        let gpu = self.recording("cwy apply backward", &[u, x, ybar, du, dx])?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("cwy apply backward"),
             timestamp_writes: None,
         });
-        let w = record_inverse(gpu, &mut pass, u, b, n, l)?;
+        let w = record_inverse(&gpu, &mut pass, u, b, n, l)?;
         let (left, right) = if transpose { (x.buffer(), ybar.buffer()) } else { (ybar.buffer(), x.buffer()) };
-        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats as u64);
+        let get = |floats: usize| gpu.scratch(4 * floats as u64);
         let (rtu, ltu, ltu_t, gu, gtu, utgu) =
             (get(b * k * l), get(b * k * l), get(b * l * k), get(b * n * l), get(b * n * l), get(b * l * l));
         let u_op = Operand::rows(u.buffer(), n, l);
         let kl = |buf| Operand::rows(buf, k, l);
-        record_gemm(gpu, &mut pass, &Gemm::new(b, k, l, n), Operand::rows(right, n, k).t(), u_op, kl(rtu.buffer()))?;
-        record_gemm(gpu, &mut pass, &Gemm::new(b, k, l, n), Operand::rows(left, n, k).t(), u_op, kl(ltu.buffer()))?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, k, l, n), Operand::rows(right, n, k).t(), u_op, kl(rtu.buffer()))?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, k, l, n), Operand::rows(left, n, k).t(), u_op, kl(ltu.buffer()))?;
         record_gemm(
-            gpu,
+            &gpu,
             &mut pass,
             &Gemm::new(b, n, l, k),
             Operand::rows(left, n, k),
@@ -470,7 +480,7 @@ impl Engine {
             Operand::rows(gu.buffer(), n, l),
         )?;
         record_gemm(
-            gpu,
+            &gpu,
             &mut pass,
             &Gemm::new(b, n, l, k),
             Operand::rows(right, n, k),
@@ -478,7 +488,7 @@ impl Engine {
             Operand::rows(gtu.buffer(), n, l),
         )?;
         record_gemm(
-            gpu,
+            &gpu,
             &mut pass,
             &Gemm::new(b, l, k, n),
             u_op.t(),
@@ -486,14 +496,25 @@ impl Engine {
             Operand::rows(ltu_t.buffer(), l, k),
         )?;
         record_gemm(
-            gpu,
+            &gpu,
             &mut pass,
             &Gemm::new(b, l, l, k),
             Operand::rows(ltu_t.buffer(), l, k),
             kl(rtu.buffer()),
             Operand::rows(utgu.buffer(), l, l),
         )?;
-        record_du(gpu, &mut pass, (b, n, l), u.buffer(), &w, gu.buffer(), (gtu.buffer(), n), utgu.buffer(), du.buffer())
+        record_du(
+            &gpu,
+            &mut pass,
+            (b, n, l),
+            u.buffer(),
+            &w,
+            gu.buffer(),
+            (gtu.buffer(), n),
+            utgu.buffer(),
+            du.buffer(),
+        )?;
+        Ok(applied.and(gpu.finish()))
     }
 
     /// Records the sequential product `out = H(u_1) ... H(u_L)`: L dispatches of rank-1 updates.
@@ -502,12 +523,12 @@ impl Engine {
         encoder: &mut wgpu::CommandEncoder,
         u: &GpuTensor,
         out: &GpuTensor,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let (b, n, l) = gpu_shape(u)?;
         if out.len() != b * n * n {
             return Err(InputError::shape("out", format!("{:?}", batched(u.shape(), &[n, n])), out.shape()).into());
         }
-        let gpu = self.gpu("householder product")?;
+        let gpu = self.recording("householder product", &[u, out])?;
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("householder"), timestamp_writes: None });
         for column in 0..l {
@@ -523,6 +544,6 @@ impl Engine {
                 grid((b * n) as u64, 64)?,
             )?;
         }
-        Ok(())
+        Ok(gpu.finish())
     }
 }

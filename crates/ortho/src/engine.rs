@@ -1,11 +1,15 @@
 //! Adapter choice, the device and queue (the engine's own or an application's), and the CPU fallback.
 
 use crate::error::{Error, Result};
-use crate::pool::{BufferKind, BufferPool, PoolStats};
+use crate::pool::{BufferKind, BufferPool, PoolStats, PooledBuffer, Recorded};
 use crate::shaders::PipelineCache;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 /// Which backend to use. `Auto` takes the best adapter of any backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -210,7 +214,7 @@ impl Engine {
         let info = device.adapter_info();
         Engine {
             gpu: Some(Arc::new(Gpu {
-                pool: BufferPool::new(device.clone()),
+                pool: BufferPool::new(device.clone(), queue.clone()),
                 device,
                 queue,
                 info,
@@ -331,10 +335,12 @@ impl Engine {
     }
 
     pub fn download(&self, t: &GpuTensor) -> Result<Tensor<f32>> {
-        pollster::block_on(self.download_async(t))
+        self.block_on(self.download_async(t))
     }
 
-    /// Reads a tensor back. On native backends this waits for the queue; on the web it yields.
+    /// Reads a tensor back. The future resolves once the device has run the copy: something must
+    /// drive the device meanwhile (see [`Engine::poll_device`]); the blocking [`Engine::download`]
+    /// does so itself.
     pub async fn download_async(&self, t: &GpuTensor) -> Result<Tensor<f32>> {
         let gpu = self.gpu("download")?;
         let bytes = t.byte_len();
@@ -346,41 +352,127 @@ impl Engine {
         encoder.copy_buffer_to_buffer(t.buffer(), 0, staging.buffer(), 0, bytes);
         gpu.queue.submit([encoder.finish()]);
         let slice = staging.buffer().slice(..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu { op: "download".into(), message: e.to_string() })?;
-        rx.recv()
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| Error::Gpu { op: "download".into(), message })?;
+        let gpu_err = |message: String| Error::Gpu { op: "download".into(), message };
+        rx.await.map_err(|e| gpu_err(e.to_string()))?.map_err(|e| gpu_err(e.to_string()))?;
         let data = {
-            let view =
-                slice.get_mapped_range().map_err(|e| Error::Gpu { op: "download".into(), message: e.to_string() })?;
+            let view = slice.get_mapped_range().map_err(|e| gpu_err(e.to_string()))?;
             bytemuck::cast_slice::<u8, f32>(&view).to_vec()
         };
         staging.buffer().unmap();
         Ok(Tensor::new(t.shape(), data)?)
     }
 
+    /// Drives the device once: runs the callbacks of completed work, which wakes the futures of the
+    /// `*_async` functions. With `wait`, first waits for all submitted work to complete. A native
+    /// application that awaits ortho's futures calls this from its own loop or from a poller thread;
+    /// returns true when no submitted work is left.
+    pub fn poll_device(&self, wait: bool) -> Result<bool> {
+        let Some(gpu) = &self.gpu else { return Ok(true) };
+        let how = if wait { wgpu::PollType::wait_indefinitely() } else { wgpu::PollType::Poll };
+        let status = gpu.device.poll(how).map_err(|e| Error::Gpu { op: "polling".into(), message: e.to_string() })?;
+        Ok(status.is_queue_empty())
+    }
+
+    /// Runs `future` to completion on this thread. The engine's futures only ever wait for GPU
+    /// callbacks, so while one is pending this waits for the device's submitted work.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let mut future = pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            match &self.gpu {
+                Some(gpu) => drop(gpu.device.poll(wgpu::PollType::wait_indefinitely())),
+                None => std::thread::yield_now(),
+            }
+        }
+    }
+
+    /// The device for recording `op`, keeping `tensors` (the call's inputs and outputs) with the
+    /// scratch it takes until the recorded commands have run.
+    pub(crate) fn recording(&self, op: &str, tensors: &[&GpuTensor]) -> Result<Recording<'_>> {
+        let recording = Recording { gpu: self.gpu(op)?, kept: RefCell::default() };
+        recording.keep(tensors);
+        Ok(recording)
+    }
+
     /// Records `record` into a fresh encoder, submits it, and turns any wgpu validation or
     /// out-of-memory error raised on the way into an [`Error::Gpu`] naming `op`.
-    pub(crate) fn submit<T>(&self, op: &str, record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>) -> Result<T> {
+    pub(crate) fn submit(
+        &self,
+        op: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<Recorded>,
+    ) -> Result<()> {
+        self.block_on(self.submit_async(op, record))
+    }
+
+    /// [`Engine::submit`] without blocking: the error scopes' futures resolve once wgpu has checked
+    /// the work (at once on native backends).
+    pub(crate) async fn submit_async(
+        &self,
+        op: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<Recorded>,
+    ) -> Result<()> {
         let gpu = self.gpu(op)?;
         let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
-        let result = record(&mut encoder);
-        if result.is_ok() {
+        let result = record(&mut encoder).map(|recorded| {
             gpu.queue.submit([encoder.finish()]);
-        }
-        let errors = [pollster::block_on(validation.pop()), pollster::block_on(oom.pop())];
+            recorded.submitted();
+        });
+        let (validation, oom) = (validation.pop(), oom.pop());
+        let errors = [validation.await, oom.await];
         if let Some(e) = errors.into_iter().flatten().next() {
+            // A pipeline compiled inside the scope may be the invalid part: compile afresh next time.
+            gpu.pipelines.clear();
             return Err(Error::Gpu { op: op.to_string(), message: e.to_string() });
         }
         result
+    }
+}
+
+/// The device while one call is recorded: scratch comes from the pool, and every pooled buffer the
+/// recorded commands use is kept in the [`Recorded`] guard that [`Recording::finish`] returns.
+/// Dropped without `finish` (a call that failed half-way), its buffers are never reused, since the
+/// caller's encoder may still hold commands that use them.
+pub(crate) struct Recording<'g> {
+    gpu: &'g Gpu,
+    kept: RefCell<Vec<PooledBuffer>>,
+}
+
+impl Recording<'_> {
+    /// A pooled storage buffer of at least `bytes` (4 at the least), kept until the work has run.
+    pub fn scratch(&self, bytes: u64) -> PooledBuffer {
+        let buffer = self.gpu.pool.get(BufferKind::Storage, bytes.max(4));
+        self.kept.borrow_mut().push(buffer.clone());
+        buffer
+    }
+
+    /// Keeps the pooled buffers of `tensors` until the work has run.
+    pub fn keep(&self, tensors: &[&GpuTensor]) {
+        self.kept.borrow_mut().extend(tensors.iter().filter_map(|t| t.loan().cloned()));
+    }
+
+    pub fn finish(self) -> Recorded {
+        Recorded::new(self.kept.take())
+    }
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        drop(Recorded::new(self.kept.take()));
+    }
+}
+
+impl std::ops::Deref for Recording<'_> {
+    type Target = Gpu;
+    fn deref(&self) -> &Gpu {
+        self.gpu
     }
 }

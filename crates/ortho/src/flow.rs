@@ -1,13 +1,15 @@
-//! Dispatch plans for batched matrix exponentials and flows on the orthogonal group (math.md §3). The
+//! Dispatch plans for batched matrix exponentials and flows on the orthogonal group (docs/math.md §3). The
 //! CPU twins are `ortho_ref::expm` and `ortho_ref::flow`.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Recording};
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
-use crate::pool::BufferKind;
-use crate::shaders::{dispatch_with, grid};
+use crate::pool::Recorded;
+use crate::shaders::{dispatch, dispatch_with, grid};
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
+
+mod integrate;
 
 /// The largest n the per-matrix kernels handle (one workgroup per matrix).
 pub const FLOW_MAX_N: usize = 64;
@@ -101,7 +103,7 @@ impl Engine {
         a: &GpuTensor,
         out: &GpuTensor,
         output: ExpmOutput,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         self.record_group_map(encoder, GroupMap::Exp, a, out, output)
     }
 
@@ -127,19 +129,23 @@ impl Engine {
         a: &GpuTensor,
         out: &GpuTensor,
         output: ExpmOutput,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let (b, n) = square("a", a.shape())?;
         if out.len() != a.len() {
             return Err(ortho_ref::Error::shape("out", format!("{:?}", a.shape()), out.shape()).into());
         }
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("group map"), timestamp_writes: None });
-        self.record_map(&mut pass, map, (a.buffer(), 0, 1.0), (b, n), out.buffer(), output)
+        let gpu = self.recording("group map", &[a, out])?;
+        self.record_map(&gpu, &mut pass, map, (a.buffer(), 0, 1.0), (b, n), out.buffer(), output)?;
+        Ok(gpu.finish())
     }
 
     /// The group map of `alpha` times matrices `first..first + b` of buffer `a` into `out` (b, n x n).
+    #[allow(clippy::too_many_arguments)]
     fn record_map(
         &self,
+        gpu: &Recording,
         pass: &mut wgpu::ComputePass<'_>,
         map: GroupMap,
         (a, a_first, alpha): (&wgpu::Buffer, usize, f32),
@@ -147,12 +153,11 @@ impl Engine {
         out: &wgpu::Buffer,
         output: ExpmOutput,
     ) -> Result<()> {
-        let gpu = self.gpu("group map")?;
         let binding = self.binding_limit()?;
         let per_matrix = (4 * SLOTS * n * n) as u64;
         let chunk = ((binding / per_matrix) as usize).clamp(1, b);
-        let work = gpu.pool.get(BufferKind::Storage, per_matrix * chunk as u64);
-        let plans = gpu.pool.get(BufferKind::Storage, 4 * chunk as u64);
+        let work = gpu.scratch(per_matrix * chunk as u64);
+        let plans = gpu.scratch(4 * chunk as u64);
         let per_pass = squarings_per_pass(n);
         let constants = [("N", n as f64), ("SQUARINGS_PER_PASS", per_pass as f64)];
         // Every pass after the first only touches matrices with squarings still due; the others
@@ -221,7 +226,7 @@ impl Engine {
         let gpu = self.gpu("combine")?;
         let params = CombineParams { count: count as u32, _pad: [0; 3], c };
         let bufs = [x[0], x[1], x[2], x[3], out];
-        crate::shaders::dispatch(
+        dispatch(
             &gpu.device,
             &gpu.pipelines,
             pass,
@@ -241,274 +246,4 @@ fn matrices(buffer: &wgpu::Buffer, n: usize) -> Operand<'_> {
 /// `[n, n]` read by every batch, or `[batch, n, n]`.
 fn maybe_shared(t: &GpuTensor, n: usize) -> Operand<'_> {
     if t.shape().len() == 2 { matrices(t.buffer(), n).cycle(1) } else { matrices(t.buffer(), n) }
-}
-
-impl Engine {
-    /// Integrates `flow` from `w0` (`[n, n]` or `[batch, n, n]`, n <= 64) and returns W after the last
-    /// step and, with a nested state, x. On the GPU every step is recorded into one submission: the
-    /// generator by the engine's GEMM, the group map applied in place in increment form, and the
-    /// nested state by forward Euler (first-order methods) or RK4 over the RKMK4 stage matrices.
-    pub fn flow(&self, flow: &ortho_ref::flow::Flow, w0: &Tensor<f32>) -> Result<(Tensor<f32>, Option<Tensor<f32>>)> {
-        use ortho_ref::flow::{Activation, Generator, Method};
-        let w64 = w0.to_f64();
-        let (b, n) = flow.check(&w64)?;
-        square("w0", w0.shape())?;
-        if !self.is_gpu() {
-            let (w, x) = flow.run(&w64)?;
-            return Ok((w.to_f32(), x.map(|x| x.to_f32())));
-        }
-        let map = match flow.method {
-            Method::CayleyEuler => GroupMap::Cayley,
-            Method::LieEuler | Method::Rkmk4 => GroupMap::Exp,
-        };
-        let gpu = self.gpu("flow")?;
-        let mut w = self.upload("w0", w0)?;
-        let mut spare = self.empty(w0.shape())?;
-        let h = flow.dt as f32;
-        let (generator, qs_ns) = match &flow.generator {
-            Generator::Given(omega) => (Some(self.upload("generators", &omega.to_f32())?), None),
-            Generator::Isospectral { qs, ns } => {
-                (None, Some((self.upload("qs", &qs.to_f32())?, self.upload("ns", &ns.to_f32())?)))
-            }
-        };
-        let get = || gpu.pool.get(BufferKind::Storage, (4 * b * n * n) as u64);
-        let (t1, t2) = (get(), get());
-        let (stage, mix) = (get(), get());
-        let fields = [get(), get(), get(), get()];
-        let square_gemm = Gemm::new(b, n, n, n);
-        let count = b * n * n;
-        // The nested state x' = sigma(W x): x (and its next value), a stage input and W times it,
-        // and the four stage slopes.
-        let vectors = || gpu.pool.get(BufferKind::Storage, (4 * b * n) as u64);
-        let nested = match &flow.state {
-            Some((x0, activation)) => {
-                let code = match activation {
-                    Activation::Tanh => 0,
-                    Activation::Relu => 1,
-                    Activation::Identity => 2,
-                };
-                Some((
-                    code,
-                    [self.upload("x0", &x0.to_f32())?, self.empty(x0.shape())?],
-                    [vectors(), vectors()],
-                    [vectors(), vectors(), vectors(), vectors()],
-                ))
-            }
-            None => None,
-        };
-        let mut x_index = 0;
-        self.submit("flow", |enc| {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
-            let pass = &mut pass;
-            // h b(W) for the isospectral field: h (W^T Qs W) Ns - h Ns (W^T Qs W).
-            let field = |pass: &mut wgpu::ComputePass<'_>, w: &wgpu::Buffer, out: &wgpu::Buffer| -> Result<()> {
-                let Some((qs, ns)) = &qs_ns else { unreachable!("given generators need no field") };
-                record_gemm(
-                    gpu,
-                    pass,
-                    &square_gemm,
-                    matrices(w, n).t(),
-                    maybe_shared(qs, n),
-                    matrices(t1.buffer(), n),
-                )?;
-                record_gemm(
-                    gpu,
-                    pass,
-                    &square_gemm,
-                    matrices(t1.buffer(), n),
-                    matrices(w, n),
-                    matrices(t2.buffer(), n),
-                )?;
-                record_gemm(
-                    gpu,
-                    pass,
-                    &Gemm { alpha: h, ..square_gemm },
-                    matrices(t2.buffer(), n),
-                    maybe_shared(ns, n),
-                    matrices(out, n),
-                )?;
-                let minus = Gemm { alpha: -h, beta: 1.0, ..square_gemm };
-                record_gemm(gpu, pass, &minus, maybe_shared(ns, n), matrices(t2.buffer(), n), matrices(out, n))
-            };
-            // out += s [x, y].
-            let commutator = |pass: &mut wgpu::ComputePass<'_>,
-                              s: f32,
-                              x: &wgpu::Buffer,
-                              y: &wgpu::Buffer,
-                              out: &wgpu::Buffer|
-             -> Result<()> {
-                record_gemm(
-                    gpu,
-                    pass,
-                    &Gemm { alpha: s, beta: 1.0, ..square_gemm },
-                    matrices(x, n),
-                    matrices(y, n),
-                    matrices(out, n),
-                )?;
-                record_gemm(
-                    gpu,
-                    pass,
-                    &Gemm { alpha: -s, beta: 1.0, ..square_gemm },
-                    matrices(y, n),
-                    matrices(x, n),
-                    matrices(out, n),
-                )
-            };
-            // slopes[i] = sigma(stage_w (x + a slopes[j])), or sigma(stage_w x) without `from`.
-            let slope = |pass: &mut wgpu::ComputePass<'_>,
-                         stage_w: &wgpu::Buffer,
-                         x_index: usize,
-                         from: Option<(f32, usize)>,
-                         i: usize|
-             -> Result<()> {
-                let Some((code, xs, [v, y], slopes)) = &nested else { return Ok(()) };
-                let x = xs[x_index].buffer();
-                let input = match from {
-                    Some((a, j)) => {
-                        self.record_combine(
-                            pass,
-                            b * n,
-                            [1.0, a, 0.0, 0.0],
-                            [x, slopes[j].buffer(), x, x],
-                            v.buffer(),
-                        )?;
-                        v.buffer()
-                    }
-                    None => x,
-                };
-                let vec = |buf| Operand::rows(buf, n, 1);
-                record_gemm(gpu, pass, &Gemm::new(b, n, 1, n), matrices(stage_w, n), vec(input), vec(y.buffer()))?;
-                let params = ActivateParams { count: (b * n) as u32, activation: *code, _pad: [0; 2] };
-                let bufs = [y.buffer(), slopes[i].buffer()];
-                crate::shaders::dispatch(
-                    &gpu.device,
-                    &gpu.pipelines,
-                    pass,
-                    "flow/activate",
-                    bytemuck::bytes_of(&params),
-                    &bufs,
-                    grid((b * n) as u64, 256)?,
-                )
-            };
-            // x <- x + h sum_i weights_i slopes_i, into the other x buffer.
-            let advance_state =
-                |pass: &mut wgpu::ComputePass<'_>, x_index: &mut usize, weights: [f32; 4]| -> Result<()> {
-                    let Some((_, xs, [v, _], slopes)) = &nested else { return Ok(()) };
-                    let s = [slopes[0].buffer(), slopes[1].buffer(), slopes[2].buffer(), slopes[3].buffer()];
-                    self.record_combine(pass, b * n, weights.map(|c| h * c), s, v.buffer())?;
-                    let x = xs[*x_index].buffer();
-                    self.record_combine(
-                        pass,
-                        b * n,
-                        [1.0, 1.0, 0.0, 0.0],
-                        [x, v.buffer(), x, x],
-                        xs[1 - *x_index].buffer(),
-                    )?;
-                    *x_index = 1 - *x_index;
-                    Ok(())
-                };
-            let rk4 = flow.method == Method::Rkmk4;
-            for k in 0..flow.steps {
-                slope(pass, w.buffer(), x_index, None, 0)?;
-                match (&generator, &qs_ns) {
-                    // Constant over the step: every RKMK4 stage sees h Omega_k, the commutators
-                    // vanish and the step is exactly W exp(h Omega_k).
-                    (Some(omega), _) => {
-                        if rk4 && nested.is_some() {
-                            // Stages W exp(h Omega / 2) (twice) and W exp(h Omega), the next W.
-                            self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
-                            self.record_map(
-                                pass,
-                                map,
-                                (omega.buffer(), k * b, h / 2.0),
-                                (b, n),
-                                stage.buffer(),
-                                ExpmOutput::Update,
-                            )?;
-                            slope(pass, stage.buffer(), x_index, Some((h / 2.0, 0)), 1)?;
-                            slope(pass, stage.buffer(), x_index, Some((h / 2.0, 1)), 2)?;
-                        }
-                        self.record_map(pass, map, (omega.buffer(), k * b, h), (b, n), w.buffer(), ExpmOutput::Update)?;
-                        if rk4 && nested.is_some() {
-                            slope(pass, w.buffer(), x_index, Some((h, 2)), 3)?;
-                        }
-                    }
-                    (None, Some(_)) if flow.method != Method::Rkmk4 => {
-                        field(pass, w.buffer(), fields[0].buffer())?;
-                        self.record_map(
-                            pass,
-                            map,
-                            (fields[0].buffer(), 0, 1.0),
-                            (b, n),
-                            w.buffer(),
-                            ExpmOutput::Update,
-                        )?;
-                    }
-                    (None, Some(_)) => {
-                        // RKMK4, right action: stages W exp(B1/2), W exp(B2/2 + [B1, B2]/8), W exp(B3),
-                        // then W exp((B1 + 2 B2 + 2 B3 + B4)/6 + [B1, B4]/12).
-                        let [b1, b2, b3, b4] =
-                            [fields[0].buffer(), fields[1].buffer(), fields[2].buffer(), fields[3].buffer()];
-                        field(pass, w.buffer(), b1)?;
-                        self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
-                        self.record_map(pass, map, (b1, 0, 0.5), (b, n), stage.buffer(), ExpmOutput::Update)?;
-                        slope(pass, stage.buffer(), x_index, Some((h / 2.0, 0)), 1)?;
-                        field(pass, stage.buffer(), b2)?;
-                        self.record_combine(pass, count, [0.5, 0.0, 0.0, 0.0], [b2; 4], mix.buffer())?;
-                        commutator(pass, 1.0 / 8.0, b1, b2, mix.buffer())?;
-                        self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
-                        self.record_map(pass, map, (mix.buffer(), 0, 1.0), (b, n), stage.buffer(), ExpmOutput::Update)?;
-                        slope(pass, stage.buffer(), x_index, Some((h / 2.0, 1)), 2)?;
-                        field(pass, stage.buffer(), b3)?;
-                        self.record_combine(pass, count, [1.0, 0.0, 0.0, 0.0], [w.buffer(); 4], stage.buffer())?;
-                        self.record_map(pass, map, (b3, 0, 1.0), (b, n), stage.buffer(), ExpmOutput::Update)?;
-                        slope(pass, stage.buffer(), x_index, Some((h, 2)), 3)?;
-                        field(pass, stage.buffer(), b4)?;
-                        let sixth = 1.0 / 6.0;
-                        self.record_combine(
-                            pass,
-                            count,
-                            [sixth, 2.0 * sixth, 2.0 * sixth, sixth],
-                            [b1, b2, b3, b4],
-                            mix.buffer(),
-                        )?;
-                        commutator(pass, 1.0 / 12.0, b1, b4, mix.buffer())?;
-                        self.record_map(pass, map, (mix.buffer(), 0, 1.0), (b, n), w.buffer(), ExpmOutput::Update)?;
-                    }
-                    (None, None) => unreachable!("every generator is handled above"),
-                }
-                let sixth = 1.0 / 6.0;
-                let weights = if rk4 { [sixth, 2.0 * sixth, 2.0 * sixth, sixth] } else { [1.0, 0.0, 0.0, 0.0] };
-                advance_state(pass, &mut x_index, weights)?;
-                if flow.newton_schulz_every.is_some_and(|every| (k + 1) % every == 0) {
-                    // W <- W (3I - W^T W) / 2, into the spare buffer, then the two swap.
-                    let half = Gemm { alpha: -0.5, diag: 1.5, ..square_gemm };
-                    record_gemm(
-                        gpu,
-                        pass,
-                        &half,
-                        matrices(w.buffer(), n).t(),
-                        matrices(w.buffer(), n),
-                        matrices(t1.buffer(), n),
-                    )?;
-                    record_gemm(
-                        gpu,
-                        pass,
-                        &square_gemm,
-                        matrices(w.buffer(), n),
-                        matrices(t1.buffer(), n),
-                        matrices(spare.buffer(), n),
-                    )?;
-                    std::mem::swap(&mut w, &mut spare);
-                }
-            }
-            Ok(())
-        })?;
-        let x = match &nested {
-            Some((_, xs, _, _)) => Some(self.download(&xs[x_index])?),
-            None => None,
-        };
-        Ok((self.download(&w)?, x))
-    }
 }

@@ -4,6 +4,7 @@
 
 use crate::engine::{Engine, Gpu};
 use crate::error::Result;
+use crate::pool::Recorded;
 use crate::shaders::dispatch;
 use crate::tensor::GpuTensor;
 use ortho_ref::{Error as InputError, Tensor};
@@ -221,7 +222,7 @@ impl Engine {
         Ok(c)
     }
 
-    /// Records `c = a b` into the caller's encoder.
+    /// Records `c = a b` into the caller's encoder; keep the returned guard until it is submitted.
     pub fn record_matmul(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -229,12 +230,12 @@ impl Engine {
         b: &GpuTensor,
         c: &GpuTensor,
         o: MatmulOptions,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let (z, m, k, n, _) = matmul_shape(a.shape(), b.shape(), o)?;
         if c.len() != z * m * n {
             return Err(InputError::shape("c", format!("[{z}, {m}, {n}]"), c.shape()).into());
         }
-        let gpu = self.gpu("matmul")?;
+        let gpu = self.recording("matmul", &[a, b, c])?;
         let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
         let mut ao = Operand::rows(a.buffer(), if o.transpose_a { k } else { m }, if o.transpose_a { m } else { k });
         let mut bo =
@@ -247,6 +248,8 @@ impl Engine {
         }
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("matmul"), timestamp_writes: None });
-        record_gemm(gpu, &mut pass, &Gemm::new(z, m, n, k), ao, bo, Operand::rows(c.buffer(), m, n))
+        record_gemm(&gpu, &mut pass, &Gemm::new(z, m, n, k), ao, bo, Operand::rows(c.buffer(), m, n))?;
+        drop(pass);
+        Ok(gpu.finish())
     }
 }

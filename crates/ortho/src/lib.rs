@@ -1,12 +1,17 @@
 //! ortho: WGSL compute kernels for random-feature attention and orthogonal matrices, dispatched
-//! through wgpu on any adapter (Vulkan, Metal, DX12, GL, WebGPU), with the `ortho-ref` CPU reference
+//! through wgpu on the adapters it reaches (Vulkan, Metal, DX12, GL), with the `ortho-ref` CPU reference
 //! as the fallback when no adapter is present.
 //!
 //! Two API levels:
 //! - host tensors in and out ([`Engine::favor`], [`Engine::exact_attention`], [`Engine::matmul`]):
 //!   every input is validated, and the CPU fallback answers when the engine has no GPU;
 //! - device-resident [`GpuTensor`]s ([`Engine::favor_gpu`], [`Engine::record_favor`], ...) that stay on
-//!   the GPU between calls and can be recorded into the caller's own `wgpu::CommandEncoder`.
+//!   the GPU between calls and can be recorded into the caller's own `wgpu::CommandEncoder`; each
+//!   `record_*` call returns a [`Recorded`] guard to keep until that encoder is submitted.
+//!
+//! A pooled buffer returns to the pool only once the GPU work that used it has completed, so one
+//! [`Engine`] can be shared by threads and by an application's own work. The `*_async` functions
+//! never block: their futures complete when the device is driven ([`Engine::poll_device`]).
 //!
 //! ```no_run
 //! use ortho::{Engine, FavorOptions, Kernel, Tensor};
@@ -24,6 +29,7 @@
 mod cwy;
 mod engine;
 mod error;
+mod exact;
 mod favor;
 mod flow;
 mod gemm;
@@ -42,7 +48,7 @@ pub use flow::{ExpmOutput, FLOW_MAX_N, GroupMap};
 pub use gemm::MatmulOptions;
 pub use ortho_ref::favor::{AttentionShape, Kernel};
 pub use ortho_ref::{Tensor, random};
-pub use pool::PoolStats;
+pub use pool::{PoolStats, Recorded};
 pub use shaders::{SHADERS, ShaderSource};
 pub use tensor::GpuTensor;
 pub use timing::Timing;

@@ -1,12 +1,19 @@
 //! Buffer reuse by size class, with live and peak byte accounting.
 //!
-//! Every storage and read-back buffer the engine makes comes from here; a buffer goes back to its
-//! free list when its handle drops. `live` counts bytes handed out, `peak` the most ever live since
-//! the last [`crate::Engine::reset_peak`]: the figures that benches and tests use to prove memory
-//! claims.
+//! Every storage and read-back buffer the engine makes comes from here. **A buffer belongs to the GPU
+//! work that uses it**: when its last handle drops, it waits until the work submitted so far has
+//! completed (`Queue::on_submitted_work_done`) before it joins a free list, so nothing recorded or
+//! submitted earlier can still touch it when it is handed out again. Recorded commands hold their
+//! buffers through a [`Recorded`] guard until the caller has submitted them; a guard dropped without
+//! [`Recorded::submitted`] gives its buffers back to wgpu instead of the free lists (the encoder may
+//! still be submitted later, and wgpu keeps a buffer alive for as long as submitted work uses it).
+//!
+//! `live` counts bytes handed out, `peak` the most ever live since the last
+//! [`crate::Engine::reset_peak`]: the figures that benches and tests use to prove memory claims.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolStats {
@@ -14,8 +21,10 @@ pub struct PoolStats {
     pub live_bytes: u64,
     /// The most bytes ever live at once since the last reset.
     pub peak_bytes: u64,
-    /// Bytes the pool has allocated from the device (live + free).
+    /// Bytes the pool has allocated from the device (live, waiting and free).
     pub held_bytes: u64,
+    /// Bytes released by their owners but still waiting for earlier GPU work to complete.
+    pub waiting_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,30 +51,62 @@ struct State {
     stats: PoolStats,
 }
 
-pub(crate) struct BufferPool {
-    device: wgpu::Device,
-    state: Arc<Mutex<State>>,
+struct Shared {
+    state: Mutex<State>,
+    queue: wgpu::Queue,
 }
 
-/// A buffer on loan from the pool; it returns there when dropped.
-pub(crate) struct PooledBuffer {
-    buffer: wgpu::Buffer,
-    kind: BufferKind,
-    class: u64,
-    state: Arc<Mutex<State>>,
-}
-
-impl PooledBuffer {
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-impl Drop for PooledBuffer {
+pub(crate) struct BufferPool {
+    device: wgpu::Device,
+    shared: Arc<Shared>,
+}
+
+struct Loan {
+    buffer: wgpu::Buffer,
+    kind: BufferKind,
+    class: u64,
+    /// Set when a [`Recorded`] guard was dropped unsubmitted: the buffer may be used by an encoder
+    /// submitted at any later time, so it never returns to a free list.
+    abandoned: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+/// A buffer on loan from the pool; clones share it, and it goes back when the last one drops.
+#[derive(Clone)]
+pub(crate) struct PooledBuffer(Arc<Loan>);
+
+impl PooledBuffer {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.0.buffer
+    }
+}
+
+impl Drop for Loan {
     fn drop(&mut self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.stats.live_bytes -= self.class;
-        s.free.entry((self.kind, self.class)).or_default().push(self.buffer.clone());
+        let (buffer, kind, class) = (self.buffer.clone(), self.kind, self.class);
+        let abandoned = self.abandoned.load(Ordering::Acquire);
+        {
+            let mut s = self.shared.lock();
+            s.stats.live_bytes -= class;
+            if abandoned {
+                s.stats.held_bytes -= class;
+                return;
+            }
+            s.stats.waiting_bytes += class;
+        }
+        // Registered outside the lock: wgpu may run the callback from inside this call.
+        let shared = self.shared.clone();
+        self.shared.queue.on_submitted_work_done(move || {
+            let mut s = shared.lock();
+            s.stats.waiting_bytes -= class;
+            s.free.entry((kind, class)).or_default().push(buffer);
+        });
     }
 }
 
@@ -81,13 +122,15 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 }
 
 impl BufferPool {
-    pub fn new(device: wgpu::Device) -> Self {
-        BufferPool { device, state: Arc::default() }
+    pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        BufferPool { device, shared: Arc::new(Shared { state: Mutex::default(), queue }) }
     }
 
     pub fn get(&self, kind: BufferKind, bytes: u64) -> PooledBuffer {
+        // Lets wgpu run the callbacks of completed work, so that released buffers are reusable.
+        let _ = self.device.poll(wgpu::PollType::Poll);
         let class = size_class(bytes);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.shared.lock();
         let reused = s.free.get_mut(&(kind, class)).and_then(Vec::pop);
         let buffer = reused.unwrap_or_else(|| {
             s.stats.held_bytes += class;
@@ -100,21 +143,30 @@ impl BufferPool {
         });
         s.stats.live_bytes += class;
         s.stats.peak_bytes = s.stats.peak_bytes.max(s.stats.live_bytes);
-        PooledBuffer { buffer, kind, class, state: self.state.clone() }
+        PooledBuffer(Arc::new(Loan {
+            buffer,
+            kind,
+            class,
+            abandoned: AtomicBool::new(false),
+            shared: self.shared.clone(),
+        }))
     }
 
     pub fn stats(&self) -> PoolStats {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).stats
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        self.shared.lock().stats
     }
 
     pub fn reset_peak(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.shared.lock();
         s.stats.peak_bytes = s.stats.live_bytes;
     }
 
-    /// Releases every free buffer back to the device.
+    /// Releases every free buffer back to the device. Buffers still loaned out or waiting for GPU
+    /// work stay.
     pub fn trim(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        let mut s = self.shared.lock();
         let freed: u64 = s
             .free
             .drain()
@@ -126,6 +178,48 @@ impl BufferPool {
             })
             .sum();
         s.stats.held_bytes -= freed;
+    }
+}
+
+/// The pooled buffers that recorded GPU commands use: the scratch of a `record_*` call and the
+/// tensors it reads and writes. Keep it until the encoder holding those commands has been submitted,
+/// then call [`Recorded::submitted`]: from then on the buffers go back to the pool once the GPU has
+/// finished with them. Dropping it without that call is safe too, but its buffers are then not reused.
+#[must_use = "keep it until the encoder is submitted, then call `submitted()`"]
+#[derive(Default)]
+pub struct Recorded {
+    held: Vec<PooledBuffer>,
+}
+
+impl Recorded {
+    pub(crate) fn new(held: Vec<PooledBuffer>) -> Self {
+        Recorded { held }
+    }
+
+    /// The encoder holding the recorded commands has been submitted: the buffers may return to the
+    /// pool once the GPU work submitted so far has completed.
+    pub fn submitted(mut self) {
+        self.held.clear();
+    }
+
+    /// Both guards in one.
+    pub fn and(mut self, mut other: Recorded) -> Recorded {
+        self.held.append(&mut other.held);
+        self
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        for b in &self.held {
+            b.0.abandoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl std::fmt::Debug for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recorded({} buffers)", self.held.len())
     }
 }
 

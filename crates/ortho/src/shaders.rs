@@ -81,7 +81,7 @@ impl PipelineCache {
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        // Errors surface in the error scopes of the submission that records the pipeline's use.
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(shader.name),
             source: wgpu::ShaderSource::Wgsl(shader.source.into()),
@@ -94,12 +94,14 @@ impl PipelineCache {
             compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu { op: format!("compiling {}", shader.name), message: e.to_string() });
-        }
         let pipeline = Arc::new(pipeline);
         cache.insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// Forgets every pipeline (after a GPU error, which an invalid pipeline may have caused).
+    pub fn clear(&self) {
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

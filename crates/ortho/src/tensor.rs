@@ -9,7 +9,9 @@ enum Storage {
     External(wgpu::Buffer),
 }
 
-/// A device-resident f32 tensor. Pooled tensors return their buffer to the engine's pool on drop.
+/// A device-resident f32 tensor. A pooled tensor's buffer returns to the engine's pool when it drops,
+/// once the GPU work submitted until then has completed (and not before the [`crate::Recorded`]
+/// guard of any call it was recorded into is released).
 pub struct GpuTensor {
     storage: Storage,
     shape: Vec<usize>,
@@ -41,6 +43,14 @@ impl GpuTensor {
             .into());
         }
         Ok(GpuTensor { storage: Storage::External(buffer), shape: shape.to_vec() })
+    }
+
+    /// The pool's loan behind a pooled tensor.
+    pub(crate) fn loan(&self) -> Option<&PooledBuffer> {
+        match &self.storage {
+            Storage::Pooled(p) => Some(p),
+            Storage::External(_) => None,
+        }
     }
 
     pub fn buffer(&self) -> &wgpu::Buffer {

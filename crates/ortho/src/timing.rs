@@ -2,6 +2,7 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::pool::Recorded;
 use std::time::Instant;
 
 /// How long some recorded GPU work took.
@@ -15,7 +16,7 @@ pub struct Timing {
 impl Engine {
     /// Times the GPU work that `record` puts into an encoder: timestamps written by an empty compute
     /// pass before and after it, or wall clock when the device lacks `TIMESTAMP_QUERY`.
-    pub fn time(&self, mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<Timing> {
+    pub fn time(&self, mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<Recorded>) -> Result<Timing> {
         let gpu = self.gpu("timing")?;
         if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             let start = Instant::now();
@@ -54,11 +55,11 @@ impl Engine {
                 });
             };
             mark(enc, Some(0), None);
-            record(enc)?;
+            let recorded = record(enc)?;
             mark(enc, None, Some(1));
             enc.resolve_query_set(&set, 0..2, &resolve, 0);
             enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, 16);
-            Ok(())
+            Ok(recorded)
         })?;
         let slice = read.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();

@@ -1,61 +1,10 @@
-//! Gradients of random-feature attention (math.md §1.4-1.6; twin: `ortho_ref::favor::favor_backward`):
-//! what a forward pass keeps for them, and the backward passes, bidirectional and causal. Every group
+//! Gradients of random-feature attention (docs/math.md §1.4-1.6; twin: `ortho_ref::favor::favor_backward`):
+//! the backward passes, bidirectional and causal (what a forward pass keeps for them: `saved.rs`). Every group
 //! recomputes its features from the inputs and the kept row statistics; causal groups need the states
 //! entering their chunks (from checkpoints, or rebuilt in a forward sweep) for dq, and the decayed
 //! `Phi(Q)^T gt` of every later chunk (carried backwards) for dk and dv.
 
 use super::*;
-
-/// What a forward pass keeps for [`Engine::favor_backward_gpu`] besides its inputs and output: the
-/// denominators `D_t` of every row (and, causal, the prefix maxima `gamma_t` of the key offsets), 8
-/// bytes a token like FlashAttention's log-sum-exp, and the checkpointed states its options ask for.
-pub struct FavorSaved {
-    options: FavorOptions,
-    shape: AttentionShape,
-    den: GpuTensor,
-    gamma: Option<GpuTensor>,
-    checkpoints: Option<GpuTensor>,
-}
-
-impl FavorSaved {
-    pub fn options(&self) -> &FavorOptions {
-        &self.options
-    }
-
-    fn check(&self, s: &AttentionShape) -> Result<()> {
-        if *s != self.shape {
-            return Err(InputError::argument("saved", format!("kept for {:?}, not {s:?}", self.shape)).into());
-        }
-        Ok(())
-    }
-
-    fn checkpointed(&self) -> Option<Checkpointed<'_>> {
-        let every = match self.options.checkpoints {
-            Checkpoints::Every(n) => n,
-            Checkpoints::None => return None,
-        };
-        self.checkpoints.as_ref().map(|c| Checkpointed { states: c.buffer(), every, count: c.shape()[1] })
-    }
-
-    /// Bytes held on the device.
-    pub fn byte_len(&self) -> u64 {
-        [Some(&self.den), self.gamma.as_ref(), self.checkpoints.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|t| t.byte_len())
-            .sum()
-    }
-}
-
-/// Where [`Engine::record_favor_backward`] writes the gradients: `dq`, `dk`, `dv` shaped like q, k
-/// and v, and, when present, `dw` shaped like the projection.
-#[derive(Debug)]
-pub struct FavorGrads {
-    pub dq: GpuTensor,
-    pub dk: GpuTensor,
-    pub dv: GpuTensor,
-    pub dw: Option<GpuTensor>,
-}
 
 /// Which gradients one walk over a group of causal attention produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +14,46 @@ enum Sweep {
     /// dk and dv: need the query state of every later chunk (reverse order).
     Keys,
     Both,
+}
+
+/// The operands of one causal backward group, over its rows from `start`.
+#[derive(Clone, Copy)]
+struct GroupOperands<'a> {
+    p: Plan,
+    chunks: usize,
+    scores: Operand<'a>,
+    masked: Operand<'a>,
+    phi_q: Operand<'a>,
+    phi_k: Operand<'a>,
+    gt: Operand<'a>,
+    dphi_q: Operand<'a>,
+    dphi_k: Operand<'a>,
+    v_rows: Operand<'a>,
+    dv_rows: Operand<'a>,
+    query_states: Operand<'a>,
+}
+
+impl<'a> GroupOperands<'a> {
+    fn new(p: Plan, sc: &'a Scratch, io: &Io<'a>, bw: &'a Backward<'a>, start: usize, rows: usize) -> Self {
+        let (sr, c, f, dv) = (p.scratch_rows(), p.chunk, p.f, p.dv);
+        let chunks = rows.div_ceil(c);
+        let rows_of = |buf, cols| Operand::rows(buf, sr, cols);
+        let block = |buf| Operand { outer: chunks * c * c, ..Operand::rows(buf, c, c) };
+        GroupOperands {
+            p,
+            chunks,
+            scores: block(sc.scores.buffer()),
+            masked: block(bw.masked.buffer()),
+            phi_q: rows_of(sc.phi_q.buffer(), f),
+            phi_k: rows_of(sc.phi_k.buffer(), f),
+            gt: rows_of(bw.gt.buffer(), p.width()),
+            dphi_q: rows_of(bw.dphi_q.buffer(), f),
+            dphi_k: rows_of(bw.dphi_k.buffer(), f),
+            v_rows: Operand::rows(io.v, p.l, dv).at(start * dv),
+            dv_rows: Operand::rows(bw.dv, p.l, dv).at(start * dv),
+            query_states: Operand::rows(bw.query_deltas.buffer(), chunks * f, p.width()),
+        }
+    }
 }
 
 /// The buffers of a backward pass beside the forward's scratch.
@@ -96,31 +85,6 @@ struct Backward<'a> {
     dw_parts: Option<PooledBuffer>,
 }
 
-impl Plan {
-    /// Bytes of the largest buffer and of all scratch of a backward pass, the forward's included.
-    fn backward_bytes(&self) -> (u64, u64) {
-        let (largest, total) = self.scratch_bytes();
-        let sizes = self.backward_sizes().map(|n| 4 * n as u64);
-        (largest.max(sizes.into_iter().max().unwrap_or(0)), total + sizes.iter().sum::<u64>())
-    }
-
-    /// Floats of each buffer of [`Backward`] that this plan allocates.
-    fn backward_sizes(&self) -> [usize; 8] {
-        let (rows, w, g) = (self.z * self.scratch_rows(), self.width(), self.group_chunks);
-        let causal = |n: usize| if self.causal { n } else { 1 };
-        [
-            rows * w,
-            rows * self.f,
-            rows * self.f,
-            rows * self.m,
-            self.z * self.f * w,
-            causal(self.z * g * self.chunk * self.chunk),
-            causal(self.z * g * self.f * w),
-            causal(rows * self.f),
-        ]
-    }
-}
-
 impl Recorder<'_, '_, '_> {
     /// `gt` for the rows of a group from the saved output and denominators.
     fn grad_prep(&mut self, bw: &Backward, start: usize, rows: usize) -> Result<()> {
@@ -130,7 +94,7 @@ impl Recorder<'_, '_, '_> {
         self.run("favor/grad_prep", bytemuck::bytes_of(&params), &bufs, p.z * rows, 64)
     }
 
-    /// Gradients of bidirectional attention (math.md §1.4), a group of rows at a time: with
+    /// Gradients of bidirectional attention (docs/math.md §1.4), a group of rows at a time: with
     /// `gt = [g / D | -(g . o) / D]` and the key state `S = Phi(K)^T [V | 1]`, `dPhi(Q) = gt S^T`,
     /// `R = Phi(Q)^T gt` summed over every group, `dPhi(K) = [V | 1] R^T`, `dV = Phi(K) R[:, :dv]`,
     /// then the chain rule through the features and `x~ = x d^(-1/4)`. The keys are decayed by the
@@ -168,7 +132,7 @@ impl Recorder<'_, '_, '_> {
         Ok(())
     }
 
-    /// Gradients of causal attention over one group of rows (math.md §1.5-1.6). With
+    /// Gradients of causal attention over one group of rows (docs/math.md §1.5-1.6). With
     /// `gt = [g / D | -(g . o) / D]`, the chunk's masked and decayed `dA = gt [V | 1]^T`, the states
     /// `S_c` entering each chunk and `R_c` = the decayed `Phi(Q)^T gt` of every later chunk:
     ///   dPhi(Q_c) = dA Phi(K_c) + decay_q(gt) S_c^T,
@@ -186,125 +150,147 @@ impl Recorder<'_, '_, '_> {
         rows: usize,
         sweep: Sweep,
     ) -> Result<()> {
-        let p = self.plan;
-        let (sr, w, c, f, dv) = (p.scratch_rows(), p.width(), p.chunk, p.f, p.dv);
-        let chunks = rows.div_ceil(c);
         let (queries, keys) = (sweep != Sweep::Keys, sweep != Sweep::Queries);
         self.features(sc, io, io.q, sc.phi_q.buffer(), false, start, rows)?;
         self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
         self.grad_prep(bw, start, rows)?;
-        let rows_of = |buf, cols| Operand::rows(buf, sr, cols);
-        let block = |buf| Operand { outer: chunks * c * c, ..Operand::rows(buf, c, c) };
-        let (scores, masked) = (block(sc.scores.buffer()), block(bw.masked.buffer()));
-        let (phi_q, phi_k, gt) =
-            (rows_of(sc.phi_q.buffer(), f), rows_of(sc.phi_k.buffer(), f), rows_of(bw.gt.buffer(), w));
-        let (dphi_q, dphi_k) = (rows_of(bw.dphi_q.buffer(), f), rows_of(bw.dphi_k.buffer(), f));
-        let v_rows = Operand::rows(io.v, p.l, dv).at(start * dv);
-        let dv_rows = Operand::rows(bw.dv, p.l, dv).at(start * dv);
-        let query_states = Operand::rows(bw.query_deltas.buffer(), chunks * f, w);
-        let mask_bufs = [sc.offset.buffer(), sc.gamma.buffer()];
-        let mask = [c as u32, chunks as u32, 0, 0, 0];
-        // dA, written transposed as [V | 1] gt^T.
-        for (first, count, k) in chunk_batches(rows, c) {
-            let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, k, w) };
-            self.gemm(
-                &g,
-                v_rows.chunks(first, count, c * dv),
-                gt.t().chunks(first, count, c * w),
-                masked.t().chunks(first, count, c * c),
-            )?;
-        }
-        let bufs = [mask_bufs[0], mask_bufs[1], bw.masked.buffer()];
-        self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
-        if keys {
-            for (first, count, k) in chunk_batches(rows, c) {
-                self.gemm(
-                    &Gemm::new(p.z * count, k, k, f),
-                    phi_q.chunks(first, count, c * f),
-                    phi_k.t().chunks(first, count, c * f),
-                    scores.chunks(first, count, c * c),
-                )?;
-            }
-            let bufs = [mask_bufs[0], mask_bufs[1], sc.scores.buffer()];
-            self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
-        }
-        for (first, count, k) in chunk_batches(rows, c) {
-            if keys {
-                let g = Gemm::new(p.z * count, k, dv, k);
-                self.gemm(
-                    &g,
-                    scores.t().chunks(first, count, c * c),
-                    gt.chunks(first, count, c * w),
-                    dv_rows.chunks(first, count, c * dv),
-                )?;
-            }
-            if queries {
-                let g = Gemm::new(p.z * count, k, f, k);
-                self.gemm(
-                    &g,
-                    masked.chunks(first, count, c * c),
-                    phi_k.chunks(first, count, c * f),
-                    dphi_q.chunks(first, count, c * f),
-                )?;
-            }
-        }
+        let ops = GroupOperands::new(self.plan, sc, io, bw, start, rows);
+        self.intra_chunk_grads(sc, bw, &ops, rows, queries, keys)?;
         let decayed = bw.phi_k_decayed.buffer();
-        let all = p.z * sr * f;
+        let all = ops.p.z * ops.p.scratch_rows() * ops.p.f;
         self.copy(sc.phi_k.buffer(), decayed, Blocks { outer: 1, inner: 1, len: all, src: [0; 3], dst: [0; 3] })?;
         if queries {
             let restart = if sweep == Sweep::Both { bw.checkpoints } else { None };
             self.fold_keys(sc, io, decayed, start, rows, restart)?;
         } else {
-            self.row_scale(sc, decayed, true, rows, f)?;
+            self.row_scale(sc, decayed, true, rows, ops.p.f)?;
         }
-        self.row_scale(sc, bw.gt.buffer(), false, rows, w)?;
+        self.row_scale(sc, bw.gt.buffer(), false, rows, ops.p.width())?;
         if queries {
+            let (f, w, c) = (ops.p.f, ops.p.width(), ops.p.chunk);
             let states = Operand::rows(sc.deltas.buffer(), f, w).t();
-            let g = Gemm { beta: 1.0, ..Gemm::new(p.z * chunks, c, f, w) };
-            self.gemm(&g, gt.chunks(0, chunks, c * w), states, dphi_q.chunks(0, chunks, c * f))?;
+            let g = Gemm { beta: 1.0, ..Gemm::new(ops.p.z * ops.chunks, c, f, w) };
+            self.gemm(&g, ops.gt.chunks(0, ops.chunks, c * w), states, ops.dphi_q.chunks(0, ops.chunks, c * f))?;
         }
         if keys {
-            for (first, count, k) in chunk_batches(rows, c) {
-                self.gemm(
-                    &Gemm::new(p.z * count, f, w, k),
-                    phi_q.t().chunks(first, count, c * f),
-                    gt.chunks(first, count, c * w),
-                    query_states.chunks(first, count, f * w),
-                )?;
-            }
-            self.scan_states(sc, bw.query_deltas.buffer(), bw.r.buffer(), start, rows, true, None)?;
-            for (first, count, k) in chunk_batches(rows, c) {
-                let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, f, w) };
-                self.gemm(
-                    &g,
-                    v_rows.chunks(first, count, c * dv),
-                    query_states.chunks(first, count, f * w).t(),
-                    dphi_k.chunks(first, count, c * f),
-                )?;
-            }
-            self.row_scale(sc, bw.dphi_k.buffer(), true, rows, f)?;
-            for (first, count, k) in chunk_batches(rows, c) {
-                let g = Gemm { beta: 1.0, ..Gemm::new(p.z * count, k, f, k) };
-                self.gemm(
-                    &g,
-                    masked.t().chunks(first, count, c * c),
-                    phi_q.chunks(first, count, c * f),
-                    dphi_k.chunks(first, count, c * f),
-                )?;
-                let g = Gemm { beta: 1.0, ..Gemm::new(p.z * count, k, dv, f) };
-                self.gemm(
-                    &g,
-                    rows_of(decayed, f).chunks(first, count, c * f),
-                    query_states.chunks(first, count, f * w),
-                    dv_rows.chunks(first, count, c * dv),
-                )?;
-            }
+            self.inter_chunk_key_grads(sc, bw, &ops, start, rows)?;
             // `a` holds the projections of the keys, the last features computed.
             self.input_grad(sc, io, bw, true, start, rows)?;
         }
         if queries {
             self.project(sc, io, io.q, start, rows)?;
             self.input_grad(sc, io, bw, false, start, rows)?;
+        }
+        Ok(())
+    }
+
+    /// The intra-chunk terms: `dA` masked and decayed; with `keys`, the forward's masked scores `P`
+    /// and `dV_c = P^T gt_v`; with `queries`, `dPhi(Q_c) = dA Phi(K_c)`.
+    fn intra_chunk_grads(
+        &mut self,
+        sc: &Scratch,
+        bw: &Backward,
+        ops: &GroupOperands,
+        rows: usize,
+        queries: bool,
+        keys: bool,
+    ) -> Result<()> {
+        let GroupOperands { p, chunks, .. } = *ops;
+        let (c, f, dv, w) = (p.chunk, p.f, p.dv, p.width());
+        let mask = [c as u32, chunks as u32, 0, 0, 0];
+        // dA, written transposed as [V | 1] gt^T.
+        for (first, count, k) in chunk_batches(rows, c) {
+            let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, k, w) };
+            self.gemm(
+                &g,
+                ops.v_rows.chunks(first, count, c * dv),
+                ops.gt.t().chunks(first, count, c * w),
+                ops.masked.t().chunks(first, count, c * c),
+            )?;
+        }
+        let bufs = [sc.offset.buffer(), sc.gamma.buffer(), bw.masked.buffer()];
+        self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
+        if keys {
+            for (first, count, k) in chunk_batches(rows, c) {
+                self.gemm(
+                    &Gemm::new(p.z * count, k, k, f),
+                    ops.phi_q.chunks(first, count, c * f),
+                    ops.phi_k.t().chunks(first, count, c * f),
+                    ops.scores.chunks(first, count, c * c),
+                )?;
+            }
+            let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.scores.buffer()];
+            self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
+        }
+        for (first, count, k) in chunk_batches(rows, c) {
+            if keys {
+                self.gemm(
+                    &Gemm::new(p.z * count, k, dv, k),
+                    ops.scores.t().chunks(first, count, c * c),
+                    ops.gt.chunks(first, count, c * w),
+                    ops.dv_rows.chunks(first, count, c * dv),
+                )?;
+            }
+            if queries {
+                self.gemm(
+                    &Gemm::new(p.z * count, k, f, k),
+                    ops.masked.chunks(first, count, c * c),
+                    ops.phi_k.chunks(first, count, c * f),
+                    ops.dphi_q.chunks(first, count, c * f),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The key gradients through the query state of later chunks: `R_c` by a reverse scan of the
+    /// chunks' `Phi(Q)^T gt`, then `dPhi(K_c) += decay_k([V | 1] R_c^T) + dA^T Phi(Q_c)` and
+    /// `dV_c += decay_k(Phi(K_c)) R_c[:, :dv]` (`gt` and the key copy already decayed).
+    fn inter_chunk_key_grads(
+        &mut self,
+        sc: &Scratch,
+        bw: &Backward,
+        ops: &GroupOperands,
+        start: usize,
+        rows: usize,
+    ) -> Result<()> {
+        let GroupOperands { p, .. } = *ops;
+        let (c, f, dv, w) = (p.chunk, p.f, p.dv, p.width());
+        let decayed = Operand::rows(bw.phi_k_decayed.buffer(), p.scratch_rows(), f);
+        for (first, count, k) in chunk_batches(rows, c) {
+            self.gemm(
+                &Gemm::new(p.z * count, f, w, k),
+                ops.phi_q.t().chunks(first, count, c * f),
+                ops.gt.chunks(first, count, c * w),
+                ops.query_states.chunks(first, count, f * w),
+            )?;
+        }
+        self.scan_states(sc, bw.query_deltas.buffer(), bw.r.buffer(), start, rows, true, None)?;
+        for (first, count, k) in chunk_batches(rows, c) {
+            let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, f, w) };
+            self.gemm(
+                &g,
+                ops.v_rows.chunks(first, count, c * dv),
+                ops.query_states.chunks(first, count, f * w).t(),
+                ops.dphi_k.chunks(first, count, c * f),
+            )?;
+        }
+        self.row_scale(sc, bw.dphi_k.buffer(), true, rows, f)?;
+        for (first, count, k) in chunk_batches(rows, c) {
+            let g = Gemm { beta: 1.0, ..Gemm::new(p.z * count, k, f, k) };
+            self.gemm(
+                &g,
+                ops.masked.t().chunks(first, count, c * c),
+                ops.phi_q.chunks(first, count, c * f),
+                ops.dphi_k.chunks(first, count, c * f),
+            )?;
+            let g = Gemm { beta: 1.0, ..Gemm::new(p.z * count, k, dv, f) };
+            self.gemm(
+                &g,
+                decayed.chunks(first, count, c * f),
+                ops.query_states.chunks(first, count, f * w),
+                ops.dv_rows.chunks(first, count, c * dv),
+            )?;
         }
         Ok(())
     }
@@ -366,112 +352,6 @@ impl Recorder<'_, '_, '_> {
 }
 
 impl Engine {
-    /// The plan of a backward pass: groups as the schedule asks (`Auto`: forward and backward
-    /// scratch within [`AUTO_SCRATCH_BYTES`]), under `Every(n)` checkpoints rounded to whole segments
-    /// of `n` chunks (at least one) so that every group starts at a checkpoint; every buffer must
-    /// fit one binding.
-    fn backward_plan(&self, s: &AttentionShape, o: &FavorOptions) -> Result<Plan> {
-        // The backward pass scans its chunk states (dq needs the state entering every chunk).
-        let plan = Plan { walk: false, ..self.plan(s, o)? };
-        let binding = self.binding_limit()?;
-        let budget = if o.schedule == Schedule::Parallel { u64::MAX } else { AUTO_SCRATCH_BYTES };
-        let fits = |p: &Plan| {
-            let (largest, total) = p.backward_bytes();
-            largest <= binding && total <= budget
-        };
-        let plan = if !o.causal {
-            let most = o.chunk.unwrap_or(s.len).min(s.len).max(1);
-            Plan { chunk: largest_fitting(most, |rows| fits(&Plan { chunk: rows, ..plan })), ..plan }
-        } else {
-            let chunks = s.len.div_ceil(plan.chunk);
-            let with = |g| Plan { group_chunks: g, ..plan };
-            let g = match o.schedule {
-                Schedule::Sequential => plan.group_chunks,
-                Schedule::Parallel | Schedule::Auto => largest_fitting(chunks, |g| fits(&with(g))),
-            };
-            let every = match o.checkpoints {
-                Checkpoints::Every(n) => n,
-                Checkpoints::None => 1,
-            };
-            with(((g / every).max(1) * every).min(chunks))
-        };
-        let (largest, _) = plan.backward_bytes();
-        if largest > binding {
-            return Err(Error::Limit {
-                what: format!(
-                    "attention gradients over groups of {} rows (fewer chunks between checkpoints need less)",
-                    plan.scratch_rows()
-                ),
-                needed: largest,
-                limit_name: "max_storage_buffer_binding_size",
-                limit: binding,
-            });
-        }
-        Ok(plan)
-    }
-
-    /// The forward pass of [`Engine::favor_gpu`] that also returns what
-    /// [`Engine::favor_backward_gpu`] needs: the denominators (and causal prefix maxima) of every
-    /// row, and the states entering every `n`-th chunk under `o.checkpoints = Every(n)`.
-    pub fn favor_forward_gpu(
-        &self,
-        q: &GpuTensor,
-        k: &GpuTensor,
-        v: &GpuTensor,
-        w: &GpuTensor,
-        o: &FavorOptions,
-    ) -> Result<(GpuTensor, FavorSaved)> {
-        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
-        let out = self.empty(&s.output_shape(q.shape().len()))?;
-        let saved = self.favor_saved(&s, o)?;
-        self.submit("favor forward", |enc| self.record_favor_forward(enc, q, k, v, w, &out, &saved))?;
-        Ok((out, saved))
-    }
-
-    /// Device buffers for what a forward pass of shape `s` under `o` keeps, for
-    /// [`Engine::record_favor_forward`].
-    pub fn favor_saved(&self, s: &AttentionShape, o: &FavorOptions) -> Result<FavorSaved> {
-        let plan = self.plan(s, o)?;
-        let (z, l) = (s.problems(), s.len);
-        let den = self.empty(&[z, l])?;
-        let gamma = if o.causal { Some(self.empty(&[z, l])?) } else { None };
-        let checkpoints = match (o.causal, o.checkpoints) {
-            (true, Checkpoints::Every(n)) => {
-                let shape = [z, l.div_ceil(plan.chunk).div_ceil(n), plan.f, plan.width()];
-                let bytes = 4 * shape.iter().product::<usize>() as u64;
-                self.check_binding(&format!("causal states kept every {n} chunks"), bytes)?;
-                Some(self.empty(&shape)?)
-            }
-            _ => None,
-        };
-        Ok(FavorSaved { options: *o, shape: *s, den, gamma, checkpoints })
-    }
-
-    /// Records the forward pass of [`Engine::favor_forward_gpu`] into the caller's encoder, writing
-    /// `out` and `saved` (made by [`Engine::favor_saved`], whose options it follows).
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_favor_forward(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        q: &GpuTensor,
-        k: &GpuTensor,
-        v: &GpuTensor,
-        w: &GpuTensor,
-        out: &GpuTensor,
-        saved: &FavorSaved,
-    ) -> Result<()> {
-        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
-        saved.check(&s)?;
-        let o = saved.options;
-        let keep = Keep {
-            den: saved.den.buffer(),
-            gamma: saved.gamma.as_ref().map(|g| g.buffer()),
-            checkpoints: saved.checkpointed(),
-        };
-        let state = self.unset_state(&s, o.kernel)?;
-        self.record(encoder, q, k, v, w, &o, &state, true, out, Some(&keep))
-    }
-
     /// Gradients of q, k, v and the projection for the upstream gradient `grad` of the output `out`
     /// of [`Engine::favor_forward_gpu`] on the same inputs. Causal attention walks its chunks
     /// backwards from the saved checkpoints, or, with none, rebuilds the states in a forward sweep
@@ -512,7 +392,7 @@ impl Engine {
         saved: &FavorSaved,
         grad: &GpuTensor,
         grads: &FavorGrads,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         saved.check(&s)?;
         if grad.shape() != out.shape() {
@@ -528,10 +408,12 @@ impl Engine {
         }
         let o = saved.options;
         let plan = self.backward_plan(&s, &o)?;
-        let gpu = self.gpu("favor backward")?;
         let FavorGrads { dq, dk, dv, dw } = grads;
+        let gpu = self.recording("favor backward", &[q, k, v, w, out, grad, dq, dk, dv])?;
+        gpu.keep(&saved.tensors());
+        gpu.keep(&dw.iter().collect::<Vec<_>>());
         let sizes = plan.backward_sizes();
-        let get = |floats: usize| gpu.pool.get(BufferKind::Storage, 4 * floats.max(1) as u64);
+        let get = |floats: usize| gpu.scratch(4 * floats as u64);
         let bw = Backward {
             out: out.buffer(),
             den: saved.den.buffer(),
@@ -553,24 +435,26 @@ impl Engine {
         let CausalState::Gpu { s: state_s, gamma: state_gamma, .. } = self.unset_state(&s, o.kernel)? else {
             unreachable!("a GPU engine makes GPU states")
         };
-        let sc = self.scratch(gpu, &plan);
+        gpu.keep(&[&state_s, &state_gamma]);
+        let sc = self.scratch(&gpu, &plan);
         let io = Io::new(&plan, &s, [q, k, v, w, out], &state_s, &state_gamma);
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor backward"), timestamp_writes: None });
-        record_reset(gpu, &mut pass, &state_s, &state_gamma)?;
+        record_reset(&gpu, &mut pass, &state_s, &state_gamma)?;
         if let Some(parts) = &bw.dw_parts {
-            record_fill(gpu, &mut pass, parts.buffer(), plan.z * plan.m * plan.d, 0.0)?;
+            record_fill(&gpu, &mut pass, parts.buffer(), plan.z * plan.m * plan.d, 0.0)?;
         }
-        let mut r = Recorder { gpu, pass: &mut pass, plan, kernel: o.kernel };
+        let mut r = Recorder { gpu: &gpu, pass: &mut pass, plan, kernel: o.kernel };
         if o.causal {
             r.causal_backward(&sc, &io, &bw, saved)?;
         } else {
             r.bidirectional_backward(&sc, &io, &bw)?;
         }
-        match (dw, &bw.dw_parts) {
-            (Some(dw), Some(parts)) => r.sum_projection_grads(parts.buffer(), dw.buffer(), s.projection_heads),
-            _ => Ok(()),
+        if let (Some(dw), Some(parts)) = (dw, &bw.dw_parts) {
+            r.sum_projection_grads(parts.buffer(), dw.buffer(), s.projection_heads)?;
         }
+        drop(pass);
+        Ok(gpu.finish())
     }
 
     /// Gradients `[dq, dk, dv, dw]` of random-feature attention for the upstream gradient `grad` of
@@ -654,7 +538,7 @@ impl Recorder<'_, '_, '_> {
     fn sum_projection_grads(&mut self, parts: &wgpu::Buffer, dw: &wgpu::Buffer, heads: usize) -> Result<()> {
         let p = self.plan;
         let md = p.m * p.d;
-        let ones = self.gpu.pool.get(BufferKind::Storage, 4);
+        let ones = self.gpu.scratch(4);
         record_fill(self.gpu, self.pass, ones.buffer(), 1, 1.0)?;
         let one = Operand { row_stride: 0, col_stride: 0, outer: 0, ..Operand::rows(ones.buffer(), 1, 1) };
         let of_head = Operand {

@@ -1,0 +1,137 @@
+//! Exact softmax attention (docs/math.md §1.7), the accuracy and speed baseline of random-feature
+//! attention: FlashAttention-style, key blocks streamed with running maxima and sums, no `L x L`
+//! buffer. The CPU twin is `ortho_ref::favor::exact`.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::favor::attention_shape;
+use crate::pool::Recorded;
+use crate::shaders::dispatch_with;
+use crate::tensor::GpuTensor;
+use ortho_ref::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ExactParams {
+    len: u32,
+    dim: u32,
+    value_dim: u32,
+    causal: u32,
+    z_base: u32,
+    scale: f32,
+    key_first: u32,
+    key_last: u32,
+}
+
+/// The largest head dimension exact attention keeps in registers.
+pub const EXACT_MAX_DIM: usize = 128;
+const EXACT_ROWS: usize = 64;
+/// Key blocks one dispatch of exact attention walks before handing its running sums to the next.
+const EXACT_BLOCKS_PER_DISPATCH: usize = 16;
+/// vec4 slots of the key and value tile in workgroup memory (16 KiB).
+const EXACT_TILE_VEC4: usize = 1024;
+
+impl Engine {
+    /// Exact softmax attention of host tensors (the baseline), bidirectional or causal.
+    pub fn exact_attention(
+        &self,
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        causal: bool,
+    ) -> Result<Tensor<f32>> {
+        self.block_on(self.exact_attention_async(q, k, v, causal))
+    }
+
+    pub async fn exact_attention_async(
+        &self,
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        causal: bool,
+    ) -> Result<Tensor<f32>> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), None, None)?;
+        ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v)])?;
+        if !self.is_gpu() {
+            return Ok(ortho_ref::favor::exact(&q.to_f64(), &k.to_f64(), &v.to_f64(), causal)?.to_f32());
+        }
+        let (gq, gk, gv) = (self.upload("q", q)?, self.upload("k", k)?, self.upload("v", v)?);
+        let out = self.empty(&s.output_shape(q.shape().len()))?;
+        self.submit_async("exact attention", |enc| self.record_exact_attention(enc, &gq, &gk, &gv, causal, &out))
+            .await?;
+        self.download_async(&out).await
+    }
+
+    pub fn exact_attention_gpu(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, causal: bool) -> Result<GpuTensor> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), None, None)?;
+        let out = self.empty(&s.output_shape(q.shape().len()))?;
+        self.submit("exact attention", |enc| self.record_exact_attention(enc, q, k, v, causal, &out))?;
+        Ok(out)
+    }
+
+    pub fn record_exact_attention(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        causal: bool,
+        out: &GpuTensor,
+    ) -> Result<Recorded> {
+        let s = attention_shape(q.shape(), k.shape(), v.shape(), None, Some(out.shape()))?;
+        if s.dim > EXACT_MAX_DIM || s.value_dim > EXACT_MAX_DIM {
+            return Err(Error::Unsupported(format!(
+                "exact attention keeps a query row in registers: d = {} and dv = {} must be at most {EXACT_MAX_DIM}",
+                s.dim, s.value_dim
+            )));
+        }
+        let gpu = self.recording("exact attention", &[q, k, v, out])?;
+        let (d4, dv4) = (s.dim.div_ceil(4), s.value_dim.div_ceil(4));
+        let block = (EXACT_TILE_VEC4 / (d4 + dv4)).min(64);
+        let constants = [("D4", d4 as f64), ("DV4", dv4 as f64), ("BLOCK", block as f64)];
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("exact attention"),
+            timestamp_writes: None,
+        });
+        let row_groups = s.len.div_ceil(EXACT_ROWS);
+        if row_groups > 65_535 {
+            return Err(Error::Limit {
+                what: format!("exact attention over L = {}", s.len),
+                needed: s.len as u64,
+                limit_name: "65,535 workgroups of 64 query rows",
+                limit: 65_535 * EXACT_ROWS as u64,
+            });
+        }
+        let z = s.problems();
+        let carry = gpu.scratch(16 * (z * s.len * (dv4 + 1)) as u64);
+        let keys_per_dispatch = block * EXACT_BLOCKS_PER_DISPATCH;
+        for z_base in (0..z).step_by(65_535) {
+            for key_first in (0..s.len).step_by(keys_per_dispatch) {
+                let params = ExactParams {
+                    len: s.len as u32,
+                    dim: s.dim as u32,
+                    value_dim: s.value_dim as u32,
+                    causal: causal as u32,
+                    z_base: z_base as u32,
+                    scale: 1.0 / (s.dim as f32).sqrt(),
+                    key_first: key_first as u32,
+                    key_last: (key_first + keys_per_dispatch).min(s.len) as u32,
+                };
+                let groups = [row_groups as u32, (z - z_base).min(65_535) as u32, 1];
+                let bufs = [q.buffer(), k.buffer(), v.buffer(), out.buffer(), carry.buffer()];
+                dispatch_with(
+                    &gpu.device,
+                    &gpu.pipelines,
+                    &mut pass,
+                    "favor/exact",
+                    &constants,
+                    bytemuck::bytes_of(&params),
+                    &bufs,
+                    groups,
+                )?;
+            }
+        }
+        drop(pass);
+        Ok(gpu.finish())
+    }
+}

@@ -1,0 +1,278 @@
+//! The flows of docs/math.md §3.2 on the GPU, mirroring `ortho_ref::flow`: the generator field, the
+//! group-map update in increment form, the nested state's slopes and advance, and one step of each
+//! method. Every step of a call is recorded into one compute pass.
+
+use super::*;
+use crate::engine::Recording;
+use crate::pool::PooledBuffer;
+use ortho_ref::flow::{Activation, Flow, Generator, Method};
+
+/// The nested ODEtoODE state `x' = sigma(W x)`: x and its next value, a stage input `v` and `W v`,
+/// and the four stage slopes.
+struct Nested {
+    activation: u32,
+    xs: [GpuTensor; 2],
+    current: usize,
+    v: PooledBuffer,
+    wv: PooledBuffer,
+    slopes: [PooledBuffer; 4],
+}
+
+/// One integration's buffers: the generator's inputs and the scratch of its stages.
+struct Integrator<'a> {
+    engine: &'a Engine,
+    gpu: &'a Recording<'a>,
+    b: usize,
+    n: usize,
+    h: f32,
+    map: GroupMap,
+    given: Option<GpuTensor>,
+    isospectral: Option<(GpuTensor, GpuTensor)>,
+    t1: PooledBuffer,
+    t2: PooledBuffer,
+    stage: PooledBuffer,
+    mix: PooledBuffer,
+    fields: [PooledBuffer; 4],
+    nested: Option<Nested>,
+}
+
+impl<'a> Integrator<'a> {
+    fn new(engine: &'a Engine, gpu: &'a Recording<'a>, flow: &Flow, (b, n): (usize, usize)) -> Result<Self> {
+        let (given, isospectral) = match &flow.generator {
+            Generator::Given(omega) => (Some(engine.upload("generators", &omega.to_f32())?), None),
+            Generator::Isospectral { qs, ns } => {
+                (None, Some((engine.upload("qs", &qs.to_f32())?, engine.upload("ns", &ns.to_f32())?)))
+            }
+        };
+        let matrix = || gpu.scratch((4 * b * n * n) as u64);
+        let vector = || gpu.scratch((4 * b * n) as u64);
+        let nested = match &flow.state {
+            Some((x0, activation)) => Some(Nested {
+                activation: match activation {
+                    Activation::Tanh => 0,
+                    Activation::Relu => 1,
+                    Activation::Identity => 2,
+                },
+                xs: [engine.upload("x0", &x0.to_f32())?, engine.empty(x0.shape())?],
+                current: 0,
+                v: vector(),
+                wv: vector(),
+                slopes: [vector(), vector(), vector(), vector()],
+            }),
+            None => None,
+        };
+        Ok(Integrator {
+            engine,
+            gpu,
+            b,
+            n,
+            h: flow.dt as f32,
+            map: match flow.method {
+                Method::CayleyEuler => GroupMap::Cayley,
+                Method::LieEuler | Method::Rkmk4 => GroupMap::Exp,
+            },
+            given,
+            isospectral,
+            t1: matrix(),
+            t2: matrix(),
+            stage: matrix(),
+            mix: matrix(),
+            fields: [matrix(), matrix(), matrix(), matrix()],
+            nested,
+        })
+    }
+
+    fn square(&self) -> Gemm {
+        Gemm::new(self.b, self.n, self.n, self.n)
+    }
+
+    fn gemm(&self, pass: &mut wgpu::ComputePass<'_>, g: &Gemm, a: Operand, b: Operand, c: Operand) -> Result<()> {
+        record_gemm(self.gpu, pass, g, a, b, c)
+    }
+
+    fn combine(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        c: [f32; 4],
+        x: [&wgpu::Buffer; 4],
+        out: &wgpu::Buffer,
+    ) -> Result<()> {
+        self.engine.record_combine(pass, self.b * self.n * self.n, c, x, out)
+    }
+
+    /// `W <- W + W (map(A) - I)` for `A = alpha` times matrices `first..` of `a`.
+    fn update(&self, pass: &mut wgpu::ComputePass<'_>, a: (&wgpu::Buffer, usize, f32), w: &wgpu::Buffer) -> Result<()> {
+        self.engine.record_map(self.gpu, pass, self.map, a, (self.b, self.n), w, ExpmOutput::Update)
+    }
+
+    /// `out = h b(w)` for the isospectral field: `h (W^T Qs W) Ns - h Ns (W^T Qs W)`.
+    fn field(&self, pass: &mut wgpu::ComputePass<'_>, w: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<()> {
+        let Some((qs, ns)) = &self.isospectral else { unreachable!("given generators need no field") };
+        let (n, sq) = (self.n, self.square());
+        let (t1, t2) = (matrices(self.t1.buffer(), n), matrices(self.t2.buffer(), n));
+        self.gemm(pass, &sq, matrices(w, n).t(), maybe_shared(qs, n), t1)?;
+        self.gemm(pass, &sq, t1, matrices(w, n), t2)?;
+        self.gemm(pass, &Gemm { alpha: self.h, ..sq }, t2, maybe_shared(ns, n), matrices(out, n))?;
+        self.gemm(pass, &Gemm { alpha: -self.h, beta: 1.0, ..sq }, maybe_shared(ns, n), t2, matrices(out, n))
+    }
+
+    /// `out += s [x, y]`.
+    fn commutator(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        s: f32,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<()> {
+        let (n, sq) = (self.n, self.square());
+        self.gemm(pass, &Gemm { alpha: s, beta: 1.0, ..sq }, matrices(x, n), matrices(y, n), matrices(out, n))?;
+        self.gemm(pass, &Gemm { alpha: -s, beta: 1.0, ..sq }, matrices(y, n), matrices(x, n), matrices(out, n))
+    }
+
+    /// `slopes[i] = sigma(stage_w (x + a slopes[j]))`, or `sigma(stage_w x)` without `from`.
+    fn slope(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        stage_w: &wgpu::Buffer,
+        from: Option<(f32, usize)>,
+        i: usize,
+    ) -> Result<()> {
+        let Some(s) = &self.nested else { return Ok(()) };
+        let (b, n) = (self.b, self.n);
+        let x = s.xs[s.current].buffer();
+        let input = match from {
+            Some((a, j)) => {
+                let (v, slope) = (s.v.buffer(), s.slopes[j].buffer());
+                self.engine.record_combine(pass, b * n, [1.0, a, 0.0, 0.0], [x, slope, x, x], v)?;
+                v
+            }
+            None => x,
+        };
+        let vec = |buf| Operand::rows(buf, n, 1);
+        self.gemm(pass, &Gemm::new(b, n, 1, n), matrices(stage_w, n), vec(input), vec(s.wv.buffer()))?;
+        let params = ActivateParams { count: (b * n) as u32, activation: s.activation, _pad: [0; 2] };
+        let bufs = [s.wv.buffer(), s.slopes[i].buffer()];
+        let groups = grid((b * n) as u64, 256)?;
+        let gpu = self.gpu;
+        dispatch(&gpu.device, &gpu.pipelines, pass, "flow/activate", bytemuck::bytes_of(&params), &bufs, groups)
+    }
+
+    /// `x <- x + h sum_i weights_i slopes_i`, into the other x buffer.
+    fn advance_state(&mut self, pass: &mut wgpu::ComputePass<'_>, weights: [f32; 4]) -> Result<()> {
+        let (b, n, h) = (self.b, self.n, self.h);
+        let Some(s) = &mut self.nested else { return Ok(()) };
+        let slopes = [s.slopes[0].buffer(), s.slopes[1].buffer(), s.slopes[2].buffer(), s.slopes[3].buffer()];
+        self.engine.record_combine(pass, b * n, weights.map(|c| h * c), slopes, s.v.buffer())?;
+        let (x, next) = (s.xs[s.current].buffer(), s.xs[1 - s.current].buffer());
+        self.engine.record_combine(pass, b * n, [1.0, 1.0, 0.0, 0.0], [x, s.v.buffer(), x, x], next)?;
+        s.current = 1 - s.current;
+        Ok(())
+    }
+
+    /// Step k with the given generator, constant over the step: every RKMK4 stage sees `h Omega_k`,
+    /// the commutators vanish and the step is exactly `W exp(h Omega_k)`; only the nested state
+    /// needs the stages `W exp(h Omega / 2)` (twice) and `W exp(h Omega)`, the next W.
+    fn given_step(&self, pass: &mut wgpu::ComputePass<'_>, k: usize, rk4: bool, w: &wgpu::Buffer) -> Result<()> {
+        let Some(omega) = &self.given else { unreachable!("a given generator") };
+        let (omega, first, h, stage) = (omega.buffer(), k * self.b, self.h, self.stage.buffer());
+        let stages = rk4 && self.nested.is_some();
+        if stages {
+            self.combine(pass, [1.0, 0.0, 0.0, 0.0], [w; 4], stage)?;
+            self.update(pass, (omega, first, h / 2.0), stage)?;
+            self.slope(pass, stage, Some((h / 2.0, 0)), 1)?;
+            self.slope(pass, stage, Some((h / 2.0, 1)), 2)?;
+        }
+        self.update(pass, (omega, first, h), w)?;
+        if stages {
+            self.slope(pass, w, Some((h, 2)), 3)?;
+        }
+        Ok(())
+    }
+
+    /// RKMK4 on the isospectral field, right action: stages `W exp(B1/2)`,
+    /// `W exp(B2/2 + [B1, B2]/8)`, `W exp(B3)`, then `W exp((B1 + 2 B2 + 2 B3 + B4)/6 + [B1, B4]/12)`.
+    fn rkmk4_step(&self, pass: &mut wgpu::ComputePass<'_>, w: &wgpu::Buffer) -> Result<()> {
+        let [b1, b2, b3, b4] = [0, 1, 2, 3].map(|i| self.fields[i].buffer());
+        let (h, stage, mix) = (self.h, self.stage.buffer(), self.mix.buffer());
+        let copy_w = [1.0, 0.0, 0.0, 0.0];
+        self.field(pass, w, b1)?;
+        self.combine(pass, copy_w, [w; 4], stage)?;
+        self.update(pass, (b1, 0, 0.5), stage)?;
+        self.slope(pass, stage, Some((h / 2.0, 0)), 1)?;
+        self.field(pass, stage, b2)?;
+        self.combine(pass, [0.5, 0.0, 0.0, 0.0], [b2; 4], mix)?;
+        self.commutator(pass, 1.0 / 8.0, b1, b2, mix)?;
+        self.combine(pass, copy_w, [w; 4], stage)?;
+        self.update(pass, (mix, 0, 1.0), stage)?;
+        self.slope(pass, stage, Some((h / 2.0, 1)), 2)?;
+        self.field(pass, stage, b3)?;
+        self.combine(pass, copy_w, [w; 4], stage)?;
+        self.update(pass, (b3, 0, 1.0), stage)?;
+        self.slope(pass, stage, Some((h, 2)), 3)?;
+        self.field(pass, stage, b4)?;
+        let sixth = 1.0 / 6.0;
+        self.combine(pass, [sixth, 2.0 * sixth, 2.0 * sixth, sixth], [b1, b2, b3, b4], mix)?;
+        self.commutator(pass, 1.0 / 12.0, b1, b4, mix)?;
+        self.update(pass, (mix, 0, 1.0), w)
+    }
+
+    /// `out = W (3I - W^T W) / 2`.
+    fn newton_schulz(&self, pass: &mut wgpu::ComputePass<'_>, w: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<()> {
+        let (n, sq) = (self.n, self.square());
+        let t1 = matrices(self.t1.buffer(), n);
+        self.gemm(pass, &Gemm { alpha: -0.5, diag: 1.5, ..sq }, matrices(w, n).t(), matrices(w, n), t1)?;
+        self.gemm(pass, &sq, matrices(w, n), t1, matrices(out, n))
+    }
+}
+
+impl Engine {
+    /// Integrates `flow` from `w0` (`[n, n]` or `[batch, n, n]`, n <= 64) and returns W after the last
+    /// step and, with a nested state, x. On the GPU every step is recorded into one submission: the
+    /// generator by the engine's GEMM, the group map applied in place in increment form, and the
+    /// nested state by forward Euler (first-order methods) or RK4 over the RKMK4 stage matrices.
+    pub fn flow(&self, flow: &Flow, w0: &Tensor<f32>) -> Result<(Tensor<f32>, Option<Tensor<f32>>)> {
+        let w64 = w0.to_f64();
+        let (b, n) = flow.check(&w64)?;
+        square("w0", w0.shape())?;
+        if !self.is_gpu() {
+            let (w, x) = flow.run(&w64)?;
+            return Ok((w.to_f32(), x.map(|x| x.to_f32())));
+        }
+        let gpu = self.recording("flow", &[])?;
+        let mut w = self.upload("w0", w0)?;
+        let mut spare = self.empty(w0.shape())?;
+        let mut run = Integrator::new(self, &gpu, flow, (b, n))?;
+        let rk4 = flow.method == Method::Rkmk4;
+        let sixth = 1.0 / 6.0;
+        let weights = if rk4 { [sixth, 2.0 * sixth, 2.0 * sixth, sixth] } else { [1.0, 0.0, 0.0, 0.0] };
+        self.submit("flow", |enc| {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
+            let pass = &mut pass;
+            for k in 0..flow.steps {
+                run.slope(pass, w.buffer(), None, 0)?;
+                match flow.generator {
+                    Generator::Given(_) => run.given_step(pass, k, rk4, w.buffer())?,
+                    Generator::Isospectral { .. } if rk4 => run.rkmk4_step(pass, w.buffer())?,
+                    Generator::Isospectral { .. } => {
+                        let field = run.fields[0].buffer();
+                        run.field(pass, w.buffer(), field)?;
+                        run.update(pass, (field, 0, 1.0), w.buffer())?;
+                    }
+                }
+                run.advance_state(pass, weights)?;
+                if flow.newton_schulz_every.is_some_and(|every| (k + 1) % every == 0) {
+                    run.newton_schulz(pass, w.buffer(), spare.buffer())?;
+                    std::mem::swap(&mut w, &mut spare);
+                }
+            }
+            Ok(Recorded::default())
+        })?;
+        let x = run.nested.as_ref().map(|s| self.download(&s.xs[s.current])).transpose()?;
+        drop(run);
+        // The scratch outlived the submission above: it may return to the pool once that has run.
+        gpu.finish().submitted();
+        Ok((self.download(&w)?, x))
+    }
+}
