@@ -1,4 +1,5 @@
-//! Every WGSL file of the registry parses and validates with naga: no GPU needed.
+//! Every WGSL file of the registry parses and validates with naga, and its uniform block is laid out
+//! exactly like the Rust struct the engine writes into it: no GPU needed.
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 #[test]
@@ -33,5 +34,26 @@ fn every_wgsl_file_is_registered() {
                 assert!(ortho::SHADERS.iter().any(|s| s.name == name), "{name}.wgsl is not in ortho::SHADERS");
             }
         }
+    }
+}
+
+#[test]
+fn every_uniform_block_matches_its_rust_struct() {
+    for shader in ortho::SHADERS {
+        let module = naga::front::wgsl::parse_str(shader.source).expect("parses");
+        let uniforms: Vec<_> =
+            module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::Uniform).collect();
+        assert_eq!(uniforms.len(), 1, "{}: one uniform block", shader.name);
+        let (_, var) = uniforms[0];
+        let binding = var.binding.as_ref().expect("bound");
+        assert_eq!((binding.group, binding.binding), (0, 0), "{}: the uniform block is binding 0", shader.name);
+        let naga::TypeInner::Struct { members, span } = &module.types[var.ty].inner else {
+            panic!("{}: the uniform block is not a struct", shader.name)
+        };
+        let (rust_name, fields, size) = shader.params;
+        let wgsl: Vec<(&str, usize)> =
+            members.iter().map(|m| (m.name.as_deref().unwrap_or("?"), m.offset as usize)).collect();
+        assert_eq!(wgsl, fields.to_vec(), "{}: fields of {rust_name} against the WGSL struct", shader.name);
+        assert_eq!(*span as usize, size, "{}: size of {rust_name}", shader.name);
     }
 }

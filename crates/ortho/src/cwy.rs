@@ -7,8 +7,9 @@
 use crate::engine::{Engine, Recording};
 use crate::error::Result;
 use crate::gemm::{Gemm, Operand, record_gemm};
+use crate::kernels;
 use crate::pool::{PooledBuffer, Recorded};
-use crate::shaders::{dispatch, grid};
+use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::{Error as InputError, Tensor};
 
@@ -49,10 +50,6 @@ struct Inverse {
     x: PooledBuffer,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params4([u32; 4]);
-
 fn record_inverse(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
@@ -75,28 +72,12 @@ fn record_inverse(
         Operand::rows(u.buffer(), n, l),
         Operand::rows(gram.buffer(), l, l),
     )?;
-    let params = Params4([b as u32, l as u32, padded as u32, 0]);
+    let params = kernels::SMatrix { batch: b as u32, l: l as u32, padded: padded as u32, _pad: 0 };
     let bufs = [gram.buffer(), s.buffer(), x.buffer()];
-    dispatch(
-        &gpu.device,
-        &gpu.pipelines,
-        pass,
-        "cwy/s_matrix",
-        bytemuck::bytes_of(&params),
-        &bufs,
-        grid((b * padded * padded) as u64, 256)?,
-    )?;
-    let params = Params4([b as u32, padded as u32, 0, 0]);
+    gpu.dispatch(pass, &kernels::S_MATRIX, &params, &bufs, grid((b * padded * padded) as u64, 256)?)?;
+    let params = kernels::Blocks { batch: b as u32, n: padded as u32, ..Default::default() };
     let blocks = b * padded / BLOCK;
-    dispatch(
-        &gpu.device,
-        &gpu.pipelines,
-        pass,
-        "cwy/tri_inverse_blocks",
-        bytemuck::bytes_of(&params),
-        &[s.buffer(), x.buffer()],
-        grid(blocks as u64, 1)?,
-    )?;
+    gpu.dispatch(pass, &kernels::TRI_INVERSE_BLOCKS, &params, &[s.buffer(), x.buffer()], grid(blocks as u64, 1)?)?;
     // Join pairs of inverted diagonal blocks of side `side`: X12 = -X11 (S12 X22).
     let mut side = BLOCK;
     while side < padded {
@@ -108,18 +89,11 @@ fn record_inverse(
         let (t_op, joined_op) = (Operand::rows(t.buffer(), side, side), Operand::rows(joined.buffer(), side, side));
         record_gemm(gpu, pass, &g, at(s.buffer(), side), at(x.buffer(), side * (padded + 1)), t_op)?;
         record_gemm(gpu, pass, &Gemm { alpha: -1.0, ..g }, at(x.buffer(), 0), t_op, joined_op)?;
-        let params = Params4([(b * pairs) as u32, side as u32, padded as u32, pairs as u32]);
+        let params =
+            kernels::Place { blocks: (b * pairs) as u32, side: side as u32, n: padded as u32, pairs: pairs as u32 };
         let bufs = [joined.buffer(), x.buffer()];
         let count = (b * pairs * side * side) as u64;
-        dispatch(
-            &gpu.device,
-            &gpu.pipelines,
-            pass,
-            "cwy/place_blocks",
-            bytemuck::bytes_of(&params),
-            &bufs,
-            grid(count, 256)?,
-        )?;
+        gpu.dispatch(pass, &kernels::PLACE_BLOCKS, &params, &bufs, grid(count, 256)?)?;
         side *= 2;
     }
     Ok(Inverse { padded, x })
@@ -146,17 +120,9 @@ fn record_du(
     let square = Gemm::new(b, l, l, l);
     record_gemm(gpu, pass, &square, w.operand(true), ll(utgu), ll(t.buffer()))?;
     record_gemm(gpu, pass, &square, ll(t.buffer()), w.operand(true), ll(bm.buffer()))?;
-    let params = Params4([(b * l * l) as u32, l as u32, 0, 0]);
+    let params = kernels::Mirror { count: (b * l * l) as u32, l: l as u32, ..Default::default() };
     let bufs = [bm.buffer(), pp.buffer()];
-    dispatch(
-        &gpu.device,
-        &gpu.pipelines,
-        pass,
-        "cwy/mirror_upper",
-        bytemuck::bytes_of(&params),
-        &bufs,
-        grid((b * l * l) as u64, 256)?,
-    )?;
+    gpu.dispatch(pass, &kernels::MIRROR_UPPER, &params, &bufs, grid((b * l * l) as u64, 256)?)?;
     let minus = Gemm { alpha: -1.0, ..Gemm::new(b, n, l, l) };
     record_gemm(gpu, pass, &minus, nl(gu), w.operand(true), nl(du))?;
     let (gtu, rows) = gtu;
@@ -532,17 +498,9 @@ impl Engine {
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("householder"), timestamp_writes: None });
         for column in 0..l {
-            let params = Params4([b as u32, n as u32, l as u32, column as u32]);
+            let params = kernels::Reflection { batch: b as u32, n: n as u32, l: l as u32, column: column as u32 };
             let bufs = [u.buffer(), out.buffer()];
-            dispatch(
-                &gpu.device,
-                &gpu.pipelines,
-                &mut pass,
-                "cwy/householder",
-                bytemuck::bytes_of(&params),
-                &bufs,
-                grid((b * n) as u64, 64)?,
-            )?;
+            gpu.dispatch(&mut pass, &kernels::HOUSEHOLDER, &params, &bufs, grid((b * n) as u64, 64)?)?;
         }
         Ok(gpu.finish())
     }

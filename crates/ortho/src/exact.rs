@@ -5,23 +5,10 @@
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::favor::attention_shape;
+use crate::kernels;
 use crate::pool::Recorded;
-use crate::shaders::dispatch_with;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ExactParams {
-    len: u32,
-    dim: u32,
-    value_dim: u32,
-    causal: u32,
-    z_base: u32,
-    scale: f32,
-    key_first: u32,
-    key_last: u32,
-}
 
 /// The largest head dimension exact attention keeps in registers.
 pub const EXACT_MAX_DIM: usize = 128;
@@ -107,7 +94,7 @@ impl Engine {
         let keys_per_dispatch = block * EXACT_BLOCKS_PER_DISPATCH;
         for z_base in (0..z).step_by(65_535) {
             for key_first in (0..s.len).step_by(keys_per_dispatch) {
-                let params = ExactParams {
+                let params = kernels::Exact {
                     len: s.len as u32,
                     dim: s.dim as u32,
                     value_dim: s.value_dim as u32,
@@ -119,16 +106,7 @@ impl Engine {
                 };
                 let groups = [row_groups as u32, (z - z_base).min(65_535) as u32, 1];
                 let bufs = [q.buffer(), k.buffer(), v.buffer(), out.buffer(), carry.buffer()];
-                dispatch_with(
-                    &gpu.device,
-                    &gpu.pipelines,
-                    &mut pass,
-                    "favor/exact",
-                    &constants,
-                    bytemuck::bytes_of(&params),
-                    &bufs,
-                    groups,
-                )?;
+                gpu.dispatch_with(&mut pass, &kernels::EXACT, &constants, &params, &bufs, groups)?;
             }
         }
         drop(pass);

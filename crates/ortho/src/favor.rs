@@ -18,8 +18,9 @@
 use crate::engine::{Engine, Gpu, Recording};
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
+use crate::kernels;
 use crate::pool::{PooledBuffer, Recorded};
-use crate::shaders::{dispatch, grid};
+use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::favor::{AttentionShape, Kernel};
 use ortho_ref::{Error as InputError, Tensor};
@@ -158,47 +159,6 @@ impl CausalState {
     fn check(&self, s: &AttentionShape, kernel: Kernel) -> Result<()> {
         Ok(ortho_ref::favor::check_state_sizes(self.sizes(), s, kernel)?)
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RowStatsParams {
-    rows: u32,
-    problems: u32,
-    scratch_rows: u32,
-    dim: u32,
-    features: u32,
-    kind: u32,
-    x_off: u32,
-    x_stride: u32,
-}
-
-/// `[rows, problems, scratch_rows, a, b, c, d, e]`: the layout every row kernel's uniform shares.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RowParams([u32; 8]);
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ScanParams {
-    rows: u32,
-    problems: u32,
-    row_stride: u32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct FillParams {
-    count: u32,
-    off: u32,
-    value: f32,
-    _pad: u32,
-}
-
-/// A kernel's uniform block of `u32` words.
-fn words<const N: usize>(values: [usize; N]) -> [u32; N] {
-    values.map(|x| x as u32)
 }
 
 /// The most negative finite f32: the running key offset before any token.

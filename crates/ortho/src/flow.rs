@@ -4,8 +4,9 @@
 use crate::engine::{Engine, Recording};
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
+use crate::kernels;
 use crate::pool::Recorded;
-use crate::shaders::{dispatch, dispatch_with, grid};
+use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
 
@@ -33,19 +34,6 @@ pub enum ExpmOutput {
     Increment = 1,
     /// `W + W (exp(A) - I)` in place of the `W` that `out` holds: one Lie–Euler step.
     Update = 2,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ExpmParams {
-    batch: u32,
-    mode: u32,
-    first: u32,
-    pass_index: u32,
-    method: u32,
-    a_first: u32,
-    alpha: f32,
-    _pad: u32,
 }
 
 /// The map from the Lie algebra to the group that `flow/expm` evaluates.
@@ -169,7 +157,7 @@ impl Engine {
         for first in (0..b).step_by(chunk) {
             let count = chunk.min(b - first);
             for pass_index in 0..passes {
-                let params = ExpmParams {
+                let params = kernels::Expm {
                     batch: count as u32,
                     mode: output as u32,
                     first: first as u32,
@@ -181,36 +169,11 @@ impl Engine {
                 };
                 let bufs = [a, work.buffer(), out, plans.buffer()];
                 let groups = grid(count as u64, 1)?;
-                dispatch_with(
-                    &gpu.device,
-                    &gpu.pipelines,
-                    pass,
-                    "flow/expm",
-                    &constants,
-                    bytemuck::bytes_of(&params),
-                    &bufs,
-                    groups,
-                )?;
+                gpu.dispatch_with(pass, &kernels::EXPM, &constants, &params, &bufs, groups)?;
             }
         }
         Ok(())
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ActivateParams {
-    count: u32,
-    activation: u32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CombineParams {
-    count: u32,
-    _pad: [u32; 3],
-    c: [f32; 4],
 }
 
 impl Engine {
@@ -224,17 +187,9 @@ impl Engine {
         out: &wgpu::Buffer,
     ) -> Result<()> {
         let gpu = self.gpu("combine")?;
-        let params = CombineParams { count: count as u32, _pad: [0; 3], c };
+        let params = kernels::Combine { count: count as u32, c, ..Default::default() };
         let bufs = [x[0], x[1], x[2], x[3], out];
-        dispatch(
-            &gpu.device,
-            &gpu.pipelines,
-            pass,
-            "flow/combine",
-            bytemuck::bytes_of(&params),
-            &bufs,
-            grid(count as u64, 256)?,
-        )
+        gpu.dispatch(pass, &kernels::COMBINE, &params, &bufs, grid(count as u64, 256)?)
     }
 }
 

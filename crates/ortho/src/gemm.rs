@@ -4,8 +4,8 @@
 
 use crate::engine::{Engine, Gpu};
 use crate::error::Result;
+use crate::kernels;
 use crate::pool::Recorded;
-use crate::shaders::dispatch;
 use crate::tensor::GpuTensor;
 use ortho_ref::{Error as InputError, Tensor};
 
@@ -71,34 +71,20 @@ impl Gemm {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct OperandParams([u32; 8]);
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    z_base: u32,
-    a: OperandParams,
-    b: OperandParams,
-    c: OperandParams,
-    b_ones_col: u32,
-    alpha: f32,
-    beta: f32,
-    diag: f32,
-    a_ones_col: u32,
-    _pad: [u32; 3],
-}
-
 const TILE: usize = 64;
 const MAX_GROUPS: usize = 65_535;
 
-fn operand(o: &Operand) -> OperandParams {
+fn operand(o: &Operand) -> kernels::GemmOperand {
     let u = |x: usize| x as u32;
-    OperandParams([u(o.offset), u(o.outer), u(o.inner), u(o.inner_stride), u(o.row_stride), u(o.col_stride), 0, 0])
+    kernels::GemmOperand {
+        off: u(o.offset),
+        outer: u(o.outer),
+        inner: u(o.inner),
+        inner_stride: u(o.inner_stride),
+        rs: u(o.row_stride),
+        cs: u(o.col_stride),
+        ..Default::default()
+    }
 }
 
 pub(crate) fn record_gemm(
@@ -122,7 +108,7 @@ pub(crate) fn record_gemm(
         });
     }
     for z_base in (0..g.batch).step_by(MAX_GROUPS) {
-        let params = Params {
+        let params = kernels::Gemm {
             m: g.m as u32,
             n: g.n as u32,
             k: g.k as u32,
@@ -135,18 +121,11 @@ pub(crate) fn record_gemm(
             beta: g.beta,
             diag: g.diag,
             a_ones_col: g.a_ones_col.map_or(u32::MAX, |j| j as u32),
-            _pad: [0; 3],
+            ..Default::default()
         };
         let zs = (g.batch - z_base).min(MAX_GROUPS);
-        dispatch(
-            &gpu.device,
-            &gpu.pipelines,
-            pass,
-            "common/gemm",
-            bytemuck::bytes_of(&params),
-            &[a.buffer, b.buffer, c.buffer],
-            [gx as u32, gy as u32, zs as u32],
-        )?;
+        let groups = [gx as u32, gy as u32, zs as u32];
+        gpu.dispatch(pass, &kernels::GEMM, &params, &[a.buffer, b.buffer, c.buffer], groups)?;
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ mod exact;
 mod favor;
 mod flow;
 mod gemm;
+mod kernels;
 mod pool;
 mod shaders;
 mod tensor;
@@ -46,10 +47,10 @@ pub use favor::{
 };
 pub use flow::{ExpmOutput, FLOW_MAX_N, GroupMap};
 pub use gemm::MatmulOptions;
+pub use kernels::{SHADERS, ShaderSource};
 pub use ortho_ref::favor::{AttentionShape, Kernel};
 pub use ortho_ref::{Tensor, random};
 pub use pool::{PoolStats, Recorded};
-pub use shaders::{SHADERS, ShaderSource};
 pub use tensor::GpuTensor;
 pub use timing::Timing;
 

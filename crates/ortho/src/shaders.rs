@@ -1,66 +1,12 @@
-//! The shader registry (every WGSL file of `shaders/`, embedded) and the pipeline cache.
-//!
-//! Each file has one entry point, named like the file: `shaders/favor/features.wgsl` holds
-//! `fn features`. Binding 0 is the kernel's uniform block; bindings 1.. are storage buffers in the
-//! order the dispatch module passes them.
+//! The pipeline cache and the one way to record a dispatch of a kernel (see `kernels.rs` for the
+//! shaders themselves).
 
+use crate::engine::Gpu;
 use crate::error::{Error, Result};
+use crate::kernels::{Params, Shader, ShaderSource};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
-
-#[derive(Debug, Clone, Copy)]
-pub struct ShaderSource {
-    /// Path under `shaders/` without the extension, e.g. `favor/features`.
-    pub name: &'static str,
-    pub source: &'static str,
-}
-
-impl ShaderSource {
-    /// The entry point: the last component of the name.
-    pub fn entry_point(&self) -> &'static str {
-        self.name.rsplit('/').next().unwrap_or(self.name)
-    }
-}
-
-macro_rules! shaders {
-    ($($name:literal),* $(,)?) => {
-        &[$(ShaderSource {
-            name: $name,
-            source: include_str!(concat!("../../../shaders/", $name, ".wgsl")),
-        }),*]
-    };
-}
-
-/// Every shader of the engine.
-pub const SHADERS: &[ShaderSource] = shaders![
-    "common/gemm",
-    "common/fill",
-    "common/scan_max",
-    "common/copy",
-    "favor/row_stats",
-    "favor/features",
-    "favor/causal_mask",
-    "favor/row_scale",
-    "favor/state_scan",
-    "favor/state_walk",
-    "favor/normalize",
-    "favor/exact",
-    "favor/grad_prep",
-    "favor/features_backward",
-    "cwy/s_matrix",
-    "cwy/tri_inverse_blocks",
-    "cwy/place_blocks",
-    "cwy/mirror_upper",
-    "cwy/householder",
-    "flow/expm",
-    "flow/combine",
-    "flow/activate",
-];
-
-pub(crate) fn source(name: &str) -> Result<&'static ShaderSource> {
-    SHADERS.iter().find(|s| s.name == name).ok_or_else(|| Error::Unsupported(format!("no shader named {name}")))
-}
 
 /// Pipeline-overridable constants of a shader (`override` declarations), by name.
 pub(crate) type Constants<'a> = &'a [(&'static str, f64)];
@@ -74,8 +20,12 @@ pub(crate) struct PipelineCache {
 }
 
 impl PipelineCache {
-    pub fn get(&self, device: &wgpu::Device, name: &str, constants: Constants) -> Result<Arc<wgpu::ComputePipeline>> {
-        let shader = source(name)?;
+    pub fn get(
+        &self,
+        device: &wgpu::Device,
+        shader: &ShaderSource,
+        constants: Constants,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         let key = (shader.name, constants.iter().map(|&(n, v)| (n, v.to_bits())).collect());
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = cache.get(&key) {
@@ -123,52 +73,52 @@ pub(crate) fn grid(invocations: u64, group: u32) -> Result<[u32; 3]> {
     Ok([x as u32, y as u32, 1])
 }
 
-/// Records one dispatch of shader `name` with uniform block `params` at binding 0 and `buffers` at
-/// bindings 1...
-pub(crate) fn dispatch(
-    device: &wgpu::Device,
-    cache: &PipelineCache,
-    pass: &mut wgpu::ComputePass<'_>,
-    name: &str,
-    params: &[u8],
-    buffers: &[&wgpu::Buffer],
-    groups: [u32; 3],
-) -> Result<()> {
-    dispatch_with(device, cache, pass, name, &[], params, buffers, groups)
-}
+impl Gpu {
+    /// Records one dispatch of `shader` with uniform block `params` at binding 0 and `buffers` at
+    /// bindings 1...
+    pub(crate) fn dispatch<P: Params>(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        shader: &Shader<P>,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.dispatch_with(pass, shader, &[], params, buffers, groups)
+    }
 
-/// [`dispatch`] of a pipeline specialised by override `constants`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn dispatch_with(
-    device: &wgpu::Device,
-    cache: &PipelineCache,
-    pass: &mut wgpu::ComputePass<'_>,
-    name: &str,
-    constants: Constants,
-    params: &[u8],
-    buffers: &[&wgpu::Buffer],
-    groups: [u32; 3],
-) -> Result<()> {
-    let pipeline = cache.get(device, name, constants)?;
-    let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(name),
-        contents: params,
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
-    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-    entries.extend(
-        buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() }),
-    );
-    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(name),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    });
-    pass.set_pipeline(&pipeline);
-    pass.set_bind_group(0, &bind_group, &[]);
-    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-    Ok(())
+    /// [`Gpu::dispatch`] of a pipeline specialised by override `constants`.
+    pub(crate) fn dispatch_with<P: Params>(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        shader: &Shader<P>,
+        constants: Constants,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let name = shader.source.name;
+        let pipeline = self.pipelines.get(&self.device, &shader.source, constants)?;
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        entries.extend(
+            buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() }),
+        );
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        Ok(())
+    }
 }

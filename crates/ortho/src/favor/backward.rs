@@ -89,9 +89,18 @@ impl Recorder<'_, '_, '_> {
     /// `gt` for the rows of a group from the saved output and denominators.
     fn grad_prep(&mut self, bw: &Backward, start: usize, rows: usize) -> Result<()> {
         let p = self.plan;
-        let params = RowParams(words([rows, p.z, p.scratch_rows(), p.dv, start, p.l, 0, 0]));
+        let (rows_, problems, scratch_rows) = self.dims(rows);
+        let params = kernels::GradPrep {
+            rows: rows_,
+            problems,
+            scratch_rows,
+            value_dim: p.dv as u32,
+            start: start as u32,
+            len: p.l as u32,
+            ..Default::default()
+        };
         let bufs = [bw.out, bw.den, bw.grad, bw.gt.buffer()];
-        self.run("favor/grad_prep", bytemuck::bytes_of(&params), &bufs, p.z * rows, 64)
+        self.run(&kernels::GRAD_PREP, &params, &bufs, p.z * rows, 64)
     }
 
     /// Gradients of bidirectional attention (docs/math.md §1.4), a group of rows at a time: with
@@ -195,9 +204,8 @@ impl Recorder<'_, '_, '_> {
         queries: bool,
         keys: bool,
     ) -> Result<()> {
-        let GroupOperands { p, chunks, .. } = *ops;
+        let GroupOperands { p, .. } = *ops;
         let (c, f, dv, w) = (p.chunk, p.f, p.dv, p.width());
-        let mask = [c as u32, chunks as u32, 0, 0, 0];
         // dA, written transposed as [V | 1] gt^T.
         for (first, count, k) in chunk_batches(rows, c) {
             let g = Gemm { a_ones_col: Some(dv), ..Gemm::new(p.z * count, k, k, w) };
@@ -208,8 +216,7 @@ impl Recorder<'_, '_, '_> {
                 ops.masked.t().chunks(first, count, c * c),
             )?;
         }
-        let bufs = [sc.offset.buffer(), sc.gamma.buffer(), bw.masked.buffer()];
-        self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
+        self.causal_mask(sc, bw.masked.buffer(), rows)?;
         if keys {
             for (first, count, k) in chunk_batches(rows, c) {
                 self.gemm(
@@ -219,8 +226,7 @@ impl Recorder<'_, '_, '_> {
                     ops.scores.chunks(first, count, c * c),
                 )?;
             }
-            let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.scores.buffer()];
-            self.rows_kernel("favor/causal_mask", rows, mask, &bufs, p.z * chunks * c * c)?;
+            self.causal_mask(sc, sc.scores.buffer(), rows)?;
         }
         for (first, count, k) in chunk_batches(rows, c) {
             if keys {
@@ -314,11 +320,22 @@ impl Recorder<'_, '_, '_> {
             (io.q, sc.phi_q.buffer(), bw.dphi_q.buffer(), bw.dq)
         };
         let (code, _) = kernel_code(self.kernel);
-        let (code, is_key, scale_bits) = (code as usize, is_key as usize, scale.to_bits() as usize);
-        let params =
-            words([rows, p.z, p.scratch_rows(), p.d, p.m, code, is_key, scale_bits, start * p.d, p.l * p.d, 0, 0]);
+        let (rows_, problems, scratch_rows) = self.dims(rows);
+        let params = kernels::FeaturesBackward {
+            rows: rows_,
+            problems,
+            scratch_rows,
+            dim: p.d as u32,
+            features: p.m as u32,
+            kernel: code,
+            is_key: is_key as u32,
+            scale,
+            x_off: (start * p.d) as u32,
+            x_stride: (p.l * p.d) as u32,
+            ..Default::default()
+        };
         let bufs = [x, sc.a.buffer(), phi, dphi, bw.da.buffer(), dx];
-        self.run("favor/features_backward", bytemuck::cast_slice(&params), &bufs, p.z * rows, 64)?;
+        self.run(&kernels::FEATURES_BACKWARD, &params, &bufs, p.z * rows, 64)?;
         // W as stored, [m, d]: da [rows, m] times W.
         let w_rows = Operand { row_stride: io.w.col_stride, col_stride: io.w.row_stride, ..io.w };
         let g = Gemm { alpha: scale, beta: 1.0, ..Gemm::new(p.z, rows, p.d, p.m) };

@@ -3,39 +3,38 @@
 use super::*;
 
 impl Recorder<'_, '_, '_> {
-    pub(super) fn run(
+    /// One dispatch of `shader` over `invocations` threads in workgroups of `group`.
+    pub(super) fn run<P: kernels::Params>(
         &mut self,
-        name: &str,
-        params: &[u8],
+        shader: &kernels::Shader<P>,
+        params: &P,
         buffers: &[&wgpu::Buffer],
         invocations: usize,
         group: u32,
     ) -> Result<()> {
-        dispatch(
-            &self.gpu.device,
-            &self.gpu.pipelines,
-            self.pass,
-            name,
-            params,
-            buffers,
-            grid(invocations as u64, group)?,
-        )
+        self.gpu.dispatch(self.pass, shader, params, buffers, grid(invocations as u64, group)?)
     }
 
-    /// A row kernel whose uniform block is `(rows, problems, scratch rows, extra...)`, one invocation
-    /// per element of `invocations`.
-    pub(super) fn rows_kernel(
-        &mut self,
-        name: &str,
-        rows: usize,
-        extra: [u32; 5],
-        buffers: &[&wgpu::Buffer],
-        n: usize,
-    ) -> Result<()> {
-        let p = self.plan;
-        let [a, b, c, d, e] = extra;
-        let params = RowParams([rows as u32, p.z as u32, p.scratch_rows() as u32, a, b, c, d, e]);
-        self.run(name, bytemuck::bytes_of(&params), buffers, n, 256)
+    /// `(rows, problems, scratch rows)` of a group of `rows` rows: how every row kernel's uniform
+    /// block begins.
+    pub(super) fn dims(&self, rows: usize) -> (u32, u32, u32) {
+        (rows as u32, self.plan.z as u32, self.plan.scratch_rows() as u32)
+    }
+
+    /// The decay mask of the `C x C` blocks of a group's chunks in `scores` (`favor/causal_mask`).
+    pub(super) fn causal_mask(&mut self, sc: &Scratch, scores: &wgpu::Buffer, rows: usize) -> Result<()> {
+        let (c, chunks) = (self.plan.chunk, rows.div_ceil(self.plan.chunk));
+        let (rows, problems, scratch_rows) = self.dims(rows);
+        let params = kernels::Mask {
+            rows,
+            problems,
+            scratch_rows,
+            chunk: c as u32,
+            chunks: chunks as u32,
+            ..Default::default()
+        };
+        let bufs = [sc.offset.buffer(), sc.gamma.buffer(), scores];
+        self.run(&kernels::CAUSAL_MASK, &params, &bufs, self.plan.z * chunks * c * c, 256)
     }
 
     pub(super) fn gemm(&mut self, g: &Gemm, a: Operand, b: Operand, c: Operand) -> Result<()> {
@@ -64,7 +63,7 @@ impl Recorder<'_, '_, '_> {
             (Kernel::Trig, true) => HALF_SQ,
             _ => ZERO,
         };
-        let stats = RowStatsParams {
+        let stats = kernels::RowStats {
             rows: rows as u32,
             problems: p.z as u32,
             scratch_rows: sr as u32,
@@ -75,17 +74,27 @@ impl Recorder<'_, '_, '_> {
             x_stride: (p.l * p.d) as u32,
         };
         let bufs = [x, sc.a.buffer(), sc.half_sq.buffer(), sc.offset.buffer()];
-        self.run("favor/row_stats", bytemuck::bytes_of(&stats), &bufs, p.z * rows, 64)?;
+        self.run(&kernels::ROW_STATS, &stats, &bufs, p.z * rows, 64)?;
         if is_key {
             // gamma_t = max(carried, g_0..=t): the prefix max of the key offsets.
-            let scan = ScanParams { rows: rows as u32, problems: p.z as u32, row_stride: sr as u32, _pad: 0 };
+            let scan = kernels::Scan { rows: rows as u32, problems: p.z as u32, row_stride: sr as u32, _pad: 0 };
             let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.before.buffer(), io.state_gamma];
-            self.run("common/scan_max", bytemuck::bytes_of(&scan), &bufs, p.z, 1)?;
+            self.run(&kernels::SCAN_MAX, &scan, &bufs, p.z, 1)?;
         }
         let (code, eps) = kernel_code(self.kernel);
         let bufs = [sc.a.buffer(), sc.half_sq.buffer(), sc.offset.buffer(), phi];
-        let extra = [p.m as u32, code, is_key as u32, eps.to_bits(), 0];
-        self.rows_kernel("favor/features", rows, extra, &bufs, p.z * rows * p.m)
+        let (rows_, problems, scratch_rows) = self.dims(rows);
+        let params = kernels::Features {
+            rows: rows_,
+            problems,
+            scratch_rows,
+            features: p.m as u32,
+            kernel: code,
+            is_key: is_key as u32,
+            eps,
+            _pad: 0,
+        };
+        self.run(&kernels::FEATURES, &params, &bufs, p.z * rows * p.m, 256)
     }
 
     /// `a = x~ W^T` for `rows` rows from `start` of `x`, with `x~ = x d^(-1/4)`.
@@ -108,8 +117,17 @@ impl Recorder<'_, '_, '_> {
     ) -> Result<()> {
         let p = self.plan;
         let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.before.buffer(), x];
-        let extra = [width as u32, p.chunk as u32, is_key as u32, 0, 0];
-        self.rows_kernel("favor/row_scale", rows, extra, &bufs, p.z * p.scratch_rows() * width)
+        let (rows, problems, scratch_rows) = self.dims(rows);
+        let params = kernels::RowScale {
+            rows,
+            problems,
+            scratch_rows,
+            width: width as u32,
+            chunk: p.chunk as u32,
+            is_key: is_key as u32,
+            ..Default::default()
+        };
+        self.run(&kernels::ROW_SCALE, &params, &bufs, p.z * p.scratch_rows() * width, 256)
     }
 
     /// Chunk state deltas `phi~(K_c)^T [V_c | 1]` for the chunks of a group (the key features `phi`
@@ -155,16 +173,38 @@ impl Recorder<'_, '_, '_> {
         let width = p.f * p.width();
         let (saved, every, count) = restart.map_or((sc.gamma.buffer(), 0, 0), |r| (r.states, r.every, r.count));
         let chunks = rows.div_ceil(p.chunk);
-        let (first, reverse) = (start / p.chunk, reverse as usize);
-        let params = words([rows, p.z, p.scratch_rows(), width, p.chunk, chunks, reverse, every, first, count, 0, 0]);
+        let u = |x: usize| x as u32;
+        let (rows, problems, scratch_rows) = self.dims(rows);
+        let params = kernels::StateScan {
+            rows,
+            problems,
+            scratch_rows,
+            width: u(width),
+            chunk: u(p.chunk),
+            chunks: u(chunks),
+            reverse: reverse as u32,
+            every: u(every),
+            first_chunk: u(start / p.chunk),
+            count: u(count),
+            ..Default::default()
+        };
         let bufs = [sc.gamma.buffer(), sc.before.buffer(), saved, deltas, state];
-        self.run("favor/state_scan", bytemuck::cast_slice(&params), &bufs, p.z * width, 256)
+        self.run(&kernels::STATE_SCAN, &params, &bufs, p.z * width, 256)
     }
 
     pub(super) fn normalize(&mut self, sc: &Scratch, io: &Io, start: usize, rows: usize) -> Result<()> {
         let p = self.plan;
-        let extra = [p.dv as u32, (start * p.dv) as u32, (p.l * p.dv) as u32, 0, 0];
-        self.rows_kernel("favor/normalize", rows, extra, &[sc.num.buffer(), io.out], p.z * rows * p.dv)
+        let (rows_, problems, scratch_rows) = self.dims(rows);
+        let params = kernels::Normalize {
+            rows: rows_,
+            problems,
+            scratch_rows,
+            value_dim: p.dv as u32,
+            out_off: (start * p.dv) as u32,
+            out_stride: (p.l * p.dv) as u32,
+            ..Default::default()
+        };
+        self.run(&kernels::NORMALIZE, &params, &[sc.num.buffer(), io.out], p.z * rows * p.dv, 256)
     }
 
     /// One group of causal attention: rows `start..start + rows` in chunks of the plan's size.
@@ -180,8 +220,7 @@ impl Recorder<'_, '_, '_> {
         let qc = Operand::rows(sc.phi_q.buffer(), sr, p.f).chunks(0, chunks, c * p.f);
         let kc = Operand::rows(sc.phi_k.buffer(), sr, p.f).t().chunks(0, chunks, c * p.f);
         self.gemm(&Gemm::new(p.z * chunks, c, c, p.f), qc, kc, scores.chunks(0, chunks, c * c))?;
-        let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.scores.buffer()];
-        self.rows_kernel("favor/causal_mask", rows, [c as u32, chunks as u32, 0, 0, 0], &bufs, p.z * chunks * c * c)?;
+        self.causal_mask(sc, sc.scores.buffer(), rows)?;
         for (first, count, k) in chunk_batches(rows, c) {
             let g = Gemm { ones_col: Some(p.dv), ..Gemm::new(p.z * count, k, w, k) };
             let b = Operand::rows(io.v, p.l, p.dv).at(start * p.dv).chunks(first, count, c * p.dv);
@@ -227,17 +266,22 @@ impl Recorder<'_, '_, '_> {
         }
         for first in (0..chunks).step_by(WALK_CHUNKS_PER_DISPATCH) {
             let count = WALK_CHUNKS_PER_DISPATCH.min(chunks - first);
-            let params = words([rows, p.z, p.scratch_rows(), p.f, p.dv, p.chunk, first, count, p.l, start, 0, 0]);
+            let u = |x: usize| x as u32;
+            let params = kernels::Walk {
+                rows: u(rows),
+                problems: u(p.z),
+                scratch_rows: u(p.scratch_rows()),
+                features: u(p.f),
+                value_dim: u(p.dv),
+                chunk: u(p.chunk),
+                first: u(first),
+                count: u(count),
+                len: u(p.l),
+                start: u(start),
+                ..Default::default()
+            };
             let groups = [p.width().div_ceil(WALK_TILE) as u32, p.z as u32, 1];
-            dispatch(
-                &self.gpu.device,
-                &self.gpu.pipelines,
-                self.pass,
-                "favor/state_walk",
-                bytemuck::cast_slice(&params),
-                &bufs,
-                groups,
-            )?;
+            self.gpu.dispatch(self.pass, &kernels::STATE_WALK, &params, &bufs, groups)?;
         }
         Ok(())
     }
@@ -306,17 +350,21 @@ pub(super) fn record_copy(
     dst: &wgpu::Buffer,
     b: Blocks,
 ) -> Result<()> {
-    let params = words([b.outer, b.inner, b.len, b.src[0], b.src[1], b.src[2], b.dst[0], b.dst[1], b.dst[2], 0, 0, 0]);
+    let u = |x: usize| x as u32;
+    let params = kernels::CopyBlocks {
+        outer: u(b.outer),
+        inner: u(b.inner),
+        len: u(b.len),
+        src_off: u(b.src[0]),
+        src_outer: u(b.src[1]),
+        src_inner: u(b.src[2]),
+        dst_off: u(b.dst[0]),
+        dst_outer: u(b.dst[1]),
+        dst_inner: u(b.dst[2]),
+        ..Default::default()
+    };
     let n = (b.outer * b.inner * b.len) as u64;
-    dispatch(
-        &gpu.device,
-        &gpu.pipelines,
-        pass,
-        "common/copy",
-        bytemuck::cast_slice(&params),
-        &[src, dst],
-        grid(n, 256)?,
-    )
+    gpu.dispatch(pass, &kernels::COPY, &params, &[src, dst], grid(n, 256)?)
 }
 
 /// Sets a causal state to "no tokens": `S = 0`, `gamma = LOWEST`.
@@ -337,7 +385,7 @@ pub(super) fn record_fill(
     count: usize,
     value: f32,
 ) -> Result<()> {
-    let params = FillParams { count: count as u32, off: 0, value, _pad: 0 };
+    let params = kernels::Fill { count: count as u32, off: 0, value, _pad: 0 };
     let groups = grid(count as u64, 256)?;
-    dispatch(&gpu.device, &gpu.pipelines, pass, "common/fill", bytemuck::bytes_of(&params), &[buffer], groups)
+    gpu.dispatch(pass, &kernels::FILL, &params, &[buffer], groups)
 }

@@ -151,11 +151,11 @@ impl<'a> Integrator<'a> {
         };
         let vec = |buf| Operand::rows(buf, n, 1);
         self.gemm(pass, &Gemm::new(b, n, 1, n), matrices(stage_w, n), vec(input), vec(s.wv.buffer()))?;
-        let params = ActivateParams { count: (b * n) as u32, activation: s.activation, _pad: [0; 2] };
+        let params = kernels::Activate { count: (b * n) as u32, activation: s.activation, ..Default::default() };
         let bufs = [s.wv.buffer(), s.slopes[i].buffer()];
         let groups = grid((b * n) as u64, 256)?;
         let gpu = self.gpu;
-        dispatch(&gpu.device, &gpu.pipelines, pass, "flow/activate", bytemuck::bytes_of(&params), &bufs, groups)
+        gpu.dispatch(pass, &kernels::ACTIVATE, &params, &bufs, groups)
     }
 
     /// `x <- x + h sum_i weights_i slopes_i`, into the other x buffer.
