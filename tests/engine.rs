@@ -158,3 +158,65 @@ fn timestamps_measure_recorded_work() {
         assert!(t.seconds > 0.0 && t.seconds < 60.0, "{t:?}");
     }
 }
+
+/// `run` (host), `run_async`, `run_gpu` and `record` of one operation agree with its CPU twin.
+fn four_entry_points<O: ortho::Operation>(e: &Engine, op: &O, inputs: &[&Tensor<f32>], bound: f64) {
+    let want = Engine::cpu("reference").run(op, inputs).unwrap();
+    let host = e.run(op, inputs).unwrap();
+    let host_async = e.block_on(e.run_async(op, inputs)).unwrap();
+    let gpu_in: Vec<GpuTensor> = inputs.iter().map(|t| e.upload("x", t).unwrap()).collect();
+    let gpu_in: Vec<&GpuTensor> = gpu_in.iter().collect();
+    let device = e.run_gpu(op, &gpu_in).unwrap();
+    let outs: Vec<GpuTensor> = want.iter().map(|t| e.empty(t.shape()).unwrap()).collect();
+    let mut encoder = e.device().unwrap().create_command_encoder(&Default::default());
+    let recorded = e.record(&mut encoder, op, &gpu_in, &outs.iter().collect::<Vec<_>>()).unwrap();
+    e.queue().unwrap().submit([encoder.finish()]);
+    recorded.submitted();
+    for (i, want) in want.iter().enumerate() {
+        let got =
+            [host[i].clone(), host_async[i].clone(), e.download(&device[i]).unwrap(), e.download(&outs[i]).unwrap()];
+        for (way, got) in ["run", "run_async", "run_gpu", "record"].iter().zip(got) {
+            assert_eq!(got.shape(), want.shape(), "{} {}: {way} output {i}", e.describe(), O::NAME);
+            let err = relative_frobenius(got.data(), want.data());
+            assert!(err < bound, "{} {}: {way} output {i}: {err:e}", e.describe(), O::NAME);
+        }
+    }
+}
+
+#[test]
+fn every_operation_has_four_entry_points() {
+    use ortho::ops::*;
+    use ortho::{Checkpoints, GroupMap, MatmulOptions};
+    for e in gpu_engines() {
+        let (a, b) = (gaussian(&[3, 5, 7], 1.0, 1), gaussian(&[7, 4], 1.0, 2));
+        four_entry_points(&e, &Matmul(MatmulOptions::default()), &[&a, &b], 1e-5);
+        let err = e.run(&Matmul(MatmulOptions::default()), &[&a]).unwrap_err().to_string();
+        assert!(err.contains("matmul") && err.contains("takes 2 inputs (a, b), not 1"), "{err}");
+        let (ga, gb, wrong) = (e.upload("a", &a).unwrap(), e.upload("b", &b).unwrap(), e.empty(&[3, 5, 5]).unwrap());
+        let mut encoder = e.device().unwrap().create_command_encoder(&Default::default());
+        let err = e.record(&mut encoder, &Matmul(MatmulOptions::default()), &[&ga, &gb], &[&wrong]).unwrap_err();
+        assert!(err.to_string().starts_with("output 0: expected shape [3, 5, 4]"), "{err}");
+        let [q, k, v] = attention_inputs((1, 2, 37, 8, 5, 16), 0.5, 3);
+        let w = projection(16, 8, Scaling::Chi, 4).unwrap().to_f32();
+        four_entry_points(&e, &ExactAttention { causal: true }, &[&q, &k, &v], 1e-5);
+        for o in
+            [FavorOptions::default(), FavorOptions { chunk: Some(8), ..FavorOptions::causal(ortho::Kernel::Softmax) }]
+        {
+            four_entry_points(&e, &Favor(o), &[&q, &k, &v, &w], 1e-5);
+            let g = gaussian(&[1, 2, 37, 5], 1.0, 5);
+            let o = FavorOptions { checkpoints: Checkpoints::Every(2), ..o };
+            four_entry_points(&e, &FavorBackward(o), &[&q, &k, &v, &w, &g], 1e-4);
+        }
+        let u = gaussian(&[2, 9, 4], 1.0, 6);
+        let x = gaussian(&[2, 9, 3], 1.0, 7);
+        four_entry_points(&e, &Cwy { stiefel: false }, &[&u], 1e-5);
+        four_entry_points(&e, &Cwy { stiefel: true }, &[&u], 1e-5);
+        four_entry_points(&e, &HouseholderProduct, &[&u], 1e-5);
+        four_entry_points(&e, &CwyApply { transpose: true }, &[&u, &x], 1e-5);
+        four_entry_points(&e, &CwyBackward { stiefel: true }, &[&u, &gaussian(&[2, 9, 4], 1.0, 8)], 1e-4);
+        four_entry_points(&e, &CwyApplyBackward { transpose: false }, &[&u, &x, &gaussian(&[2, 9, 3], 1.0, 9)], 1e-4);
+        let m = gaussian(&[4, 5, 5], 0.3, 10);
+        four_entry_points(&e, &MatrixMap(GroupMap::Exp), &[&m], 1e-5);
+        four_entry_points(&e, &MatrixMap(GroupMap::Cayley), &[&m], 1e-5);
+    }
+}

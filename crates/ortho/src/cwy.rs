@@ -11,30 +11,33 @@ use crate::kernels;
 use crate::pool::{PooledBuffer, Recorded};
 use crate::shaders::grid;
 use crate::tensor::GpuTensor;
-use ortho_ref::{Error as InputError, Tensor};
+use ortho_ref::Error as InputError;
+
+mod ops;
+pub use ops::{Cwy, CwyApply, CwyApplyBackward, CwyBackward, HouseholderProduct};
 
 /// Side of the diagonal blocks inverted by substitution.
 const BLOCK: usize = 16;
 
 /// `(batch, N, L)` of a device-resident U, shape checks only (values are not read back).
-fn gpu_shape(u: &GpuTensor) -> Result<(usize, usize, usize)> {
-    let (b, n, l) = match *u.shape() {
+fn u_dims(u: &[usize]) -> Result<(usize, usize, usize)> {
+    let (b, n, l) = match *u {
         [n, l] => (1, n, l),
         [b, n, l] => (b, n, l),
-        _ => return Err(InputError::shape("u", "[N, L] or [batch, N, L]", u.shape()).into()),
+        _ => return Err(InputError::shape("u", "[N, L] or [batch, N, L]", u).into()),
     };
     if b == 0 || l == 0 || l > n {
-        return Err(InputError::shape("u", "[batch, N, L] with batch >= 1 and 1 <= L <= N", u.shape()).into());
+        return Err(InputError::shape("u", "[batch, N, L] with batch >= 1 and 1 <= L <= N", u).into());
     }
     Ok((b, n, l))
 }
 
 /// K of `x: [N, K]` or `[batch, N, K]` against U's batch and N.
-fn apply_width(x: &GpuTensor, b: usize, n: usize) -> Result<usize> {
-    match *x.shape() {
+fn apply_width(x: &[usize], b: usize, n: usize) -> Result<usize> {
+    match *x {
         [xn, k] if xn == n && b == 1 => Ok(k),
         [xb, xn, k] if xb == b && xn == n => Ok(k),
-        _ => Err(InputError::shape("x", format!("[{b}, {n}, K] (or [{n}, K] for one batch)"), x.shape()).into()),
+        _ => Err(InputError::shape("x", format!("[{b}, {n}, K] (or [{n}, K] for one batch)"), x).into()),
     }
 }
 
@@ -139,71 +142,6 @@ impl Inverse {
 }
 
 impl Engine {
-    fn cwy_host(&self, u: &Tensor<f32>, stiefel: bool) -> Result<Tensor<f32>> {
-        let u64_ = u.to_f64();
-        ortho_ref::cwy::shape_of(&u64_)?;
-        if !self.is_gpu() {
-            let out = if stiefel { ortho_ref::cwy::tcwy(&u64_)? } else { ortho_ref::cwy::cwy(&u64_)? };
-            return Ok(out.to_f32());
-        }
-        let gu = self.upload("u", u)?;
-        let out = if stiefel { self.tcwy_gpu(&gu)? } else { self.cwy_gpu(&gu)? };
-        self.download(&out)
-    }
-
-    /// `Q = H(u_1) ... H(u_L)` from `u: [N, L]` or `[batch, N, L]` by compact WY: `[.., N, N]`.
-    pub fn cwy(&self, u: &Tensor<f32>) -> Result<Tensor<f32>> {
-        self.cwy_host(u, false)
-    }
-
-    /// The Stiefel matrix `Omega`, the first L columns of Q (T-CWY): `[.., N, L]`, no `N x N` matrix.
-    pub fn tcwy(&self, u: &Tensor<f32>) -> Result<Tensor<f32>> {
-        self.cwy_host(u, true)
-    }
-
-    /// `Q X` (or `Q^T X` with `transpose`) without forming Q; `x: [.., N, K]`.
-    pub fn cwy_apply(&self, u: &Tensor<f32>, x: &Tensor<f32>, transpose: bool) -> Result<Tensor<f32>> {
-        let (u64_, x64) = (u.to_f64(), x.to_f64());
-        if !self.is_gpu() {
-            return Ok(ortho_ref::cwy::apply(&u64_, &x64, transpose)?.to_f32());
-        }
-        ortho_ref::cwy::shape_of(&u64_)?;
-        x.check_finite("x")?;
-        let (gu, gx) = (self.upload("u", u)?, self.upload("x", x)?);
-        let out = self.cwy_apply_gpu(&gu, &gx, transpose)?;
-        self.download(&out)
-    }
-
-    /// The sequential product of L reflections on the GPU (the baseline): `[.., N, N]`.
-    pub fn householder_product(&self, u: &Tensor<f32>) -> Result<Tensor<f32>> {
-        let u64_ = u.to_f64();
-        ortho_ref::cwy::shape_of(&u64_)?;
-        if !self.is_gpu() {
-            return Ok(ortho_ref::cwy::householder_product(&u64_)?.to_f32());
-        }
-        let gu = self.upload("u", u)?;
-        let (_, n, _) = gpu_shape(&gu)?;
-        let out = self.empty(&batched(u.shape(), &[n, n]))?;
-        self.submit("householder product", |enc| self.record_householder_product(enc, &gu, &out))?;
-        self.download(&out)
-    }
-
-    /// [`Engine::cwy`] on a device-resident U (its columns are not checked for zeros).
-    pub fn cwy_gpu(&self, u: &GpuTensor) -> Result<GpuTensor> {
-        let (_, n, _) = gpu_shape(u)?;
-        let out = self.empty(&batched(u.shape(), &[n, n]))?;
-        self.submit("cwy", |enc| self.record_cwy(enc, u, &out, false))?;
-        Ok(out)
-    }
-
-    /// [`Engine::tcwy`] on a device-resident U.
-    pub fn tcwy_gpu(&self, u: &GpuTensor) -> Result<GpuTensor> {
-        let (_, n, l) = gpu_shape(u)?;
-        let out = self.empty(&batched(u.shape(), &[n, l]))?;
-        self.submit("tcwy", |enc| self.record_cwy(enc, u, &out, true))?;
-        Ok(out)
-    }
-
     /// Records `Q` (`[.., N, N]`) or, with `stiefel`, `Omega` (`[.., N, L]`) into `out`.
     pub fn record_cwy(
         &self,
@@ -212,7 +150,7 @@ impl Engine {
         out: &GpuTensor,
         stiefel: bool,
     ) -> Result<Recorded> {
-        let (b, n, l) = gpu_shape(u)?;
+        let (b, n, l) = u_dims(u.shape())?;
         let cols = if stiefel { l } else { n };
         if out.len() != b * n * cols {
             return Err(InputError::shape("out", format!("{:?}", batched(u.shape(), &[n, cols])), out.shape()).into());
@@ -237,13 +175,6 @@ impl Engine {
         Ok(gpu.finish())
     }
 
-    /// [`Engine::cwy_apply`] on device-resident tensors.
-    pub fn cwy_apply_gpu(&self, u: &GpuTensor, x: &GpuTensor, transpose: bool) -> Result<GpuTensor> {
-        let out = self.empty(x.shape())?;
-        self.submit("cwy apply", |enc| self.record_cwy_apply(enc, u, x, &out, transpose))?;
-        Ok(out)
-    }
-
     /// Records `out = Q x` (or `Q^T x`): `x - U (W (U^T x))`, with `W^T` for the transpose.
     pub fn record_cwy_apply(
         &self,
@@ -253,16 +184,8 @@ impl Engine {
         out: &GpuTensor,
         transpose: bool,
     ) -> Result<Recorded> {
-        let (b, n, l) = gpu_shape(u)?;
-        let k = match *x.shape() {
-            [xn, k] if xn == n && b == 1 => k,
-            [xb, xn, k] if xb == b && xn == n => k,
-            _ => {
-                return Err(
-                    InputError::shape("x", format!("[{b}, {n}, K] (or [{n}, K] for one batch)"), x.shape()).into()
-                );
-            }
-        };
+        let (b, n, l) = u_dims(u.shape())?;
+        let k = apply_width(x.shape(), b, n)?;
         if out.shape() != x.shape() {
             return Err(InputError::shape("out", format!("{:?}", x.shape()), out.shape()).into());
         }
@@ -296,38 +219,6 @@ impl Engine {
         Ok(gpu.finish())
     }
 
-    /// `dloss/dU` for `Q = cwy(U)` given `g = dloss/dQ` (`[.., N, N]`).
-    pub fn cwy_backward(&self, u: &Tensor<f32>, g: &Tensor<f32>) -> Result<Tensor<f32>> {
-        self.backward_host(u, g, false)
-    }
-
-    /// `dloss/dU` for `Omega = tcwy(U)` given `g = dloss/dOmega` (`[.., N, L]`).
-    pub fn tcwy_backward(&self, u: &Tensor<f32>, g: &Tensor<f32>) -> Result<Tensor<f32>> {
-        self.backward_host(u, g, true)
-    }
-
-    fn backward_host(&self, u: &Tensor<f32>, g: &Tensor<f32>, stiefel: bool) -> Result<Tensor<f32>> {
-        let (u64_, g64) = (u.to_f64(), g.to_f64());
-        if !self.is_gpu() {
-            let du = if stiefel {
-                ortho_ref::cwy::tcwy_backward(&u64_, &g64)?
-            } else {
-                ortho_ref::cwy::cwy_backward(&u64_, &g64)?
-            };
-            return Ok(du.to_f32());
-        }
-        let (_, n, l) = ortho_ref::cwy::shape_of(&u64_)?;
-        let want = batched(u.shape(), &[n, if stiefel { l } else { n }]);
-        if g.shape() != want.as_slice() {
-            return Err(InputError::shape("grad", format!("{want:?}"), g.shape()).into());
-        }
-        g.check_finite("grad")?;
-        let (gu, gg) = (self.upload("u", u)?, self.upload("grad", g)?);
-        let du = self.empty(u.shape())?;
-        self.submit("cwy backward", |enc| self.record_cwy_backward(enc, &gu, &gg, &du, stiefel))?;
-        self.download(&du)
-    }
-
     /// Records `du = dloss/dU` for Q (or, with `stiefel`, Omega) given its gradient `g`.
     pub fn record_cwy_backward(
         &self,
@@ -337,7 +228,7 @@ impl Engine {
         du: &GpuTensor,
         stiefel: bool,
     ) -> Result<Recorded> {
-        let (b, n, l) = gpu_shape(u)?;
+        let (b, n, l) = u_dims(u.shape())?;
         let cols = if stiefel { l } else { n };
         if g.len() != b * n * cols || du.len() != b * n * l {
             return Err(InputError::shape("grad", format!("{:?}", batched(u.shape(), &[n, cols])), g.shape()).into());
@@ -375,34 +266,6 @@ impl Engine {
         Ok(gpu.finish())
     }
 
-    /// `(dloss/dU, dloss/dX)` for `Y = Q X` (or `Q^T X`) given `ybar = dloss/dY`, never forming an
-    /// `N x N` matrix.
-    pub fn cwy_apply_backward(
-        &self,
-        u: &Tensor<f32>,
-        x: &Tensor<f32>,
-        ybar: &Tensor<f32>,
-        transpose: bool,
-    ) -> Result<(Tensor<f32>, Tensor<f32>)> {
-        let (u64_, x64, y64) = (u.to_f64(), x.to_f64(), ybar.to_f64());
-        if !self.is_gpu() {
-            let (du, dx) = ortho_ref::cwy::apply_backward(&u64_, &x64, &y64, transpose)?;
-            return Ok((du.to_f32(), dx.to_f32()));
-        }
-        ortho_ref::cwy::shape_of(&u64_)?;
-        if ybar.shape() != x.shape() {
-            return Err(InputError::shape("grad", format!("{:?} (the shape of x)", x.shape()), ybar.shape()).into());
-        }
-        x.check_finite("x")?;
-        ybar.check_finite("grad")?;
-        let (gu, gx, gy) = (self.upload("u", u)?, self.upload("x", x)?, self.upload("grad", ybar)?);
-        let (du, dx) = (self.empty(u.shape())?, self.empty(x.shape())?);
-        self.submit("cwy apply backward", |enc| {
-            self.record_cwy_apply_backward(enc, &gu, &gx, &gy, transpose, &du, &dx)
-        })?;
-        Ok((self.download(&du)?, self.download(&dx)?))
-    }
-
     /// Records the gradients of `Y = Q X` (or `Q^T X`): `G U = Ybar (X^T U)`, `G^T U = X (Ybar^T U)`,
     /// `U^T G U = (U^T Ybar)(X^T U)` with `G = Ybar X^T` (`X Ybar^T` for the transpose), and
     /// `dX = Q^T Ybar` (`Q Ybar`).
@@ -417,8 +280,8 @@ impl Engine {
         du: &GpuTensor,
         dx: &GpuTensor,
     ) -> Result<Recorded> {
-        let (b, n, l) = gpu_shape(u)?;
-        let k = apply_width(x, b, n)?;
+        let (b, n, l) = u_dims(u.shape())?;
+        let k = apply_width(x.shape(), b, n)?;
         if ybar.shape() != x.shape() || dx.shape() != x.shape() || du.len() != b * n * l {
             return Err(InputError::shape("grad", format!("{:?} (the shape of x)", x.shape()), ybar.shape()).into());
         }
@@ -490,7 +353,7 @@ impl Engine {
         u: &GpuTensor,
         out: &GpuTensor,
     ) -> Result<Recorded> {
-        let (b, n, l) = gpu_shape(u)?;
+        let (b, n, l) = u_dims(u.shape())?;
         if out.len() != b * n * n {
             return Err(InputError::shape("out", format!("{:?}", batched(u.shape(), &[n, n])), out.shape()).into());
         }

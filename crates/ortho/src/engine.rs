@@ -377,9 +377,9 @@ impl Engine {
         Ok(status.is_queue_empty())
     }
 
-    /// Runs `future` to completion on this thread. The engine's futures only ever wait for GPU
-    /// callbacks, so while one is pending this waits for the device's submitted work.
-    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+    /// Runs `future` (one of this engine's) to completion on this thread. The engine's futures only
+    /// ever wait for GPU callbacks, so while one is pending this waits for the device's submitted work.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let mut future = pin!(future);
         let mut cx = Context::from_waker(Waker::noop());
         loop {

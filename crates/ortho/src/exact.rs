@@ -6,6 +6,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::favor::attention_shape;
 use crate::kernels;
+use crate::operation::Operation;
 use crate::pool::Recorded;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
@@ -18,6 +19,35 @@ const EXACT_BLOCKS_PER_DISPATCH: usize = 16;
 /// vec4 slots of the key and value tile in workgroup memory (16 KiB).
 const EXACT_TILE_VEC4: usize = 1024;
 
+/// Exact softmax attention, bidirectional or causal: inputs q, k, v as for random-feature attention.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExactAttention {
+    pub causal: bool,
+}
+
+impl Operation for ExactAttention {
+    const NAME: &'static str = "exact attention";
+    const INPUTS: &'static [&'static str] = &["q", "k", "v"];
+
+    fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![attention_shape(i[0], i[1], i[2], None, None)?.output_shape(i[0].len())])
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        enc: &mut wgpu::CommandEncoder,
+        i: &[&GpuTensor],
+        o: &[&GpuTensor],
+    ) -> Result<Recorded> {
+        engine.record_exact_attention(enc, i[0], i[1], i[2], self.causal, o[0])
+    }
+
+    fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
+        Ok(vec![ortho_ref::favor::exact(&i[0], &i[1], &i[2], self.causal)?])
+    }
+}
+
 impl Engine {
     /// Exact softmax attention of host tensors (the baseline), bidirectional or causal.
     pub fn exact_attention(
@@ -27,7 +57,7 @@ impl Engine {
         v: &Tensor<f32>,
         causal: bool,
     ) -> Result<Tensor<f32>> {
-        self.block_on(self.exact_attention_async(q, k, v, causal))
+        Ok(self.run(&ExactAttention { causal }, &[q, k, v])?.remove(0))
     }
 
     pub async fn exact_attention_async(
@@ -37,23 +67,11 @@ impl Engine {
         v: &Tensor<f32>,
         causal: bool,
     ) -> Result<Tensor<f32>> {
-        let s = attention_shape(q.shape(), k.shape(), v.shape(), None, None)?;
-        ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v)])?;
-        if !self.is_gpu() {
-            return Ok(ortho_ref::favor::exact(&q.to_f64(), &k.to_f64(), &v.to_f64(), causal)?.to_f32());
-        }
-        let (gq, gk, gv) = (self.upload("q", q)?, self.upload("k", k)?, self.upload("v", v)?);
-        let out = self.empty(&s.output_shape(q.shape().len()))?;
-        self.submit_async("exact attention", |enc| self.record_exact_attention(enc, &gq, &gk, &gv, causal, &out))
-            .await?;
-        self.download_async(&out).await
+        Ok(self.run_async(&ExactAttention { causal }, &[q, k, v]).await?.remove(0))
     }
 
     pub fn exact_attention_gpu(&self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, causal: bool) -> Result<GpuTensor> {
-        let s = attention_shape(q.shape(), k.shape(), v.shape(), None, None)?;
-        let out = self.empty(&s.output_shape(q.shape().len()))?;
-        self.submit("exact attention", |enc| self.record_exact_attention(enc, q, k, v, causal, &out))?;
-        Ok(out)
+        Ok(self.run_gpu(&ExactAttention { causal }, &[q, k, v])?.remove(0))
     }
 
     pub fn record_exact_attention(

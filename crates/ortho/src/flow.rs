@@ -5,6 +5,7 @@ use crate::engine::{Engine, Recording};
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
+use crate::operation::Operation;
 use crate::pool::Recorded;
 use crate::shaders::grid;
 use crate::tensor::GpuTensor;
@@ -62,26 +63,58 @@ fn square(name: &str, shape: &[usize]) -> Result<(usize, usize)> {
     Ok((b, n))
 }
 
+/// The group map of every matrix of `a` (`[n, n]` or `[batch, n, n]`, n <= 64): `exp(A)` (degree and
+/// scaling chosen per matrix on the GPU with the f32 switch points; the CPU twin uses the f64 ones)
+/// or `cay(A)` (`I - A/2` must be invertible, as it always is for skew-symmetric A).
+#[derive(Debug, Clone, Copy)]
+pub struct MatrixMap(pub GroupMap);
+
+impl Operation for MatrixMap {
+    const NAME: &'static str = "group map";
+    const INPUTS: &'static [&'static str] = &["a"];
+
+    fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        square("a", i[0])?;
+        Ok(vec![i[0].to_vec()])
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        enc: &mut wgpu::CommandEncoder,
+        i: &[&GpuTensor],
+        o: &[&GpuTensor],
+    ) -> Result<Recorded> {
+        engine.record_group_map(enc, self.0, i[0], o[0], ExpmOutput::Exp)
+    }
+
+    fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
+        Ok(vec![match self.0 {
+            GroupMap::Exp => ortho_ref::expm::expm(&i[0], &ortho_ref::expm::THETA_F64)?,
+            GroupMap::Cayley => ortho_ref::expm::cayley(&i[0])?,
+        }])
+    }
+}
+
 impl Engine {
-    /// `exp(A)` of every matrix of `a` (`[n, n]` or `[batch, n, n]`, n <= 64): degree and scaling
-    /// chosen per matrix on the GPU (f32 switch points); the CPU reference uses the f64 ones.
+    /// `exp(A)` of every matrix of `a` (see [`MatrixMap`]).
     pub fn expm(&self, a: &Tensor<f32>) -> Result<Tensor<f32>> {
-        square("a", a.shape())?;
-        a.check_finite("a")?;
-        if !self.is_gpu() {
-            return Ok(ortho_ref::expm::expm(&a.to_f64(), &ortho_ref::expm::THETA_F64)?.to_f32());
-        }
-        let ga = self.upload("a", a)?;
-        let out = self.empty(a.shape())?;
-        self.submit("expm", |enc| self.record_expm(enc, &ga, &out, ExpmOutput::Exp))?;
-        self.download(&out)
+        Ok(self.run(&MatrixMap(GroupMap::Exp), &[a])?.remove(0))
     }
 
     /// [`Engine::expm`] on device-resident tensors.
     pub fn expm_gpu(&self, a: &GpuTensor) -> Result<GpuTensor> {
-        let out = self.empty(a.shape())?;
-        self.submit("expm", |enc| self.record_expm(enc, a, &out, ExpmOutput::Exp))?;
-        Ok(out)
+        Ok(self.run_gpu(&MatrixMap(GroupMap::Exp), &[a])?.remove(0))
+    }
+
+    /// The Cayley map of every matrix of `a` (see [`MatrixMap`]).
+    pub fn cayley(&self, a: &Tensor<f32>) -> Result<Tensor<f32>> {
+        Ok(self.run(&MatrixMap(GroupMap::Cayley), &[a])?.remove(0))
+    }
+
+    /// [`Engine::cayley`] on device-resident tensors.
+    pub fn cayley_gpu(&self, a: &GpuTensor) -> Result<GpuTensor> {
+        Ok(self.run_gpu(&MatrixMap(GroupMap::Cayley), &[a])?.remove(0))
     }
 
     /// Records `exp(A)`, `exp(A) - I` or a Lie–Euler update of `out` (see [`ExpmOutput`]).
@@ -93,20 +126,6 @@ impl Engine {
         output: ExpmOutput,
     ) -> Result<Recorded> {
         self.record_group_map(encoder, GroupMap::Exp, a, out, output)
-    }
-
-    /// The Cayley map of every matrix of `a` (`[n, n]` or `[batch, n, n]`, n <= 64). `I - A/2` must be
-    /// invertible (it always is for skew-symmetric A); a singular one gives non-finite output.
-    pub fn cayley(&self, a: &Tensor<f32>) -> Result<Tensor<f32>> {
-        square("a", a.shape())?;
-        a.check_finite("a")?;
-        if !self.is_gpu() {
-            return Ok(ortho_ref::expm::cayley(&a.to_f64())?.to_f32());
-        }
-        let ga = self.upload("a", a)?;
-        let out = self.empty(a.shape())?;
-        self.submit("cayley", |enc| self.record_group_map(enc, GroupMap::Cayley, &ga, &out, ExpmOutput::Exp))?;
-        self.download(&out)
     }
 
     /// Records `map(A)`, `map(A) - I` or `W + W (map(A) - I)` into `out` (see [`ExpmOutput`]).

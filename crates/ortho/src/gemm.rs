@@ -5,6 +5,7 @@
 use crate::engine::{Engine, Gpu};
 use crate::error::Result;
 use crate::kernels;
+use crate::operation::Operation;
 use crate::pool::Recorded;
 use crate::tensor::GpuTensor;
 use ortho_ref::{Error as InputError, Tensor};
@@ -163,42 +164,59 @@ fn matmul_shape(
     Ok((za, m, k, n, a.len() == 3))
 }
 
+/// Batched `A B` (`a: [m, k]` or `[batch, m, k]`; `b` of rank 2 is shared by every batch).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Matmul(pub MatmulOptions);
+
+impl Operation for Matmul {
+    const NAME: &'static str = "matmul";
+    const INPUTS: &'static [&'static str] = &["a", "b"];
+
+    fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        let (z, m, _, n, batched) = matmul_shape(inputs[0], inputs[1], self.0)?;
+        Ok(vec![if batched { vec![z, m, n] } else { vec![m, n] }])
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        enc: &mut wgpu::CommandEncoder,
+        i: &[&GpuTensor],
+        o: &[&GpuTensor],
+    ) -> Result<Recorded> {
+        engine.record_matmul(enc, i[0], i[1], o[0], self.0)
+    }
+
+    fn reference(&self, inputs: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
+        let (a, b, o) = (&inputs[0], &inputs[1], self.0);
+        let (z, m, k, n, batched) = matmul_shape(a.shape(), b.shape(), o)?;
+        let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
+        let take = |t: &Tensor<f64>, idx: usize, r: usize, c: usize, tr: bool| -> Vec<f64> {
+            let s = &t.data()[idx * r * c..(idx + 1) * r * c];
+            if tr { (0..r * c).map(|e| s[(e % r) * c + e / r]).collect() } else { s.to_vec() }
+        };
+        let mut out = Vec::with_capacity(z * m * n);
+        for i in 0..z {
+            let (ra, ca) = if o.transpose_a { (k, m) } else { (m, k) };
+            let (rb, cb) = if o.transpose_b { (n, k) } else { (k, n) };
+            let ai = take(a, i, ra, ca, o.transpose_a);
+            let bi = take(b, i % zb, rb, cb, o.transpose_b);
+            out.extend(ortho_ref::linalg::matmul(&ai, &bi, m, k, n));
+        }
+        let shape = if batched { vec![z, m, n] } else { vec![m, n] };
+        Ok(vec![Tensor::new(&shape, out)?])
+    }
+}
+
 impl Engine {
     /// Batched `A B` (`a: [m, k]` or `[batch, m, k]`; `b` of rank 2 is shared by every batch).
     pub fn matmul(&self, a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Result<Tensor<f32>> {
-        let (z, m, k, n, batched) = matmul_shape(a.shape(), b.shape(), o)?;
-        a.check_finite("a")?;
-        b.check_finite("b")?;
-        if !self.is_gpu() {
-            let (a, b) = (a.to_f64(), b.to_f64());
-            let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
-            let mut out = Vec::with_capacity(z * m * n);
-            for i in 0..z {
-                let take = |t: &Tensor<f64>, idx: usize, r: usize, c: usize, tr: bool| -> Vec<f64> {
-                    let s = &t.data()[idx * r * c..(idx + 1) * r * c];
-                    if tr { (0..r * c).map(|e| s[(e % r) * c + e / r]).collect() } else { s.to_vec() }
-                };
-                let (ra, ca) = if o.transpose_a { (k, m) } else { (m, k) };
-                let (rb, cb) = if o.transpose_b { (n, k) } else { (k, n) };
-                let ai = take(&a, i, ra, ca, o.transpose_a);
-                let bi = take(&b, i % zb, rb, cb, o.transpose_b);
-                out.extend(ortho_ref::linalg::matmul(&ai, &bi, m, k, n).iter().map(|&x| x as f32));
-            }
-            let shape = if batched { vec![z, m, n] } else { vec![m, n] };
-            return Ok(Tensor::new(&shape, out)?);
-        }
-        let (ga, gb) = (self.upload("a", a)?, self.upload("b", b)?);
-        let c = self.matmul_gpu(&ga, &gb, o)?;
-        self.download(&c)
+        Ok(self.run(&Matmul(o), &[a, b])?.remove(0))
     }
 
     /// [`Engine::matmul`] on device-resident tensors.
     pub fn matmul_gpu(&self, a: &GpuTensor, b: &GpuTensor, o: MatmulOptions) -> Result<GpuTensor> {
-        let (z, m, _, n, batched) = matmul_shape(a.shape(), b.shape(), o)?;
-        let shape = if batched { vec![z, m, n] } else { vec![m, n] };
-        let c = self.empty(&shape)?;
-        self.submit("matmul", |enc| self.record_matmul(enc, a, b, &c, o))?;
-        Ok(c)
+        Ok(self.run_gpu(&Matmul(o), &[a, b])?.remove(0))
     }
 
     /// Records `c = a b` into the caller's encoder; keep the returned guard until it is submitted.

@@ -34,6 +34,7 @@ mod favor;
 mod flow;
 mod gemm;
 mod kernels;
+mod operation;
 mod pool;
 mod shaders;
 mod tensor;
@@ -48,8 +49,18 @@ pub use favor::{
 pub use flow::{ExpmOutput, FLOW_MAX_N, GroupMap};
 pub use gemm::MatmulOptions;
 pub use kernels::{SHADERS, ShaderSource};
+pub use operation::Operation;
 pub use ortho_ref::favor::{AttentionShape, Kernel};
 pub use ortho_ref::{Tensor, random};
+
+/// The operations of [`Engine::run`], [`Engine::run_async`], [`Engine::run_gpu`] and [`Engine::record`].
+pub mod ops {
+    pub use crate::cwy::{Cwy, CwyApply, CwyApplyBackward, CwyBackward, HouseholderProduct};
+    pub use crate::exact::ExactAttention;
+    pub use crate::favor::{Favor, FavorBackward};
+    pub use crate::flow::MatrixMap;
+    pub use crate::gemm::Matmul;
+}
 pub use pool::{PoolStats, Recorded};
 pub use tensor::GpuTensor;
 pub use timing::Timing;

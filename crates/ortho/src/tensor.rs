@@ -3,15 +3,17 @@
 use crate::error::{Error, Result};
 use crate::pool::PooledBuffer;
 
+#[derive(Clone)]
 enum Storage {
     Pooled(PooledBuffer),
     /// A buffer owned by the application (see [`GpuTensor::from_buffer`]).
     External(wgpu::Buffer),
 }
 
-/// A device-resident f32 tensor. A pooled tensor's buffer returns to the engine's pool when it drops,
+/// A device-resident f32 tensor; clones share its buffer. A pooled tensor's buffer returns to the engine's pool when it drops,
 /// once the GPU work submitted until then has completed (and not before the [`crate::Recorded`]
 /// guard of any call it was recorded into is released).
+#[derive(Clone)]
 pub struct GpuTensor {
     storage: Storage,
     shape: Vec<usize>,

@@ -412,7 +412,7 @@ impl Engine {
     ) -> Result<Recorded> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         saved.check(&s)?;
-        if grad.shape() != out.shape() {
+        if grad.len() != out.len() {
             return Err(InputError::shape("grad", format!("{:?}", out.shape()), grad.shape()).into());
         }
         let pairs = [(Some(&grads.dq), q, "dq"), (Some(&grads.dk), k, "dk"), (Some(&grads.dv), v, "dv")];
@@ -473,46 +473,6 @@ impl Engine {
         drop(pass);
         Ok(gpu.finish())
     }
-
-    /// Gradients `[dq, dk, dv, dw]` of random-feature attention for the upstream gradient `grad` of
-    /// its output, `dw` that of the projection: [`Engine::favor_forward_gpu`] then
-    /// [`Engine::favor_backward_gpu`] on a GPU engine, the f64 reference on the CPU.
-    pub fn favor_backward(
-        &self,
-        q: &Tensor<f32>,
-        k: &Tensor<f32>,
-        v: &Tensor<f32>,
-        w: &Tensor<f32>,
-        o: &FavorOptions,
-        grad: &Tensor<f32>,
-    ) -> Result<[Tensor<f32>; 4]> {
-        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
-        ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w), ("grad", grad)])?;
-        if grad.len() != s.problems() * s.len * s.value_dim {
-            return Err(
-                InputError::shape("grad", format!("{:?}", s.output_shape(q.shape().len())), grad.shape()).into()
-            );
-        }
-        if !self.is_gpu() {
-            let grads = ortho_ref::favor::favor_backward(
-                &q.to_f64(),
-                &k.to_f64(),
-                &v.to_f64(),
-                &w.to_f64(),
-                o.kernel,
-                o.causal,
-                &grad.to_f64(),
-            )?;
-            return Ok(grads.map(|g| g.to_f32()));
-        }
-        let up = |name, t: &Tensor<f32>| self.upload(name, t);
-        let (gq, gk, gv, gw) = (up("q", q)?, up("k", k)?, up("v", v)?, up("projection", w)?);
-        let gg = self.upload("grad", &grad.clone().reshape(&s.output_shape(q.shape().len()))?)?;
-        let (out, saved) = self.favor_forward_gpu(&gq, &gk, &gv, &gw, o)?;
-        let g = self.favor_backward_gpu(&gq, &gk, &gv, &gw, &out, &saved, &gg)?;
-        let dw = g.dw.as_ref().expect("favor_backward_gpu computes dw");
-        Ok([self.download(&g.dq)?, self.download(&g.dk)?, self.download(&g.dv)?, self.download(dw)?])
-    }
 }
 
 impl Recorder<'_, '_, '_> {
@@ -568,5 +528,63 @@ impl Recorder<'_, '_, '_> {
             col_stride: 1,
         };
         self.gemm(&Gemm::new(heads, 1, md, p.z / heads), one, of_head, Operand::rows(dw, 1, md))
+    }
+}
+
+/// Gradients `[dq, dk, dv, dw]` of random-feature attention for the upstream gradient `grad` of its
+/// output (`dw` that of the projection): the forward pass keeping what the backward pass needs, then
+/// the backward pass, recorded together.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FavorBackward(pub FavorOptions);
+
+impl Operation for FavorBackward {
+    const NAME: &'static str = "favor backward";
+    const INPUTS: &'static [&'static str] = &["q", "k", "v", "projection", "grad"];
+
+    fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        let s = attention_shape(i[0], i[1], i[2], Some(i[3]), None)?;
+        if i[4].iter().product::<usize>() != s.problems() * s.len * s.value_dim {
+            return Err(InputError::shape("grad", format!("{:?}", s.output_shape(i[0].len())), i[4]).into());
+        }
+        Ok(i[..4].iter().map(|x| x.to_vec()).collect())
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        enc: &mut wgpu::CommandEncoder,
+        i: &[&GpuTensor],
+        o: &[&GpuTensor],
+    ) -> Result<Recorded> {
+        let s = attention_shape(i[0].shape(), i[1].shape(), i[2].shape(), Some(i[3].shape()), None)?;
+        let out = engine.empty(&s.output_shape(i[0].shape().len()))?;
+        let saved = engine.favor_saved(&s, &self.0)?;
+        let forward = engine.record_favor_forward(enc, i[0], i[1], i[2], i[3], &out, &saved)?;
+        let grads = FavorGrads { dq: o[0].clone(), dk: o[1].clone(), dv: o[2].clone(), dw: Some(o[3].clone()) };
+        let backward = engine.record_favor_backward(enc, i[0], i[1], i[2], i[3], &out, &saved, i[4], &grads)?;
+        Ok(forward.and(backward))
+    }
+
+    fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
+        let o = self.0;
+        Ok(ortho_ref::favor::favor_backward(&i[0], &i[1], &i[2], &i[3], o.kernel, o.causal, &i[4])?.into())
+    }
+}
+
+impl Engine {
+    /// Gradients `[dq, dk, dv, dw]` of random-feature attention on host tensors (see
+    /// [`FavorBackward`]): on a GPU engine [`Engine::favor_forward_gpu`] then
+    /// [`Engine::favor_backward_gpu`], the f64 reference on the CPU.
+    pub fn favor_backward(
+        &self,
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        w: &Tensor<f32>,
+        o: &FavorOptions,
+        grad: &Tensor<f32>,
+    ) -> Result<[Tensor<f32>; 4]> {
+        let grads = self.run(&FavorBackward(*o), &[q, k, v, w, grad])?;
+        grads.try_into().map_err(|_| Error::Unsupported("favor backward returns four gradients".into()))
     }
 }

@@ -3,9 +3,41 @@
 
 use super::*;
 
+/// Random-feature attention (docs/math.md §1): `q, k: [B, H, L, d]`, `v: [B, H, L, dv]` (or all
+/// `[L, ·]`), projection `[m, d]` or `[H, m, d]`; the output is `[B, H, L, dv]` (or `[L, dv]`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Favor(pub FavorOptions);
+
+impl Operation for Favor {
+    const NAME: &'static str = "favor";
+    const INPUTS: &'static [&'static str] = &["q", "k", "v", "projection"];
+
+    fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![attention_shape(i[0], i[1], i[2], Some(i[3]), None)?.output_shape(i[0].len())])
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        enc: &mut wgpu::CommandEncoder,
+        i: &[&GpuTensor],
+        o: &[&GpuTensor],
+    ) -> Result<Recorded> {
+        engine.record_favor(enc, i[0], i[1], i[2], i[3], &self.0, o[0])
+    }
+
+    fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
+        let (o, [q, k, v, w]) = (self.0, [&i[0], &i[1], &i[2], &i[3]]);
+        Ok(vec![if o.causal {
+            ortho_ref::favor::favor_causal(q, k, v, w, o.kernel, o.chunk.unwrap_or(DEFAULT_CHUNK), None)?
+        } else {
+            ortho_ref::favor::favor(q, k, v, w, o.kernel)?
+        }])
+    }
+}
+
 impl Engine {
-    /// Random-feature attention of host tensors: `q, k: [B, H, L, d]`, `v: [B, H, L, dv]` (or all
-    /// `[L, ·]`), projection `w: [m, d]` or `[H, m, d]`. Returns `[B, H, L, dv]` (or `[L, dv]`).
+    /// Random-feature attention of host tensors (see [`Favor`]).
     pub fn favor(
         &self,
         q: &Tensor<f32>,
@@ -14,7 +46,7 @@ impl Engine {
         w: &Tensor<f32>,
         o: &FavorOptions,
     ) -> Result<Tensor<f32>> {
-        self.block_on(self.favor_async(q, k, v, w, o))
+        Ok(self.run(&Favor(*o), &[q, k, v, w])?.remove(0))
     }
 
     pub async fn favor_async(
@@ -25,21 +57,7 @@ impl Engine {
         w: &Tensor<f32>,
         o: &FavorOptions,
     ) -> Result<Tensor<f32>> {
-        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
-        if o.causal {
-            let mut state = self.causal_state(&s, o.kernel)?;
-            return self.favor_stream_async(q, k, v, w, o, &mut state).await;
-        }
-        ortho_ref::favor::check_inputs(&[("q", q), ("k", k), ("v", v), ("projection", w)])?;
-        if !self.is_gpu() {
-            let out = ortho_ref::favor::favor(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), o.kernel)?;
-            return Ok(out.to_f32());
-        }
-        let (gq, gk, gv, gw) =
-            (self.upload("q", q)?, self.upload("k", k)?, self.upload("v", v)?, self.upload("projection", w)?);
-        let out = self.empty(&s.output_shape(q.shape().len()))?;
-        self.submit_async("favor", |enc| self.record_favor(enc, &gq, &gk, &gv, &gw, o, &out)).await?;
-        self.download_async(&out).await
+        Ok(self.run_async(&Favor(*o), &[q, k, v, w]).await?.remove(0))
     }
 
     /// [`Engine::favor`] on device-resident tensors (not checked for non-finite values).
@@ -51,10 +69,7 @@ impl Engine {
         w: &GpuTensor,
         o: &FavorOptions,
     ) -> Result<GpuTensor> {
-        let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?;
-        let out = self.empty(&s.output_shape(q.shape().len()))?;
-        self.submit("favor", |enc| self.record_favor(enc, q, k, v, w, o, &out))?;
-        Ok(out)
+        Ok(self.run_gpu(&Favor(*o), &[q, k, v, w])?.remove(0))
     }
 
     /// Records random-feature attention into the caller's encoder, writing `out`. The returned guard
@@ -72,13 +87,13 @@ impl Engine {
     ) -> Result<Recorded> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         let state = self.unset_state(&s, o.kernel)?;
-        self.record(encoder, q, k, v, w, o, &state, true, out, None)
+        self.record_attention(encoder, q, k, v, w, o, &state, true, out, None)
     }
 
     /// Records attention through `state`, first reset to "no tokens" when `reset`, leaving what the
     /// backward pass needs where `keep` says.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn record(
+    pub(super) fn record_attention(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         q: &GpuTensor,

@@ -113,7 +113,7 @@ impl Engine {
             checkpoints: saved.checkpointed(),
         };
         let state = self.unset_state(&s, o.kernel)?;
-        let recorded = self.record(encoder, q, k, v, w, &o, &state, true, out, Some(&keep))?;
+        let recorded = self.record_attention(encoder, q, k, v, w, &o, &state, true, out, Some(&keep))?;
         Ok(recorded.and(self.recording("favor forward", &saved.tensors())?.finish()))
     }
 }
