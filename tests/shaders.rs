@@ -5,11 +5,12 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 #[test]
 fn every_shader_validates() {
     for shader in ortho::SHADERS {
-        let module = naga::front::wgsl::parse_str(shader.source)
-            .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
+        let source = shader.source();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(&source)));
         Validator::new(ValidationFlags::all(), Capabilities::empty())
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
+            .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(&source)));
         assert!(
             module.entry_points.iter().any(|e| e.name == shader.entry_point()),
             "{} has no entry point {}",
@@ -40,7 +41,7 @@ fn every_wgsl_file_is_registered() {
 #[test]
 fn every_uniform_block_matches_its_rust_struct() {
     for shader in ortho::SHADERS {
-        let module = naga::front::wgsl::parse_str(shader.source).expect("parses");
+        let module = naga::front::wgsl::parse_str(&shader.source()).expect("parses");
         let uniforms: Vec<_> =
             module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::Uniform).collect();
         assert_eq!(uniforms.len(), 1, "{}: one uniform block", shader.name);

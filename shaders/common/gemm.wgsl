@@ -8,27 +8,13 @@
 // column of attention, [V | 1]).
 // Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of 16.
 
-struct Operand { off: u32, outer: u32, inner: u32, inner_stride: u32, rs: u32, cs: u32, _pad0: u32, _pad1: u32 }
-
-struct Gemm {
-    m: u32, n: u32, k: u32, z_base: u32,
-    a: Operand, b: Operand, c: Operand,
-    b_ones_col: u32, alpha: f32, beta: f32, diag: f32,
-    a_ones_col: u32, _pad0: u32, _pad1: u32, _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Gemm;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-
-const TILE: u32 = 64u;
+const TILE: u32 = GEMM_TILE;
 const KT: u32 = 16u;
 // k-major tiles: a_tile[kk * TILE + i], b_tile[kk * TILE + j].
 var<workgroup> a_tile: array<vec4<f32>, 256>;
 var<workgroup> b_tile: array<vec4<f32>, 256>;
 
-fn base(o: Operand, z: u32) -> u32 {
+fn base(o: GemmOperand, z: u32) -> u32 {
     return o.off + (z / o.inner) * o.outer + (z % o.inner) * o.inner_stride;
 }
 

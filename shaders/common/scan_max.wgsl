@@ -3,16 +3,7 @@
 // then `before[z]` keeps the carried value and `carried[z]` becomes the last prefix. One workgroup
 // per problem walks its rows in blocks of 256 with a Hillis–Steele scan in workgroup memory.
 
-struct Scan { rows: u32, problems: u32, row_stride: u32, _pad: u32 }
-
-@group(0) @binding(0) var<uniform> p: Scan;
-@group(0) @binding(1) var<storage, read> values: array<f32>;
-@group(0) @binding(2) var<storage, read_write> prefix: array<f32>;
-@group(0) @binding(3) var<storage, read_write> before: array<f32>;
-@group(0) @binding(4) var<storage, read_write> carried: array<f32>;
-
 const GROUP: u32 = 256u;
-const LOWEST: f32 = -3.4028234663852886e38;
 var<workgroup> block: array<f32, GROUP>;
 var<workgroup> carry: f32;
 

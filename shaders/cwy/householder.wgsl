@@ -2,16 +2,10 @@
 // (the baseline that CWY must beat): one invocation per row of Q, each reading u_j whole. The first
 // reflection starts from Q = I without reading Q.
 
-struct Reflection { batch: u32, n: u32, l: u32, column: u32 }
-
-@group(0) @binding(0) var<uniform> p: Reflection;
-@group(0) @binding(1) var<storage, read> u: array<f32>;
-@group(0) @binding(2) var<storage, read_write> q: array<f32>;
-
 @compute @workgroup_size(64)
 fn householder(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    let e = element_index(wg, nwg, lid, 64u);
     if (e >= p.batch * p.n) { return; }
     let z = e / p.n;
     let r = e % p.n;

@@ -3,16 +3,10 @@
 // 2 side p .. 2 side (p + 1), and X12 is its top-right quarter. (The GEMM that makes X12 reads X, so
 // it cannot write there itself.)
 
-struct Place { blocks: u32, side: u32, n: u32, pairs: u32 }
-
-@group(0) @binding(0) var<uniform> p: Place;
-@group(0) @binding(1) var<storage, read> joined: array<f32>;
-@group(0) @binding(2) var<storage, read_write> inverse: array<f32>;
-
 @compute @workgroup_size(256)
 fn place_blocks(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    let e = element_index(wg, nwg, lid, 256u);
     let per = p.side * p.side;
     if (e >= p.blocks * per) { return; }
     let zp = e / per;

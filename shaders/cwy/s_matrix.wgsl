@@ -2,17 +2,10 @@
 // and columns with the identity so that its inverse is blocked by powers of two; the inverse buffer
 // is zeroed alongside. One invocation per element of the padded S.
 
-struct SMatrix { batch: u32, l: u32, padded: u32, _pad: u32 }
-
-@group(0) @binding(0) var<uniform> p: SMatrix;
-@group(0) @binding(1) var<storage, read> gram: array<f32>;
-@group(0) @binding(2) var<storage, read_write> s: array<f32>;
-@group(0) @binding(3) var<storage, read_write> inverse: array<f32>;
-
 @compute @workgroup_size(256)
 fn s_matrix(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    let e = element_index(wg, nwg, lid, 256u);
     let per = p.padded * p.padded;
     if (e >= p.batch * per) { return; }
     let z = e / per;

@@ -3,13 +3,7 @@
 //   X[i][j] = (delta_ij - sum_{k = i+1..j} S[i][k] X[k][j]) / S[i][i],  i = j, j - 1, ..., 0.
 // The blocks are then joined by X12 = -X11 S12 X22 with the engine's GEMM (docs/math.md §2.3).
 
-struct Blocks { batch: u32, n: u32, _pad0: u32, _pad1: u32 }
-
-const B: u32 = 16u;
-
-@group(0) @binding(0) var<uniform> p: Blocks;
-@group(0) @binding(1) var<storage, read> s: array<f32>;
-@group(0) @binding(2) var<storage, read_write> inverse: array<f32>;
+const B: u32 = TRI_BLOCK;
 
 var<workgroup> block: array<f32, 256>;
 

@@ -3,17 +3,10 @@
 // evaluated only where j <= t (above it, exp(g_j - gamma_t) can overflow and 0 * inf is NaN), and
 // rows past the sequence end are 0.
 
-struct Mask { rows: u32, problems: u32, scratch_rows: u32, chunk: u32, chunks: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
-
-@group(0) @binding(0) var<uniform> p: Mask;
-@group(0) @binding(1) var<storage, read> offset: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
-
 @compute @workgroup_size(256)
 fn causal_mask(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    let e = element_index(wg, nwg, lid, 256u);
     let per_chunk = p.chunk * p.chunk;
     if (e >= p.problems * p.chunks * per_chunk) { return; }
     let zc = e / per_chunk;

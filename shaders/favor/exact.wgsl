@@ -11,20 +11,11 @@ override D4: u32 = 16u;      // ceil(d / 4)
 override DV4: u32 = 16u;     // ceil(dv / 4)
 override BLOCK: u32 = 32u;   // keys per block, <= 64, with BLOCK * (D4 + DV4) <= 1024
 
-struct Exact { len: u32, dim: u32, value_dim: u32, causal: u32, z_base: u32, scale: f32, key_first: u32, key_last: u32 }
-
-@group(0) @binding(0) var<uniform> p: Exact;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
 // Per row: DV4 accumulator vec4s, then (running max, denominator, 0, 0).
-@group(0) @binding(5) var<storage, read_write> carry: array<vec4<f32>>;
 
-const ROWS: u32 = 64u;
-const LOWEST: f32 = -3.4028234663852886e38;
+const ROWS: u32 = EXACT_ROWS;
 // Keys [BLOCK, D4] then values [BLOCK, DV4]: 16 KiB.
-var<workgroup> tile: array<vec4<f32>, 1024>;
+var<workgroup> tile: array<vec4<f32>, EXACT_TILE_VEC4>;
 
 // x where c < width, else 0 (the zero padding of a row to whole vec4s).
 fn padded(x: f32, c: u32, width: u32) -> f32 {

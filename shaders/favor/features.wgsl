@@ -6,34 +6,20 @@
 //   trig:          [cos a, sin a]              relu:        max(a, 0) + eps
 // Every exponent is <= 0, so nothing overflows.
 
-struct Features {
-    rows: u32, problems: u32, scratch_rows: u32, features: u32,
-    kernel: u32, is_key: u32, eps: f32, _pad: u32,
-}
-
-const SOFTMAX: u32 = 0u;
-const TRIG: u32 = 1u;
-
-@group(0) @binding(0) var<uniform> p: Features;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> half_sq: array<f32>;
-@group(0) @binding(3) var<storage, read> offset: array<f32>;
-@group(0) @binding(4) var<storage, read_write> phi: array<f32>;
-
 @compute @workgroup_size(256)
 fn features(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    let e = element_index(wg, nwg, lid, 256u);
     if (e >= p.problems * p.rows * p.features) { return; }
     let i = e % p.features;
     let zt = e / p.features;
     let row = (zt / p.rows) * p.scratch_rows + zt % p.rows;
     let ai = a[row * p.features + i];
-    if (p.kernel == SOFTMAX) {
+    if (p.kernel == KERNEL_SOFTMAX) {
         var shift = offset[row];
         if (p.is_key != 0u) { shift += half_sq[row]; }
         phi[row * p.features + i] = exp(ai - shift);
-    } else if (p.kernel == TRIG) {
+    } else if (p.kernel == KERNEL_TRIG) {
         let out = row * 2u * p.features;
         phi[out + i] = cos(ai);
         phi[out + p.features + i] = sin(ai);

@@ -12,27 +12,10 @@
 // for rows t < rows of each problem: row t of problem z is x[x_off + z * x_stride + t * dim] (and
 // the same in dx), row z * scratch_rows + t in the scratch buffers.
 
-struct FeaturesBackward {
-    rows: u32, problems: u32, scratch_rows: u32, dim: u32,
-    features: u32, kernel: u32, is_key: u32, scale: f32,
-    x_off: u32, x_stride: u32, _pad0: u32, _pad1: u32,
-}
-
-const SOFTMAX: u32 = 0u;
-const TRIG: u32 = 1u;
-
-@group(0) @binding(0) var<uniform> p: FeaturesBackward;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> phi: array<f32>;
-@group(0) @binding(4) var<storage, read> dphi: array<f32>;
-@group(0) @binding(5) var<storage, read_write> da: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
-
 @compute @workgroup_size(64)
 fn features_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    let e = element_index(wg, nwg, lid, 64u);
     if (e >= p.rows * p.problems) { return; }
     let row = (e / p.rows) * p.scratch_rows + e % p.rows;
     let x0 = p.x_off + (e / p.rows) * p.x_stride + (e % p.rows) * p.dim;
@@ -40,10 +23,10 @@ fn features_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     var coefficient = 0.0;
     for (var i = 0u; i < m; i++) {
         var g = 0.0;
-        if (p.kernel == SOFTMAX) {
+        if (p.kernel == KERNEL_SOFTMAX) {
             g = dphi[row * m + i] * phi[row * m + i];
             coefficient -= g;
-        } else if (p.kernel == TRIG) {
+        } else if (p.kernel == KERNEL_TRIG) {
             let base = row * 2u * m;
             let pc = phi[base + i];
             let ps = phi[base + m + i];
@@ -56,7 +39,7 @@ fn features_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         }
         da[row * m + i] = g;
     }
-    if (p.is_key == 0u || p.kernel > TRIG) { coefficient = 0.0; }
+    if (p.is_key == 0u || p.kernel > KERNEL_TRIG) { coefficient = 0.0; }
     for (var c = 0u; c < p.dim; c++) {
         dx[x0 + c] = p.scale * p.scale * coefficient * x[x0 + c];
     }

@@ -4,18 +4,10 @@
 // so that dPhi(Q) = gt S^T and Phi(Q)^T gt are GEMMs. Rows t < rows of each problem, from row
 // `start` of the sequence; a vanishing denominator (output 0) passes no gradient.
 
-struct GradPrep { rows: u32, problems: u32, scratch_rows: u32, value_dim: u32, start: u32, len: u32, _pad0: u32, _pad1: u32 }
-
-@group(0) @binding(0) var<uniform> p: GradPrep;
-@group(0) @binding(1) var<storage, read> out: array<f32>;
-@group(0) @binding(2) var<storage, read> den: array<f32>;
-@group(0) @binding(3) var<storage, read> grad: array<f32>;
-@group(0) @binding(4) var<storage, read_write> gt: array<f32>;
-
 @compute @workgroup_size(64)
 fn grad_prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    let e = element_index(wg, nwg, lid, 64u);
     if (e >= p.rows * p.problems) { return; }
     let z = e / p.rows;
     let t = e % p.rows;

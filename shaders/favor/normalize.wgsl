@@ -2,16 +2,10 @@
 // t < rows of each problem, written to out[out_off + z * out_stride + t * dv + c].
 // A zero (or non-finite) denominator gives a zero row, never NaN (docs/math.md §1.5).
 
-struct Normalize { rows: u32, problems: u32, scratch_rows: u32, value_dim: u32, out_off: u32, out_stride: u32, _pad0: u32, _pad1: u32 }
-
-@group(0) @binding(0) var<uniform> p: Normalize;
-@group(0) @binding(1) var<storage, read> num: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-
 @compute @workgroup_size(256)
 fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    let e = element_index(wg, nwg, lid, 256u);
     if (e >= p.problems * p.rows * p.value_dim) { return; }
     let c = e % p.value_dim;
     let zt = e / p.value_dim;

@@ -6,21 +6,10 @@
 // where gamma_end(c) is the prefix max at the last row of chunk c and gamma_end(-1) = before.
 // Every factor is <= 1. Rows past `rows` (the padding of the last chunk) become 0.
 
-struct RowScale {
-    rows: u32, problems: u32, scratch_rows: u32, width: u32,
-    chunk: u32, is_key: u32, _pad0: u32, _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: RowScale;
-@group(0) @binding(1) var<storage, read> offset: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> before: array<f32>;
-@group(0) @binding(4) var<storage, read_write> phi: array<f32>;
-
 @compute @workgroup_size(256)
 fn row_scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    let e = element_index(wg, nwg, lid, 256u);
     if (e >= p.problems * p.scratch_rows * p.width) { return; }
     let zt = e / p.width;
     let z = zt / p.scratch_rows;

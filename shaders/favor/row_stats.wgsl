@@ -6,25 +6,10 @@
 // where a = x~ W^T came from the GEMM. Row t of problem z is x[x_off + z * x_stride + t * dim] in
 // the input and row z * scratch_rows + t in the scratch buffers.
 
-struct RowStats {
-    rows: u32, problems: u32, scratch_rows: u32, dim: u32,
-    features: u32, kind: u32, x_off: u32, x_stride: u32,
-}
-
-const QUERY_MAX: u32 = 0u;
-const KEY_MAX: u32 = 1u;
-const HALF_SQ: u32 = 2u;
-
-@group(0) @binding(0) var<uniform> p: RowStats;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read_write> half_sq: array<f32>;
-@group(0) @binding(4) var<storage, read_write> offset: array<f32>;
-
 @compute @workgroup_size(64)
 fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    let e = element_index(wg, nwg, lid, 64u);
     if (e >= p.rows * p.problems) { return; }
     let z = e / p.rows;
     let t = e % p.rows;

@@ -13,19 +13,6 @@
 // entering chunk c is checkpoint (first_chunk + c) / every of the problem whenever c > 0 and
 // first_chunk + c is a multiple of every (checkpoints [B*H, count, f, dv + 1]).
 
-struct StateScan {
-    rows: u32, problems: u32, scratch_rows: u32, width: u32,
-    chunk: u32, chunks: u32, reverse: u32, every: u32,
-    first_chunk: u32, count: u32, _pad0: u32, _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: StateScan;
-@group(0) @binding(1) var<storage, read> gamma: array<f32>;
-@group(0) @binding(2) var<storage, read> before: array<f32>;
-@group(0) @binding(3) var<storage, read> checkpoints: array<f32>;
-@group(0) @binding(4) var<storage, read_write> deltas: array<f32>;
-@group(0) @binding(5) var<storage, read_write> state: array<f32>;
-
 // gamma_end(c) of problem z.
 fn end_of(z: u32, c: u32) -> f32 {
     return gamma[z * p.scratch_rows + min(c * p.chunk + p.chunk, p.rows) - 1u];
@@ -34,7 +21,7 @@ fn end_of(z: u32, c: u32) -> f32 {
 @compute @workgroup_size(256)
 fn state_scan(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    let e = element_index(wg, nwg, lid, 256u);
     if (e >= p.problems * p.width) { return; }
     let z = e / p.width;
     let x = e % p.width;

@@ -10,24 +10,9 @@
 // long loops that hold barriers early). An invocation owns a row (then a feature) and its 4
 // columns as one vec4. f <= 768, C <= 256.
 
-struct Walk {
-    rows: u32, problems: u32, scratch_rows: u32, features: u32,
-    value_dim: u32, chunk: u32, first: u32, count: u32,
-    len: u32, start: u32, _pad0: u32, _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Walk;
-@group(0) @binding(1) var<storage, read> phi_q: array<f32>;
-@group(0) @binding(2) var<storage, read> phi_k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read> gamma: array<f32>;
-@group(0) @binding(5) var<storage, read> before: array<f32>;
-@group(0) @binding(6) var<storage, read_write> state: array<f32>;
-@group(0) @binding(7) var<storage, read_write> num: array<f32>;
-
 const GROUP: u32 = 256u;
 // Row i: this workgroup's 4 columns of state row i.
-var<workgroup> s: array<vec4<f32>, 768>;
+var<workgroup> s: array<vec4<f32>, WALK_MAX_FEATURES>;
 // Row t of the chunk: its 4 columns of [V | 1].
 var<workgroup> vt: array<vec4<f32>, 256>;
 
@@ -38,7 +23,7 @@ fn end_of(z: u32, c: u32) -> f32 {
 @compute @workgroup_size(256)
 fn state_walk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wg.y;
-    let col0 = wg.x * 4u;
+    let col0 = wg.x * WALK_TILE;
     let f = p.features;
     let width = p.value_dim + 1u;
     for (var i = lid; i < f; i += GROUP) {

@@ -15,27 +15,9 @@
 
 override N: u32 = 4u;
 
-// The maps take alpha * A, A being matrix a_first + z of `a` (a flow's step h times its generator).
-struct Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, a_first: u32, alpha: f32, _pad: u32 }
-
-const EXP: u32 = 0u;
-const INCREMENT: u32 = 1u;
-const UPDATE: u32 = 2u;
-
-@group(0) @binding(0) var<uniform> p: Expm;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> work: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> plans: array<u32>;
-
 override SQUARINGS_PER_PASS: u32 = 8u;
-const CAYLEY: u32 = 1u;
-const CAYLEY_COLUMNS_PER_PASS: u32 = 16u;
 
 const GROUP: u32 = 64u;
-const SLOTS: u32 = 8u;
-const THETA: array<f32, 6> = array<f32, 6>(1.192092800768788e-07, 5.978858893805233e-04,
-    5.116619363445086e-02, 5.800524627688768e-01, 1.461661507209034e+00, 3.010066362817634e+00);
 
 var<workgroup> partial: array<f32, GROUP>;
 var<workgroup> plan: vec2<u32>;

@@ -188,10 +188,15 @@ pub fn plan(norm: f64, theta: &[f64; 6]) -> (usize, u32) {
 
 /// `(batch, n)` of `[n, n]` or `[batch, n, n]`.
 pub fn square_shape(name: &str, a: &Tensor<f64>) -> Result<(usize, usize)> {
-    match *a.shape() {
+    square_dims(name, a.shape())
+}
+
+/// `(batch, n)` of the shape `[n, n]` or `[batch, n, n]`.
+pub fn square_dims(name: &str, shape: &[usize]) -> Result<(usize, usize)> {
+    match *shape {
         [r, c] if r == c && r > 0 => Ok((1, r)),
         [b, r, c] if r == c && r > 0 && b > 0 => Ok((b, r)),
-        _ => Err(Error::shape(name, "[n, n] or [batch, n, n] with n >= 1", a.shape())),
+        _ => Err(Error::shape(name, "[n, n] or [batch, n, n] with n >= 1", shape)),
     }
 }
 

@@ -120,8 +120,14 @@ fn matrix_of(t: &Tensor<f64>, z: usize, n: usize) -> Matrix {
 impl Flow {
     /// Checks every input and returns `(batch, n)`.
     pub fn check(&self, w0: &Tensor<f64>) -> Result<(usize, usize)> {
-        let (b, n) = crate::expm::square_shape("w0", w0)?;
+        let dims = self.check_shape(w0.shape())?;
         w0.check_finite("w0")?;
+        Ok(dims)
+    }
+
+    /// Checks the flow's own inputs against the shape of `w0` and returns `(batch, n)`.
+    pub fn check_shape(&self, w0: &[usize]) -> Result<(usize, usize)> {
+        let (b, n) = crate::expm::square_dims("w0", w0)?;
         if !(self.dt.is_finite() && self.dt > 0.0) {
             return Err(Error::argument("dt", format!("the step must be positive and finite, got {}", self.dt)));
         }

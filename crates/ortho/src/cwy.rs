@@ -17,7 +17,7 @@ mod ops;
 pub use ops::{Cwy, CwyApply, CwyApplyBackward, CwyBackward, HouseholderProduct};
 
 /// Side of the diagonal blocks inverted by substitution.
-const BLOCK: usize = 16;
+pub(crate) const BLOCK: usize = 16;
 
 /// `(batch, N, L)` of a device-resident U, shape checks only (values are not read back).
 fn u_dims(u: &[usize]) -> Result<(usize, usize, usize)> {

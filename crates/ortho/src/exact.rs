@@ -13,11 +13,11 @@ use ortho_ref::Tensor;
 
 /// The largest head dimension exact attention keeps in registers.
 pub const EXACT_MAX_DIM: usize = 128;
-const EXACT_ROWS: usize = 64;
+pub(crate) const EXACT_ROWS: usize = 64;
 /// Key blocks one dispatch of exact attention walks before handing its running sums to the next.
 const EXACT_BLOCKS_PER_DISPATCH: usize = 16;
 /// vec4 slots of the key and value tile in workgroup memory (16 KiB).
-const EXACT_TILE_VEC4: usize = 1024;
+pub(crate) const EXACT_TILE_VEC4: usize = 1024;
 
 /// Exact softmax attention, bidirectional or causal: inputs q, k, v as for random-feature attention.
 #[derive(Debug, Clone, Copy, Default)]

@@ -103,9 +103,9 @@ pub const AUTO_SCRATCH_BYTES: u64 = 64 << 20;
 pub const SEQUENTIAL_ROWS: usize = 512;
 /// Feature counts and chunk sizes up to which the sequential schedule keeps its state on chip
 /// (`favor/state_walk.wgsl`: 16 KiB of workgroup memory).
-const WALK_MAX_FEATURES: usize = 768;
+pub(crate) const WALK_MAX_FEATURES: usize = 768;
 const WALK_MAX_CHUNK: usize = 256;
-const WALK_TILE: usize = 4;
+pub(crate) const WALK_TILE: usize = 4;
 /// Chunks one dispatch of the on-chip walk takes before handing its state to the next.
 const WALK_CHUNKS_PER_DISPATCH: usize = 8;
 /// The chunk size when none is given.
@@ -165,7 +165,7 @@ impl CausalState {
 }
 
 /// The most negative finite f32: the running key offset before any token.
-const LOWEST: f32 = f32::MIN;
+pub(crate) const LOWEST: f32 = f32::MIN;
 
 pub(crate) fn attention_shape(
     q: &[usize],
@@ -184,9 +184,9 @@ pub(crate) fn attention_shape(
 }
 
 /// Row-stats offset kinds (see `favor/row_stats.wgsl`).
-const QUERY_MAX: u32 = 0;
-const KEY_MAX: u32 = 1;
-const HALF_SQ: u32 = 2;
+pub(crate) const QUERY_MAX: u32 = 0;
+pub(crate) const KEY_MAX: u32 = 1;
+pub(crate) const HALF_SQ: u32 = 2;
 const ZERO: u32 = 3;
 
 fn kernel_code(kernel: Kernel) -> (u32, f32) {

@@ -16,7 +16,7 @@ mod integrate;
 /// The largest n the per-matrix kernels handle (one workgroup per matrix).
 pub const FLOW_MAX_N: usize = 64;
 /// Intermediate matrices the exponential keeps per input matrix.
-const SLOTS: usize = 8;
+pub(crate) const SLOTS: usize = 8;
 /// Squarings one pass of `flow/expm` performs at most: as many as keep a pass within ~32k inner
 /// iterations per invocation (8 at n = 64, where 11 were seen to fail on llvmpipe; all of them for
 /// n <= 20, so small matrices take one pass).
@@ -46,7 +46,7 @@ pub enum GroupMap {
 }
 
 /// Columns one pass of the Cayley elimination clears.
-const CAYLEY_COLUMNS_PER_PASS: usize = 16;
+pub(crate) const CAYLEY_COLUMNS_PER_PASS: usize = 16;
 
 /// `(batch, n)` of `[n, n]` or `[batch, n, n]` within the kernels' size.
 fn square(name: &str, shape: &[usize]) -> Result<(usize, usize)> {

@@ -72,7 +72,7 @@ impl Gemm {
     }
 }
 
-const TILE: usize = 64;
+pub(crate) const TILE: usize = 64;
 const MAX_GROUPS: usize = 65_535;
 
 fn operand(o: &Operand) -> kernels::GemmOperand {

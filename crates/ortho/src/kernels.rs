@@ -1,15 +1,36 @@
 //! The kernel contract: every shader of `shaders/` as a Rust item typed by its uniform block.
 //!
-//! Each WGSL file has one entry point named like the file (`shaders/favor/features.wgsl` holds
-//! `fn features`), its uniform block at binding 0 and its storage buffers at bindings 1.. in the
-//! order the dispatch passes them. The uniform block is a `#[repr(C)]` struct here with the WGSL
-//! struct's field names; `tests/shaders.rs` checks every field's offset and the size against naga's
-//! reflection of the shader, so the two cannot drift apart.
+//! Each WGSL file holds one entry point named like the file (`shaders/favor/features.wgsl` holds
+//! `fn features`) and nothing that Rust also needs: the engine writes the rest in front of it, from
+//! the items here. That is the uniform block `p` at binding 0 (a `#[repr(C)]` struct below, declared
+//! to WGSL field by field), the storage buffers at bindings 1.. in the order the dispatch passes them,
+//! the constants both sides use ([`shared_constants`]), and `element_index`, the linear index of an
+//! invocation in a grid spread over x and y. `tests/shaders.rs` checks every field's offset against
+//! naga's reflection of the assembled shader.
 
 use std::marker::PhantomData;
 
+/// A Rust type with a WGSL twin of the same layout.
+pub trait WgslType {
+    const WGSL: &'static str;
+    /// Appends the declarations the type needs (its own struct, and those of its fields).
+    fn declare(_out: &mut String) {}
+}
+
+impl WgslType for u32 {
+    const WGSL: &'static str = "u32";
+}
+
+impl WgslType for f32 {
+    const WGSL: &'static str = "f32";
+}
+
+impl WgslType for [f32; 4] {
+    const WGSL: &'static str = "vec4<f32>";
+}
+
 /// A shader's uniform block (binding 0).
-pub trait Params: bytemuck::Pod {
+pub trait Params: bytemuck::Pod + WgslType {
     /// `(field, byte offset)` in declaration order.
     const FIELDS: &'static [(&'static str, usize)];
 }
@@ -24,17 +45,71 @@ macro_rules! params {
             const FIELDS: &'static [(&'static str, usize)] =
                 &[$((stringify!($field), std::mem::offset_of!($name, $field))),*];
         }
+        impl WgslType for $name {
+            const WGSL: &'static str = stringify!($name);
+            fn declare(out: &mut String) {
+                $(<$ty as WgslType>::declare(out);)*
+                let head = concat!("struct ", stringify!($name), " {");
+                if !out.contains(head) {
+                    let fields: &[String] = &[$(format!("{}: {}", stringify!($field), <$ty as WgslType>::WGSL)),*];
+                    out.push_str(&format!("{head} {} }}\n", fields.join(", ")));
+                }
+            }
+        }
     )*};
 }
 
-/// One WGSL file: its source and the layout its uniform block must have.
+/// The constants shaders share with the engine, as WGSL: each is written once, in Rust.
+pub fn shared_constants() -> String {
+    use crate::favor::{KEY_MAX, LOWEST, QUERY_MAX, WALK_MAX_FEATURES, WALK_TILE};
+    use crate::flow::{CAYLEY_COLUMNS_PER_PASS, ExpmOutput, GroupMap, SLOTS};
+    let u = |name: &str, value: usize| format!("const {name}: u32 = {value}u;\n");
+    let theta = ortho_ref::expm::THETA_F32.map(|t| format!("{:?}", t as f32)).join(", ");
+    [
+        format!("const LOWEST: f32 = {LOWEST:?};\n"),
+        u("KERNEL_SOFTMAX", 0),
+        u("KERNEL_TRIG", 1),
+        u("QUERY_MAX", QUERY_MAX as usize),
+        u("KEY_MAX", KEY_MAX as usize),
+        u("HALF_SQ", crate::favor::HALF_SQ as usize),
+        u("WALK_MAX_FEATURES", WALK_MAX_FEATURES),
+        u("WALK_TILE", WALK_TILE),
+        u("GEMM_TILE", crate::gemm::TILE),
+        u("TRI_BLOCK", crate::cwy::BLOCK),
+        u("EXACT_ROWS", crate::exact::EXACT_ROWS),
+        u("EXACT_TILE_VEC4", crate::exact::EXACT_TILE_VEC4),
+        u("EXP", ExpmOutput::Exp as usize),
+        u("INCREMENT", ExpmOutput::Increment as usize),
+        u("UPDATE", ExpmOutput::Update as usize),
+        u("CAYLEY", GroupMap::Cayley as usize),
+        u("CAYLEY_COLUMNS_PER_PASS", CAYLEY_COLUMNS_PER_PASS),
+        u("SLOTS", SLOTS),
+        format!("const THETA: array<f32, 6> = array<f32, 6>({theta});\n"),
+        u("ACT_TANH", 0),
+        u("ACT_RELU", 1),
+    ]
+    .concat()
+}
+
+/// The linear index of an invocation of a grid spread over x and y (see `shaders::grid`).
+const ELEMENT_INDEX: &str = "fn element_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
+    return (wg.y * nwg.x + wg.x) * size + lid;
+}
+";
+
+/// One shader: its WGSL body, its uniform block and its storage buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct ShaderSource {
     /// Path under `shaders/` without the extension, e.g. `favor/features`.
     pub name: &'static str,
-    pub source: &'static str,
+    /// The WGSL file.
+    pub body: &'static str,
     /// The uniform block's Rust struct: its name, `(field, byte offset)` and size in bytes.
     pub params: (&'static str, &'static [(&'static str, usize)], usize),
+    /// The storage buffers at bindings 1.., as `name: access` or `name: access element` (element
+    /// `f32` unless given): `"x: read"`, `"carry: read_write vec4<f32>"`.
+    pub bindings: &'static [&'static str],
+    declare_params: fn(&mut String),
 }
 
 impl ShaderSource {
@@ -42,6 +117,37 @@ impl ShaderSource {
     pub fn entry_point(&self) -> &'static str {
         self.name.rsplit('/').next().unwrap_or(self.name)
     }
+
+    /// The whole WGSL module: the shared constants, the uniform block, the bindings, `element_index`,
+    /// then the file.
+    pub fn source(&self) -> String {
+        let mut out = String::from("// Declarations written by ortho from its kernel contract (kernels.rs).\n");
+        out.push_str(&shared_constants());
+        (self.declare_params)(&mut out);
+        out.push_str(&format!("@group(0) @binding(0) var<uniform> p: {};\n", self.params.0));
+        for (i, binding) in self.bindings.iter().enumerate() {
+            let (name, access, element) = parse_binding(binding);
+            out.push_str(&format!("@group(0) @binding({}) var<storage, {access}> {name}: array<{element}>;\n", i + 1));
+        }
+        out.push_str(ELEMENT_INDEX);
+        out.push_str("// shaders/");
+        out.push_str(self.name);
+        out.push_str(".wgsl\n");
+        out.push_str(self.body);
+        out
+    }
+
+    /// Whether each storage binding (1..) is only read.
+    pub fn read_only(&self) -> impl Iterator<Item = bool> + '_ {
+        self.bindings.iter().map(|b| parse_binding(b).1 == "read")
+    }
+}
+
+/// `(name, access, element)` of `name: access [element]`.
+fn parse_binding(binding: &str) -> (&str, &str, &str) {
+    let (name, rest) = binding.split_once(':').unwrap_or((binding, "read"));
+    let mut words = rest.split_whitespace();
+    (name.trim(), words.next().unwrap_or("read"), words.next().unwrap_or("f32"))
 }
 
 /// A shader whose dispatches take a `P` as their uniform block.
@@ -52,12 +158,14 @@ pub struct Shader<P> {
 }
 
 macro_rules! shaders {
-    ($($item:ident: $path:literal, $params:ident;)*) => {
+    ($($item:ident: $path:literal, $params:ident, [$($binding:literal),* $(,)?];)*) => {
         $(pub(crate) const $item: Shader<$params> = Shader {
             source: ShaderSource {
                 name: $path,
-                source: include_str!(concat!("../../../shaders/", $path, ".wgsl")),
+                body: include_str!(concat!("../../../shaders/", $path, ".wgsl")),
                 params: (stringify!($params), <$params as Params>::FIELDS, std::mem::size_of::<$params>()),
+                bindings: &[$($binding),*],
+                declare_params: <$params as WgslType>::declare,
             },
             params: PhantomData,
         };)*
@@ -110,26 +218,26 @@ params! {
 }
 
 shaders! {
-    GEMM: "common/gemm", Gemm;
-    FILL: "common/fill", Fill;
-    SCAN_MAX: "common/scan_max", Scan;
-    COPY: "common/copy", CopyBlocks;
-    ROW_STATS: "favor/row_stats", RowStats;
-    FEATURES: "favor/features", Features;
-    CAUSAL_MASK: "favor/causal_mask", Mask;
-    ROW_SCALE: "favor/row_scale", RowScale;
-    STATE_SCAN: "favor/state_scan", StateScan;
-    STATE_WALK: "favor/state_walk", Walk;
-    NORMALIZE: "favor/normalize", Normalize;
-    EXACT: "favor/exact", Exact;
-    GRAD_PREP: "favor/grad_prep", GradPrep;
-    FEATURES_BACKWARD: "favor/features_backward", FeaturesBackward;
-    S_MATRIX: "cwy/s_matrix", SMatrix;
-    TRI_INVERSE_BLOCKS: "cwy/tri_inverse_blocks", Blocks;
-    PLACE_BLOCKS: "cwy/place_blocks", Place;
-    MIRROR_UPPER: "cwy/mirror_upper", Mirror;
-    HOUSEHOLDER: "cwy/householder", Reflection;
-    EXPM: "flow/expm", Expm;
-    COMBINE: "flow/combine", Combine;
-    ACTIVATE: "flow/activate", Activate;
+    GEMM: "common/gemm", Gemm, ["a: read", "b: read", "c: read_write"];
+    FILL: "common/fill", Fill, ["values: read_write"];
+    SCAN_MAX: "common/scan_max", Scan, ["values: read", "prefix: read_write", "before: read_write", "carried: read_write"];
+    COPY: "common/copy", CopyBlocks, ["src: read", "dst: read_write"];
+    ROW_STATS: "favor/row_stats", RowStats, ["x: read", "a: read", "half_sq: read_write", "offset: read_write"];
+    FEATURES: "favor/features", Features, ["a: read", "half_sq: read", "offset: read", "phi: read_write"];
+    CAUSAL_MASK: "favor/causal_mask", Mask, ["offset: read", "gamma: read", "scores: read_write"];
+    ROW_SCALE: "favor/row_scale", RowScale, ["offset: read", "gamma: read", "before: read", "phi: read_write"];
+    STATE_SCAN: "favor/state_scan", StateScan, ["gamma: read", "before: read", "checkpoints: read", "deltas: read_write", "state: read_write"];
+    STATE_WALK: "favor/state_walk", Walk, ["phi_q: read", "phi_k: read", "v: read", "gamma: read", "before: read", "state: read_write", "num: read_write"];
+    NORMALIZE: "favor/normalize", Normalize, ["num: read", "out: read_write"];
+    EXACT: "favor/exact", Exact, ["q: read", "k: read", "v: read", "out: read_write", "carry: read_write vec4<f32>"];
+    GRAD_PREP: "favor/grad_prep", GradPrep, ["out: read", "den: read", "grad: read", "gt: read_write"];
+    FEATURES_BACKWARD: "favor/features_backward", FeaturesBackward, ["x: read", "a: read", "phi: read", "dphi: read", "da: read_write", "dx: read_write"];
+    S_MATRIX: "cwy/s_matrix", SMatrix, ["gram: read", "s: read_write", "inverse: read_write"];
+    TRI_INVERSE_BLOCKS: "cwy/tri_inverse_blocks", Blocks, ["s: read", "inverse: read_write"];
+    PLACE_BLOCKS: "cwy/place_blocks", Place, ["joined: read", "inverse: read_write"];
+    MIRROR_UPPER: "cwy/mirror_upper", Mirror, ["b: read", "out: read_write"];
+    HOUSEHOLDER: "cwy/householder", Reflection, ["u: read", "q: read_write"];
+    EXPM: "flow/expm", Expm, ["a: read", "work: read_write", "out: read_write", "plans: read_write u32"];
+    COMBINE: "flow/combine", Combine, ["x0: read", "x1: read", "x2: read", "x3: read", "out: read_write"];
+    ACTIVATE: "flow/activate", Activate, ["x: read", "out: read_write"];
 }

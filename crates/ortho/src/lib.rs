@@ -60,6 +60,7 @@ pub mod ops {
     pub use crate::favor::{Favor, FavorBackward};
     pub use crate::flow::MatrixMap;
     pub use crate::gemm::Matmul;
+    pub use ortho_ref::flow::Flow;
 }
 pub use pool::{PoolStats, Recorded};
 pub use tensor::GpuTensor;

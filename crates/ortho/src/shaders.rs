@@ -13,19 +13,38 @@ pub(crate) type Constants<'a> = &'a [(&'static str, f64)];
 
 type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
 
+/// A compiled pipeline and its bind group layout.
+pub(crate) struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// The layout every kernel shares: its uniform block at binding 0, its storage buffers at 1...
+fn bind_group_layout(device: &wgpu::Device, shader: &ShaderSource) -> wgpu::BindGroupLayout {
+    let entry = |binding: u32, ty| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    };
+    let mut entries = vec![entry(0, wgpu::BufferBindingType::Uniform)];
+    entries.extend(
+        shader
+            .read_only()
+            .enumerate()
+            .map(|(i, read_only)| entry(i as u32 + 1, wgpu::BufferBindingType::Storage { read_only })),
+    );
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(shader.name), entries: &entries })
+}
+
 /// Compiled pipelines, one per shader and set of override constants, made on first use.
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
 }
 
 impl PipelineCache {
-    pub fn get(
-        &self,
-        device: &wgpu::Device,
-        shader: &ShaderSource,
-        constants: Constants,
-    ) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub fn get(&self, device: &wgpu::Device, shader: &ShaderSource, constants: Constants) -> Result<Arc<Pipeline>> {
         let key = (shader.name, constants.iter().map(|&(n, v)| (n, v.to_bits())).collect());
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = cache.get(&key) {
@@ -34,19 +53,25 @@ impl PipelineCache {
         // Errors surface in the error scopes of the submission that records the pipeline's use.
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(shader.name),
-            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        });
+        let layout = bind_group_layout(device, shader);
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(shader.name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(shader.name),
-            layout: None,
+            layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some(shader.entry_point()),
             compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
-        let pipeline = Arc::new(pipeline);
-        cache.insert(key, pipeline.clone());
-        Ok(pipeline)
+        let entry = Arc::new(Pipeline { pipeline, layout });
+        cache.insert(key, entry.clone());
+        Ok(entry)
     }
 
     /// Forgets every pipeline (after a GPU error, which an invalid pipeline may have caused).
@@ -113,10 +138,10 @@ impl Gpu {
         );
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
-            layout: &pipeline.get_bind_group_layout(0),
+            layout: &pipeline.layout,
             entries: &entries,
         });
-        pass.set_pipeline(&pipeline);
+        pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         Ok(())

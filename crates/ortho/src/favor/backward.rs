@@ -438,14 +438,14 @@ impl Engine {
             dq: dq.buffer(),
             dk: dk.buffer(),
             dv: dv.buffer(),
-            gt: get(sizes[0]),
-            dphi_q: get(sizes[1]),
-            dphi_k: get(sizes[2]),
-            da: get(sizes[3]),
-            r: get(sizes[4]),
-            masked: get(sizes[5]),
-            query_deltas: get(sizes[6]),
-            phi_k_decayed: get(sizes[7]),
+            gt: get(sizes.gt),
+            dphi_q: get(sizes.dphi_q),
+            dphi_k: get(sizes.dphi_k),
+            da: get(sizes.da),
+            r: get(sizes.r),
+            masked: get(sizes.masked),
+            query_deltas: get(sizes.query_deltas),
+            phi_k_decayed: get(sizes.phi_k_decayed),
             checkpoints: saved.checkpointed(),
             dw_parts: dw.as_ref().map(|_| get(plan.z * plan.m * plan.d)),
         };
@@ -479,7 +479,7 @@ impl Recorder<'_, '_, '_> {
     /// The causal backward pass over every group (see [`Engine::favor_backward_gpu`]).
     fn causal_backward(&mut self, sc: &Scratch, io: &Io, bw: &Backward, saved: &FavorSaved) -> Result<()> {
         let plan = self.plan;
-        record_fill(self.gpu, self.pass, bw.r.buffer(), plan.backward_sizes()[4], 0.0)?;
+        record_fill(self.gpu, self.pass, bw.r.buffer(), plan.backward_sizes().r, 0.0)?;
         let group = plan.scratch_rows();
         let starts: Vec<usize> = (0..plan.l).step_by(group).collect();
         let rows = |start: usize| group.min(plan.l - start);

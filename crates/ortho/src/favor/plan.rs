@@ -11,23 +11,31 @@ impl Plan {
         self.chunk * self.group_chunks
     }
 
-    /// Bytes of the largest scratch buffer and of all scratch (the state included).
-    pub(super) fn scratch_bytes(&self) -> (u64, u64) {
+    /// Floats of every scratch buffer of a group: what [`Engine::scratch`] allocates.
+    pub(super) fn scratch_sizes(&self) -> ScratchSizes {
         let (z, c, w, g) = (self.z, self.chunk, self.width(), self.group_chunks);
         let rows = z * g * c;
-        let sizes = [
-            rows * self.m,                                  // projections
-            rows * self.f,                                  // query features
-            rows * self.f,                                  // key features
-            4 * rows,                                       // half_sq, offset, gamma
-            if self.causal { z * g * c * c } else { 0 },    // scores
-            rows * w,                                       // numerators
-            if self.walk { 0 } else { z * g * self.f * w }, // chunk states
-            z * self.f * w,                                 // the state of a bidirectional call
-            2 * z,                                          // gamma before the group, and carried
-        ];
-        let bytes = |n: usize| 4 * n as u64;
-        (sizes.iter().map(|&n| bytes(n)).max().unwrap_or(0), sizes.iter().map(|&n| bytes(n)).sum())
+        ScratchSizes {
+            a: rows * self.m,
+            phi_q: rows * self.f,
+            phi_k: rows * self.f,
+            half_sq: rows,
+            offset: rows,
+            gamma: rows,
+            before: z,
+            scores: if self.causal { z * g * c * c } else { 1 },
+            num: rows * w,
+            deltas: if self.walk { 1 } else { z * g * self.f * w },
+        }
+    }
+
+    /// Bytes of the largest scratch buffer and of all scratch, the carried state (`S` and the
+    /// running key offset) included.
+    pub(super) fn scratch_bytes(&self) -> (u64, u64) {
+        let mut sizes = self.scratch_sizes().all().to_vec();
+        sizes.extend([self.z * self.f * self.width(), self.z]);
+        let bytes = |n: &usize| 4 * *n as u64;
+        (sizes.iter().map(bytes).max().unwrap_or(0), sizes.iter().map(bytes).sum())
     }
 }
 
@@ -86,19 +94,19 @@ impl Engine {
     }
 
     pub(super) fn scratch(&self, gpu: &Recording, p: &Plan) -> Scratch {
-        let rows = p.z * p.scratch_rows();
+        let n = p.scratch_sizes();
         let get = |floats: usize| gpu.scratch(4 * floats as u64);
         Scratch {
-            a: get(rows * p.m),
-            phi_q: get(rows * p.f),
-            phi_k: get(rows * p.f),
-            half_sq: get(rows),
-            offset: get(rows),
-            gamma: get(rows),
-            before: get(p.z),
-            scores: get(if p.causal { p.z * p.group_chunks * p.chunk * p.chunk } else { 1 }),
-            num: get(rows * p.width()),
-            deltas: get(if p.walk { 1 } else { p.z * p.group_chunks * p.f * p.width() }),
+            a: get(n.a),
+            phi_q: get(n.phi_q),
+            phi_k: get(n.phi_k),
+            half_sq: get(n.half_sq),
+            offset: get(n.offset),
+            gamma: get(n.gamma),
+            before: get(n.before),
+            scores: get(n.scores),
+            num: get(n.num),
+            deltas: get(n.deltas),
         }
     }
 }
@@ -134,24 +142,24 @@ impl Plan {
     /// Bytes of the largest buffer and of all scratch of a backward pass, the forward's included.
     pub(super) fn backward_bytes(&self) -> (u64, u64) {
         let (largest, total) = self.scratch_bytes();
-        let sizes = self.backward_sizes().map(|n| 4 * n as u64);
+        let sizes = self.backward_sizes().all().map(|n| 4 * n as u64);
         (largest.max(sizes.into_iter().max().unwrap_or(0)), total + sizes.iter().sum::<u64>())
     }
 
-    /// Floats of each buffer of [`Backward`] that this plan allocates.
-    pub(super) fn backward_sizes(&self) -> [usize; 8] {
+    /// Floats of each scratch buffer of a backward pass beside the forward's.
+    pub(super) fn backward_sizes(&self) -> BackwardSizes {
         let (rows, w, g) = (self.z * self.scratch_rows(), self.width(), self.group_chunks);
         let causal = |n: usize| if self.causal { n } else { 1 };
-        [
-            rows * w,
-            rows * self.f,
-            rows * self.f,
-            rows * self.m,
-            self.z * self.f * w,
-            causal(self.z * g * self.chunk * self.chunk),
-            causal(self.z * g * self.f * w),
-            causal(rows * self.f),
-        ]
+        BackwardSizes {
+            gt: rows * w,
+            dphi_q: rows * self.f,
+            dphi_k: rows * self.f,
+            da: rows * self.m,
+            r: self.z * self.f * w,
+            masked: causal(self.z * g * self.chunk * self.chunk),
+            query_deltas: causal(self.z * g * self.f * w),
+            phi_k_decayed: causal(rows * self.f),
+        }
     }
 }
 
@@ -198,5 +206,48 @@ impl Engine {
             });
         }
         Ok(plan)
+    }
+}
+
+/// Floats of the scratch buffers of a forward group (see [`Scratch`]): planned, reported and
+/// allocated from this one struct.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ScratchSizes {
+    pub a: usize,
+    pub phi_q: usize,
+    pub phi_k: usize,
+    pub half_sq: usize,
+    pub offset: usize,
+    pub gamma: usize,
+    pub before: usize,
+    pub scores: usize,
+    pub num: usize,
+    pub deltas: usize,
+}
+
+impl ScratchSizes {
+    fn all(&self) -> [usize; 10] {
+        let s = self;
+        [s.a, s.phi_q, s.phi_k, s.half_sq, s.offset, s.gamma, s.before, s.scores, s.num, s.deltas]
+    }
+}
+
+/// Floats of the scratch buffers of a backward pass (see `backward.rs`), likewise.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BackwardSizes {
+    pub gt: usize,
+    pub dphi_q: usize,
+    pub dphi_k: usize,
+    pub da: usize,
+    pub r: usize,
+    pub masked: usize,
+    pub query_deltas: usize,
+    pub phi_k_decayed: usize,
+}
+
+impl BackwardSizes {
+    fn all(&self) -> [usize; 8] {
+        let s = self;
+        [s.gt, s.dphi_q, s.dphi_k, s.da, s.r, s.masked, s.query_deltas, s.phi_k_decayed]
     }
 }

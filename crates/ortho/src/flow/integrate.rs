@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::engine::Recording;
+use crate::operation::Operation;
 use crate::pool::PooledBuffer;
 use ortho_ref::flow::{Activation, Flow, Generator, Method};
 
@@ -80,6 +81,13 @@ impl<'a> Integrator<'a> {
             fields: [matrix(), matrix(), matrix(), matrix()],
             nested,
         })
+    }
+
+    /// The tensors the integration uploaded: the generator's inputs and the nested state.
+    fn inputs(&self) -> Vec<&GpuTensor> {
+        let isospectral = self.isospectral.iter().flat_map(|(qs, ns)| [qs, ns]);
+        let nested = self.nested.iter().flat_map(|s| s.xs.iter());
+        self.given.iter().chain(isospectral).chain(nested).collect()
     }
 
     fn square(&self) -> Gemm {
@@ -226,33 +234,46 @@ impl<'a> Integrator<'a> {
     }
 }
 
-impl Engine {
-    /// Integrates `flow` from `w0` (`[n, n]` or `[batch, n, n]`, n <= 64) and returns W after the last
-    /// step and, with a nested state, x. On the GPU every step is recorded into one submission: the
-    /// generator by the engine's GEMM, the group map applied in place in increment form, and the
-    /// nested state by forward Euler (first-order methods) or RK4 over the RKMK4 stage matrices.
-    pub fn flow(&self, flow: &Flow, w0: &Tensor<f32>) -> Result<(Tensor<f32>, Option<Tensor<f32>>)> {
-        let w64 = w0.to_f64();
-        let (b, n) = flow.check(&w64)?;
-        square("w0", w0.shape())?;
-        if !self.is_gpu() {
-            let (w, x) = flow.run(&w64)?;
-            return Ok((w.to_f32(), x.map(|x| x.to_f32())));
-        }
-        let gpu = self.recording("flow", &[])?;
-        let mut w = self.upload("w0", w0)?;
-        let mut spare = self.empty(w0.shape())?;
-        let mut run = Integrator::new(self, &gpu, flow, (b, n))?;
-        let rk4 = flow.method == Method::Rkmk4;
+/// A flow integrated from `w0` (`[n, n]` or `[batch, n, n]`, n <= 64): the output is W after the last
+/// step and, with a nested state, x. Every step is recorded into one pass: the generator by the
+/// engine's GEMM, the group map applied in place in increment form, and the nested state by forward
+/// Euler (first-order methods) or RK4 over the RKMK4 stage matrices.
+impl Operation for Flow {
+    const NAME: &'static str = "flow";
+    const INPUTS: &'static [&'static str] = &["w0"];
+
+    fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        let (b, n) = self.check_shape(i[0])?;
+        square("w0", i[0])?;
+        Ok([Some(i[0].to_vec()), self.state.as_ref().map(|_| vec![b, n])].into_iter().flatten().collect())
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        enc: &mut wgpu::CommandEncoder,
+        i: &[&GpuTensor],
+        o: &[&GpuTensor],
+    ) -> Result<Recorded> {
+        let (b, n) = self.check_shape(i[0].shape())?;
+        let gpu = engine.recording("flow", &[i[0]])?;
+        gpu.keep(o);
+        enc.copy_buffer_to_buffer(i[0].buffer(), 0, o[0].buffer(), 0, i[0].byte_len());
+        let mut run = Integrator::new(engine, &gpu, self, (b, n))?;
+        gpu.keep(&run.inputs());
+        let spare = engine.empty(i[0].shape())?;
+        gpu.keep(&[&spare]);
+        let (mut w, mut spare) = (o[0], &spare);
+        let rk4 = self.method == Method::Rkmk4;
         let sixth = 1.0 / 6.0;
         let weights = if rk4 { [sixth, 2.0 * sixth, 2.0 * sixth, sixth] } else { [1.0, 0.0, 0.0, 0.0] };
-        self.submit("flow", |enc| {
+        {
             let mut pass =
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
             let pass = &mut pass;
-            for k in 0..flow.steps {
+            for k in 0..self.steps {
                 run.slope(pass, w.buffer(), None, 0)?;
-                match flow.generator {
+                match self.generator {
                     Generator::Given(_) => run.given_step(pass, k, rk4, w.buffer())?,
                     Generator::Isospectral { .. } if rk4 => run.rkmk4_step(pass, w.buffer())?,
                     Generator::Isospectral { .. } => {
@@ -262,17 +283,41 @@ impl Engine {
                     }
                 }
                 run.advance_state(pass, weights)?;
-                if flow.newton_schulz_every.is_some_and(|every| (k + 1) % every == 0) {
+                if self.newton_schulz_every.is_some_and(|every| (k + 1) % every == 0) {
                     run.newton_schulz(pass, w.buffer(), spare.buffer())?;
                     std::mem::swap(&mut w, &mut spare);
                 }
             }
-            Ok(Recorded::default())
-        })?;
-        let x = run.nested.as_ref().map(|s| self.download(&s.xs[s.current])).transpose()?;
+        }
+        if !std::ptr::eq(w, o[0]) {
+            enc.copy_buffer_to_buffer(w.buffer(), 0, o[0].buffer(), 0, o[0].byte_len());
+        }
+        if let (Some(s), Some(x)) = (&run.nested, o.get(1)) {
+            enc.copy_buffer_to_buffer(s.xs[s.current].buffer(), 0, x.buffer(), 0, x.byte_len());
+        }
         drop(run);
-        // The scratch outlived the submission above: it may return to the pool once that has run.
-        gpu.finish().submitted();
-        Ok((self.download(&w)?, x))
+        Ok(gpu.finish())
+    }
+
+    fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
+        let (w, x) = self.run(&i[0])?;
+        Ok([Some(w), x].into_iter().flatten().collect())
+    }
+}
+
+impl Engine {
+    /// Integrates `flow` from `w0` (see the [`Operation`] impl of [`Flow`]): W after the last step
+    /// and, with a nested state, x.
+    pub fn flow(&self, flow: &Flow, w0: &Tensor<f32>) -> Result<(Tensor<f32>, Option<Tensor<f32>>)> {
+        let mut out = self.run(flow, &[w0])?;
+        let x = (out.len() > 1).then(|| out.remove(1));
+        Ok((out.remove(0), x))
+    }
+
+    /// [`Engine::flow`] on a device-resident `w0`.
+    pub fn flow_gpu(&self, flow: &Flow, w0: &GpuTensor) -> Result<(GpuTensor, Option<GpuTensor>)> {
+        let mut out = self.run_gpu(flow, &[w0])?;
+        let x = (out.len() > 1).then(|| out.remove(1));
+        Ok((out.remove(0), x))
     }
 }
