@@ -1,6 +1,6 @@
 //! Dispatch plans for random-feature attention (FAVOR+, FAVOR, ReLU; bidirectional, causal and
-//! streaming) and exact softmax attention. The CPU twins are `ortho_ref::favor::{favor,
-//! favor_causal, exact}`.
+//! streaming) and its gradients. The CPU twins are `ortho_ref::favor::{favor, favor_causal,
+//! favor_backward}`.
 //!
 //! Both directions run over groups of rows so that scratch never holds more than a group:
 //! - bidirectional: the keys of each group are folded into a state `S = phi^(K)^T [V | 1]` (rescaled
@@ -12,9 +12,9 @@
 //!   (scratch independent of L) and walks their chunks in order with the state on chip instead of
 //!   scanning chunk states.
 //!
-//!
 //! The modules: `plan` (group sizes and scratch), `record` (the kernels of a group), `forward` and
 //! `stream` (the entry points), `saved` (what a forward pass keeps for gradients) and `backward`.
+
 use crate::engine::{Engine, Gpu, Recording};
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};

@@ -1,7 +1,6 @@
-//! One shape for every operation: check the inputs, record the work (each operation plans and
-//! allocates its scratch from one named plan inside its recording), or run its CPU twin. The four
-//! entry points of every operation come from here, so none lacks one and the CPU fallback is written
-//! once:
+//! One shape for every operation: check the inputs, record the work (its recording plans its scratch
+//! and takes it from the pool), or run its CPU twin. The four entry points of every operation come
+//! from here, so none lacks one and the CPU fallback is written once:
 //! - [`Engine::run`] / [`Engine::run_async`]: host tensors in and out, every input validated, the CPU
 //!   twin answering on an engine without a GPU;
 //! - [`Engine::run_gpu`]: device-resident tensors in and out;
