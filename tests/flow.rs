@@ -281,3 +281,21 @@ fn nested_state_matches_reference() {
     bad.generator = Generator::Isospectral { qs: Tensor::from_fn(&[3, 3], |e| e as f64), ns: symmetric(3, 2) };
     assert!(Engine::cpu("test").flow(&bad, &identities(1, 3)).unwrap_err().to_string().contains("not symmetric"));
 }
+
+#[test]
+fn flow_scratch_does_not_grow_with_steps() {
+    for engine in gpu_engines() {
+        let peak = |steps| {
+            let flow = isospectral(Method::Rkmk4, 8, 0.01, steps);
+            let w0 = engine.upload("w0", &identities(2, 8)).unwrap();
+            engine.trim_pool();
+            engine.reset_peak();
+            let before = engine.pool_stats().live_bytes;
+            let (w, _) = engine.flow_gpu(&flow, &w0).unwrap();
+            drop(w);
+            engine.pool_stats().peak_bytes - before
+        };
+        let (short, long) = (peak(2), peak(40));
+        assert_eq!(short, long, "{}: peak pool bytes of 2 and 40 RKMK4 steps", engine.describe());
+    }
+}

@@ -4,33 +4,23 @@
 //! two GEMMs for Q, Omega or `Q X`. The CPU twins are `ortho_ref::cwy::{cwy, tcwy, apply,
 //! householder_product}`; `householder_product` is also the GPU baseline (L sequential reflections).
 
-use crate::engine::{Engine, Recording};
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
-use crate::pool::{PooledBuffer, Recorded};
+use crate::pool::Recorded;
+use crate::recording::Recording;
 use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::Error as InputError;
 
 mod ops;
+mod plan;
 pub use ops::{Cwy, CwyApply, CwyApplyBackward, CwyBackward, HouseholderProduct};
+use plan::*;
 
 /// Side of the diagonal blocks inverted by substitution.
 pub(crate) const BLOCK: usize = 16;
-
-/// `(batch, N, L)` of a device-resident U, shape checks only (values are not read back).
-fn u_dims(u: &[usize]) -> Result<(usize, usize, usize)> {
-    let (b, n, l) = match *u {
-        [n, l] => (1, n, l),
-        [b, n, l] => (b, n, l),
-        _ => return Err(InputError::shape("u", "[N, L] or [batch, N, L]", u).into()),
-    };
-    if b == 0 || l == 0 || l > n {
-        return Err(InputError::shape("u", "[batch, N, L] with batch >= 1 and 1 <= L <= N", u).into());
-    }
-    Ok((b, n, l))
-}
 
 /// K of `x: [N, K]` or `[batch, N, K]` against U's batch and N.
 fn apply_width(x: &[usize], b: usize, n: usize) -> Result<usize> {
@@ -47,34 +37,32 @@ fn batched(u_shape: &[usize], inner: &[usize]) -> Vec<usize> {
     shape
 }
 
-/// The inverse `W = S^(-1)` of one batch of U, padded to `padded x padded` (read its top-left L x L).
-struct Inverse {
+/// The inverse `W = S^(-1)` of every batch of U, padded to `padded x padded` (read its top-left L x L).
+struct Inverse<'a> {
     padded: usize,
-    x: PooledBuffer,
+    x: &'a wgpu::Buffer,
 }
 
-fn record_inverse(
+impl Inverse<'_> {
+    /// `W` (or `W^T`) as a GEMM operand: the top-left L x L block of each batch's padded inverse.
+    fn operand(&self, transpose: bool) -> Operand<'_> {
+        let w = Operand::rows(self.x, self.padded, self.padded);
+        if transpose { w.t() } else { w }
+    }
+}
+
+fn record_inverse<'a>(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
+    plan: &CwyPlan,
     u: &GpuTensor,
-    b: usize,
-    n: usize,
-    l: usize,
-) -> Result<Inverse> {
-    let padded = l.next_power_of_two().max(BLOCK);
-    let get = |floats: usize| gpu.scratch(4 * floats as u64);
-    let gram = get(b * l * l);
-    let s = get(b * padded * padded);
-    let x = get(b * padded * padded);
+    scratch: &'a InverseScratch,
+) -> Result<Inverse<'a>> {
+    let CwyPlan { b, n, l, padded } = *plan;
+    let InverseScratch { gram, s, x, level_t, level_joined } = scratch;
     let ut = Operand::rows(u.buffer(), n, l).t();
-    record_gemm(
-        gpu,
-        pass,
-        &Gemm::new(b, l, l, n),
-        ut,
-        Operand::rows(u.buffer(), n, l),
-        Operand::rows(gram.buffer(), l, l),
-    )?;
+    let gram_op = Operand::rows(gram.buffer(), l, l);
+    record_gemm(gpu, pass, &Gemm::new(b, l, l, n), ut, Operand::rows(u.buffer(), n, l), gram_op)?;
     let params = kernels::SMatrix { batch: b as u32, l: l as u32, padded: padded as u32, _pad: 0 };
     let bufs = [gram.buffer(), s.buffer(), x.buffer()];
     gpu.dispatch(pass, &kernels::S_MATRIX, &params, &bufs, grid((b * padded * padded) as u64, 256)?)?;
@@ -85,60 +73,55 @@ fn record_inverse(
     let mut side = BLOCK;
     while side < padded {
         let pairs = padded / (2 * side);
-        let (t, joined) = (get(b * pairs * side * side), get(b * pairs * side * side));
         let pair = 2 * side * (padded + 1);
         let at = |buffer, first: usize| Operand::rows(buffer, padded, padded).at(first).chunks(0, pairs, pair);
         let g = Gemm::new(b * pairs, side, side, side);
-        let (t_op, joined_op) = (Operand::rows(t.buffer(), side, side), Operand::rows(joined.buffer(), side, side));
-        record_gemm(gpu, pass, &g, at(s.buffer(), side), at(x.buffer(), side * (padded + 1)), t_op)?;
-        record_gemm(gpu, pass, &Gemm { alpha: -1.0, ..g }, at(x.buffer(), 0), t_op, joined_op)?;
+        let t = Operand::rows(level_t.buffer(), side, side);
+        let joined = Operand::rows(level_joined.buffer(), side, side);
+        record_gemm(gpu, pass, &g, at(s.buffer(), side), at(x.buffer(), side * (padded + 1)), t)?;
+        record_gemm(gpu, pass, &Gemm { alpha: -1.0, ..g }, at(x.buffer(), 0), t, joined)?;
         let params =
             kernels::Place { blocks: (b * pairs) as u32, side: side as u32, n: padded as u32, pairs: pairs as u32 };
-        let bufs = [joined.buffer(), x.buffer()];
+        let bufs = [level_joined.buffer(), x.buffer()];
         let count = (b * pairs * side * side) as u64;
         gpu.dispatch(pass, &kernels::PLACE_BLOCKS, &params, &bufs, grid(count, 256)?)?;
         side *= 2;
     }
-    Ok(Inverse { padded, x })
+    Ok(Inverse { padded, x: x.buffer() })
 }
 
-/// `dU = -GU W^T - GtU W + U (P + P^T)`, `B = W^T UtGU W^T` (docs/math.md §2.2), from `GU = G U`, the first
-/// `gtu_rows` rows of `GtU = G^T U` (the rest are zero) and `UtGU = U^T G U`, all `[batch, ., L]`.
-#[allow(clippy::too_many_arguments)]
+/// `G U`, the first `gtu_rows` rows of `G^T U` (the rest are zero) and `U^T G U`, all `[batch, ., L]`.
+struct Products<'a> {
+    gu: &'a wgpu::Buffer,
+    gtu: &'a wgpu::Buffer,
+    gtu_rows: usize,
+    utgu: &'a wgpu::Buffer,
+}
+
+/// `dU = -GU W^T - GtU W + U (P + P^T)`, `B = W^T UtGU W^T` (docs/math.md §2.2).
 fn record_du(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
-    (b, n, l): (usize, usize, usize),
-    u: &wgpu::Buffer,
-    w: &Inverse,
-    gu: &wgpu::Buffer,
-    gtu: (&wgpu::Buffer, usize),
-    utgu: &wgpu::Buffer,
+    plan: &CwyPlan,
+    (u, w): (&wgpu::Buffer, &Inverse),
+    p: &Products,
+    scratch: &DuScratch,
     du: &wgpu::Buffer,
 ) -> Result<()> {
-    let get = |floats: usize| gpu.scratch(4 * floats as u64);
-    let (t, bm, pp) = (get(b * l * l), get(b * l * l), get(b * l * l));
+    let CwyPlan { b, n, l, .. } = *plan;
+    let DuScratch { t, bm, pp } = scratch;
     let ll = |buf| Operand::rows(buf, l, l);
     let nl = |buf| Operand::rows(buf, n, l);
     let square = Gemm::new(b, l, l, l);
-    record_gemm(gpu, pass, &square, w.operand(true), ll(utgu), ll(t.buffer()))?;
+    record_gemm(gpu, pass, &square, w.operand(true), ll(p.utgu), ll(t.buffer()))?;
     record_gemm(gpu, pass, &square, ll(t.buffer()), w.operand(true), ll(bm.buffer()))?;
     let params = kernels::Mirror { count: (b * l * l) as u32, l: l as u32, ..Default::default() };
     let bufs = [bm.buffer(), pp.buffer()];
     gpu.dispatch(pass, &kernels::MIRROR_UPPER, &params, &bufs, grid((b * l * l) as u64, 256)?)?;
     let minus = Gemm { alpha: -1.0, ..Gemm::new(b, n, l, l) };
-    record_gemm(gpu, pass, &minus, nl(gu), w.operand(true), nl(du))?;
-    let (gtu, rows) = gtu;
-    record_gemm(gpu, pass, &Gemm { beta: 1.0, m: rows, ..minus }, nl(gtu), w.operand(false), nl(du))?;
+    record_gemm(gpu, pass, &minus, nl(p.gu), w.operand(true), nl(du))?;
+    record_gemm(gpu, pass, &Gemm { beta: 1.0, m: p.gtu_rows, ..minus }, nl(p.gtu), w.operand(false), nl(du))?;
     record_gemm(gpu, pass, &Gemm { beta: 1.0, ..Gemm::new(b, n, l, l) }, nl(u), ll(pp.buffer()), nl(du))
-}
-
-impl Inverse {
-    /// `W` (or `W^T`) as a GEMM operand: the top-left L x L block of each batch's padded inverse.
-    fn operand(&self, transpose: bool) -> Operand<'_> {
-        let w = Operand::rows(self.x.buffer(), self.padded, self.padded);
-        if transpose { w.t() } else { w }
-    }
 }
 
 impl Engine {
@@ -150,28 +133,23 @@ impl Engine {
         out: &GpuTensor,
         stiefel: bool,
     ) -> Result<Recorded> {
-        let (b, n, l) = u_dims(u.shape())?;
+        let plan = CwyPlan::new(u.shape())?;
+        let CwyPlan { b, n, l, .. } = plan;
         let cols = if stiefel { l } else { n };
         if out.len() != b * n * cols {
             return Err(InputError::shape("out", format!("{:?}", batched(u.shape(), &[n, cols])), out.shape()).into());
         }
         let gpu = self.recording("cwy", &[u, out])?;
+        let scratch = gpu.allocate("cwy", &CwySizes { inverse: plan.inverse(), t: b * l * cols })?;
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy"), timestamp_writes: None });
-        let w = record_inverse(&gpu, &mut pass, u, b, n, l)?;
+        let w = record_inverse(&gpu, &mut pass, &plan, u, &scratch.inverse)?;
         // T = W U^T (restricted to the first L columns for Omega), then out = I - U T.
-        let t = gpu.scratch(4 * (b * l * cols) as u64);
-        let t_op = Operand::rows(t.buffer(), l, cols);
-        record_gemm(
-            &gpu,
-            &mut pass,
-            &Gemm::new(b, l, cols, l),
-            w.operand(false),
-            Operand::rows(u.buffer(), n, l).t(),
-            t_op,
-        )?;
+        let (u_op, t) = (Operand::rows(u.buffer(), n, l), Operand::rows(scratch.t.buffer(), l, cols));
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, l, cols, l), w.operand(false), u_op.t(), t)?;
         let g = Gemm { alpha: -1.0, diag: 1.0, ..Gemm::new(b, n, cols, l) };
-        record_gemm(&gpu, &mut pass, &g, Operand::rows(u.buffer(), n, l), t_op, Operand::rows(out.buffer(), n, cols))?;
+        record_gemm(&gpu, &mut pass, &g, u_op, t, Operand::rows(out.buffer(), n, cols))?;
+        drop(pass);
         Ok(gpu.finish())
     }
 
@@ -184,38 +162,26 @@ impl Engine {
         out: &GpuTensor,
         transpose: bool,
     ) -> Result<Recorded> {
-        let (b, n, l) = u_dims(u.shape())?;
+        let plan = CwyPlan::new(u.shape())?;
+        let CwyPlan { b, n, l, .. } = plan;
         let k = apply_width(x.shape(), b, n)?;
         if out.shape() != x.shape() {
             return Err(InputError::shape("out", format!("{:?}", x.shape()), out.shape()).into());
         }
         let gpu = self.recording("cwy apply", &[u, x, out])?;
+        let sizes = ApplySizes { inverse: plan.inverse(), utx: b * l * k, wutx: b * l * k };
+        let ApplyScratch { inverse, utx, wutx } = gpu.allocate("cwy apply", &sizes)?;
         encoder.copy_buffer_to_buffer(x.buffer(), 0, out.buffer(), 0, x.byte_len());
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy apply"), timestamp_writes: None });
-        let w = record_inverse(&gpu, &mut pass, u, b, n, l)?;
-        let get = |floats: usize| gpu.scratch(4 * floats as u64);
-        let (utx, wutx) = (get(b * l * k), get(b * l * k));
+        let w = record_inverse(&gpu, &mut pass, &plan, u, &inverse)?;
         let u_op = Operand::rows(u.buffer(), n, l);
-        let lk = |buf| Operand::rows(buf, l, k);
-        record_gemm(
-            &gpu,
-            &mut pass,
-            &Gemm::new(b, l, k, n),
-            u_op.t(),
-            Operand::rows(x.buffer(), n, k),
-            lk(utx.buffer()),
-        )?;
-        record_gemm(
-            &gpu,
-            &mut pass,
-            &Gemm::new(b, l, k, l),
-            w.operand(transpose),
-            lk(utx.buffer()),
-            lk(wutx.buffer()),
-        )?;
+        let (utx, wutx) = (Operand::rows(utx.buffer(), l, k), Operand::rows(wutx.buffer(), l, k));
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, l, k, n), u_op.t(), Operand::rows(x.buffer(), n, k), utx)?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, l, k, l), w.operand(transpose), utx, wutx)?;
         let g = Gemm { alpha: -1.0, beta: 1.0, ..Gemm::new(b, n, k, l) };
-        record_gemm(&gpu, &mut pass, &g, u_op, lk(wutx.buffer()), Operand::rows(out.buffer(), n, k))?;
+        record_gemm(&gpu, &mut pass, &g, u_op, wutx, Operand::rows(out.buffer(), n, k))?;
+        drop(pass);
         Ok(gpu.finish())
     }
 
@@ -228,41 +194,34 @@ impl Engine {
         du: &GpuTensor,
         stiefel: bool,
     ) -> Result<Recorded> {
-        let (b, n, l) = u_dims(u.shape())?;
+        let plan = CwyPlan::new(u.shape())?;
+        let CwyPlan { b, n, l, .. } = plan;
         let cols = if stiefel { l } else { n };
         if g.len() != b * n * cols || du.len() != b * n * l {
             return Err(InputError::shape("grad", format!("{:?}", batched(u.shape(), &[n, cols])), g.shape()).into());
         }
         let gpu = self.recording("cwy backward", &[u, g, du])?;
+        let sizes =
+            BackwardSizes { inverse: plan.inverse(), gu: b * n * l, gtu: b * n * l, utgu: b * l * l, du: plan.du() };
+        let scratch = gpu.allocate("cwy backward", &sizes)?;
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy backward"), timestamp_writes: None });
-        let w = record_inverse(&gpu, &mut pass, u, b, n, l)?;
-        let get = |floats: usize| gpu.scratch(4 * floats as u64);
-        let (gu, gtu, utgu) = (get(b * n * l), get(b * n * l), get(b * l * l));
-        let u_op = Operand::rows(u.buffer(), n, l);
-        let g_op = Operand::rows(g.buffer(), n, cols);
+        let w = record_inverse(&gpu, &mut pass, &plan, u, &scratch.inverse)?;
+        let (u_op, g_op) = (Operand::rows(u.buffer(), n, l), Operand::rows(g.buffer(), n, cols));
+        let (gu, gtu) = (Operand::rows(scratch.gu.buffer(), n, l), Operand::rows(scratch.gtu.buffer(), n, l));
         // G = [G_Omega, 0] for Omega: G U = G_Omega U_1, and G^T U has rows only where G has columns.
-        record_gemm(&gpu, &mut pass, &Gemm::new(b, n, l, cols), g_op, u_op, Operand::rows(gu.buffer(), n, l))?;
-        record_gemm(&gpu, &mut pass, &Gemm::new(b, cols, l, n), g_op.t(), u_op, Operand::rows(gtu.buffer(), n, l))?;
-        record_gemm(
-            &gpu,
-            &mut pass,
-            &Gemm::new(b, l, l, n),
-            u_op.t(),
-            Operand::rows(gu.buffer(), n, l),
-            Operand::rows(utgu.buffer(), l, l),
-        )?;
-        record_du(
-            &gpu,
-            &mut pass,
-            (b, n, l),
-            u.buffer(),
-            &w,
-            gu.buffer(),
-            (gtu.buffer(), cols),
-            utgu.buffer(),
-            du.buffer(),
-        )?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, n, l, cols), g_op, u_op, gu)?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, cols, l, n), g_op.t(), u_op, gtu)?;
+        let utgu = Operand::rows(scratch.utgu.buffer(), l, l);
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, l, l, n), u_op.t(), gu, utgu)?;
+        let products = Products {
+            gu: scratch.gu.buffer(),
+            gtu: scratch.gtu.buffer(),
+            gtu_rows: cols,
+            utgu: scratch.utgu.buffer(),
+        };
+        record_du(&gpu, &mut pass, &plan, (u.buffer(), &w), &products, &scratch.du, du.buffer())?;
+        drop(pass);
         Ok(gpu.finish())
     }
 
@@ -280,69 +239,46 @@ impl Engine {
         du: &GpuTensor,
         dx: &GpuTensor,
     ) -> Result<Recorded> {
-        let (b, n, l) = u_dims(u.shape())?;
+        let plan = CwyPlan::new(u.shape())?;
+        let CwyPlan { b, n, l, .. } = plan;
         let k = apply_width(x.shape(), b, n)?;
         if ybar.shape() != x.shape() || dx.shape() != x.shape() || du.len() != b * n * l {
             return Err(InputError::shape("grad", format!("{:?} (the shape of x)", x.shape()), ybar.shape()).into());
         }
         let applied = self.record_cwy_apply(encoder, u, ybar, dx, !transpose)?;
         let gpu = self.recording("cwy apply backward", &[u, x, ybar, du, dx])?;
+        let (kl, nl) = (b * k * l, b * n * l);
+        let sizes = ApplyBackwardSizes {
+            inverse: plan.inverse(),
+            rtu: kl,
+            ltu: kl,
+            ltu_t: kl,
+            gu: nl,
+            gtu: nl,
+            utgu: b * l * l,
+            du: plan.du(),
+        };
+        let s = gpu.allocate("cwy apply backward", &sizes)?;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("cwy apply backward"),
             timestamp_writes: None,
         });
-        let w = record_inverse(&gpu, &mut pass, u, b, n, l)?;
+        let w = record_inverse(&gpu, &mut pass, &plan, u, &s.inverse)?;
         let (left, right) = if transpose { (x.buffer(), ybar.buffer()) } else { (ybar.buffer(), x.buffer()) };
-        let get = |floats: usize| gpu.scratch(4 * floats as u64);
-        let (rtu, ltu, ltu_t, gu, gtu, utgu) =
-            (get(b * k * l), get(b * k * l), get(b * l * k), get(b * n * l), get(b * n * l), get(b * l * l));
+        let (left, right) = (Operand::rows(left, n, k), Operand::rows(right, n, k));
         let u_op = Operand::rows(u.buffer(), n, l);
-        let kl = |buf| Operand::rows(buf, k, l);
-        record_gemm(&gpu, &mut pass, &Gemm::new(b, k, l, n), Operand::rows(right, n, k).t(), u_op, kl(rtu.buffer()))?;
-        record_gemm(&gpu, &mut pass, &Gemm::new(b, k, l, n), Operand::rows(left, n, k).t(), u_op, kl(ltu.buffer()))?;
-        record_gemm(
-            &gpu,
-            &mut pass,
-            &Gemm::new(b, n, l, k),
-            Operand::rows(left, n, k),
-            kl(rtu.buffer()),
-            Operand::rows(gu.buffer(), n, l),
-        )?;
-        record_gemm(
-            &gpu,
-            &mut pass,
-            &Gemm::new(b, n, l, k),
-            Operand::rows(right, n, k),
-            kl(ltu.buffer()),
-            Operand::rows(gtu.buffer(), n, l),
-        )?;
-        record_gemm(
-            &gpu,
-            &mut pass,
-            &Gemm::new(b, l, k, n),
-            u_op.t(),
-            Operand::rows(left, n, k),
-            Operand::rows(ltu_t.buffer(), l, k),
-        )?;
-        record_gemm(
-            &gpu,
-            &mut pass,
-            &Gemm::new(b, l, l, k),
-            Operand::rows(ltu_t.buffer(), l, k),
-            kl(rtu.buffer()),
-            Operand::rows(utgu.buffer(), l, l),
-        )?;
-        record_du(
-            &gpu,
-            &mut pass,
-            (b, n, l),
-            u.buffer(),
-            &w,
-            gu.buffer(),
-            (gtu.buffer(), n),
-            utgu.buffer(),
-            du.buffer(),
-        )?;
+        let (rtu, ltu) = (Operand::rows(s.rtu.buffer(), k, l), Operand::rows(s.ltu.buffer(), k, l));
+        let (gu, gtu) = (Operand::rows(s.gu.buffer(), n, l), Operand::rows(s.gtu.buffer(), n, l));
+        let ltu_t = Operand::rows(s.ltu_t.buffer(), l, k);
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, k, l, n), right.t(), u_op, rtu)?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, k, l, n), left.t(), u_op, ltu)?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, n, l, k), left, rtu, gu)?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, n, l, k), right, ltu, gtu)?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, l, k, n), u_op.t(), left, ltu_t)?;
+        record_gemm(&gpu, &mut pass, &Gemm::new(b, l, l, k), ltu_t, rtu, Operand::rows(s.utgu.buffer(), l, l))?;
+        let products = Products { gu: s.gu.buffer(), gtu: s.gtu.buffer(), gtu_rows: n, utgu: s.utgu.buffer() };
+        record_du(&gpu, &mut pass, &plan, (u.buffer(), &w), &products, &s.du, du.buffer())?;
+        drop(pass);
         Ok(applied.and(gpu.finish()))
     }
 
@@ -353,7 +289,7 @@ impl Engine {
         u: &GpuTensor,
         out: &GpuTensor,
     ) -> Result<Recorded> {
-        let (b, n, l) = u_dims(u.shape())?;
+        let CwyPlan { b, n, l, .. } = CwyPlan::new(u.shape())?;
         if out.len() != b * n * n {
             return Err(InputError::shape("out", format!("{:?}", batched(u.shape(), &[n, n])), out.shape()).into());
         }

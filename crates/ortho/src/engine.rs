@@ -1,11 +1,10 @@
 //! Adapter choice, the device and queue (the engine's own or an application's), and the CPU fallback.
 
 use crate::error::{Error, Result};
-use crate::pool::{BufferKind, BufferPool, PoolStats, PooledBuffer, Recorded};
+use crate::pool::{BufferKind, BufferPool, PoolStats, Recorded};
 use crate::shaders::PipelineCache;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -393,14 +392,6 @@ impl Engine {
         }
     }
 
-    /// The device for recording `op`, keeping `tensors` (the call's inputs and outputs) with the
-    /// scratch it takes until the recorded commands have run.
-    pub(crate) fn recording(&self, op: &str, tensors: &[&GpuTensor]) -> Result<Recording<'_>> {
-        let recording = Recording { gpu: self.gpu(op)?, kept: RefCell::default() };
-        recording.keep(tensors);
-        Ok(recording)
-    }
-
     /// Records `record` into a fresh encoder, submits it, and turns any wgpu validation or
     /// out-of-memory error raised on the way into an [`Error::Gpu`] naming `op`.
     pub(crate) fn submit(
@@ -434,45 +425,5 @@ impl Engine {
             return Err(Error::Gpu { op: op.to_string(), message: e.to_string() });
         }
         result
-    }
-}
-
-/// The device while one call is recorded: scratch comes from the pool, and every pooled buffer the
-/// recorded commands use is kept in the [`Recorded`] guard that [`Recording::finish`] returns.
-/// Dropped without `finish` (a call that failed half-way), its buffers are never reused, since the
-/// caller's encoder may still hold commands that use them.
-pub(crate) struct Recording<'g> {
-    gpu: &'g Gpu,
-    kept: RefCell<Vec<PooledBuffer>>,
-}
-
-impl Recording<'_> {
-    /// A pooled storage buffer of at least `bytes` (4 at the least), kept until the work has run.
-    pub fn scratch(&self, bytes: u64) -> PooledBuffer {
-        let buffer = self.gpu.pool.get(BufferKind::Storage, bytes.max(4));
-        self.kept.borrow_mut().push(buffer.clone());
-        buffer
-    }
-
-    /// Keeps the pooled buffers of `tensors` until the work has run.
-    pub fn keep(&self, tensors: &[&GpuTensor]) {
-        self.kept.borrow_mut().extend(tensors.iter().filter_map(|t| t.loan().cloned()));
-    }
-
-    pub fn finish(self) -> Recorded {
-        Recorded::new(self.kept.take())
-    }
-}
-
-impl Drop for Recording<'_> {
-    fn drop(&mut self) {
-        drop(Recorded::new(self.kept.take()));
-    }
-}
-
-impl std::ops::Deref for Recording<'_> {
-    type Target = Gpu;
-    fn deref(&self) -> &Gpu {
-        self.gpu
     }
 }

@@ -108,7 +108,7 @@ impl Engine {
             });
         }
         let z = s.problems();
-        let carry = gpu.scratch(16 * (z * s.len * (dv4 + 1)) as u64);
+        let carry = gpu.allocate("exact attention", &(4 * z * s.len * (dv4 + 1)))?;
         let keys_per_dispatch = block * EXACT_BLOCKS_PER_DISPATCH;
         for z_base in (0..z).step_by(65_535) {
             for key_first in (0..s.len).step_by(keys_per_dispatch) {

@@ -15,12 +15,14 @@
 //! The modules: `plan` (group sizes and scratch), `record` (the kernels of a group), `forward` and
 //! `stream` (the entry points), `saved` (what a forward pass keeps for gradients) and `backward`.
 
-use crate::engine::{Engine, Gpu, Recording};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
 use crate::operation::Operation;
 use crate::pool::{PooledBuffer, Recorded};
+use crate::recording::Recording;
+use crate::scratch::ScratchSize;
 use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::favor::{AttentionShape, Kernel};
@@ -213,19 +215,6 @@ struct Plan {
     group_chunks: usize,
     /// Causal: the sequential schedule's walk with the state on chip instead of a scan of chunk states.
     walk: bool,
-}
-
-struct Scratch {
-    a: PooledBuffer,
-    phi_q: PooledBuffer,
-    phi_k: PooledBuffer,
-    half_sq: PooledBuffer,
-    offset: PooledBuffer,
-    gamma: PooledBuffer,
-    before: PooledBuffer,
-    scores: PooledBuffer,
-    num: PooledBuffer,
-    deltas: PooledBuffer,
 }
 
 /// The buffers of one call: inputs, projection, output and the state being carried.

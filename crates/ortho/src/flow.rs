@@ -1,12 +1,14 @@
 //! Dispatch plans for batched matrix exponentials and flows on the orthogonal group (docs/math.md §3). The
 //! CPU twins are `ortho_ref::expm` and `ortho_ref::flow`.
 
-use crate::engine::{Engine, Recording};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
 use crate::operation::Operation;
 use crate::pool::Recorded;
+use crate::recording::Recording;
+use crate::scratch::scratch_plan;
 use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
@@ -17,14 +19,55 @@ mod integrate;
 pub const FLOW_MAX_N: usize = 64;
 /// Intermediate matrices the exponential keeps per input matrix.
 pub(crate) const SLOTS: usize = 8;
-/// Squarings one pass of `flow/expm` performs at most: as many as keep a pass within ~32k inner
-/// iterations per invocation (8 at n = 64, where 11 were seen to fail on llvmpipe; all of them for
-/// n <= 20, so small matrices take one pass).
-fn squarings_per_pass(n: usize) -> usize {
-    (32_768 / (n * n * n).div_ceil(64)).clamp(8, MAX_SQUARINGS)
-}
 /// The most squarings a finite f32 matrix can need: `ceil(log2(64 * f32::MAX / theta_18))`.
 const MAX_SQUARINGS: usize = 133;
+
+scratch_plan! {
+    /// Floats of a group map's scratch: the [`SLOTS`] intermediate matrices and the scaling plan of
+    /// each matrix of one dispatch.
+    pub(crate) struct MapSizes => MapScratch {
+        work: usize,
+        plans: usize,
+    }
+}
+
+/// How `flow/expm` covers `b` matrices of side `n`: `chunk` at a time (as many as one binding of
+/// their intermediate matrices holds), each in [`MapPlan::passes`] dispatches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MapPlan {
+    map: GroupMap,
+    b: usize,
+    n: usize,
+    chunk: usize,
+}
+
+impl MapPlan {
+    pub(crate) fn new(engine: &Engine, map: GroupMap, (b, n): (usize, usize)) -> Result<Self> {
+        let per_matrix = (4 * SLOTS * n * n) as u64;
+        let chunk = ((engine.binding_limit()? / per_matrix) as usize).clamp(1, b);
+        Ok(MapPlan { map, b, n, chunk })
+    }
+
+    pub(crate) fn sizes(&self) -> MapSizes {
+        MapSizes { work: SLOTS * self.n * self.n * self.chunk, plans: self.chunk }
+    }
+
+    /// Squarings one pass performs at most: as many as keep a pass within ~32k inner iterations per
+    /// invocation (8 at n = 64, where 11 were seen to fail on llvmpipe; all of them for n <= 20, so
+    /// small matrices take one pass).
+    fn squarings_per_pass(&self) -> usize {
+        (32_768 / (self.n * self.n * self.n).div_ceil(64)).clamp(8, MAX_SQUARINGS)
+    }
+
+    /// Dispatches per chunk; every pass after the first only touches matrices with work still due,
+    /// and the others return at once.
+    fn passes(&self) -> usize {
+        match self.map {
+            GroupMap::Exp => MAX_SQUARINGS.div_ceil(self.squarings_per_pass()),
+            GroupMap::Cayley => self.n.div_ceil(CAYLEY_COLUMNS_PER_PASS),
+        }
+    }
+}
 
 /// What `record_expm` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,75 +184,60 @@ impl Engine {
         if out.len() != a.len() {
             return Err(ortho_ref::Error::shape("out", format!("{:?}", a.shape()), out.shape()).into());
         }
+        let gpu = self.recording("group map", &[a, out])?;
+        let plan = MapPlan::new(self, map, (b, n))?;
+        let scratch = gpu.allocate("the group map", &plan.sizes())?;
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("group map"), timestamp_writes: None });
-        let gpu = self.recording("group map", &[a, out])?;
-        self.record_map(&gpu, &mut pass, map, (a.buffer(), 0, 1.0), (b, n), out.buffer(), output)?;
+        record_map(&gpu, &mut pass, &plan, &scratch, (a.buffer(), 0, 1.0), out.buffer(), output)?;
+        drop(pass);
         Ok(gpu.finish())
-    }
-
-    /// The group map of `alpha` times matrices `first..first + b` of buffer `a` into `out` (b, n x n).
-    #[allow(clippy::too_many_arguments)]
-    fn record_map(
-        &self,
-        gpu: &Recording,
-        pass: &mut wgpu::ComputePass<'_>,
-        map: GroupMap,
-        (a, a_first, alpha): (&wgpu::Buffer, usize, f32),
-        (b, n): (usize, usize),
-        out: &wgpu::Buffer,
-        output: ExpmOutput,
-    ) -> Result<()> {
-        let binding = self.binding_limit()?;
-        let per_matrix = (4 * SLOTS * n * n) as u64;
-        let chunk = ((binding / per_matrix) as usize).clamp(1, b);
-        let work = gpu.scratch(per_matrix * chunk as u64);
-        let plans = gpu.scratch(4 * chunk as u64);
-        let per_pass = squarings_per_pass(n);
-        let constants = [("N", n as f64), ("SQUARINGS_PER_PASS", per_pass as f64)];
-        // Every pass after the first only touches matrices with squarings still due; the others
-        // return at once.
-        let passes = match map {
-            GroupMap::Exp => MAX_SQUARINGS.div_ceil(per_pass),
-            GroupMap::Cayley => n.div_ceil(CAYLEY_COLUMNS_PER_PASS),
-        };
-        for first in (0..b).step_by(chunk) {
-            let count = chunk.min(b - first);
-            for pass_index in 0..passes {
-                let params = kernels::Expm {
-                    batch: count as u32,
-                    mode: output as u32,
-                    first: first as u32,
-                    pass_index: pass_index as u32,
-                    method: map as u32,
-                    a_first: a_first as u32,
-                    alpha,
-                    _pad: 0,
-                };
-                let bufs = [a, work.buffer(), out, plans.buffer()];
-                let groups = grid(count as u64, 1)?;
-                gpu.dispatch_with(pass, &kernels::EXPM, &constants, &params, &bufs, groups)?;
-            }
-        }
-        Ok(())
     }
 }
 
-impl Engine {
-    /// Records `out = sum_i c_i x_i` over `count` elements (`out` must differ from every `x_i`).
-    fn record_combine(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        count: usize,
-        c: [f32; 4],
-        x: [&wgpu::Buffer; 4],
-        out: &wgpu::Buffer,
-    ) -> Result<()> {
-        let gpu = self.gpu("combine")?;
-        let params = kernels::Combine { count: count as u32, c, ..Default::default() };
-        let bufs = [x[0], x[1], x[2], x[3], out];
-        gpu.dispatch(pass, &kernels::COMBINE, &params, &bufs, grid(count as u64, 256)?)
+/// Records the group map of `alpha` times matrices `first..first + plan.b` of buffer `a` into `out`.
+fn record_map(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    plan: &MapPlan,
+    scratch: &MapScratch,
+    (a, a_first, alpha): (&wgpu::Buffer, usize, f32),
+    out: &wgpu::Buffer,
+    output: ExpmOutput,
+) -> Result<()> {
+    let constants = [("N", plan.n as f64), ("SQUARINGS_PER_PASS", plan.squarings_per_pass() as f64)];
+    for first in (0..plan.b).step_by(plan.chunk) {
+        let count = plan.chunk.min(plan.b - first);
+        for pass_index in 0..plan.passes() {
+            let params = kernels::Expm {
+                batch: count as u32,
+                mode: output as u32,
+                first: first as u32,
+                pass_index: pass_index as u32,
+                method: plan.map as u32,
+                a_first: a_first as u32,
+                alpha,
+                _pad: 0,
+            };
+            let bufs = [a, scratch.work.buffer(), out, scratch.plans.buffer()];
+            gpu.dispatch_with(pass, &kernels::EXPM, &constants, &params, &bufs, grid(count as u64, 1)?)?;
+        }
     }
+    Ok(())
+}
+
+/// Records `out = sum_i c_i x_i` over `count` elements (`out` must differ from every `x_i`).
+fn record_combine(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    count: usize,
+    c: [f32; 4],
+    x: [&wgpu::Buffer; 4],
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let params = kernels::Combine { count: count as u32, c, ..Default::default() };
+    let bufs = [x[0], x[1], x[2], x[3], out];
+    gpu.dispatch(pass, &kernels::COMBINE, &params, &bufs, grid(count as u64, 256)?)
 }
 
 /// A batch of `n x n` matrices.

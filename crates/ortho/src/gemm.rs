@@ -2,11 +2,12 @@
 //! matrices records it through [`record_gemm`], with strides for transposes and broadcasting, the
 //! ones-column prologue and the `alpha`, `beta`, `diag` epilogue.
 
-use crate::engine::{Engine, Gpu};
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::kernels;
 use crate::operation::Operation;
 use crate::pool::Recorded;
+use crate::recording::Recording;
 use crate::tensor::GpuTensor;
 use ortho_ref::{Error as InputError, Tensor};
 
@@ -89,7 +90,7 @@ fn operand(o: &Operand) -> kernels::GemmOperand {
 }
 
 pub(crate) fn record_gemm(
-    gpu: &Gpu,
+    gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     g: &Gemm,
     a: Operand,

@@ -36,6 +36,8 @@ mod gemm;
 mod kernels;
 mod operation;
 mod pool;
+mod recording;
+mod scratch;
 mod shaders;
 mod tensor;
 mod timing;

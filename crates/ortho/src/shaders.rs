@@ -1,12 +1,10 @@
-//! The pipeline cache and the one way to record a dispatch of a kernel (see `kernels.rs` for the
-//! shaders themselves).
+//! The pipeline cache (see `kernels.rs` for the shaders themselves and `recording.rs` for the one
+//! way to record a dispatch).
 
-use crate::engine::Gpu;
 use crate::error::{Error, Result};
-use crate::kernels::{Params, Shader, ShaderSource};
+use crate::kernels::ShaderSource;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use wgpu::util::DeviceExt;
 
 /// Pipeline-overridable constants of a shader (`override` declarations), by name.
 pub(crate) type Constants<'a> = &'a [(&'static str, f64)];
@@ -19,20 +17,31 @@ pub(crate) struct Pipeline {
     layout: wgpu::BindGroupLayout,
 }
 
-/// The layout every kernel shares: its uniform block at binding 0, its storage buffers at 1...
+impl Pipeline {
+    pub fn pipeline(&self) -> &wgpu::ComputePipeline {
+        &self.pipeline
+    }
+
+    pub fn layout(&self) -> &wgpu::BindGroupLayout {
+        &self.layout
+    }
+}
+
+/// The layout every kernel shares: its uniform block at binding 0 (at a dynamic offset into the
+/// recording's uniform buffer), its storage buffers at 1...
 fn bind_group_layout(device: &wgpu::Device, shader: &ShaderSource) -> wgpu::BindGroupLayout {
-    let entry = |binding: u32, ty| wgpu::BindGroupLayoutEntry {
+    let entry = |binding: u32, ty, has_dynamic_offset| wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset, min_binding_size: None },
         count: None,
     };
-    let mut entries = vec![entry(0, wgpu::BufferBindingType::Uniform)];
+    let mut entries = vec![entry(0, wgpu::BufferBindingType::Uniform, true)];
     entries.extend(
         shader
             .read_only()
             .enumerate()
-            .map(|(i, read_only)| entry(i as u32 + 1, wgpu::BufferBindingType::Storage { read_only })),
+            .map(|(i, read_only)| entry(i as u32 + 1, wgpu::BufferBindingType::Storage { read_only }, false)),
     );
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(shader.name), entries: &entries })
 }
@@ -96,54 +105,4 @@ pub(crate) fn grid(invocations: u64, group: u32) -> Result<[u32; 3]> {
         });
     }
     Ok([x as u32, y as u32, 1])
-}
-
-impl Gpu {
-    /// Records one dispatch of `shader` with uniform block `params` at binding 0 and `buffers` at
-    /// bindings 1...
-    pub(crate) fn dispatch<P: Params>(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        shader: &Shader<P>,
-        params: &P,
-        buffers: &[&wgpu::Buffer],
-        groups: [u32; 3],
-    ) -> Result<()> {
-        self.dispatch_with(pass, shader, &[], params, buffers, groups)
-    }
-
-    /// [`Gpu::dispatch`] of a pipeline specialised by override `constants`.
-    pub(crate) fn dispatch_with<P: Params>(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        shader: &Shader<P>,
-        constants: Constants,
-        params: &P,
-        buffers: &[&wgpu::Buffer],
-        groups: [u32; 3],
-    ) -> Result<()> {
-        let name = shader.source.name;
-        let pipeline = self.pipelines.get(&self.device, &shader.source, constants)?;
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(name),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        entries.extend(
-            buffers
-                .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() }),
-        );
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(name),
-            layout: &pipeline.layout,
-            entries: &entries,
-        });
-        pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        Ok(())
-    }
 }

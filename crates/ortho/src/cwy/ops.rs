@@ -23,7 +23,7 @@ impl Operation for Cwy {
     const INPUTS: &'static [&'static str] = &["u"];
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
-        let (_, n, l) = u_dims(i[0])?;
+        let CwyPlan { n, l, .. } = CwyPlan::new(i[0])?;
         Ok(vec![batched(i[0], &[n, if self.stiefel { l } else { n }])])
     }
 
@@ -57,7 +57,7 @@ impl Operation for CwyApply {
     const INPUTS: &'static [&'static str] = &["u", "x"];
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
-        let (b, n, _) = u_dims(i[0])?;
+        let CwyPlan { b, n, .. } = CwyPlan::new(i[0])?;
         apply_width(i[1], b, n)?;
         Ok(vec![i[1].to_vec()])
     }

@@ -429,8 +429,8 @@ impl Engine {
         let gpu = self.recording("favor backward", &[q, k, v, w, out, grad, dq, dk, dv])?;
         gpu.keep(&saved.tensors());
         gpu.keep(&dw.iter().collect::<Vec<_>>());
-        let sizes = plan.backward_sizes();
-        let get = |floats: usize| gpu.scratch(4 * floats as u64);
+        let BackwardScratch { gt, dphi_q, dphi_k, da, r, masked, query_deltas, phi_k_decayed } =
+            plan.backward_sizes().allocate(&gpu);
         let bw = Backward {
             out: out.buffer(),
             den: saved.den.buffer(),
@@ -438,22 +438,22 @@ impl Engine {
             dq: dq.buffer(),
             dk: dk.buffer(),
             dv: dv.buffer(),
-            gt: get(sizes.gt),
-            dphi_q: get(sizes.dphi_q),
-            dphi_k: get(sizes.dphi_k),
-            da: get(sizes.da),
-            r: get(sizes.r),
-            masked: get(sizes.masked),
-            query_deltas: get(sizes.query_deltas),
-            phi_k_decayed: get(sizes.phi_k_decayed),
+            gt,
+            dphi_q,
+            dphi_k,
+            da,
+            r,
+            masked,
+            query_deltas,
+            phi_k_decayed,
             checkpoints: saved.checkpointed(),
-            dw_parts: dw.as_ref().map(|_| get(plan.z * plan.m * plan.d)),
+            dw_parts: gpu.allocate("favor backward", &dw.as_ref().map(|_| plan.z * plan.m * plan.d))?,
         };
         let CausalState::Gpu { s: state_s, gamma: state_gamma, .. } = self.unset_state(&s, o.kernel)? else {
             unreachable!("a GPU engine makes GPU states")
         };
         gpu.keep(&[&state_s, &state_gamma]);
-        let sc = self.scratch(&gpu, &plan);
+        let sc = plan.scratch_sizes().allocate(&gpu);
         let io = Io::new(&plan, &s, [q, k, v, w, out], &state_s, &state_gamma);
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor backward"), timestamp_writes: None });

@@ -117,7 +117,7 @@ impl Engine {
         let walk = plan.walk && keep.is_none_or(|k| k.checkpoints.is_none());
         let plan = Plan { walk, ..plan };
         self.check_binding("the chunk states of a sequential group", plan.scratch_bytes().0)?;
-        let sc = self.scratch(&gpu, &plan);
+        let sc = plan.scratch_sizes().allocate(&gpu);
         let io = Io::new(&plan, &s, [q, k, v, w, out], state_s, gamma);
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor"), timestamp_writes: None });

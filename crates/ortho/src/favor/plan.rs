@@ -1,6 +1,7 @@
 //! The sizes of one call (problems, rows per group, chunks) and the scratch they take.
 
 use super::*;
+use crate::scratch::{ScratchSize, scratch_plan};
 
 impl Plan {
     pub(super) fn width(&self) -> usize {
@@ -32,10 +33,8 @@ impl Plan {
     /// Bytes of the largest scratch buffer and of all scratch, the carried state (`S` and the
     /// running key offset) included.
     pub(super) fn scratch_bytes(&self) -> (u64, u64) {
-        let mut sizes = self.scratch_sizes().all().to_vec();
-        sizes.extend([self.z * self.f * self.width(), self.z]);
-        let bytes = |n: &usize| 4 * *n as u64;
-        (sizes.iter().map(bytes).max().unwrap_or(0), sizes.iter().map(bytes).sum())
+        let (sizes, state) = (self.scratch_sizes(), [self.z * self.f * self.width(), self.z]);
+        (sizes.largest_bytes().max(state.largest_bytes()), sizes.total_bytes() + state.total_bytes())
     }
 }
 
@@ -92,23 +91,6 @@ impl Engine {
         }
         Ok(plan)
     }
-
-    pub(super) fn scratch(&self, gpu: &Recording, p: &Plan) -> Scratch {
-        let n = p.scratch_sizes();
-        let get = |floats: usize| gpu.scratch(4 * floats as u64);
-        Scratch {
-            a: get(n.a),
-            phi_q: get(n.phi_q),
-            phi_k: get(n.phi_k),
-            half_sq: get(n.half_sq),
-            offset: get(n.offset),
-            gamma: get(n.gamma),
-            before: get(n.before),
-            scores: get(n.scores),
-            num: get(n.num),
-            deltas: get(n.deltas),
-        }
-    }
 }
 
 /// The largest `n` in `1..=max` with `fits(n)` (1 when none fits; the caller reports the limit).
@@ -141,9 +123,8 @@ pub(super) fn chunk_batches(rows: usize, chunk: usize) -> Vec<(usize, usize, usi
 impl Plan {
     /// Bytes of the largest buffer and of all scratch of a backward pass, the forward's included.
     pub(super) fn backward_bytes(&self) -> (u64, u64) {
-        let (largest, total) = self.scratch_bytes();
-        let sizes = self.backward_sizes().all().map(|n| 4 * n as u64);
-        (largest.max(sizes.into_iter().max().unwrap_or(0)), total + sizes.iter().sum::<u64>())
+        let ((largest, total), sizes) = (self.scratch_bytes(), self.backward_sizes());
+        (largest.max(sizes.largest_bytes()), total + sizes.total_bytes())
     }
 
     /// Floats of each scratch buffer of a backward pass beside the forward's.
@@ -209,45 +190,33 @@ impl Engine {
     }
 }
 
-/// Floats of the scratch buffers of a forward group (see [`Scratch`]): planned, reported and
-/// allocated from this one struct.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ScratchSizes {
-    pub a: usize,
-    pub phi_q: usize,
-    pub phi_k: usize,
-    pub half_sq: usize,
-    pub offset: usize,
-    pub gamma: usize,
-    pub before: usize,
-    pub scores: usize,
-    pub num: usize,
-    pub deltas: usize,
-}
-
-impl ScratchSizes {
-    fn all(&self) -> [usize; 10] {
-        let s = self;
-        [s.a, s.phi_q, s.phi_k, s.half_sq, s.offset, s.gamma, s.before, s.scores, s.num, s.deltas]
+scratch_plan! {
+    /// Floats of the scratch buffers of a forward group (see `record.rs`): planned, reported and
+    /// allocated from this one struct.
+    pub(super) struct ScratchSizes => Scratch {
+        a: usize,
+        phi_q: usize,
+        phi_k: usize,
+        half_sq: usize,
+        offset: usize,
+        gamma: usize,
+        before: usize,
+        scores: usize,
+        num: usize,
+        deltas: usize,
     }
 }
 
-/// Floats of the scratch buffers of a backward pass (see `backward.rs`), likewise.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct BackwardSizes {
-    pub gt: usize,
-    pub dphi_q: usize,
-    pub dphi_k: usize,
-    pub da: usize,
-    pub r: usize,
-    pub masked: usize,
-    pub query_deltas: usize,
-    pub phi_k_decayed: usize,
-}
-
-impl BackwardSizes {
-    fn all(&self) -> [usize; 8] {
-        let s = self;
-        [s.gt, s.dphi_q, s.dphi_k, s.da, s.r, s.masked, s.query_deltas, s.phi_k_decayed]
+scratch_plan! {
+    /// Floats of the scratch buffers of a backward pass beside the forward's (see `backward.rs`).
+    pub(super) struct BackwardSizes => BackwardScratch {
+        gt: usize,
+        dphi_q: usize,
+        dphi_k: usize,
+        da: usize,
+        r: usize,
+        masked: usize,
+        query_deltas: usize,
+        phi_k_decayed: usize,
     }
 }

@@ -344,7 +344,7 @@ impl Recorder<'_, '_, '_> {
 }
 
 pub(super) fn record_copy(
-    gpu: &Gpu,
+    gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     src: &wgpu::Buffer,
     dst: &wgpu::Buffer,
@@ -369,7 +369,7 @@ pub(super) fn record_copy(
 
 /// Sets a causal state to "no tokens": `S = 0`, `gamma = LOWEST`.
 pub(super) fn record_reset(
-    gpu: &Gpu,
+    gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     s: &GpuTensor,
     gamma: &GpuTensor,
@@ -379,7 +379,7 @@ pub(super) fn record_reset(
 }
 
 pub(super) fn record_fill(
-    gpu: &Gpu,
+    gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     buffer: &wgpu::Buffer,
     count: usize,

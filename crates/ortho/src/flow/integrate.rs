@@ -3,10 +3,33 @@
 //! method. Every step of a call is recorded into one compute pass.
 
 use super::*;
-use crate::engine::Recording;
 use crate::operation::Operation;
 use crate::pool::PooledBuffer;
+use crate::recording::Recording;
 use ortho_ref::flow::{Activation, Flow, Generator, Method};
+
+scratch_plan! {
+    /// Floats of a flow's scratch: two GEMM temporaries, a stage's W, a mix of fields, the four stage
+    /// fields, the group map's scratch and, with a nested state, its scratch.
+    struct FlowSizes => FlowScratch {
+        t1: usize,
+        t2: usize,
+        stage: usize,
+        mix: usize,
+        fields: [usize; 4],
+        map: MapSizes,
+        nested: Option<NestedSizes>,
+    }
+}
+
+scratch_plan! {
+    /// Floats of the nested state's scratch: a stage input `v`, `W v` and the four stage slopes.
+    struct NestedSizes => NestedScratch {
+        v: usize,
+        wv: usize,
+        slopes: [usize; 4],
+    }
+}
 
 /// The nested ODEtoODE state `x' = sigma(W x)`: x and its next value, a stage input `v` and `W v`,
 /// and the four stage slopes.
@@ -21,12 +44,12 @@ struct Nested {
 
 /// One integration's buffers: the generator's inputs and the scratch of its stages.
 struct Integrator<'a> {
-    engine: &'a Engine,
     gpu: &'a Recording<'a>,
     b: usize,
     n: usize,
     h: f32,
-    map: GroupMap,
+    map: MapPlan,
+    map_scratch: MapScratch,
     given: Option<GpuTensor>,
     isospectral: Option<(GpuTensor, GpuTensor)>,
     t1: PooledBuffer,
@@ -45,10 +68,24 @@ impl<'a> Integrator<'a> {
                 (None, Some((engine.upload("qs", &qs.to_f32())?, engine.upload("ns", &ns.to_f32())?)))
             }
         };
-        let matrix = || gpu.scratch((4 * b * n * n) as u64);
-        let vector = || gpu.scratch((4 * b * n) as u64);
-        let nested = match &flow.state {
-            Some((x0, activation)) => Some(Nested {
+        let group_map = match flow.method {
+            Method::CayleyEuler => GroupMap::Cayley,
+            Method::LieEuler | Method::Rkmk4 => GroupMap::Exp,
+        };
+        let map = MapPlan::new(engine, group_map, (b, n))?;
+        let (matrix, vector) = (b * n * n, b * n);
+        let sizes = FlowSizes {
+            t1: matrix,
+            t2: matrix,
+            stage: matrix,
+            mix: matrix,
+            fields: [matrix; 4],
+            map: map.sizes(),
+            nested: flow.state.as_ref().map(|_| NestedSizes { v: vector, wv: vector, slopes: [vector; 4] }),
+        };
+        let FlowScratch { t1, t2, stage, mix, fields, map: map_scratch, nested } = gpu.allocate("the flow", &sizes)?;
+        let nested = match (&flow.state, nested) {
+            (Some((x0, activation)), Some(NestedScratch { v, wv, slopes })) => Some(Nested {
                 activation: match activation {
                     Activation::Tanh => 0,
                     Activation::Relu => 1,
@@ -56,29 +93,26 @@ impl<'a> Integrator<'a> {
                 },
                 xs: [engine.upload("x0", &x0.to_f32())?, engine.empty(x0.shape())?],
                 current: 0,
-                v: vector(),
-                wv: vector(),
-                slopes: [vector(), vector(), vector(), vector()],
+                v,
+                wv,
+                slopes,
             }),
-            None => None,
+            _ => None,
         };
         Ok(Integrator {
-            engine,
             gpu,
             b,
             n,
             h: flow.dt as f32,
-            map: match flow.method {
-                Method::CayleyEuler => GroupMap::Cayley,
-                Method::LieEuler | Method::Rkmk4 => GroupMap::Exp,
-            },
+            map,
+            map_scratch,
             given,
             isospectral,
-            t1: matrix(),
-            t2: matrix(),
-            stage: matrix(),
-            mix: matrix(),
-            fields: [matrix(), matrix(), matrix(), matrix()],
+            t1,
+            t2,
+            stage,
+            mix,
+            fields,
             nested,
         })
     }
@@ -105,12 +139,12 @@ impl<'a> Integrator<'a> {
         x: [&wgpu::Buffer; 4],
         out: &wgpu::Buffer,
     ) -> Result<()> {
-        self.engine.record_combine(pass, self.b * self.n * self.n, c, x, out)
+        record_combine(self.gpu, pass, self.b * self.n * self.n, c, x, out)
     }
 
     /// `W <- W + W (map(A) - I)` for `A = alpha` times matrices `first..` of `a`.
     fn update(&self, pass: &mut wgpu::ComputePass<'_>, a: (&wgpu::Buffer, usize, f32), w: &wgpu::Buffer) -> Result<()> {
-        self.engine.record_map(self.gpu, pass, self.map, a, (self.b, self.n), w, ExpmOutput::Update)
+        record_map(self.gpu, pass, &self.map, &self.map_scratch, a, w, ExpmOutput::Update)
     }
 
     /// `out = h b(w)` for the isospectral field: `h (W^T Qs W) Ns - h Ns (W^T Qs W)`.
@@ -152,7 +186,7 @@ impl<'a> Integrator<'a> {
         let input = match from {
             Some((a, j)) => {
                 let (v, slope) = (s.v.buffer(), s.slopes[j].buffer());
-                self.engine.record_combine(pass, b * n, [1.0, a, 0.0, 0.0], [x, slope, x, x], v)?;
+                record_combine(self.gpu, pass, b * n, [1.0, a, 0.0, 0.0], [x, slope, x, x], v)?;
                 v
             }
             None => x,
@@ -171,9 +205,9 @@ impl<'a> Integrator<'a> {
         let (b, n, h) = (self.b, self.n, self.h);
         let Some(s) = &mut self.nested else { return Ok(()) };
         let slopes = [s.slopes[0].buffer(), s.slopes[1].buffer(), s.slopes[2].buffer(), s.slopes[3].buffer()];
-        self.engine.record_combine(pass, b * n, weights.map(|c| h * c), slopes, s.v.buffer())?;
+        record_combine(self.gpu, pass, b * n, weights.map(|c| h * c), slopes, s.v.buffer())?;
         let (x, next) = (s.xs[s.current].buffer(), s.xs[1 - s.current].buffer());
-        self.engine.record_combine(pass, b * n, [1.0, 1.0, 0.0, 0.0], [x, s.v.buffer(), x, x], next)?;
+        record_combine(self.gpu, pass, b * n, [1.0, 1.0, 0.0, 0.0], [x, s.v.buffer(), x, x], next)?;
         s.current = 1 - s.current;
         Ok(())
     }

@@ -1,0 +1,220 @@
+//! One call being recorded: its scratch, the pooled buffers its commands use, and the uniform blocks
+//! of its dispatches.
+
+use crate::engine::{Engine, Gpu};
+use crate::error::{Error, Result};
+use crate::kernels::{Params, Shader};
+use crate::pool::{BufferKind, PooledBuffer, Recorded};
+use crate::scratch::ScratchSize;
+use crate::shaders::{Constants, Pipeline};
+use crate::tensor::GpuTensor;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Bytes of the first uniform buffer of a recording; each next one doubles, up to [`UNIFORM_MAX_BYTES`].
+const UNIFORM_FIRST_BYTES: u64 = 4 << 10;
+const UNIFORM_MAX_BYTES: u64 = 256 << 10;
+
+/// A bind group is shared by every dispatch of one layout over the same uniform buffer and storage
+/// buffers; the dispatches differ only in their dynamic uniform offset.
+type BindKey = (wgpu::BindGroupLayout, usize, Vec<wgpu::Buffer>);
+
+/// The uniform blocks of a recording, packed at the device's offset alignment into buffers mapped at
+/// creation and unmapped when the recording ends (before anything can submit its commands). A block
+/// written before is bound where it already is, so a loop that repeats its dispatches (a flow's
+/// steps, a scan's levels) takes no new uniform memory.
+#[derive(Default)]
+struct Uniforms {
+    buffers: Vec<wgpu::Buffer>,
+    used: u64,
+    written: HashMap<Vec<u8>, (usize, u64)>,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
+}
+
+/// The device while one call is recorded: scratch comes from the pool, and every pooled buffer the
+/// recorded commands use is kept in the [`Recorded`] guard that [`Recording::finish`] returns.
+/// Dropped without `finish` (a call that failed half-way), its buffers are never reused, since the
+/// caller's encoder may still hold commands that use them.
+pub(crate) struct Recording<'g> {
+    gpu: &'g Gpu,
+    kept: RefCell<Vec<PooledBuffer>>,
+    uniforms: RefCell<Uniforms>,
+}
+
+impl Engine {
+    /// The device for recording `op`, keeping `tensors` (the call's inputs and outputs) with the
+    /// scratch it takes until the recorded commands have run.
+    pub(crate) fn recording(&self, op: &str, tensors: &[&GpuTensor]) -> Result<Recording<'_>> {
+        let recording = Recording { gpu: self.gpu(op)?, kept: RefCell::default(), uniforms: RefCell::default() };
+        recording.keep(tensors);
+        Ok(recording)
+    }
+}
+
+impl Recording<'_> {
+    /// A pooled storage buffer of at least `bytes` (4 at the least), kept until the work has run.
+    pub fn scratch(&self, bytes: u64) -> PooledBuffer {
+        let buffer = self.gpu.pool.get(BufferKind::Storage, bytes.max(4));
+        self.kept.borrow_mut().push(buffer.clone());
+        buffer
+    }
+
+    /// The scratch buffers of `sizes`, after checking that each fits one binding (`what` names the
+    /// call in the error).
+    pub fn allocate<S: ScratchSize>(&self, what: &str, sizes: &S) -> Result<S::Buffers> {
+        let limits = self.gpu.device.limits();
+        let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let largest = sizes.largest_bytes();
+        if largest > limit {
+            return Err(Error::Limit {
+                what: format!("a scratch buffer of {what}"),
+                needed: largest,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        Ok(sizes.allocate(self))
+    }
+
+    /// Keeps the pooled buffers of `tensors` until the work has run.
+    pub fn keep(&self, tensors: &[&GpuTensor]) {
+        self.kept.borrow_mut().extend(tensors.iter().filter_map(|t| t.loan().cloned()));
+    }
+
+    pub fn finish(self) -> Recorded {
+        self.unmap_uniforms();
+        Recorded::new(self.kept.take())
+    }
+
+    fn unmap_uniforms(&self) {
+        self.uniforms.borrow_mut().unmap();
+    }
+
+    /// Records one dispatch of `shader` with uniform block `params` at binding 0 and `buffers` at
+    /// bindings 1...
+    pub fn dispatch<P: Params>(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        shader: &Shader<P>,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.dispatch_with(pass, shader, &[], params, buffers, groups)
+    }
+
+    /// [`Recording::dispatch`] of a pipeline specialised by override `constants`.
+    pub fn dispatch_with<P: Params>(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        shader: &Shader<P>,
+        constants: Constants,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.gpu.pipelines.get(&self.gpu.device, &shader.source, constants)?;
+        let (bind_group, offset) = self.bind(&pipeline, shader.source.name, bytemuck::bytes_of(params), buffers)?;
+        pass.set_pipeline(pipeline.pipeline());
+        pass.set_bind_group(0, &bind_group, &[offset]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        Ok(())
+    }
+
+    /// Writes `params` into the recording's uniform buffers and returns the bind group of `pipeline`
+    /// over them and `buffers`, with the dynamic offset of `params`.
+    fn bind(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        name: &str,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+    ) -> Result<(wgpu::BindGroup, u32)> {
+        let device = &self.gpu.device;
+        let align = device.limits().min_uniform_buffer_offset_alignment as u64;
+        let size = (params.len() as u64).next_multiple_of(16);
+        let mut u = self.uniforms.borrow_mut();
+        let (index, offset) = match u.written.get(params) {
+            Some(&at) => at,
+            None => {
+                let at = u.write(device, params, size, align, name)?;
+                u.written.insert(params.to_vec(), at);
+                at
+            }
+        };
+        let uniform = u.buffers[index].clone();
+        let key = (pipeline.layout().clone(), index, buffers.iter().map(|&b| b.clone()).collect());
+        let bind_group = u.bind_groups.entry(key).or_insert_with(|| {
+            let whole = wgpu::BufferBinding { buffer: &uniform, offset: 0, size: wgpu::BufferSize::new(size) };
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(whole) }];
+            entries.extend(
+                buffers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() }),
+            );
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(name),
+                layout: pipeline.layout(),
+                entries: &entries,
+            })
+        });
+        Ok((bind_group.clone(), offset as u32))
+    }
+}
+
+impl Uniforms {
+    /// Writes `params` at the next free offset: `(buffer index, offset)`.
+    fn write(
+        &mut self,
+        device: &wgpu::Device,
+        params: &[u8],
+        size: u64,
+        align: u64,
+        name: &str,
+    ) -> Result<(usize, u64)> {
+        let full = self.buffers.last().is_none_or(|b| self.used + size > b.size());
+        if full {
+            let bytes = self.buffers.last().map_or(UNIFORM_FIRST_BYTES, |b| (2 * b.size()).min(UNIFORM_MAX_BYTES));
+            self.buffers.push(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("uniforms"),
+                size: bytes.max(size),
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: true,
+            }));
+            self.used = 0;
+        }
+        let (index, offset) = (self.buffers.len() - 1, self.used);
+        let mut view = self.buffers[index]
+            .slice(offset..offset + size)
+            .get_mapped_range_mut()
+            .map_err(|e| Error::Gpu { op: name.to_string(), message: format!("writing its uniforms: {e}") })?;
+        view.slice(..params.len()).copy_from_slice(params);
+        drop(view);
+        self.used = (offset + size).next_multiple_of(align);
+        Ok((index, offset))
+    }
+
+    fn unmap(&mut self) {
+        for buffer in self.buffers.drain(..) {
+            buffer.unmap();
+        }
+        self.written.clear();
+        self.bind_groups.clear();
+    }
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        self.unmap_uniforms();
+        drop(Recorded::new(self.kept.take()));
+    }
+}
+
+impl std::ops::Deref for Recording<'_> {
+    type Target = Gpu;
+    fn deref(&self) -> &Gpu {
+        self.gpu
+    }
+}
