@@ -47,6 +47,43 @@ fn bidirectional_gradients_match_reference() {
     }
 }
 
+/// One sequence longer than the 29,952 rows one GEMM dispatch may sum on llvmpipe. The reference
+/// is quadratic in L, so the long sequence repeats a short one `R` times: every query sees each
+/// distinct key `R` times, which leaves o, dq, dk and dv of each row those of the short sequence
+/// and multiplies dw by `R`.
+#[test]
+fn long_bidirectional_gradients_match_reference() {
+    let (period, r, d, dv, m) = (37, 1081, 8, 4, 16);
+    let [q, k, v] = attention_inputs((1, 1, period, d, dv, m), 0.5, 1);
+    let g = gaussian(&[1, 1, period, dv], 1.0, 4);
+    let w = projection(m, d, Scaling::Chi, 5).unwrap().to_f32();
+    let want = reference::favor_backward(
+        &q.to_f64(),
+        &k.to_f64(),
+        &v.to_f64(),
+        &w.to_f64(),
+        Kernel::Softmax,
+        false,
+        &g.to_f64(),
+    )
+    .unwrap();
+    let repeat = |t: &Tensor<f32>| {
+        let row = t.len() / period;
+        Tensor::from_fn(&[period * r, row], |e| t.data()[e % (period * row)])
+    };
+    let [lq, lk, lv, lg] = [&q, &k, &v, &g].map(repeat);
+    for engine in gpu_engines() {
+        let got = engine.favor_backward(&lq, &lk, &lv, &w, &FavorOptions::default(), &lg).unwrap();
+        for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+            let err = gradient_error(&got[i], &repeat(&want[i].to_f32()).to_f64());
+            assert!(err <= 1e-4, "{} L = {} {name}: {err:e}", engine.describe(), period * r);
+        }
+        let dw = Tensor::from_fn(want[3].shape(), |e| r as f64 * want[3].data()[e]);
+        let err = gradient_error(&got[3], &dw);
+        assert!(err <= 1e-4, "{} L = {} dw: {err:e}", engine.describe(), period * r);
+    }
+}
+
 #[test]
 fn gradients_stay_finite_at_large_exponents() {
     let (l, d, dv, m) = (24, 8, 4, 16);

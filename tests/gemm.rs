@@ -39,3 +39,33 @@ fn gemm_shape_errors() {
     let err = e.matmul(&Tensor::zeros(&[2]), &a, MatmulOptions::default()).unwrap_err().to_string();
     assert!(err.starts_with("a:"), "{err}");
 }
+
+/// Products past what one dispatch may take: K past the 29,952 that llvmpipe's loop limit allows one
+/// invocation (the slices accumulated, with broadcast operands), and, on devices opened with 8
+/// workgroups per dimension, M, N and the batch past 8 tiles of 64.
+#[test]
+fn gemm_splits_past_the_dispatch_limits() {
+    let check = |engine: &ortho::Engine, a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions, bound: f64| {
+        let err = relative_frobenius(engine.matmul(a, b, o).unwrap().data(), reference(a, b, o).data());
+        assert!(err < bound, "{} {:?} x {:?} {o:?}: {err}", engine.describe(), a.shape(), b.shape());
+    };
+    for engine in gpu_engines() {
+        for (ta, tb) in [(false, false), (true, true)] {
+            let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
+            let (m, k, n) = (3, 40_000, 5);
+            let a = gaussian(&if ta { [2, k, m] } else { [2, m, k] }, 1.0, 1);
+            let b = gaussian(&if tb { [n, k] } else { [k, n] }, 1.0, 2);
+            check(&engine, &a, &b, o, 1e-5);
+        }
+    }
+    for engine in engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 8) {
+        for (z, m, k, n) in [(1, 1100, 3, 2), (1, 2, 5, 1030), (20, 3, 4, 5), (2, 600, 70, 520)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
+                let a = gaussian(&if ta { [z, k, m] } else { [z, m, k] }, 1.0, 3);
+                let b = gaussian(&if tb { [n, k] } else { [k, n] }, 1.0, 4);
+                check(&engine, &a, &b, o, 1e-6);
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ var<workgroup> carry: f32;
 @compute @workgroup_size(256)
 fn scan_max(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let z = wg.y * nwg.x + wg.x;
+    let z = group_index(wg, nwg);
     let live = z < p.problems;
     if (lid == 0u) {
         carry = LOWEST;

@@ -10,7 +10,7 @@ var<workgroup> block: array<f32, 256>;
 @compute @workgroup_size(16)
 fn tri_inverse_blocks(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) j: u32) {
-    let id = wg.y * nwg.x + wg.x;
+    let id = group_index(wg, nwg);
     let blocks = p.n / B;
     let live = id < p.batch * blocks;
     let z = id / blocks;

@@ -48,7 +48,7 @@ fn stage_values(first: u32, rows: u32, lid: u32) {
 @compute @workgroup_size(64)
 fn exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wg.y + p.z_base;
-    let t = wg.x * ROWS + lid;
+    let t = (wg.x + p.row_base) * ROWS + lid;
     let valid = t < p.len;
     var qr: array<vec4<f32>, 32>;
     var acc: array<vec4<f32>, 32>;
@@ -73,7 +73,7 @@ fn exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
 
     var key_end = min(p.len, p.key_last);
-    if (p.causal != 0u) { key_end = min(key_end, (wg.x + 1u) * ROWS); }
+    if (p.causal != 0u) { key_end = min(key_end, (wg.x + p.row_base + 1u) * ROWS); }
     for (var j0 = p.key_first; j0 < key_end; j0 += BLOCK) {
         let nb = min(BLOCK, key_end - j0);
         stage_keys((z * p.len + j0) * p.dim, nb, lid);

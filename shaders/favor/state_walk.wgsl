@@ -22,7 +22,7 @@ fn end_of(z: u32, c: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn state_walk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let z = wg.y;
+    let z = wg.y + p.z_base;
     let col0 = wg.x * WALK_TILE;
     let f = p.features;
     let width = p.value_dim + 1u;

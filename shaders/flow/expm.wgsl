@@ -235,7 +235,7 @@ fn cayley_column(z: u32, c: u32, lid: u32) {
 @compute @workgroup_size(64)
 fn expm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let z = wg.y * nwg.x + wg.x;
+    let z = group_index(wg, nwg);
     if (z >= p.batch) { return; }
     let first = (p.first + z) * N * N;
     if (p.method == CAYLEY) {

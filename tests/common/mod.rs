@@ -24,6 +24,29 @@ pub fn gpu_engines() -> Vec<Engine> {
     engines
 }
 
+/// Every engine of [`gpu_engines`], reopened on its adapter with limits lowered by `lower` (as an
+/// application embedding ortho may ask for), so that tests reach the limits with small problems.
+pub fn engines_with_limits(lower: impl Fn(&mut ortho::wgpu::Limits)) -> Vec<Engine> {
+    use ortho::wgpu;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let engines: Vec<Engine> = gpu_engines()
+        .iter()
+        .map(|e| {
+            let adapter = adapters
+                .iter()
+                .find(|a| format!("{:?} / {}", a.get_info().backend, a.get_info().name) == e.describe())
+                .expect("the adapter of an open engine");
+            let mut limits = adapter.limits();
+            lower(&mut limits);
+            let descriptor = wgpu::DeviceDescriptor { required_limits: limits, ..Default::default() };
+            let (device, queue) = pollster::block_on(adapter.request_device(&descriptor)).expect("a device");
+            Engine::from_device(device, queue)
+        })
+        .collect();
+    engines
+}
+
 pub fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
     let mut g = Gaussian::new(seed);
     Tensor::from_fn(shape, |_| (scale * g.sample()) as f32)

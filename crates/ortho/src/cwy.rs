@@ -10,7 +10,6 @@ use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
 use crate::pool::Recorded;
 use crate::recording::Recording;
-use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::Error as InputError;
 
@@ -65,10 +64,10 @@ fn record_inverse<'a>(
     record_gemm(gpu, pass, &Gemm::new(b, l, l, n), ut, Operand::rows(u.buffer(), n, l), gram_op)?;
     let params = kernels::SMatrix { batch: b as u32, l: l as u32, padded: padded as u32, _pad: 0 };
     let bufs = [gram.buffer(), s.buffer(), x.buffer()];
-    gpu.dispatch(pass, &kernels::S_MATRIX, &params, &bufs, grid((b * padded * padded) as u64, 256)?)?;
+    gpu.dispatch(pass, &kernels::S_MATRIX, &params, &bufs, gpu.grid((b * padded * padded) as u64, 256)?)?;
     let params = kernels::Blocks { batch: b as u32, n: padded as u32, ..Default::default() };
     let blocks = b * padded / BLOCK;
-    gpu.dispatch(pass, &kernels::TRI_INVERSE_BLOCKS, &params, &[s.buffer(), x.buffer()], grid(blocks as u64, 1)?)?;
+    gpu.dispatch(pass, &kernels::TRI_INVERSE_BLOCKS, &params, &[s.buffer(), x.buffer()], gpu.grid(blocks as u64, 1)?)?;
     // Join pairs of inverted diagonal blocks of side `side`: X12 = -X11 (S12 X22).
     let mut side = BLOCK;
     while side < padded {
@@ -84,7 +83,7 @@ fn record_inverse<'a>(
             kernels::Place { blocks: (b * pairs) as u32, side: side as u32, n: padded as u32, pairs: pairs as u32 };
         let bufs = [level_joined.buffer(), x.buffer()];
         let count = (b * pairs * side * side) as u64;
-        gpu.dispatch(pass, &kernels::PLACE_BLOCKS, &params, &bufs, grid(count, 256)?)?;
+        gpu.dispatch(pass, &kernels::PLACE_BLOCKS, &params, &bufs, gpu.grid(count, 256)?)?;
         side *= 2;
     }
     Ok(Inverse { padded, x: x.buffer() })
@@ -117,7 +116,7 @@ fn record_du(
     record_gemm(gpu, pass, &square, ll(t.buffer()), w.operand(true), ll(bm.buffer()))?;
     let params = kernels::Mirror { count: (b * l * l) as u32, l: l as u32, ..Default::default() };
     let bufs = [bm.buffer(), pp.buffer()];
-    gpu.dispatch(pass, &kernels::MIRROR_UPPER, &params, &bufs, grid((b * l * l) as u64, 256)?)?;
+    gpu.dispatch(pass, &kernels::MIRROR_UPPER, &params, &bufs, gpu.grid((b * l * l) as u64, 256)?)?;
     let minus = Gemm { alpha: -1.0, ..Gemm::new(b, n, l, l) };
     record_gemm(gpu, pass, &minus, nl(p.gu), w.operand(true), nl(du))?;
     record_gemm(gpu, pass, &Gemm { beta: 1.0, m: p.gtu_rows, ..minus }, nl(p.gtu), w.operand(false), nl(du))?;
@@ -299,7 +298,7 @@ impl Engine {
         for column in 0..l {
             let params = kernels::Reflection { batch: b as u32, n: n as u32, l: l as u32, column: column as u32 };
             let bufs = [u.buffer(), out.buffer()];
-            gpu.dispatch(&mut pass, &kernels::HOUSEHOLDER, &params, &bufs, grid((b * n) as u64, 64)?)?;
+            gpu.dispatch(&mut pass, &kernels::HOUSEHOLDER, &params, &bufs, gpu.grid((b * n) as u64, 64)?)?;
         }
         Ok(gpu.finish())
     }

@@ -98,33 +98,28 @@ impl Engine {
             label: Some("exact attention"),
             timestamp_writes: None,
         });
-        let row_groups = s.len.div_ceil(EXACT_ROWS);
-        if row_groups > 65_535 {
-            return Err(Error::Limit {
-                what: format!("exact attention over L = {}", s.len),
-                needed: s.len as u64,
-                limit_name: "65,535 workgroups of 64 query rows",
-                limit: 65_535 * EXACT_ROWS as u64,
-            });
-        }
-        let z = s.problems();
+        let (row_groups, z, max) = (s.len.div_ceil(EXACT_ROWS), s.problems(), gpu.max_groups());
         let carry = gpu.allocate("exact attention", &(4 * z * s.len * (dv4 + 1)))?;
         let keys_per_dispatch = block * EXACT_BLOCKS_PER_DISPATCH;
-        for z_base in (0..z).step_by(65_535) {
-            for key_first in (0..s.len).step_by(keys_per_dispatch) {
-                let params = kernels::Exact {
-                    len: s.len as u32,
-                    dim: s.dim as u32,
-                    value_dim: s.value_dim as u32,
-                    causal: causal as u32,
-                    z_base: z_base as u32,
-                    scale: 1.0 / (s.dim as f32).sqrt(),
-                    key_first: key_first as u32,
-                    key_last: (key_first + keys_per_dispatch).min(s.len) as u32,
-                };
-                let groups = [row_groups as u32, (z - z_base).min(65_535) as u32, 1];
-                let bufs = [q.buffer(), k.buffer(), v.buffer(), out.buffer(), carry.buffer()];
-                gpu.dispatch_with(&mut pass, &kernels::EXACT, &constants, &params, &bufs, groups)?;
+        for z_base in (0..z).step_by(max) {
+            for row_base in (0..row_groups).step_by(max) {
+                for key_first in (0..s.len).step_by(keys_per_dispatch) {
+                    let params = kernels::Exact {
+                        len: s.len as u32,
+                        dim: s.dim as u32,
+                        value_dim: s.value_dim as u32,
+                        causal: causal as u32,
+                        z_base: z_base as u32,
+                        scale: 1.0 / (s.dim as f32).sqrt(),
+                        key_first: key_first as u32,
+                        key_last: (key_first + keys_per_dispatch).min(s.len) as u32,
+                        row_base: row_base as u32,
+                        ..Default::default()
+                    };
+                    let groups = [(row_groups - row_base).min(max) as u32, (z - z_base).min(max) as u32, 1];
+                    let bufs = [q.buffer(), k.buffer(), v.buffer(), out.buffer(), carry.buffer()];
+                    gpu.dispatch_with(&mut pass, &kernels::EXACT, &constants, &params, &bufs, groups)?;
+                }
             }
         }
         drop(pass);

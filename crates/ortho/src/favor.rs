@@ -23,7 +23,6 @@ use crate::operation::Operation;
 use crate::pool::{PooledBuffer, Recorded};
 use crate::recording::Recording;
 use crate::scratch::ScratchSize;
-use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::favor::{AttentionShape, Kernel};
 use ortho_ref::{Error as InputError, Tensor};

@@ -9,7 +9,6 @@ use crate::operation::Operation;
 use crate::pool::Recorded;
 use crate::recording::Recording;
 use crate::scratch::scratch_plan;
-use crate::shaders::grid;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
 
@@ -220,7 +219,7 @@ fn record_map(
                 _pad: 0,
             };
             let bufs = [a, scratch.work.buffer(), out, scratch.plans.buffer()];
-            gpu.dispatch_with(pass, &kernels::EXPM, &constants, &params, &bufs, grid(count as u64, 1)?)?;
+            gpu.dispatch_with(pass, &kernels::EXPM, &constants, &params, &bufs, gpu.grid(count as u64, 1)?)?;
         }
     }
     Ok(())
@@ -237,7 +236,7 @@ fn record_combine(
 ) -> Result<()> {
     let params = kernels::Combine { count: count as u32, c, ..Default::default() };
     let bufs = [x[0], x[1], x[2], x[3], out];
-    gpu.dispatch(pass, &kernels::COMBINE, &params, &bufs, grid(count as u64, 256)?)
+    gpu.dispatch(pass, &kernels::COMBINE, &params, &bufs, gpu.grid(count as u64, 256)?)
 }
 
 /// A batch of `n x n` matrices.

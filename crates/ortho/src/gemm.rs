@@ -74,7 +74,11 @@ impl Gemm {
 }
 
 pub(crate) const TILE: usize = 64;
-const MAX_GROUPS: usize = 65_535;
+/// The longest inner dimension one dispatch walks. llvmpipe ends the loops of an invocation once
+/// 65,535 iterations have run, counted over all of its loops (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`),
+/// and returns whatever was accumulated by then; one 16-deep step of `gemm.wgsl` takes 35 of them, so
+/// a product with K > 29,952 would be silently wrong there. Longer products accumulate slices.
+pub(crate) const MAX_K: usize = 16_384;
 
 fn operand(o: &Operand) -> kernels::GemmOperand {
     let u = |x: usize| x as u32;
@@ -89,6 +93,9 @@ fn operand(o: &Operand) -> kernels::GemmOperand {
     }
 }
 
+/// Records `g` as blocks of as many rows and columns as one dispatch's workgroups cover (65,535 tiles
+/// of 64 on most devices) and slices of at most [`MAX_K`] of the inner dimension, each slice after the
+/// first accumulating into C.
 pub(crate) fn record_gemm(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
@@ -100,16 +107,45 @@ pub(crate) fn record_gemm(
     if g.m == 0 || g.n == 0 || g.batch == 0 {
         return Ok(());
     }
-    let (gx, gy) = (g.n.div_ceil(TILE), g.m.div_ceil(TILE));
-    if gx > MAX_GROUPS || gy > MAX_GROUPS {
-        return Err(crate::Error::Limit {
-            what: format!("a {} x {} matrix product", g.m, g.n),
-            needed: (gx.max(gy) * TILE) as u64,
-            limit_name: "65,535 workgroups of 64 rows or columns",
-            limit: (MAX_GROUPS * TILE) as u64,
-        });
+    let side = gpu.max_groups() * TILE;
+    let within =
+        |index: Option<usize>, first: usize, len: usize| index.and_then(|x| x.checked_sub(first)).filter(|&x| x < len);
+    for i0 in (0..g.m).step_by(side) {
+        for j0 in (0..g.n).step_by(side) {
+            for k0 in (0..g.k.max(1)).step_by(MAX_K) {
+                let (m, n, k) = ((g.m - i0).min(side), (g.n - j0).min(side), (g.k - k0).min(MAX_K));
+                let block = Gemm {
+                    m,
+                    n,
+                    k,
+                    beta: if k0 == 0 { g.beta } else { 1.0 },
+                    // Blocks on C's diagonal start on the same row and column.
+                    diag: if k0 == 0 && i0 == j0 { g.diag } else { 0.0 },
+                    ones_col: within(g.ones_col, j0, n),
+                    a_ones_col: within(g.a_ones_col, k0, k),
+                    ..*g
+                };
+                let a = a.at(i0 * a.row_stride + k0 * a.col_stride);
+                let b = b.at(k0 * b.row_stride + j0 * b.col_stride);
+                let c = c.at(i0 * c.row_stride + j0 * c.col_stride);
+                record_block(gpu, pass, &block, a, b, c)?;
+            }
+        }
     }
-    for z_base in (0..g.batch).step_by(MAX_GROUPS) {
+    Ok(())
+}
+
+/// One dispatch per [`Recording::max_groups`] batches of a product within the dispatch limits.
+fn record_block(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    g: &Gemm,
+    a: Operand,
+    b: Operand,
+    c: Operand,
+) -> Result<()> {
+    let (gx, gy, max) = (g.n.div_ceil(TILE), g.m.div_ceil(TILE), gpu.max_groups());
+    for z_base in (0..g.batch).step_by(max) {
         let params = kernels::Gemm {
             m: g.m as u32,
             n: g.n as u32,
@@ -125,7 +161,7 @@ pub(crate) fn record_gemm(
             a_ones_col: g.a_ones_col.map_or(u32::MAX, |j| j as u32),
             ..Default::default()
         };
-        let zs = (g.batch - z_base).min(MAX_GROUPS);
+        let zs = (g.batch - z_base).min(max);
         let groups = [gx as u32, gy as u32, zs as u32];
         gpu.dispatch(pass, &kernels::GEMM, &params, &[a.buffer, b.buffer, c.buffer], groups)?;
     }

@@ -4,8 +4,8 @@
 //! `fn features`) and nothing that Rust also needs: the engine writes the rest in front of it, from
 //! the items here. That is the uniform block `p` at binding 0 (a `#[repr(C)]` struct below, declared
 //! to WGSL field by field), the storage buffers at bindings 1.. in the order the dispatch passes them,
-//! the constants both sides use ([`shared_constants`]), and `element_index`, the linear index of an
-//! invocation in a grid spread over x and y. `tests/shaders.rs` checks every field's offset against
+//! the constants both sides use ([`shared_constants`]), and `group_index` and `element_index`, the
+//! linear indices of a workgroup and an invocation in a grid spread over x, y and z. `tests/shaders.rs` checks every field's offset against
 //! naga's reflection of the assembled shader.
 
 use std::marker::PhantomData;
@@ -92,8 +92,11 @@ pub fn shared_constants() -> String {
 }
 
 /// The linear index of an invocation of a grid spread over x and y (see `shaders::grid`).
-const ELEMENT_INDEX: &str = "fn element_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * size + lid;
+const ELEMENT_INDEX: &str = "fn group_index(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return (wg.z * nwg.y + wg.y) * nwg.x + wg.x;
+}
+fn element_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, size: u32) -> u32 {
+    return group_index(wg, nwg) * size + lid;
 }
 ";
 
@@ -198,10 +201,13 @@ params! {
     }
     Walk {
         rows: u32, problems: u32, scratch_rows: u32, features: u32, value_dim: u32, chunk: u32,
-        first: u32, count: u32, len: u32, start: u32, _pad0: u32, _pad1: u32,
+        first: u32, count: u32, len: u32, start: u32, z_base: u32, _pad: u32,
     }
     Normalize { rows: u32, problems: u32, scratch_rows: u32, value_dim: u32, out_off: u32, out_stride: u32, _pad0: u32, _pad1: u32 }
-    Exact { len: u32, dim: u32, value_dim: u32, causal: u32, z_base: u32, scale: f32, key_first: u32, key_last: u32 }
+    Exact {
+        len: u32, dim: u32, value_dim: u32, causal: u32, z_base: u32, scale: f32, key_first: u32, key_last: u32,
+        row_base: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    }
     GradPrep { rows: u32, problems: u32, scratch_rows: u32, value_dim: u32, start: u32, len: u32, _pad0: u32, _pad1: u32 }
     FeaturesBackward {
         rows: u32, problems: u32, scratch_rows: u32, dim: u32, features: u32, kernel: u32,

@@ -77,6 +77,31 @@ impl Recording<'_> {
         Ok(sizes.allocate(self))
     }
 
+    /// Workgroups one dimension of a dispatch may have (65,535 on most devices).
+    pub fn max_groups(&self) -> usize {
+        self.gpu.device.limits().max_compute_workgroups_per_dimension as usize
+    }
+
+    /// Workgroup counts for `invocations` threads in groups of `group`, spread over x, y and z so that
+    /// no dimension passes [`Recording::max_groups`]; shaders rebuild the linear index from
+    /// `num_workgroups` (`group_index`, `element_index`), a u32.
+    pub fn grid(&self, invocations: u64, group: u32) -> Result<[u32; 3]> {
+        let max = self.max_groups() as u64;
+        let groups = invocations.div_ceil(group as u64).max(1);
+        let x = groups.min(max);
+        let y = groups.div_ceil(x).min(max);
+        let z = groups.div_ceil(x * y);
+        if z > max || x * y * z * group as u64 > u32::MAX as u64 {
+            return Err(Error::Limit {
+                what: format!("a grid of {invocations} invocations"),
+                needed: invocations,
+                limit_name: "invocations one dispatch can index (u32, and max_compute_workgroups_per_dimension cubed)",
+                limit: (max * max * max * group as u64).min(u32::MAX as u64),
+            });
+        }
+        Ok([x as u32, y as u32, z as u32])
+    }
+
     /// Keeps the pooled buffers of `tensors` until the work has run.
     pub fn keep(&self, tensors: &[&GpuTensor]) {
         self.kept.borrow_mut().extend(tensors.iter().filter_map(|t| t.loan().cloned()));

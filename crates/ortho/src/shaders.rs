@@ -1,7 +1,7 @@
 //! The pipeline cache (see `kernels.rs` for the shaders themselves and `recording.rs` for the one
 //! way to record a dispatch).
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::ShaderSource;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,22 +87,4 @@ impl PipelineCache {
     pub fn clear(&self) {
         self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
-}
-
-/// Workgroup counts for `invocations` threads in groups of `group`, spread over x and y so that no
-/// dimension passes the 65,535 limit; shaders rebuild the linear index from `num_workgroups`.
-pub(crate) fn grid(invocations: u64, group: u32) -> Result<[u32; 3]> {
-    const MAX: u64 = 65_535;
-    let groups = invocations.div_ceil(group as u64).max(1);
-    let x = groups.min(MAX);
-    let y = groups.div_ceil(x);
-    if y > MAX {
-        return Err(Error::Limit {
-            what: format!("a grid of {invocations} invocations"),
-            needed: invocations,
-            limit_name: "workgroups per dispatch (65,535^2 groups)",
-            limit: MAX * MAX * group as u64,
-        });
-    }
-    Ok([x as u32, y as u32, 1])
 }

@@ -12,7 +12,7 @@ impl Recorder<'_, '_, '_> {
         invocations: usize,
         group: u32,
     ) -> Result<()> {
-        self.gpu.dispatch(self.pass, shader, params, buffers, grid(invocations as u64, group)?)
+        self.gpu.dispatch(self.pass, shader, params, buffers, self.gpu.grid(invocations as u64, group)?)
     }
 
     /// `(rows, problems, scratch rows)` of a group of `rows` rows: how every row kernel's uniform
@@ -256,14 +256,6 @@ impl Recorder<'_, '_, '_> {
             io.state_s,
             sc.num.buffer(),
         ];
-        if p.z > 65_535 {
-            return Err(Error::Limit {
-                what: format!("the sequential schedule over {} problems", p.z),
-                needed: p.z as u64,
-                limit_name: "65,535 workgroups",
-                limit: 65_535,
-            });
-        }
         for first in (0..chunks).step_by(WALK_CHUNKS_PER_DISPATCH) {
             let count = WALK_CHUNKS_PER_DISPATCH.min(chunks - first);
             let u = |x: usize| x as u32;
@@ -280,8 +272,12 @@ impl Recorder<'_, '_, '_> {
                 start: u(start),
                 ..Default::default()
             };
-            let groups = [p.width().div_ceil(WALK_TILE) as u32, p.z as u32, 1];
-            self.gpu.dispatch(self.pass, &kernels::STATE_WALK, &params, &bufs, groups)?;
+            let max = self.gpu.max_groups();
+            for z_base in (0..p.z).step_by(max) {
+                let params = kernels::Walk { z_base: u(z_base), ..params };
+                let groups = [p.width().div_ceil(WALK_TILE) as u32, (p.z - z_base).min(max) as u32, 1];
+                self.gpu.dispatch(self.pass, &kernels::STATE_WALK, &params, &bufs, groups)?;
+            }
         }
         Ok(())
     }
@@ -364,7 +360,7 @@ pub(super) fn record_copy(
         ..Default::default()
     };
     let n = (b.outer * b.inner * b.len) as u64;
-    gpu.dispatch(pass, &kernels::COPY, &params, &[src, dst], grid(n, 256)?)
+    gpu.dispatch(pass, &kernels::COPY, &params, &[src, dst], gpu.grid(n, 256)?)
 }
 
 /// Sets a causal state to "no tokens": `S = 0`, `gamma = LOWEST`.
@@ -386,6 +382,6 @@ pub(super) fn record_fill(
     value: f32,
 ) -> Result<()> {
     let params = kernels::Fill { count: count as u32, off: 0, value, _pad: 0 };
-    let groups = grid(count as u64, 256)?;
+    let groups = gpu.grid(count as u64, 256)?;
     gpu.dispatch(pass, &kernels::FILL, &params, &[buffer], groups)
 }

@@ -195,7 +195,7 @@ impl<'a> Integrator<'a> {
         self.gemm(pass, &Gemm::new(b, n, 1, n), matrices(stage_w, n), vec(input), vec(s.wv.buffer()))?;
         let params = kernels::Activate { count: (b * n) as u32, activation: s.activation, ..Default::default() };
         let bufs = [s.wv.buffer(), s.slopes[i].buffer()];
-        let groups = grid((b * n) as u64, 256)?;
+        let groups = self.gpu.grid((b * n) as u64, 256)?;
         let gpu = self.gpu;
         gpu.dispatch(pass, &kernels::ACTIVATE, &params, &bufs, groups)
     }
