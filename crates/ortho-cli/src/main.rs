@@ -5,10 +5,11 @@ mod npy;
 mod validate;
 
 use clap::{Args, Parser, Subcommand};
+use npy::Outputs;
 use ortho::random::{Scaling, projection};
 use ortho::{BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, Kernel, Schedule};
 use ortho_ref::flow::{Activation, Flow, Generator, Method};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -34,20 +35,27 @@ enum Command {
     /// List every adapter with its backend, type, features and key limits.
     Devices(Backend),
     /// Random-feature attention (FAVOR+ / FAVOR / ReLU) of .npy inputs.
+    #[command(allow_negative_numbers = true)]
     Favor(FavorArgs),
     /// Gradients dq, dk, dv of random-feature attention for an upstream gradient of its output.
+    #[command(allow_negative_numbers = true)]
     FavorGrad(FavorGradArgs),
     /// Exact softmax attention of .npy inputs (the baseline).
+    #[command(allow_negative_numbers = true)]
     Attention(AttentionArgs),
     /// Orthogonal (or Stiefel) matrices from Householder vectors by compact WY, or their product
     /// with a matrix.
+    #[command(allow_negative_numbers = true)]
     Cwy(CwyArgs),
     /// Matrix exponential of every matrix of A ([n, n] or [batch, n, n], n <= 64).
+    #[command(allow_negative_numbers = true)]
     Expm(MatrixArgs),
     /// Cayley map (I - A/2)^(-1) (I + A/2) of every matrix of A.
+    #[command(allow_negative_numbers = true)]
     Cayley(MatrixArgs),
     /// Integrate a matrix flow W' = W b(t, W) on the orthogonal group (and optionally the nested
     /// state x' = sigma(W x)).
+    #[command(allow_negative_numbers = true)]
     Flow(FlowArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
     Validate(Backend),
@@ -158,7 +166,7 @@ struct FavorArgs {
     #[arg(long, default_value = "chi", value_parser = |s: &str| s.parse::<Scaling>().map_err(|e| e.to_string()))]
     scaling: Scaling,
     /// Save the drawn projection here.
-    #[arg(long, requires = "features")]
+    #[arg(long, requires = "features", conflicts_with = "projection")]
     save_projection: Option<PathBuf>,
     #[command(flatten)]
     attention: AttentionKind,
@@ -283,7 +291,14 @@ fn devices(b: &Backend) -> Result<(), String> {
     Ok(())
 }
 
+/// The outputs a run writes, `(option, path)`, those not given left out.
+fn outputs(list: &[(&str, Option<&PathBuf>)]) -> Result<Outputs, String> {
+    let present: Vec<(&str, &Path)> = list.iter().filter_map(|(what, p)| p.map(|p| (*what, p.as_path()))).collect();
+    Outputs::create(&present)
+}
+
 fn favor(a: &FavorArgs) -> Result<(), String> {
+    let mut out = outputs(&[("out", Some(&a.qkv.out)), ("save-projection", a.save_projection.as_ref())])?;
     let q = npy::read(&a.qkv.q, "q")?;
     let k = npy::read(&a.qkv.k, "k")?;
     let v = npy::read(&a.qkv.v, "v")?;
@@ -292,8 +307,8 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
         (None, Some(m)) => {
             let d = *q.shape().last().ok_or("q: expected shape [L, d] or [B, H, L, d], got []")?;
             let w = projection(m, d, a.scaling, a.seed).map_err(|e| e.to_string())?.to_f32();
-            if let Some(path) = &a.save_projection {
-                npy::write(path, &w)?;
+            if a.save_projection.is_some() {
+                out.write(1, &w)?;
             }
             w
         }
@@ -301,11 +316,12 @@ fn favor(a: &FavorArgs) -> Result<(), String> {
     };
     let engine = engine(&a.backend)?;
     let options = a.attention.options();
-    let out = engine.favor(&q, &k, &v, &w, &options).map_err(|e| e.to_string())?;
-    npy::write(&a.qkv.out, &out)
+    out.write(0, &engine.favor(&q, &k, &v, &w, &options).map_err(|e| e.to_string())?)?;
+    out.commit()
 }
 
 fn favor_grad(a: &FavorGradArgs) -> Result<(), String> {
+    let mut out = outputs(&[("dq", Some(&a.dq)), ("dk", Some(&a.dk)), ("dv", Some(&a.dv)), ("dw", a.dw.as_ref())])?;
     let q = npy::read(&a.q, "q")?;
     let k = npy::read(&a.k, "k")?;
     let v = npy::read(&a.v, "v")?;
@@ -313,45 +329,50 @@ fn favor_grad(a: &FavorGradArgs) -> Result<(), String> {
     let g = npy::read(&a.grad_out, "grad")?;
     let engine = engine(&a.backend)?;
     let options = FavorOptions { checkpoints: a.checkpoints, ..a.attention.options() };
-    let [dq, dk, dv, dw] = engine.favor_backward(&q, &k, &v, &w, &options, &g).map_err(|e| e.to_string())?;
-    if let Some(path) = &a.dw {
-        npy::write(path, &dw)?;
+    let grads = engine.favor_backward(&q, &k, &v, &w, &options, &g).map_err(|e| e.to_string())?;
+    let wanted = if a.dw.is_some() { 4 } else { 3 };
+    for (i, t) in grads.iter().take(wanted).enumerate() {
+        out.write(i, t)?;
     }
-    npy::write(&a.dq, &dq)?;
-    npy::write(&a.dk, &dk)?;
-    npy::write(&a.dv, &dv)
+    out.commit()
 }
 
 fn attention(a: &AttentionArgs) -> Result<(), String> {
+    let mut out = outputs(&[("out", Some(&a.qkv.out))])?;
     let q = npy::read(&a.qkv.q, "q")?;
     let k = npy::read(&a.qkv.k, "k")?;
     let v = npy::read(&a.qkv.v, "v")?;
     let engine = engine(&a.backend)?;
-    let out = engine.exact_attention(&q, &k, &v, a.causal).map_err(|e| e.to_string())?;
-    npy::write(&a.qkv.out, &out)
+    out.write(0, &engine.exact_attention(&q, &k, &v, a.causal).map_err(|e| e.to_string())?)?;
+    out.commit()
 }
 
 fn cwy(a: &CwyArgs) -> Result<(), String> {
+    let mut out = outputs(&[("out", Some(&a.out))])?;
     let u = npy::read(&a.u, "u")?;
     let x = a.apply.as_ref().map(|path| npy::read(path, "x")).transpose()?;
     let engine = engine(&a.backend)?;
-    let out = match &x {
+    let result = match &x {
         Some(x) => engine.cwy_apply(&u, x, a.transpose),
         None if a.stiefel => engine.tcwy(&u),
         None => engine.cwy(&u),
     }
     .map_err(|e| e.to_string())?;
-    npy::write(&a.out, &out)
+    out.write(0, &result)?;
+    out.commit()
 }
 
 fn matrix_map(a: &MatrixArgs, cayley: bool) -> Result<(), String> {
+    let mut out = outputs(&[("out", Some(&a.out))])?;
     let input = npy::read(&a.input, "a")?;
     let engine = engine(&a.backend)?;
-    let out = if cayley { engine.cayley(&input) } else { engine.expm(&input) }.map_err(|e| e.to_string())?;
-    npy::write(&a.out, &out)
+    let result = if cayley { engine.cayley(&input) } else { engine.expm(&input) }.map_err(|e| e.to_string())?;
+    out.write(0, &result)?;
+    out.commit()
 }
 
 fn flow(a: &FlowArgs) -> Result<(), String> {
+    let mut out = outputs(&[("out", Some(&a.out)), ("x-out", a.x_out.as_ref())])?;
     let w0 = npy::read(&a.w0, "w0")?;
     let generator = match (&a.isospectral, &a.generators) {
         (Some(paths), _) => Generator::Isospectral {
@@ -375,11 +396,11 @@ fn flow(a: &FlowArgs) -> Result<(), String> {
     };
     let engine = engine(&a.backend)?;
     let (w, x) = engine.flow(&flow, &w0).map_err(|e| e.to_string())?;
-    npy::write(&a.out, &w)?;
-    if let (Some(path), Some(x)) = (&a.x_out, x) {
-        npy::write(path, &x)?;
+    out.write(0, &w)?;
+    if let Some(x) = x.filter(|_| a.x_out.is_some()) {
+        out.write(1, &x)?;
     }
-    Ok(())
+    out.commit()
 }
 
 fn main() -> ExitCode {

@@ -1,46 +1,186 @@
-//! `.npy` files in and out: f32, f64 and f16 inputs become f32 tensors; outputs are f32.
+//! `.npy` files in and out.
+//!
+//! Inputs: float32, float64, float16 and integer arrays, little- or big-endian, C- or Fortran-ordered
+//! (what `np.save` writes for a transposed array), become C-ordered f32 tensors; a value f32 cannot
+//! hold is refused. The header's element count is checked (with checked arithmetic) against the bytes
+//! the file holds before anything is allocated, so a truncated file or a lying header is an error,
+//! not a panic or an unbounded allocation.
+//!
+//! Outputs are f32 and all or nothing: see [`Outputs`].
 
-use npyz::WriterBuilder;
+use npyz::{TypeChar, WriterBuilder};
 use ortho::Tensor;
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufReader, Seek};
+use std::path::{Path, PathBuf};
 
 pub fn read(path: &Path, name: &str) -> Result<Tensor<f32>, String> {
     let at = |e: &dyn std::fmt::Display| format!("{name} ({}): {e}", path.display());
-    let bytes = std::fs::read(path).map_err(|e| at(&e))?;
-    let file = npyz::NpyFile::new(&bytes[..]).map_err(|e| at(&e))?;
-    if file.order() == npyz::Order::Fortran {
-        return Err(at(&"Fortran-ordered arrays are not supported; save a C-ordered array (np.ascontiguousarray)"));
-    }
-    let shape: Vec<usize> = file.shape().iter().map(|&n| n as usize).collect();
-    let descr = file.dtype().descr().trim_matches('\'').to_string();
-    let data: Vec<f32> = match descr.trim_start_matches(['<', '=', '|']) {
-        "f4" => file.into_vec::<f32>().map_err(|e| at(&e))?,
-        "f2" => file.into_vec::<half::f16>().map_err(|e| at(&e))?.into_iter().map(f32::from).collect(),
-        "f8" => {
-            let wide = file.into_vec::<f64>().map_err(|e| at(&e))?;
-            if let Some(i) = wide.iter().position(|x| x.is_finite() && x.abs() > f32::MAX as f64) {
-                let t = Tensor::<f64>::new(&shape, wide.clone()).map_err(|e| at(&e))?;
-                return Err(at(&format!("value {:e} at index {:?} does not fit in f32", wide[i], t.unravel(i))));
-            }
-            wide.into_iter().map(|x| x as f32).collect()
-        }
-        _ => {
-            return Err(at(&format!("dtype {descr} is not supported; use little-endian float32, float64 or float16")));
-        }
+    let file = File::open(path).map_err(|e| at(&e))?;
+    let size = file.metadata().map_err(|e| at(&e))?.len();
+    let mut reader = BufReader::new(file);
+    let header = npyz::NpyHeader::from_reader(&mut reader).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => at(&"the file ends inside its header: it is truncated"),
+        _ => at(&format!("not a .npy file: {e}")),
+    })?;
+    let data_bytes = size - reader.stream_position().map_err(|e| at(&e))?;
+    let shape: Vec<u64> = header.shape().to_vec();
+    let descr = header.dtype().descr().trim_matches('\'').to_string();
+    let npyz::DType::Plain(ty) = header.dtype() else {
+        return Err(at(&format!("dtype {descr} is not supported; save a plain float or integer array")));
     };
-    Tensor::new(&shape, data).map_err(|e| at(&e))
+    let item = ty.size_field();
+    let count = shape.iter().try_fold(1u64, |all, &n| all.checked_mul(n));
+    let needed = count.and_then(|n| n.checked_mul(item));
+    if needed != Some(data_bytes) {
+        let claimed = match needed {
+            Some(bytes) => format!("{bytes} bytes of data"),
+            None => "more elements than any file can hold".to_string(),
+        };
+        return Err(at(&format!(
+            "the header claims shape {shape:?} of {descr} ({claimed}), but the file holds {data_bytes} bytes after \
+             the header: the file is truncated or its header is wrong"
+        )));
+    }
+    let shape: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
+    let fortran = header.order() == npyz::Order::Fortran;
+    let file = npyz::NpyFile::with_header(header, reader);
+    let data = values(file, ty.type_char(), item, &descr).map_err(|e| at(&e))?;
+    let data = if fortran { c_order(&shape, &data) } else { data };
+    let t = Tensor::new(&shape, data).map_err(|e| at(&e))?;
+    Ok(t)
 }
 
-pub fn write(path: &Path, t: &Tensor<f32>) -> Result<(), String> {
-    let at = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
-    let file = std::fs::File::create(path).map_err(|e| at(&e))?;
-    let shape: Vec<u64> = t.shape().iter().map(|&n| n as u64).collect();
-    let mut writer = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&shape)
-        .writer(std::io::BufWriter::new(file))
-        .begin_nd()
-        .map_err(|e| at(&e))?;
-    writer.extend(t.data().iter().copied()).map_err(|e| at(&e))?;
-    writer.finish().map_err(|e| at(&e))
+/// The values of `file` as f32: floats rounded (a finite value past f32's range is refused), integers
+/// only where f32 holds them exactly.
+fn values<R: std::io::Read>(
+    file: npyz::NpyFile<R>,
+    kind: TypeChar,
+    size: u64,
+    descr: &str,
+) -> Result<Vec<f32>, String> {
+    fn all<T: npyz::Deserialize, R: std::io::Read>(file: npyz::NpyFile<R>) -> Result<Vec<T>, String> {
+        file.into_vec::<T>().map_err(|e| e.to_string())
+    }
+    fn floats(values: Vec<f64>) -> Result<Vec<f32>, String> {
+        match values.iter().position(|x| x.is_finite() && x.abs() > f32::MAX as f64) {
+            Some(i) => Err(format!("value {:e} at flat index {i} does not fit in f32", values[i])),
+            None => Ok(values.into_iter().map(|x| x as f32).collect()),
+        }
+    }
+    fn integers<T: Copy + Into<i128>>(values: Vec<T>) -> Result<Vec<f32>, String> {
+        let exact = |x: i128| x as f32 as i128 == x;
+        match values.iter().position(|&x| !exact(x.into())) {
+            Some(i) => Err(format!("integer {} at flat index {i} does not fit in f32 exactly", values[i].into())),
+            None => Ok(values.into_iter().map(|x| x.into() as f32).collect()),
+        }
+    }
+    match (kind, size) {
+        (TypeChar::Float, 4) => all::<f32, R>(file),
+        (TypeChar::Float, 2) => Ok(all::<half::f16, R>(file)?.into_iter().map(f32::from).collect()),
+        (TypeChar::Float, 8) => floats(all::<f64, R>(file)?),
+        (TypeChar::Int, 1) => integers(all::<i8, R>(file)?),
+        (TypeChar::Int, 2) => integers(all::<i16, R>(file)?),
+        (TypeChar::Int, 4) => integers(all::<i32, R>(file)?),
+        (TypeChar::Int, 8) => integers(all::<i64, R>(file)?),
+        (TypeChar::Uint, 1) => integers(all::<u8, R>(file)?),
+        (TypeChar::Uint, 2) => integers(all::<u16, R>(file)?),
+        (TypeChar::Uint, 4) => integers(all::<u32, R>(file)?),
+        (TypeChar::Uint, 8) => integers(all::<u64, R>(file)?),
+        _ => Err(format!("dtype {descr} is not supported; use float16, float32, float64 or an integer type")),
+    }
+}
+
+/// Fortran-ordered (column-major) `data` of `shape` in C (row-major) order.
+fn c_order(shape: &[usize], data: &[f32]) -> Vec<f32> {
+    let mut strides = vec![1; shape.len()];
+    for axis in 1..shape.len() {
+        strides[axis] = strides[axis - 1] * shape[axis - 1];
+    }
+    (0..data.len())
+        .map(|flat| {
+            let (mut rest, mut at) = (flat, 0);
+            for axis in (0..shape.len()).rev() {
+                at += (rest % shape[axis]) * strides[axis];
+                rest /= shape[axis];
+            }
+            data[at]
+        })
+        .collect()
+}
+
+/// The output files of one run, all or nothing: each is written to a temporary file beside its
+/// target, created before the work starts (so an unwritable path fails before any work), and renamed
+/// into place only once every output is written. A run that fails or is killed leaves every target as
+/// it was; two runs writing one path each replace it whole. Two outputs of one run may not share a
+/// path.
+pub struct Outputs {
+    pending: Vec<(PathBuf, PathBuf, Option<File>)>,
+}
+
+impl Outputs {
+    /// Reserves `(what, path)` for every output of the run.
+    pub fn create(paths: &[(&str, &Path)]) -> Result<Outputs, String> {
+        let mut outputs = Outputs { pending: Vec::new() };
+        for (i, &(what, path)) in paths.iter().enumerate() {
+            if let Some((other, _)) = paths[..i].iter().find(|(_, p)| same_file(p, path)) {
+                return Err(format!(
+                    "--{other} and --{what} are the same file ({}); give each output its own path",
+                    path.display()
+                ));
+            }
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let name = path.file_name().ok_or_else(|| format!("--{what} {}: not a file path", path.display()))?;
+            let temp = dir.join(format!(".{}.{}.{i}.tmp", name.to_string_lossy(), std::process::id()));
+            let file =
+                File::create(&temp).map_err(|e| format!("--{what} {}: cannot write there: {e}", path.display()))?;
+            outputs.pending.push((path.to_path_buf(), temp, Some(file)));
+        }
+        Ok(outputs)
+    }
+
+    /// Writes output `i` (in the order given to [`Outputs::create`]) to its temporary file.
+    pub fn write(&mut self, i: usize, t: &Tensor<f32>) -> Result<(), String> {
+        let (path, _, file) = &mut self.pending[i];
+        let at = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
+        let file = file.take().ok_or_else(|| at(&"written twice"))?;
+        let shape: Vec<u64> = t.shape().iter().map(|&n| n as u64).collect();
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(std::io::BufWriter::new(file))
+            .begin_nd()
+            .map_err(|e| at(&e))?;
+        writer.extend(t.data().iter().copied()).map_err(|e| at(&e))?;
+        writer.finish().map_err(|e| at(&e))
+    }
+
+    /// Renames every written output into place (an output never written is dropped).
+    pub fn commit(mut self) -> Result<(), String> {
+        for (path, temp, file) in std::mem::take(&mut self.pending) {
+            if file.is_some() {
+                let _ = std::fs::remove_file(&temp);
+                continue;
+            }
+            std::fs::rename(&temp, &path).map_err(|e| format!("moving the output into {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Outputs {
+    fn drop(&mut self) {
+        for (_, temp, _) in &self.pending {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// Whether `a` and `b` name one file (the same path, or the same existing file under two names).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        dir.canonicalize().ok().map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    a == b || matches!((canonical(a), canonical(b)), (Some(x), Some(y)) if x == y)
 }

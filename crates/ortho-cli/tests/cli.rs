@@ -429,10 +429,11 @@ fn bad_inputs_get_clear_errors() {
     };
     let missing = d.join("missing.npy");
     assert!(run(&["--q", p(&missing), "--k", p(&k), "--v", p(&v), "--features", "8"]).contains("q ("));
-    let ints = d.join("ints.npy");
-    save(&ints, &[10, 4], &[1i32; 40]);
+    let strings = d.join("strings.npy");
+    raw(&strings, "|S4", false, "(10, 4)", &[b'a'; 160]);
     assert!(
-        run(&["--q", p(&ints), "--k", p(&k), "--v", p(&v), "--features", "8"]).contains("dtype <i4 is not supported")
+        run(&["--q", p(&strings), "--k", p(&k), "--v", p(&v), "--features", "8"])
+            .contains("dtype |S4 is not supported")
     );
     let short = d.join("short.npy");
     save(&short, &[9, 4], &[0.5f32; 36]);
@@ -467,4 +468,190 @@ fn bad_inputs_get_clear_errors() {
     );
     let o = ortho(&["devices", "--backend", "opengl"]);
     assert!(!o.status.success() && stderr(&o).contains("not one of auto, vulkan, gl, metal, dx12, cpu"));
+}
+
+/// A `.npy` file written byte by byte: any dtype, order and header, true or not.
+fn raw(path: &Path, descr: &str, fortran: bool, shape: &str, data: &[u8]) {
+    let order = if fortran { "True" } else { "False" };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// One matrix as numpy may save it: C-ordered float32, Fortran-ordered float64 (`np.save(W.T)` of a
+/// C array), big-endian float32 and int64: every file gives the same result.
+#[test]
+fn numpy_layouts_and_dtypes_are_read_alike() {
+    let d = dir("layouts");
+    let (n, l) = (5, 3);
+    let u: Vec<f32> = (0..n * l).map(|e| (e % 7) as f32 - 2.5).collect();
+    let ints: Vec<i64> = (0..n * l).map(|e| (e % 7) as i64 - 3).collect();
+    let column_major = |i: usize| (i % n) * l + i / n;
+    let files = [
+        ("c.npy", "<f4", false, u.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+        ("f.npy", "<f8", true, (0..n * l).flat_map(|i| (u[column_major(i)] as f64).to_le_bytes()).collect()),
+        ("be.npy", ">f4", false, u.iter().flat_map(|x| x.to_be_bytes()).collect()),
+        ("i.npy", "<i8", true, (0..n * l).flat_map(|i| ints[column_major(i)].to_le_bytes()).collect()),
+    ];
+    let mut results = Vec::new();
+    for (name, descr, fortran, data) in &files {
+        let path = d.join(name);
+        raw(&path, descr, *fortran, &format!("({n}, {l})"), data);
+        let out = d.join(format!("q-{name}"));
+        let o = ortho(&["cwy", "--u", p(&path), "--out", p(&out), "--backend", "cpu"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        results.push(load(&out));
+    }
+    assert_eq!(results[0].data(), results[1].data(), "Fortran-ordered float64");
+    assert_eq!(results[0].data(), results[2].data(), "big-endian float32");
+    assert_ne!(results[0].data(), results[3].data(), "int64 holds other values");
+    let ints_c = d.join("ints-c.npy");
+    raw(&ints_c, "<i8", false, &format!("({n}, {l})"), &ints.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+    let out = d.join("q-ints-c.npy");
+    assert!(ortho(&["cwy", "--u", p(&ints_c), "--out", p(&out), "--backend", "cpu"]).status.success());
+    assert_eq!(load(&out).data(), results[3].data(), "Fortran- and C-ordered int64");
+    let inexact = d.join("inexact.npy");
+    raw(&inexact, "<i8", false, "(1, 1)", &((1i64 << 40) + 1).to_le_bytes());
+    let o = ortho(&["cwy", "--u", p(&inexact), "--out", p(&out), "--backend", "cpu"]);
+    assert!(!o.status.success() && stderr(&o).contains("does not fit in f32 exactly"), "{}", stderr(&o));
+}
+
+/// Headers that lie about the data: an error naming the file and what is wrong, never a panic or an
+/// allocation the size of the claim.
+#[test]
+fn lying_and_truncated_files_are_refused() {
+    let d = dir("lying");
+    let out = d.join("o.npy");
+    let cases: [(&str, &str, usize, &str); 6] = [
+        ("cube.npy", "(1099511627776, 1099511627776, 1099511627776)", 64, "more elements than any file can hold"),
+        ("tall.npy", "(4611686018427387904, 2, 2)", 64, "more elements than any file can hold"),
+        ("wraps.npy", "(4294967296, 4294967296, 4, 8)", 128, "more elements than any file can hold"),
+        ("long.npy", "(1000000, 4)", 64, "the file holds 64 bytes after the header"),
+        ("empty.npy", "(3, 3)", 0, "the file holds 0 bytes after the header"),
+        ("extra.npy", "(2, 2)", 20, "the file holds 20 bytes after the header"),
+    ];
+    for (name, shape, bytes, message) in cases {
+        let path = d.join(name);
+        raw(&path, "<f4", false, shape, &vec![0u8; bytes]);
+        for verb in [&["expm", "--input"][..], &["cwy", "--u"][..]] {
+            let o = ortho(&[verb[0], verb[1], p(&path), "--out", p(&out), "--backend", "cpu"]);
+            assert!(!o.status.success(), "{name}");
+            let err = stderr(&o);
+            assert!(err.contains(name) && err.contains(message) && !err.contains("panicked"), "{name}: {err}");
+        }
+    }
+    let whole = d.join("whole.npy");
+    raw(&whole, "<f4", false, "(2, 2)", &[0u8; 16]);
+    let cut = d.join("cut.npy");
+    std::fs::write(&cut, &std::fs::read(&whole).unwrap()[..40]).unwrap();
+    let o = ortho(&["expm", "--input", p(&cut), "--out", p(&out), "--backend", "cpu"]);
+    assert!(!o.status.success() && stderr(&o).contains("ends inside its header"), "{}", stderr(&o));
+    assert!(!out.exists(), "no output is written for a failed run");
+}
+
+/// A run writes all of its outputs or none: a failure (an unwritable output, a bad input) leaves
+/// every existing target as it was, and two outputs may not share a path.
+#[test]
+fn outputs_are_all_or_nothing() {
+    let d = dir("atomic");
+    let (l, dim) = (6, 4);
+    let [q, k, v] = inputs(&d, &[l, dim], dim);
+    let w = d.join("w.npy");
+    save(&w, &[8, dim], &gaussian(8 * dim, 9));
+    let g = d.join("g.npy");
+    save(&g, &[l, dim], &gaussian(l * dim, 10));
+    let (dq, dk) = (d.join("dq.npy"), d.join("dk.npy"));
+    std::fs::write(&dq, b"old dq").unwrap();
+    std::fs::write(&dk, b"old dk").unwrap();
+    let grad = |dv: &Path, dk: &Path| {
+        let args = ["favor-grad", "--q", p(&q), "--k", p(&k), "--v", p(&v), "--projection", p(&w), "--grad-out"];
+        let mut args = args.to_vec();
+        args.extend([p(&g), "--dq", p(&dq), "--dk", p(dk), "--dv", p(dv), "--backend", "cpu"]);
+        ortho(&args)
+    };
+    let o = grad(&d.join("missing-dir").join("dv.npy"), &dk);
+    assert!(!o.status.success() && stderr(&o).contains("--dv"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&dq).unwrap(), b"old dq");
+    assert_eq!(std::fs::read(&dk).unwrap(), b"old dk");
+    let o = grad(&dq, &dk);
+    assert!(!o.status.success() && stderr(&o).contains("--dq and --dv are the same file"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&dq).unwrap(), b"old dq");
+    let o = grad(&d.join("dv.npy"), &dk);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(load(&dq).shape(), &[l, dim]);
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let o = ortho(&[
+        "favor",
+        "--q",
+        p(&q),
+        "--k",
+        p(&k),
+        "--v",
+        p(&v),
+        "--projection",
+        p(&w),
+        "--save-projection",
+        p(&d.join("s.npy")),
+        "--out",
+        p(&d.join("o.npy")),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("--save-projection"), "{}", stderr(&o));
+}
+
+/// Negative numbers reach the option (and its own check), a backend asked for by name that is not
+/// there is an error, and results that are not finite are errors rather than files.
+#[test]
+fn arguments_backends_and_non_finite_results() {
+    let d = dir("misc");
+    let out = d.join("o.npy");
+    let eye = |scale: f32| (0..9).map(|e| if e % 4 == 0 { scale } else { 0.0 }).collect::<Vec<f32>>();
+    let w0 = d.join("w0.npy");
+    save(&w0, &[3, 3], &eye(1.0));
+    let o = ortho(&[
+        "flow",
+        "--w0",
+        p(&w0),
+        "--method",
+        "lie-euler",
+        "--dt",
+        "-0.1",
+        "--steps",
+        "2",
+        "--isospectral",
+        p(&w0),
+        p(&w0),
+        "--out",
+        p(&out),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("dt"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("unexpected argument"), "{}", stderr(&o));
+    for backend in ["metal", "dx12"] {
+        let o = ortho(&["expm", "--input", p(&w0), "--out", p(&out), "--backend", backend]);
+        assert!(!o.status.success() && stderr(&o).contains("no GPU adapter"), "{backend}: {}", stderr(&o));
+    }
+    let singular = d.join("two.npy");
+    save(&singular, &[3, 3], &eye(2.0));
+    let huge = d.join("huge.npy");
+    save(&huge, &[3, 3], &eye(1e30));
+    for backend in ["cpu", "auto"] {
+        let o = ortho(&["cayley", "--input", p(&singular), "--out", p(&out), "--backend", backend]);
+        assert!(!o.status.success() && stderr(&o).contains("singular"), "{backend}: {}", stderr(&o));
+        let o = ortho(&["expm", "--input", p(&huge), "--out", p(&out), "--backend", backend]);
+        assert!(!o.status.success() && stderr(&o).contains("not finite"), "{backend}: {}", stderr(&o));
+        assert!(!out.exists());
+    }
 }

@@ -63,8 +63,8 @@ pub struct EngineOptions {
     pub backend: BackendChoice,
     /// Only adapters whose name contains this (case-insensitive).
     pub adapter_name: Option<String>,
-    /// Fail instead of falling back to the CPU reference when no adapter is usable (an explicit
-    /// `BackendChoice::Cpu` is still honoured).
+    /// With `Auto`, fail instead of falling back to the CPU reference when no adapter is usable (a
+    /// backend asked for by name never falls back; an explicit `BackendChoice::Cpu` is honoured).
     pub require_gpu: bool,
 }
 
@@ -147,8 +147,24 @@ fn rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// An instance of only `backends` (so that asking for Vulkan does not initialise GL).
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    descriptor.backends &= backends;
+    wgpu::Instance::new(descriptor)
+}
+
+/// The adapters of `choice`. `Auto` looks at GL only when no other backend has one, so that a normal
+/// run does not initialise GL (and print its windowing system's complaints).
+async fn adapters_of(choice: BackendChoice) -> Vec<wgpu::Adapter> {
+    let backends = choice.backends();
+    if choice == BackendChoice::Auto {
+        let native = instance(backends - wgpu::Backends::GL).enumerate_adapters(backends - wgpu::Backends::GL).await;
+        if !native.is_empty() {
+            return native;
+        }
+    }
+    instance(backends).enumerate_adapters(backends).await
 }
 
 impl Engine {
@@ -161,12 +177,13 @@ impl Engine {
         pollster::block_on(Engine::with_options_async(options))
     }
 
+    /// [`Engine::with_options`] without blocking. A backend asked for by name that has no usable
+    /// adapter is an error; only `Auto` falls back to the CPU (unless `require_gpu`).
     pub async fn with_options_async(options: &EngineOptions) -> Result<Engine> {
-        // An explicit CPU choice is honoured; `require_gpu` only forbids falling back to it.
         if options.backend == BackendChoice::Cpu {
             return Ok(Engine::cpu("the CPU backend was chosen"));
         }
-        let mut adapters = instance().enumerate_adapters(options.backend.backends()).await;
+        let mut adapters = adapters_of(options.backend).await;
         let all: Vec<String> = adapters.iter().map(|a| AdapterReport::of(a).name).collect();
         if let Some(want) = &options.adapter_name {
             let want = want.to_lowercase();
@@ -184,7 +201,7 @@ impl Engine {
                 options.adapter_name.as_ref().map(|n| format!(" named like '{n}'")).unwrap_or_default(),
                 if all.is_empty() { "none".to_string() } else { all.join(", ") }
             );
-            if options.require_gpu {
+            if options.require_gpu || options.backend != BackendChoice::Auto {
                 return Err(Error::NoAdapter(reason));
             }
             return Ok(Engine::cpu(reason));
@@ -228,9 +245,10 @@ impl Engine {
         Engine { gpu: None, fallback_reason: Some(reason.into()) }
     }
 
-    /// Every adapter of the chosen backends.
+    /// Every adapter of the chosen backends (`Auto`: of every backend, GL included).
     pub fn adapters(backend: BackendChoice) -> Vec<AdapterReport> {
-        pollster::block_on(instance().enumerate_adapters(backend.backends())).iter().map(AdapterReport::of).collect()
+        let backends = backend.backends();
+        pollster::block_on(instance(backends).enumerate_adapters(backends)).iter().map(AdapterReport::of).collect()
     }
 
     pub fn is_gpu(&self) -> bool {

@@ -14,6 +14,9 @@ pub enum Error {
     Gpu { op: String, message: String },
     #[error("{what} needs {needed} bytes, over the device's {limit_name} of {limit} bytes")]
     Limit { what: String, needed: u64, limit_name: &'static str, limit: u64 },
+    /// A host entry point's output holds NaN or infinity: the computation overflowed or divided by 0.
+    #[error("{op}: {count} of {total} values of output {output} are not finite ({cause})")]
+    NonFinite { op: String, output: usize, count: usize, total: usize, cause: String },
     #[error("not supported: {0}")]
     Unsupported(String),
 }

@@ -130,6 +130,13 @@ impl Operation for MatrixMap {
         engine.record_group_map(enc, self.0, i[0], o[0], ExpmOutput::Exp)
     }
 
+    fn non_finite_cause(&self) -> &'static str {
+        match self.0 {
+            GroupMap::Exp => "exp(A) passes f32's range: some matrix's norm is too large",
+            GroupMap::Cayley => "I - A/2 is singular, or too close to it, for some matrix",
+        }
+    }
+
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
         Ok(vec![match self.0 {
             GroupMap::Exp => ortho_ref::expm::expm(&i[0], &ortho_ref::expm::THETA_F64)?,

@@ -7,7 +7,7 @@
 //! - [`Engine::record`]: into the caller's encoder, writing the caller's output tensors.
 
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pool::Recorded;
 use crate::tensor::GpuTensor;
 use ortho_ref::{Error as InputError, Tensor};
@@ -38,6 +38,23 @@ pub trait Operation {
 
     /// The CPU twin, in f64.
     fn reference(&self, inputs: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>>;
+
+    /// What a non-finite output means, for the error [`Engine::run`] returns then.
+    fn non_finite_cause(&self) -> &'static str {
+        "a value overflowed f32"
+    }
+}
+
+/// Refuses outputs holding NaN or infinity: the host entry points never return one.
+fn check_outputs<O: Operation>(op: &O, outputs: Vec<Tensor<f32>>) -> Result<Vec<Tensor<f32>>> {
+    for (output, t) in outputs.iter().enumerate() {
+        let count = t.data().iter().filter(|x| !x.is_finite()).count();
+        if count > 0 {
+            let cause = op.non_finite_cause().to_string();
+            return Err(Error::NonFinite { op: O::NAME.to_string(), output, count, total: t.len(), cause });
+        }
+    }
+    Ok(outputs)
 }
 
 /// The inputs' shapes, once there are as many as `O` takes.
@@ -53,7 +70,8 @@ fn input_shapes<O: Operation>(shapes: Vec<&[usize]>) -> Result<Vec<&[usize]>> {
 }
 
 impl Engine {
-    /// Runs `op` on host tensors: validated inputs, the CPU twin on an engine without a GPU.
+    /// Runs `op` on host tensors: validated inputs, the CPU twin on an engine without a GPU, and an
+    /// [`Error::NonFinite`] rather than an output holding NaN or infinity.
     pub fn run<O: Operation>(&self, op: &O, inputs: &[&Tensor<f32>]) -> Result<Vec<Tensor<f32>>> {
         self.block_on(self.run_async(op, inputs))
     }
@@ -67,7 +85,7 @@ impl Engine {
         op.check_values(inputs)?;
         if !self.is_gpu() {
             let inputs: Vec<Tensor<f64>> = inputs.iter().map(|t| t.to_f64()).collect();
-            return Ok(op.reference(&inputs)?.iter().map(Tensor::to_f32).collect());
+            return check_outputs(op, op.reference(&inputs)?.iter().map(Tensor::to_f32).collect());
         }
         let inputs = inputs.iter().zip(O::INPUTS).map(|(t, name)| self.upload(name, t)).collect::<Result<Vec<_>>>()?;
         let outputs = outputs.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;
@@ -77,10 +95,11 @@ impl Engine {
         for out in &outputs {
             host.push(self.download_async(out).await?);
         }
-        Ok(host)
+        check_outputs(op, host)
     }
 
-    /// Runs `op` on device-resident tensors (their values are not checked) into new device tensors.
+    /// Runs `op` on device-resident tensors into new device tensors (neither inputs nor outputs are
+    /// read back, so their values are not checked).
     pub fn run_gpu<O: Operation>(&self, op: &O, inputs: &[&GpuTensor]) -> Result<Vec<GpuTensor>> {
         let outputs = op.output_shapes(&input_shapes::<O>(inputs.iter().map(|t| t.shape()).collect())?)?;
         let outputs = outputs.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;

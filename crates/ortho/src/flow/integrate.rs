@@ -333,6 +333,10 @@ impl Operation for Flow {
         Ok(gpu.finish())
     }
 
+    fn non_finite_cause(&self) -> &'static str {
+        "the integration passed f32's range: reduce dt, or the scale of w0, the generators or x0"
+    }
+
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
         let (w, x) = self.run(&i[0])?;
         Ok([Some(w), x].into_iter().flatten().collect())
