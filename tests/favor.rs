@@ -92,6 +92,29 @@ fn large_exponents_stay_finite_and_correct() {
     }
 }
 
+/// One key entry from 1e4 to 1e18: that key's weight underflows to 0 and every other row must stay
+/// exact. (Its feature shift once came from `(max_i a - |k~|^2/2) + |k~|^2/2`, which cancels to 0 in
+/// f32 once `|k~|^2` dwarfs `a`, so the feature overflowed and every output became 0.)
+#[test]
+fn a_huge_key_entry_leaves_the_other_keys_exact() {
+    let (l, d, dv, m) = (16, 8, 4, 16);
+    let q = gaussian(&[l, d], 0.5, 1);
+    let v = gaussian(&[l, dv], 1.0, 3);
+    let w = projection(m, d, Scaling::Chi, 2).unwrap().to_f32();
+    for engine in gpu_engines() {
+        for big in [1e4f32, 1e8, 1e9, 1e12, 1e18] {
+            let mut k = gaussian(&[l, d], 0.5, 2);
+            k.data_mut()[3 * d + 2] = big;
+            for o in [FavorOptions::new(Kernel::Softmax), FavorOptions::causal(Kernel::Softmax)] {
+                let want = Engine::cpu("reference").favor(&q, &k, &v, &w, &o).unwrap();
+                let got = engine.favor(&q, &k, &v, &w, &o).unwrap();
+                let err = relative_frobenius(got.data(), want.data());
+                assert!(err < 1e-5, "{} key entry {big:e} causal {}: {err:e}", engine.describe(), o.causal);
+            }
+        }
+    }
+}
+
 #[test]
 fn exact_attention_matches_reference() {
     let shapes = [

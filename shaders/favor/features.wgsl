@@ -2,7 +2,8 @@
 // rows t < rows of each problem. Each row is scaled by its own positive factor: for queries it
 // cancels in the output, for keys it is carried as the row's offset g_j (the decay exp(g_j - gamma)
 // restores it later), so the constant m^(-1/2) and exp(-|q~|^2/2) are dropped:
-//   softmax query: exp(a - max_i a)            softmax key: exp(a - |k~|^2/2 - g_j)   (<= 1)
+//   softmax query and key: exp(a - max_i a)   (<= 1; for keys, exp(a - |k~|^2/2 - g_j) with
+//                                               g_j = max_i a - |k~|^2/2, computed without it)
 //   trig:          [cos a, sin a]              relu:        max(a, 0) + eps
 // Every exponent is <= 0, so nothing overflows.
 
@@ -16,9 +17,7 @@ fn features(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let row = (zt / p.rows) * p.scratch_rows + zt % p.rows;
     let ai = a[row * p.features + i];
     if (p.kernel == KERNEL_SOFTMAX) {
-        var shift = offset[row];
-        if (p.is_key != 0u) { shift += half_sq[row]; }
-        phi[row * p.features + i] = exp(ai - shift);
+        phi[row * p.features + i] = exp(ai - row_max[row]);
     } else if (p.kernel == KERNEL_TRIG) {
         let out = row * 2u * p.features;
         phi[out + i] = cos(ai);

@@ -1,6 +1,7 @@
 // Per-row statistics of random-feature projections, one invocation per row t < rows of problem z:
-//   half_sq = |x~|^2 / 2 with x~ = x d^(-1/4), i.e. |x|^2 / (2 sqrt(d));
-//   offset  = the row's stabiliser (docs/math.md §1.5):
+//   row_max = max_i a_i (the shift of the softmax features, so that exp(a_i - row_max) <= 1 is
+//             exact however large |x~|^2 is: subtracting half_sq and adding it back would cancel);
+//   offset  = the row's stabiliser (docs/math.md §1.5), with half_sq = |x~|^2 / 2, x~ = x d^(-1/4):
 //     QUERY_MAX: max_i a_i (softmax queries)        KEY_MAX: max_i a_i - half_sq (softmax keys)
 //     HALF_SQ:   half_sq (trig keys)                 ZERO: 0 (relu, trig queries)
 // where a = x~ W^T came from the GEMM. Row t of problem z is x[x_off + z * x_stride + t * dim] in
@@ -29,6 +30,6 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     if (p.kind == QUERY_MAX) { off = best; }
     if (p.kind == KEY_MAX) { off = best - hs; }
     if (p.kind == HALF_SQ) { off = hs; }
-    half_sq[row] = hs;
+    row_max[row] = best;
     offset[row] = off;
 }

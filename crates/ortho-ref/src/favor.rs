@@ -531,21 +531,37 @@ pub fn favor_backward(
     let norm = (m as f64).powf(-0.5);
     let (mut dq, mut dk, mut dvv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     let mut dw = vec![0.0; w.len()];
-    // Features phi(x) [L, f] and, for the chain rule, the projections a [L, m] and x~ [L, d].
-    let features = |x: &[f64], wz: &[f64]| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    // Features phi(x) [L, f] and, for the chain rule, the projections a [L, m] and x~ [L, d]. The
+    // exponentials are shifted so that none overflows: per row for queries (a factor that cancels
+    // in o_t), by one constant over all keys. The gradients below only use products phi * dphi,
+    // which such factors leave unchanged.
+    let features = |x: &[f64], wz: &[f64], is_key: bool| -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let xt: Vec<f64> = x.iter().map(|v| v * scale).collect();
         let mut a = vec![0.0; l * m];
-        let mut phi = vec![0.0; l * f];
+        let mut exponent = vec![0.0; l * m];
         for t in 0..l {
             let row = &xt[t * d..(t + 1) * d];
             let half_sq = row.iter().map(|v| v * v).sum::<f64>() / 2.0;
             for i in 0..m {
                 let ai: f64 = row.iter().zip(&wz[i * d..(i + 1) * d]).map(|(x, w)| x * w).sum();
                 a[t * m + i] = ai;
+                exponent[t * m + i] = match kernel {
+                    Kernel::Softmax => ai - half_sq,
+                    Kernel::Trig => half_sq,
+                    Kernel::Relu { .. } => 0.0,
+                };
+            }
+        }
+        let row_max = |t: usize| exponent[t * m..(t + 1) * m].iter().fold(f64::MIN, |x, &y| x.max(y));
+        let all_max = (0..l).map(row_max).fold(f64::MIN, f64::max);
+        let mut phi = vec![0.0; l * f];
+        for t in 0..l {
+            let shift = if is_key { all_max } else { row_max(t) };
+            for i in 0..m {
+                let (ai, e) = (a[t * m + i], norm * (exponent[t * m + i] - shift).exp());
                 match kernel {
-                    Kernel::Softmax => phi[t * f + i] = norm * (ai - half_sq).exp(),
+                    Kernel::Softmax => phi[t * f + i] = e,
                     Kernel::Trig => {
-                        let e = norm * half_sq.exp();
                         phi[t * f + i] = e * ai.cos();
                         phi[t * f + m + i] = e * ai.sin();
                     }
@@ -589,8 +605,8 @@ pub fn favor_backward(
         let wz = &w.data()[wh * m * d..(wh + 1) * m * d];
         let (qz, kz) = (&q.data()[z * l * d..(z + 1) * l * d], &k.data()[z * l * d..(z + 1) * l * d]);
         let (vz, gz) = (&v.data()[z * l * dv..(z + 1) * l * dv], &grad.data()[z * l * dv..(z + 1) * l * dv]);
-        let (pq, aq, xq) = features(qz, wz);
-        let (pk, ak, xk) = features(kz, wz);
+        let (pq, aq, xq) = features(qz, wz, false);
+        let (pk, ak, xk) = features(kz, wz, true);
         let (mut dpq, mut dpk) = (vec![0.0; l * f], vec![0.0; l * f]);
         for t in 0..l {
             let keys = if causal { t + 1 } else { l };

@@ -192,7 +192,7 @@ params! {
         dst_off: u32, dst_outer: u32, dst_inner: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
     RowStats { rows: u32, problems: u32, scratch_rows: u32, dim: u32, features: u32, kind: u32, x_off: u32, x_stride: u32 }
-    Features { rows: u32, problems: u32, scratch_rows: u32, features: u32, kernel: u32, is_key: u32, eps: f32, _pad: u32 }
+    Features { rows: u32, problems: u32, scratch_rows: u32, features: u32, kernel: u32, eps: f32, _pad0: u32, _pad1: u32 }
     Mask { rows: u32, problems: u32, scratch_rows: u32, chunk: u32, chunks: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
     RowScale { rows: u32, problems: u32, scratch_rows: u32, width: u32, chunk: u32, is_key: u32, _pad0: u32, _pad1: u32 }
     StateScan {
@@ -228,8 +228,8 @@ shaders! {
     FILL: "common/fill", Fill, ["values: read_write"];
     SCAN_MAX: "common/scan_max", Scan, ["values: read", "prefix: read_write", "before: read_write", "carried: read_write"];
     COPY: "common/copy", CopyBlocks, ["src: read", "dst: read_write"];
-    ROW_STATS: "favor/row_stats", RowStats, ["x: read", "a: read", "half_sq: read_write", "offset: read_write"];
-    FEATURES: "favor/features", Features, ["a: read", "half_sq: read", "offset: read", "phi: read_write"];
+    ROW_STATS: "favor/row_stats", RowStats, ["x: read", "a: read", "row_max: read_write", "offset: read_write"];
+    FEATURES: "favor/features", Features, ["a: read", "row_max: read", "phi: read_write"];
     CAUSAL_MASK: "favor/causal_mask", Mask, ["offset: read", "gamma: read", "scores: read_write"];
     ROW_SCALE: "favor/row_scale", RowScale, ["offset: read", "gamma: read", "before: read", "phi: read_write"];
     STATE_SCAN: "favor/state_scan", StateScan, ["gamma: read", "before: read", "checkpoints: read", "deltas: read_write", "state: read_write"];

@@ -73,7 +73,7 @@ impl Recorder<'_, '_, '_> {
             x_off: (start * p.d) as u32,
             x_stride: (p.l * p.d) as u32,
         };
-        let bufs = [x, sc.a.buffer(), sc.half_sq.buffer(), sc.offset.buffer()];
+        let bufs = [x, sc.a.buffer(), sc.row_max.buffer(), sc.offset.buffer()];
         self.run(&kernels::ROW_STATS, &stats, &bufs, p.z * rows, 64)?;
         if is_key {
             // gamma_t = max(carried, g_0..=t): the prefix max of the key offsets.
@@ -82,7 +82,7 @@ impl Recorder<'_, '_, '_> {
             self.run(&kernels::SCAN_MAX, &scan, &bufs, p.z, 1)?;
         }
         let (code, eps) = kernel_code(self.kernel);
-        let bufs = [sc.a.buffer(), sc.half_sq.buffer(), sc.offset.buffer(), phi];
+        let bufs = [sc.a.buffer(), sc.row_max.buffer(), phi];
         let (rows_, problems, scratch_rows) = self.dims(rows);
         let params = kernels::Features {
             rows: rows_,
@@ -90,9 +90,8 @@ impl Recorder<'_, '_, '_> {
             scratch_rows,
             features: p.m as u32,
             kernel: code,
-            is_key: is_key as u32,
             eps,
-            _pad: 0,
+            ..Default::default()
         };
         self.run(&kernels::FEATURES, &params, &bufs, p.z * rows * p.m, 256)
     }
