@@ -165,3 +165,36 @@ fn gradients_match_reference() {
         }
     }
 }
+
+/// A reflector does not depend on its vector's length: columns scaled by 1e20, 1e-20, 1e-25 and 1e30
+/// give the Q of their unit columns (once NaN on the GPU: `U^T U` overflowed or underflowed), and the
+/// gradient of each column scales like the inverse of its length.
+#[test]
+fn column_scale_does_not_matter() {
+    let (b, n, l) = (2, 9, 4);
+    let scales = [1e20f64, 1e-20, 1e-25, 1e30];
+    let base = gaussian(&[b, n, l], 1.0, 1).to_f64();
+    let scaled = Tensor::from_fn(&[b, n, l], |e| base.data()[e] * scales[e % l]);
+    let u = scaled.to_f32();
+    let q_want = reference::cwy(&base).unwrap();
+    let g = gaussian(&[b, n, n], 1.0, 2);
+    let du_want = reference::cwy_backward(&scaled, &g.to_f64()).unwrap();
+    for engine in gpu_engines() {
+        for (name, got) in [("cwy", engine.cwy(&u)), ("sequential", engine.householder_product(&u))] {
+            let err = relative_frobenius(got.unwrap().data(), q_want.data());
+            assert!(err < 1e-5, "{} {name}: {err:e}", engine.describe());
+        }
+        let du = engine.cwy_backward(&u, &g).unwrap();
+        for column in 0..l {
+            let pick = |t: &[f64]| (0..b * n).map(|r| t[r * l + column]).collect::<Vec<f64>>();
+            let got: Vec<f64> = pick(du.to_f64().data());
+            let err = relative_frobenius(&got, &pick(du_want.data()));
+            assert!(
+                err < 1e-4,
+                "{} gradient of column {column} (scale {:e}): {err:e}",
+                engine.describe(),
+                scales[column]
+            );
+        }
+    }
+}

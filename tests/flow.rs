@@ -282,6 +282,37 @@ fn nested_state_matches_reference() {
     assert!(Engine::cpu("test").flow(&bad, &identities(1, 3)).unwrap_err().to_string().contains("not symmetric"));
 }
 
+/// A flow of 300 steps runs through `run` and `run_gpu` as three submissions of at most 128 steps,
+/// and through `record` into one encoder: with a nested state and Newton–Schulz every 7 steps (so W
+/// changes buffers inside segments and across their boundaries), all three match the reference.
+#[test]
+fn long_flows_match_reference_in_every_entry_point() {
+    let n = 4;
+    let mut flow = isospectral(Method::Rkmk4, n, 0.01, 300);
+    flow.newton_schulz_every = Some(7);
+    flow.state = Some((gaussian(&[2, n], 1.0, 3).to_f64(), ortho_ref::flow::Activation::Tanh));
+    let w0 = identities(2, n);
+    let (w_want, x_want) = flow.run(&w0.to_f64()).unwrap();
+    let x_want = x_want.unwrap();
+    for engine in gpu_engines() {
+        let check = |what: &str, w: &Tensor<f32>, x: &Tensor<f32>| {
+            let (ew, ex) = (relative_frobenius(w.data(), w_want.data()), relative_frobenius(x.data(), x_want.data()));
+            assert!(ew < 1e-4 && ex < 1e-4, "{} {what}: W {ew:e}, x {ex:e}", engine.describe());
+        };
+        let (w, x) = engine.flow(&flow, &w0).unwrap();
+        check("run", &w, &x.unwrap());
+        let gw0 = engine.upload("w0", &w0).unwrap();
+        let (w, x) = engine.flow_gpu(&flow, &gw0).unwrap();
+        check("run_gpu", &engine.download(&w).unwrap(), &engine.download(&x.unwrap()).unwrap());
+        let (w, x) = (engine.empty(&[2, n, n]).unwrap(), engine.empty(&[2, n]).unwrap());
+        let mut encoder = engine.device().unwrap().create_command_encoder(&Default::default());
+        let recorded = engine.record(&mut encoder, &flow, &[&gw0], &[&w, &x]).unwrap();
+        engine.queue().unwrap().submit([encoder.finish()]);
+        recorded.submitted();
+        check("record", &engine.download(&w).unwrap(), &engine.download(&x).unwrap());
+    }
+}
+
 #[test]
 fn flow_scratch_does_not_grow_with_steps() {
     for engine in gpu_engines() {
@@ -295,7 +326,8 @@ fn flow_scratch_does_not_grow_with_steps() {
             drop(w);
             engine.pool_stats().peak_bytes - before
         };
-        let (short, long) = (peak(2), peak(40));
+        let (short, long, segmented) = (peak(2), peak(40), peak(400));
         assert_eq!(short, long, "{}: peak pool bytes of 2 and 40 RKMK4 steps", engine.describe());
+        assert_eq!(short, segmented, "{}: peak pool bytes of 2 and 400 RKMK4 steps", engine.describe());
     }
 }

@@ -12,6 +12,9 @@ fn scratch_past_the_binding_limit_is_a_clear_error() {
         let err = e.run_gpu(&ortho::ops::Cwy { stiefel: true }, &[&u]).unwrap_err();
         assert!(matches!(err, Error::Limit { .. }), "{err}");
         assert!(err.to_string().contains("a scratch buffer of cwy"), "{err}");
+        // An input past the limit is named, with what to do.
+        let err = e.upload("q", &Tensor::zeros(&[200_000])).unwrap_err().to_string();
+        assert!(err.contains("q of shape [200000]") && err.contains("split the work"), "{err}");
         // Within the limit the same engine still answers.
         let u = e.upload("u", &gaussian(&[100, 40], 1.0, 2)).unwrap();
         let q = e.download(&e.run_gpu(&ortho::ops::Cwy { stiefel: true }, &[&u]).unwrap()[0]).unwrap();

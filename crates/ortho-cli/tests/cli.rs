@@ -655,3 +655,27 @@ fn arguments_backends_and_non_finite_results() {
         assert!(!out.exists());
     }
 }
+
+/// A projection larger than the machine can hold is an error, not an abort.
+#[test]
+fn an_impossible_projection_is_an_error() {
+    let d = dir("features");
+    let [q, k, v] = inputs(&d, &[6, 8], 4);
+    let o = ortho(&[
+        "favor",
+        "--q",
+        p(&q),
+        "--k",
+        p(&k),
+        "--v",
+        p(&v),
+        "--features",
+        "100000000000000",
+        "--out",
+        p(&d.join("o.npy")),
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("more memory than this machine can allocate"), "{}", stderr(&o));
+}

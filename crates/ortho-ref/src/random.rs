@@ -97,10 +97,20 @@ fn projection_from(g: &mut Gaussian, m: usize, d: usize, scaling: Scaling) -> Re
             format!("features m = {m} and dimension d = {d} must both be at least 1"),
         ));
     }
-    if scaling == Scaling::Iid {
-        return Tensor::new(&[m, d], g.fill(m * d));
+    // The whole projection is reserved first, so that a size the host cannot hold is an error
+    // rather than an abort.
+    let floats = m.div_ceil(d).checked_mul(d * d);
+    let mut rows = Vec::new();
+    if floats.is_none_or(|n| rows.try_reserve_exact(n).is_err()) {
+        return Err(Error::argument(
+            "projection",
+            format!("{m} features of dimension {d} need more memory than this machine can allocate"),
+        ));
     }
-    let mut rows = Vec::with_capacity(m.div_ceil(d) * d * d);
+    if scaling == Scaling::Iid {
+        rows.extend((0..m * d).map(|_| g.sample()));
+        return Tensor::new(&[m, d], rows);
+    }
     for _ in 0..m.div_ceil(d) {
         let block = g.fill(d * d);
         let (q, r) = qr(&block, d);

@@ -20,6 +20,9 @@ use plan::*;
 
 /// Side of the diagonal blocks inverted by substitution.
 pub(crate) const BLOCK: usize = 16;
+/// Modes of `cwy/unit_columns`: unit columns from U, or the gradient back through them.
+pub(crate) const UNIT_FORWARD: u32 = 0;
+pub(crate) const UNIT_BACKWARD: u32 = 1;
 
 /// K of `x: [N, K]` or `[batch, N, K]` against U's batch and N.
 fn apply_width(x: &[usize], b: usize, n: usize) -> Result<usize> {
@@ -36,8 +39,12 @@ fn batched(u_shape: &[usize], inner: &[usize]) -> Vec<usize> {
     shape
 }
 
-/// The inverse `W = S^(-1)` of every batch of U, padded to `padded x padded` (read its top-left L x L).
+/// U's unit columns `u` (every kernel works on them: a reflector does not depend on its vector's
+/// length), their lengths, and the inverse `W = S^(-1)` of every batch, padded to `padded x padded`
+/// (read its top-left L x L).
 struct Inverse<'a> {
+    u: &'a wgpu::Buffer,
+    norms: &'a wgpu::Buffer,
     padded: usize,
     x: &'a wgpu::Buffer,
 }
@@ -50,6 +57,23 @@ impl Inverse<'_> {
     }
 }
 
+/// `cwy/unit_columns` over every column of U: `mode` [`UNIT_FORWARD`] writes `units` from `src` = U
+/// (`dst` is bound but not touched), [`UNIT_BACKWARD`] writes `dst` from `src` = the gradient with
+/// respect to the unit columns.
+fn record_unit_columns(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    plan: &CwyPlan,
+    mode: u32,
+    (src, dst): (&wgpu::Buffer, &wgpu::Buffer),
+    units: (&wgpu::Buffer, &wgpu::Buffer),
+) -> Result<()> {
+    let CwyPlan { b, n, l, .. } = *plan;
+    let params = kernels::UnitColumns { batch: b as u32, n: n as u32, l: l as u32, mode };
+    let bufs = [src, units.0, units.1, dst];
+    gpu.dispatch(pass, &kernels::UNIT_COLUMNS, &params, &bufs, gpu.grid((b * l) as u64, 1)?)
+}
+
 fn record_inverse<'a>(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
@@ -58,10 +82,12 @@ fn record_inverse<'a>(
     scratch: &'a InverseScratch,
 ) -> Result<Inverse<'a>> {
     let CwyPlan { b, n, l, padded } = *plan;
-    let InverseScratch { gram, s, x, level_t, level_joined } = scratch;
-    let ut = Operand::rows(u.buffer(), n, l).t();
+    let InverseScratch { units, gram, s, x, level_t, level_joined } = scratch;
+    let (unit, norms) = (units.unit.buffer(), units.norms.buffer());
+    record_unit_columns(gpu, pass, plan, UNIT_FORWARD, (u.buffer(), gram.buffer()), (unit, norms))?;
+    let ut = Operand::rows(unit, n, l).t();
     let gram_op = Operand::rows(gram.buffer(), l, l);
-    record_gemm(gpu, pass, &Gemm::new(b, l, l, n), ut, Operand::rows(u.buffer(), n, l), gram_op)?;
+    record_gemm(gpu, pass, &Gemm::new(b, l, l, n), ut, Operand::rows(unit, n, l), gram_op)?;
     let params = kernels::SMatrix { batch: b as u32, l: l as u32, padded: padded as u32, _pad: 0 };
     let bufs = [gram.buffer(), s.buffer(), x.buffer()];
     gpu.dispatch(pass, &kernels::S_MATRIX, &params, &bufs, gpu.grid((b * padded * padded) as u64, 256)?)?;
@@ -86,7 +112,7 @@ fn record_inverse<'a>(
         gpu.dispatch(pass, &kernels::PLACE_BLOCKS, &params, &bufs, gpu.grid(count, 256)?)?;
         side *= 2;
     }
-    Ok(Inverse { padded, x: x.buffer() })
+    Ok(Inverse { u: unit, norms, padded, x: x.buffer() })
 }
 
 /// `G U`, the first `gtu_rows` rows of `G^T U` (the rest are zero) and `U^T G U`, all `[batch, ., L]`.
@@ -97,18 +123,20 @@ struct Products<'a> {
     utgu: &'a wgpu::Buffer,
 }
 
-/// `dU = -GU W^T - GtU W + U (P + P^T)`, `B = W^T UtGU W^T` (docs/math.md §2.2).
+/// `dU = -GU W^T - GtU W + U (P + P^T)`, `B = W^T UtGU W^T` (docs/math.md §2.2), for the unit
+/// columns, then back through their normalisation into `du`.
 fn record_du(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     plan: &CwyPlan,
-    (u, w): (&wgpu::Buffer, &Inverse),
+    w: &Inverse,
     p: &Products,
     scratch: &DuScratch,
     du: &wgpu::Buffer,
 ) -> Result<()> {
     let CwyPlan { b, n, l, .. } = *plan;
-    let DuScratch { t, bm, pp } = scratch;
+    let DuScratch { t, bm, pp, du_unit } = scratch;
+    let (u, du_out, du) = (w.u, du, du_unit.buffer());
     let ll = |buf| Operand::rows(buf, l, l);
     let nl = |buf| Operand::rows(buf, n, l);
     let square = Gemm::new(b, l, l, l);
@@ -120,7 +148,8 @@ fn record_du(
     let minus = Gemm { alpha: -1.0, ..Gemm::new(b, n, l, l) };
     record_gemm(gpu, pass, &minus, nl(p.gu), w.operand(true), nl(du))?;
     record_gemm(gpu, pass, &Gemm { beta: 1.0, m: p.gtu_rows, ..minus }, nl(p.gtu), w.operand(false), nl(du))?;
-    record_gemm(gpu, pass, &Gemm { beta: 1.0, ..Gemm::new(b, n, l, l) }, nl(u), ll(pp.buffer()), nl(du))
+    record_gemm(gpu, pass, &Gemm { beta: 1.0, ..Gemm::new(b, n, l, l) }, nl(u), ll(pp.buffer()), nl(du))?;
+    record_unit_columns(gpu, pass, plan, UNIT_BACKWARD, (du, du_out), (w.u, w.norms))
 }
 
 impl Engine {
@@ -144,7 +173,7 @@ impl Engine {
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy"), timestamp_writes: None });
         let w = record_inverse(&gpu, &mut pass, &plan, u, &scratch.inverse)?;
         // T = W U^T (restricted to the first L columns for Omega), then out = I - U T.
-        let (u_op, t) = (Operand::rows(u.buffer(), n, l), Operand::rows(scratch.t.buffer(), l, cols));
+        let (u_op, t) = (Operand::rows(w.u, n, l), Operand::rows(scratch.t.buffer(), l, cols));
         record_gemm(&gpu, &mut pass, &Gemm::new(b, l, cols, l), w.operand(false), u_op.t(), t)?;
         let g = Gemm { alpha: -1.0, diag: 1.0, ..Gemm::new(b, n, cols, l) };
         record_gemm(&gpu, &mut pass, &g, u_op, t, Operand::rows(out.buffer(), n, cols))?;
@@ -174,7 +203,7 @@ impl Engine {
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy apply"), timestamp_writes: None });
         let w = record_inverse(&gpu, &mut pass, &plan, u, &inverse)?;
-        let u_op = Operand::rows(u.buffer(), n, l);
+        let u_op = Operand::rows(w.u, n, l);
         let (utx, wutx) = (Operand::rows(utx.buffer(), l, k), Operand::rows(wutx.buffer(), l, k));
         record_gemm(&gpu, &mut pass, &Gemm::new(b, l, k, n), u_op.t(), Operand::rows(x.buffer(), n, k), utx)?;
         record_gemm(&gpu, &mut pass, &Gemm::new(b, l, k, l), w.operand(transpose), utx, wutx)?;
@@ -206,7 +235,7 @@ impl Engine {
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("cwy backward"), timestamp_writes: None });
         let w = record_inverse(&gpu, &mut pass, &plan, u, &scratch.inverse)?;
-        let (u_op, g_op) = (Operand::rows(u.buffer(), n, l), Operand::rows(g.buffer(), n, cols));
+        let (u_op, g_op) = (Operand::rows(w.u, n, l), Operand::rows(g.buffer(), n, cols));
         let (gu, gtu) = (Operand::rows(scratch.gu.buffer(), n, l), Operand::rows(scratch.gtu.buffer(), n, l));
         // G = [G_Omega, 0] for Omega: G U = G_Omega U_1, and G^T U has rows only where G has columns.
         record_gemm(&gpu, &mut pass, &Gemm::new(b, n, l, cols), g_op, u_op, gu)?;
@@ -219,7 +248,7 @@ impl Engine {
             gtu_rows: cols,
             utgu: scratch.utgu.buffer(),
         };
-        record_du(&gpu, &mut pass, &plan, (u.buffer(), &w), &products, &scratch.du, du.buffer())?;
+        record_du(&gpu, &mut pass, &plan, &w, &products, &scratch.du, du.buffer())?;
         drop(pass);
         Ok(gpu.finish())
     }
@@ -265,7 +294,7 @@ impl Engine {
         let w = record_inverse(&gpu, &mut pass, &plan, u, &s.inverse)?;
         let (left, right) = if transpose { (x.buffer(), ybar.buffer()) } else { (ybar.buffer(), x.buffer()) };
         let (left, right) = (Operand::rows(left, n, k), Operand::rows(right, n, k));
-        let u_op = Operand::rows(u.buffer(), n, l);
+        let u_op = Operand::rows(w.u, n, l);
         let (rtu, ltu) = (Operand::rows(s.rtu.buffer(), k, l), Operand::rows(s.ltu.buffer(), k, l));
         let (gu, gtu) = (Operand::rows(s.gu.buffer(), n, l), Operand::rows(s.gtu.buffer(), n, l));
         let ltu_t = Operand::rows(s.ltu_t.buffer(), l, k);
@@ -276,7 +305,7 @@ impl Engine {
         record_gemm(&gpu, &mut pass, &Gemm::new(b, l, k, n), u_op.t(), left, ltu_t)?;
         record_gemm(&gpu, &mut pass, &Gemm::new(b, l, l, k), ltu_t, rtu, Operand::rows(s.utgu.buffer(), l, l))?;
         let products = Products { gu: s.gu.buffer(), gtu: s.gtu.buffer(), gtu_rows: n, utgu: s.utgu.buffer() };
-        record_du(&gpu, &mut pass, &plan, (u.buffer(), &w), &products, &s.du, du.buffer())?;
+        record_du(&gpu, &mut pass, &plan, &w, &products, &s.du, du.buffer())?;
         drop(pass);
         Ok(applied.and(gpu.finish()))
     }
@@ -288,16 +317,20 @@ impl Engine {
         u: &GpuTensor,
         out: &GpuTensor,
     ) -> Result<Recorded> {
-        let CwyPlan { b, n, l, .. } = CwyPlan::new(u.shape())?;
+        let plan = CwyPlan::new(u.shape())?;
+        let CwyPlan { b, n, l, .. } = plan;
         if out.len() != b * n * n {
             return Err(InputError::shape("out", format!("{:?}", batched(u.shape(), &[n, n])), out.shape()).into());
         }
         let gpu = self.recording("householder product", &[u, out])?;
+        let units = gpu.allocate("householder product", &plan.units())?;
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("householder"), timestamp_writes: None });
+        let unit = (units.unit.buffer(), units.norms.buffer());
+        record_unit_columns(&gpu, &mut pass, &plan, UNIT_FORWARD, (u.buffer(), out.buffer()), unit)?;
         for column in 0..l {
             let params = kernels::Reflection { batch: b as u32, n: n as u32, l: l as u32, column: column as u32 };
-            let bufs = [u.buffer(), out.buffer()];
+            let bufs = [unit.0, out.buffer()];
             gpu.dispatch(&mut pass, &kernels::HOUSEHOLDER, &params, &bufs, gpu.grid((b * n) as u64, 64)?)?;
         }
         Ok(gpu.finish())

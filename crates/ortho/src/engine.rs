@@ -147,6 +147,22 @@ fn rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// `device.poll`, with a panic inside wgpu turned into an error. wgpu's GL backend serialises every
+/// call on one context and panics when a call waits over 6 s for it ("Could not lock adapter
+/// context"), as a poller thread can while another thread compiles a shader on llvmpipe; a poller
+/// that dies that way would leave every pending future unresolved.
+pub(crate) fn poll(device: &wgpu::Device, how: wgpu::PollType) -> Result<wgpu::PollStatus> {
+    let gpu_err = |message: String| Error::Gpu { op: "polling the device".into(), message };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.poll(how))) {
+        Ok(polled) => polled.map_err(|e| gpu_err(e.to_string())),
+        Err(panic) => {
+            let message = panic.downcast_ref::<&str>().map(|s| s.to_string());
+            let message = message.or_else(|| panic.downcast_ref::<String>().cloned());
+            Err(gpu_err(message.unwrap_or_else(|| "wgpu panicked".into())))
+        }
+    }
+}
+
 /// An instance of only `backends` (so that asking for Vulkan does not initialise GL).
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
@@ -334,8 +350,13 @@ impl Engine {
 
     /// A pooled storage tensor; its contents are unspecified until written.
     pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
+        self.named_empty("a tensor", shape)
+    }
+
+    fn named_empty(&self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
         let bytes = 4 * shape.iter().product::<usize>() as u64;
-        self.check_binding("a tensor", bytes)?;
+        let what = format!("{name} of shape {shape:?} (split the work into smaller calls, or run it on the CPU)");
+        self.check_binding(&what, bytes)?;
         let gpu = self.gpu("allocating a tensor")?;
         Ok(GpuTensor::pooled(gpu.pool.get(BufferKind::Storage, bytes), shape))
     }
@@ -343,7 +364,7 @@ impl Engine {
     /// Copies a host tensor to the GPU, rejecting non-finite values.
     pub fn upload(&self, name: &str, t: &Tensor<f32>) -> Result<GpuTensor> {
         t.check_finite(name)?;
-        let out = self.empty(t.shape())?;
+        let out = self.named_empty(name, t.shape())?;
         let gpu = self.gpu("upload")?;
         if !t.is_empty() {
             gpu.queue.write_buffer(out.buffer(), 0, bytemuck::cast_slice(t.data()));
@@ -390,8 +411,19 @@ impl Engine {
     pub fn poll_device(&self, wait: bool) -> Result<bool> {
         let Some(gpu) = &self.gpu else { return Ok(true) };
         let how = if wait { wgpu::PollType::wait_indefinitely() } else { wgpu::PollType::Poll };
-        let status = gpu.device.poll(how).map_err(|e| Error::Gpu { op: "polling".into(), message: e.to_string() })?;
+        let status = poll(&gpu.device, how)?;
         Ok(status.is_queue_empty())
+    }
+
+    /// Resolves once the GPU has completed every submission made so far (driven like the other
+    /// futures, see [`Engine::poll_device`]).
+    pub(crate) async fn submitted_work_done(&self) -> Result<()> {
+        let gpu = self.gpu("waiting for the device")?;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        gpu.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        rx.await.map_err(|e| Error::Gpu { op: "waiting for the device".into(), message: e.to_string() })
     }
 
     /// Runs `future` (one of this engine's) to completion on this thread. The engine's futures only
@@ -404,7 +436,7 @@ impl Engine {
                 return out;
             }
             match &self.gpu {
-                Some(gpu) => drop(gpu.device.poll(wgpu::PollType::wait_indefinitely())),
+                Some(gpu) => drop(poll(&gpu.device, wgpu::PollType::wait_indefinitely())),
                 None => std::thread::yield_now(),
             }
         }

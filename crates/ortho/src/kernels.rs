@@ -76,6 +76,8 @@ pub fn shared_constants() -> String {
         u("WALK_TILE", WALK_TILE),
         u("GEMM_TILE", crate::gemm::TILE),
         u("TRI_BLOCK", crate::cwy::BLOCK),
+        u("UNIT_FORWARD", crate::cwy::UNIT_FORWARD as usize),
+        u("UNIT_BACKWARD", crate::cwy::UNIT_BACKWARD as usize),
         u("EXACT_ROWS", crate::exact::EXACT_ROWS),
         u("EXACT_TILE_VEC4", crate::exact::EXACT_TILE_VEC4),
         u("EXP", ExpmOutput::Exp as usize),
@@ -218,6 +220,7 @@ params! {
     Place { blocks: u32, side: u32, n: u32, pairs: u32 }
     Mirror { count: u32, l: u32, _pad0: u32, _pad1: u32 }
     Reflection { batch: u32, n: u32, l: u32, column: u32 }
+    UnitColumns { batch: u32, n: u32, l: u32, mode: u32 }
     Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, a_first: u32, alpha: f32, _pad: u32 }
     Combine { count: u32, _pad0: u32, _pad1: u32, _pad2: u32, c: [f32; 4] }
     Activate { count: u32, activation: u32, _pad0: u32, _pad1: u32 }
@@ -243,6 +246,7 @@ shaders! {
     PLACE_BLOCKS: "cwy/place_blocks", Place, ["joined: read", "inverse: read_write"];
     MIRROR_UPPER: "cwy/mirror_upper", Mirror, ["b: read", "out: read_write"];
     HOUSEHOLDER: "cwy/householder", Reflection, ["u: read", "q: read_write"];
+    UNIT_COLUMNS: "cwy/unit_columns", UnitColumns, ["src: read", "unit: read_write", "norms: read_write", "dst: read_write"];
     EXPM: "flow/expm", Expm, ["a: read", "work: read_write", "out: read_write", "plans: read_write u32"];
     COMBINE: "flow/combine", Combine, ["x0: read", "x1: read", "x2: read", "x3: read", "out: read_write"];
     ACTIVATE: "flow/activate", Activate, ["x: read", "out: read_write"];

@@ -39,6 +39,18 @@ pub trait Operation {
     /// The CPU twin, in f64.
     fn reference(&self, inputs: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>>;
 
+    /// Records and submits the work for [`Engine::run`] and [`Engine::run_gpu`]: one submission of
+    /// [`Operation::record`], unless the operation splits work whose recording would grow without
+    /// bound (a flow's steps) into several.
+    fn submit(
+        &self,
+        engine: &Engine,
+        inputs: &[&GpuTensor],
+        outputs: &[&GpuTensor],
+    ) -> impl std::future::Future<Output = Result<()>> {
+        engine.submit_async(Self::NAME, move |enc| self.record(engine, enc, inputs, outputs))
+    }
+
     /// What a non-finite output means, for the error [`Engine::run`] returns then.
     fn non_finite_cause(&self) -> &'static str {
         "a value overflowed f32"
@@ -90,7 +102,7 @@ impl Engine {
         let inputs = inputs.iter().zip(O::INPUTS).map(|(t, name)| self.upload(name, t)).collect::<Result<Vec<_>>>()?;
         let outputs = outputs.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;
         let (ins, outs) = (inputs.iter().collect::<Vec<_>>(), outputs.iter().collect::<Vec<_>>());
-        self.submit_async(O::NAME, |enc| op.record(self, enc, &ins, &outs)).await?;
+        op.submit(self, &ins, &outs).await?;
         let mut host = Vec::with_capacity(outputs.len());
         for out in &outputs {
             host.push(self.download_async(out).await?);
@@ -104,7 +116,8 @@ impl Engine {
         let outputs = op.output_shapes(&input_shapes::<O>(inputs.iter().map(|t| t.shape()).collect())?)?;
         let outputs = outputs.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;
         let outs = outputs.iter().collect::<Vec<_>>();
-        self.submit(O::NAME, |enc| self.record(enc, op, inputs, &outs))?;
+        self.gpu(O::NAME)?;
+        self.block_on(op.submit(self, inputs, &outs))?;
         Ok(outputs)
     }
 

@@ -128,7 +128,7 @@ impl BufferPool {
 
     pub fn get(&self, kind: BufferKind, bytes: u64) -> PooledBuffer {
         // Lets wgpu run the callbacks of completed work, so that released buffers are reusable.
-        let _ = self.device.poll(wgpu::PollType::Poll);
+        let _ = crate::engine::poll(&self.device, wgpu::PollType::Poll);
         let class = size_class(bytes);
         let mut s = self.shared.lock();
         let reused = s.free.get_mut(&(kind, class)).and_then(Vec::pop);
@@ -153,7 +153,7 @@ impl BufferPool {
     }
 
     pub fn stats(&self) -> PoolStats {
-        let _ = self.device.poll(wgpu::PollType::Poll);
+        let _ = crate::engine::poll(&self.device, wgpu::PollType::Poll);
         self.shared.lock().stats
     }
 
@@ -165,7 +165,7 @@ impl BufferPool {
     /// Releases every free buffer back to the device. Buffers still loaned out or waiting for GPU
     /// work stay.
     pub fn trim(&self) {
-        let _ = self.device.poll(wgpu::PollType::Poll);
+        let _ = crate::engine::poll(&self.device, wgpu::PollType::Poll);
         let mut s = self.shared.lock();
         let freed: u64 = s
             .free

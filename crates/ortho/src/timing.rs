@@ -21,9 +21,7 @@ impl Engine {
         if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             let start = Instant::now();
             self.submit("timed work", &mut record)?;
-            gpu.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu { op: "timing".into(), message: e.to_string() })?;
+            crate::engine::poll(&gpu.device, wgpu::PollType::wait_indefinitely())?;
             return Ok(Timing { seconds: start.elapsed().as_secs_f64(), gpu_timestamps: false });
         }
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
@@ -67,7 +65,7 @@ impl Engine {
             let _ = tx.send(r);
         });
         let gpu_err = |message: String| Error::Gpu { op: "timing".into(), message };
-        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| gpu_err(e.to_string()))?;
+        crate::engine::poll(&gpu.device, wgpu::PollType::wait_indefinitely())?;
         rx.recv().map_err(|e| gpu_err(e.to_string()))?.map_err(|e| gpu_err(e.to_string()))?;
         let ticks: [u64; 2] = {
             let view = slice.get_mapped_range().map_err(|e| gpu_err(e.to_string()))?;

@@ -27,11 +27,16 @@ impl CwyPlan {
         Ok(CwyPlan { b, n, l, padded: l.next_power_of_two().max(BLOCK) })
     }
 
+    pub fn units(&self) -> UnitSizes {
+        UnitSizes { unit: self.b * self.n * self.l, norms: self.b * self.l }
+    }
+
     /// Every level of the blocked inversion joins pairs of blocks of side `s`, `padded / 2s` pairs of
     /// `s x s` products: `padded^2 / 4` floats at the last level, the most of any.
     pub fn inverse(&self) -> InverseSizes {
         let (b, l, p) = (self.b, self.l, self.padded);
         InverseSizes {
+            units: self.units(),
             gram: b * l * l,
             s: b * p * p,
             x: b * p * p,
@@ -42,14 +47,23 @@ impl CwyPlan {
 
     pub fn du(&self) -> DuSizes {
         let ll = self.b * self.l * self.l;
-        DuSizes { t: ll, bm: ll, pp: ll }
+        DuSizes { t: ll, bm: ll, pp: ll, du_unit: self.b * self.n * self.l }
     }
 }
 
 scratch_plan! {
-    /// Floats of the blocked inversion's scratch: `U^T U`, S, its inverse X, and the two products of
-    /// a level (reused by every level).
+    /// Floats of U's unit columns and their lengths.
+    pub(super) struct UnitSizes => UnitScratch {
+        unit: usize,
+        norms: usize,
+    }
+}
+
+scratch_plan! {
+    /// Floats of the blocked inversion's scratch: the unit columns, `U^T U`, S, its inverse X, and the
+    /// two products of a level (reused by every level).
     pub(super) struct InverseSizes => InverseScratch {
+        units: UnitSizes,
         gram: usize,
         s: usize,
         x: usize,
@@ -59,11 +73,13 @@ scratch_plan! {
 }
 
 scratch_plan! {
-    /// Floats of the gradient's last stage: `W^T UtGU`, `B` and `P + P^T`, each `[b, l, l]`.
+    /// Floats of the gradient's last stage: `W^T UtGU`, `B` and `P + P^T`, each `[b, l, l]`, and the
+    /// gradient with respect to the unit columns.
     pub(super) struct DuSizes => DuScratch {
         t: usize,
         bm: usize,
         pp: usize,
+        du_unit: usize,
     }
 }
 

@@ -61,13 +61,8 @@ struct Integrator<'a> {
 }
 
 impl<'a> Integrator<'a> {
-    fn new(engine: &'a Engine, gpu: &'a Recording<'a>, flow: &Flow, (b, n): (usize, usize)) -> Result<Self> {
-        let (given, isospectral) = match &flow.generator {
-            Generator::Given(omega) => (Some(engine.upload("generators", &omega.to_f32())?), None),
-            Generator::Isospectral { qs, ns } => {
-                (None, Some((engine.upload("qs", &qs.to_f32())?, engine.upload("ns", &ns.to_f32())?)))
-            }
-        };
+    fn new(engine: &'a Engine, gpu: &'a Recording<'a>, flow: &Flow, state: &FlowState) -> Result<Self> {
+        let (b, n) = (state.b, state.n);
         let group_map = match flow.method {
             Method::CayleyEuler => GroupMap::Cayley,
             Method::LieEuler | Method::Rkmk4 => GroupMap::Exp,
@@ -84,15 +79,15 @@ impl<'a> Integrator<'a> {
             nested: flow.state.as_ref().map(|_| NestedSizes { v: vector, wv: vector, slopes: [vector; 4] }),
         };
         let FlowScratch { t1, t2, stage, mix, fields, map: map_scratch, nested } = gpu.allocate("the flow", &sizes)?;
-        let nested = match (&flow.state, nested) {
-            (Some((x0, activation)), Some(NestedScratch { v, wv, slopes })) => Some(Nested {
+        let nested = match (&flow.state, &state.xs, nested) {
+            (Some((_, activation)), Some(xs), Some(NestedScratch { v, wv, slopes })) => Some(Nested {
                 activation: match activation {
                     Activation::Tanh => 0,
                     Activation::Relu => 1,
                     Activation::Identity => 2,
                 },
-                xs: [engine.upload("x0", &x0.to_f32())?, engine.empty(x0.shape())?],
-                current: 0,
+                xs: xs.clone(),
+                current: state.x_current,
                 v,
                 wv,
                 slopes,
@@ -106,8 +101,8 @@ impl<'a> Integrator<'a> {
             h: flow.dt as f32,
             map,
             map_scratch,
-            given,
-            isospectral,
+            given: state.given.clone(),
+            isospectral: state.isospectral.clone(),
             t1,
             t2,
             stage,
@@ -115,13 +110,6 @@ impl<'a> Integrator<'a> {
             fields,
             nested,
         })
-    }
-
-    /// The tensors the integration uploaded: the generator's inputs and the nested state.
-    fn inputs(&self) -> Vec<&GpuTensor> {
-        let isospectral = self.isospectral.iter().flat_map(|(qs, ns)| [qs, ns]);
-        let nested = self.nested.iter().flat_map(|s| s.xs.iter());
-        self.given.iter().chain(isospectral).chain(nested).collect()
     }
 
     fn square(&self) -> Gemm {
@@ -268,10 +256,107 @@ impl<'a> Integrator<'a> {
     }
 }
 
+/// Steps one submission of a flow's host and device entry points records at most: memory for the
+/// recorded commands stays bounded however many steps the flow takes.
+pub(crate) const FLOW_STEPS_PER_SUBMISSION: usize = 128;
+
+/// What a flow keeps between its submissions: the generator's inputs and the nested state as
+/// uploaded, W and x in two buffers each (Newton–Schulz and the nested state write the other one),
+/// and which of each holds the current value.
+struct FlowState {
+    b: usize,
+    n: usize,
+    given: Option<GpuTensor>,
+    isospectral: Option<(GpuTensor, GpuTensor)>,
+    ws: [GpuTensor; 2],
+    w_current: usize,
+    xs: Option<[GpuTensor; 2]>,
+    x_current: usize,
+}
+
+impl FlowState {
+    /// Uploads the generator's inputs and x0; W starts in `w` (the caller copies w0 there).
+    fn new(engine: &Engine, flow: &Flow, w: &GpuTensor) -> Result<Self> {
+        let (b, n) = flow.check_shape(w.shape())?;
+        let (given, isospectral) = match &flow.generator {
+            Generator::Given(omega) => (Some(engine.upload("generators", &omega.to_f32())?), None),
+            Generator::Isospectral { qs, ns } => {
+                (None, Some((engine.upload("qs", &qs.to_f32())?, engine.upload("ns", &ns.to_f32())?)))
+            }
+        };
+        let xs = match &flow.state {
+            Some((x0, _)) => Some([engine.upload("x0", &x0.to_f32())?, engine.empty(x0.shape())?]),
+            None => None,
+        };
+        let ws = [w.clone(), engine.empty(w.shape())?];
+        Ok(FlowState { b, n, given, isospectral, ws, w_current: 0, xs, x_current: 0 })
+    }
+
+    fn tensors(&self) -> Vec<&GpuTensor> {
+        let isospectral = self.isospectral.iter().flat_map(|(qs, ns)| [qs, ns]);
+        let xs = self.xs.iter().flatten();
+        self.given.iter().chain(isospectral).chain(&self.ws).chain(xs).collect()
+    }
+
+    /// Copies the final W and x into the outputs.
+    fn finish(&self, enc: &mut wgpu::CommandEncoder, o: &[&GpuTensor]) {
+        if self.w_current != 0 {
+            enc.copy_buffer_to_buffer(self.ws[1].buffer(), 0, o[0].buffer(), 0, o[0].byte_len());
+        }
+        if let (Some(xs), Some(x)) = (&self.xs, o.get(1)) {
+            enc.copy_buffer_to_buffer(xs[self.x_current].buffer(), 0, x.buffer(), 0, x.byte_len());
+        }
+    }
+}
+
+/// Records steps `steps` of `flow` from `state` into one compute pass, and advances `state`.
+fn record_steps(
+    flow: &Flow,
+    engine: &Engine,
+    enc: &mut wgpu::CommandEncoder,
+    state: &mut FlowState,
+    steps: std::ops::Range<usize>,
+) -> Result<Recorded> {
+    let gpu = engine.recording("flow", &state.tensors())?;
+    let mut run = Integrator::new(engine, &gpu, flow, state)?;
+    let rk4 = flow.method == Method::Rkmk4;
+    let sixth = 1.0 / 6.0;
+    let weights = if rk4 { [sixth, 2.0 * sixth, 2.0 * sixth, sixth] } else { [1.0, 0.0, 0.0, 0.0] };
+    {
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
+        let pass = &mut pass;
+        for k in steps {
+            let (w, spare) = (state.ws[state.w_current].buffer(), state.ws[1 - state.w_current].buffer());
+            run.slope(pass, w, None, 0)?;
+            match flow.generator {
+                Generator::Given(_) => run.given_step(pass, k, rk4, w)?,
+                Generator::Isospectral { .. } if rk4 => run.rkmk4_step(pass, w)?,
+                Generator::Isospectral { .. } => {
+                    let field = run.fields[0].buffer();
+                    run.field(pass, w, field)?;
+                    run.update(pass, (field, 0, 1.0), w)?;
+                }
+            }
+            run.advance_state(pass, weights)?;
+            if flow.newton_schulz_every.is_some_and(|every| (k + 1) % every == 0) {
+                run.newton_schulz(pass, w, spare)?;
+                state.w_current = 1 - state.w_current;
+            }
+        }
+    }
+    state.x_current = run.nested.as_ref().map_or(0, |s| s.current);
+    drop(run);
+    Ok(gpu.finish())
+}
+
 /// A flow integrated from `w0` (`[n, n]` or `[batch, n, n]`, n <= 64): the output is W after the last
-/// step and, with a nested state, x. Every step is recorded into one pass: the generator by the
-/// engine's GEMM, the group map applied in place in increment form, and the nested state by forward
-/// Euler (first-order methods) or RK4 over the RKMK4 stage matrices.
+/// step and, with a nested state, x. The steps are recorded into compute passes of at most
+/// [`FLOW_STEPS_PER_SUBMISSION`] steps: the generator by the engine's GEMM, the group map applied in
+/// place in increment form, and the nested state by forward Euler (first-order methods) or RK4 over
+/// the RKMK4 stage matrices. [`Engine::run`] and [`Engine::run_gpu`] submit each pass on its own, so
+/// their memory does not grow with the steps; [`Engine::record`] puts every step into the caller's
+/// encoder.
 impl Operation for Flow {
     const NAME: &'static str = "flow";
     const INPUTS: &'static [&'static str] = &["w0"];
@@ -289,48 +374,44 @@ impl Operation for Flow {
         i: &[&GpuTensor],
         o: &[&GpuTensor],
     ) -> Result<Recorded> {
-        let (b, n) = self.check_shape(i[0].shape())?;
-        let gpu = engine.recording("flow", &[i[0]])?;
-        gpu.keep(o);
+        let mut state = FlowState::new(engine, self, o[0])?;
         enc.copy_buffer_to_buffer(i[0].buffer(), 0, o[0].buffer(), 0, i[0].byte_len());
-        let mut run = Integrator::new(engine, &gpu, self, (b, n))?;
-        gpu.keep(&run.inputs());
-        let spare = engine.empty(i[0].shape())?;
-        gpu.keep(&[&spare]);
-        let (mut w, mut spare) = (o[0], &spare);
-        let rk4 = self.method == Method::Rkmk4;
-        let sixth = 1.0 / 6.0;
-        let weights = if rk4 { [sixth, 2.0 * sixth, 2.0 * sixth, sixth] } else { [1.0, 0.0, 0.0, 0.0] };
-        {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
-            let pass = &mut pass;
-            for k in 0..self.steps {
-                run.slope(pass, w.buffer(), None, 0)?;
-                match self.generator {
-                    Generator::Given(_) => run.given_step(pass, k, rk4, w.buffer())?,
-                    Generator::Isospectral { .. } if rk4 => run.rkmk4_step(pass, w.buffer())?,
-                    Generator::Isospectral { .. } => {
-                        let field = run.fields[0].buffer();
-                        run.field(pass, w.buffer(), field)?;
-                        run.update(pass, (field, 0, 1.0), w.buffer())?;
+        let recorded = engine.recording("flow", &[i[0], o[0]])?.finish();
+        let steps = record_steps(self, engine, enc, &mut state, 0..self.steps)?;
+        state.finish(enc, o);
+        Ok(recorded.and(steps))
+    }
+
+    async fn submit(&self, engine: &Engine, i: &[&GpuTensor], o: &[&GpuTensor]) -> Result<()> {
+        let mut state = FlowState::new(engine, self, o[0])?;
+        let segments: Vec<usize> = (0..self.steps).step_by(FLOW_STEPS_PER_SUBMISSION).collect();
+        if segments.is_empty() {
+            return engine.submit_async(Self::NAME, |enc| self.record(engine, enc, i, o)).await;
+        }
+        for (s, &first) in segments.iter().enumerate() {
+            let last = (first + FLOW_STEPS_PER_SUBMISSION).min(self.steps);
+            let state = &mut state;
+            engine
+                .submit_async(Self::NAME, |enc| {
+                    let mut recorded = Recorded::default();
+                    if s == 0 {
+                        enc.copy_buffer_to_buffer(i[0].buffer(), 0, o[0].buffer(), 0, i[0].byte_len());
+                        recorded = engine.recording("flow", &[i[0], o[0]])?.finish();
                     }
-                }
-                run.advance_state(pass, weights)?;
-                if self.newton_schulz_every.is_some_and(|every| (k + 1) % every == 0) {
-                    run.newton_schulz(pass, w.buffer(), spare.buffer())?;
-                    std::mem::swap(&mut w, &mut spare);
-                }
+                    let recorded = recorded.and(record_steps(self, engine, enc, state, first..last)?);
+                    if last == self.steps {
+                        state.finish(enc, o);
+                    }
+                    Ok(recorded.and(engine.recording("flow", o)?.finish()))
+                })
+                .await?;
+            // One submission in flight at a time, so that neither recorded commands nor scratch
+            // waiting for the device pile up.
+            if last < self.steps {
+                engine.submitted_work_done().await?;
             }
         }
-        if !std::ptr::eq(w, o[0]) {
-            enc.copy_buffer_to_buffer(w.buffer(), 0, o[0].buffer(), 0, o[0].byte_len());
-        }
-        if let (Some(s), Some(x)) = (&run.nested, o.get(1)) {
-            enc.copy_buffer_to_buffer(s.xs[s.current].buffer(), 0, x.buffer(), 0, x.byte_len());
-        }
-        drop(run);
-        Ok(gpu.finish())
+        Ok(())
     }
 
     fn non_finite_cause(&self) -> &'static str {
