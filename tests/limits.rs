@@ -64,3 +64,87 @@ fn work_past_the_workgroup_limit_is_split() {
         check("expm", e.run(&op, &[&a]).unwrap(), cpu.run(&op, &[&a]).unwrap(), 1e-5);
     }
 }
+
+/// On devices opened with a 64 KiB binding limit, host calls whose tensors pass it run in pieces:
+/// batches a slice at a time, or one long sequence in segments with the attention state carried
+/// between them (bidirectional: every segment's keys before any queries). Each matches the reference.
+#[test]
+fn host_work_past_the_binding_limit_is_split() {
+    use ortho::ops::*;
+    use ortho::{FavorOptions, GroupMap, Kernel, MatmulOptions};
+    let cpu = ortho::Engine::cpu("reference");
+    // One long problem (q: 96 KB), four heads of one batch (segments), three batches (slices).
+    let long = attention_inputs((1, 1, 3000, 8, 4, 16), 0.5, 1);
+    let heads = attention_inputs((1, 4, 700, 8, 8, 16), 0.5, 2);
+    let batches = attention_inputs((3, 2, 400, 8, 4, 16), 0.5, 3);
+    let (w, w_heads) = (gaussian(&[16, 8], 1.0, 4), gaussian(&[4, 16, 8], 1.0, 5));
+    let grad = gaussian(&[3, 2, 400, 4], 1.0, 6);
+    let (a, u, x) = (gaussian(&[1100, 4, 4], 0.5, 7), gaussian(&[3, 100, 60], 1.0, 8), gaussian(&[3, 80, 80], 1.0, 9));
+    // 300 flows of 8 x 8 (W0: 75 KB) with shared Qs, Ns and a nested state sliced alike.
+    let symmetric = |seed| {
+        let g = gaussian(&[8, 8], 0.1, seed).to_f64();
+        Tensor::from_fn(&[8, 8], |e| g.data()[e] + g.data()[(e % 8) * 8 + e / 8])
+    };
+    let flow = ortho_ref::flow::Flow {
+        method: ortho_ref::flow::Method::Rkmk4,
+        dt: 0.05,
+        steps: 3,
+        newton_schulz_every: None,
+        generator: ortho_ref::flow::Generator::Isospectral { qs: symmetric(10), ns: symmetric(11) },
+        state: Some((gaussian(&[300, 8], 1.0, 12).to_f64(), ortho_ref::flow::Activation::Tanh)),
+    };
+    let w0 = Tensor::from_fn(&[300, 8, 8], |e| if e % 64 % 9 == 0 { 1.0 } else { 0.0 });
+    for e in engines_with_limits(|l| l.max_storage_buffer_binding_size = 64 << 10) {
+        let check = |name: &str, got: Vec<Tensor<f32>>, want: Vec<Tensor<f32>>, bound: f64| {
+            assert_eq!(got.len(), want.len());
+            for (got, want) in got.iter().zip(&want) {
+                assert_eq!(got.shape(), want.shape(), "{name}");
+                let err = relative_frobenius(got.data(), want.data());
+                assert!(err < bound, "{} {name}: {err:e}", e.describe());
+            }
+        };
+        let run = |name: &str, op: &dyn Fn(&ortho::Engine) -> Vec<Tensor<f32>>, bound: f64| {
+            check(name, op(&e), op(&cpu), bound)
+        };
+        for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: 1e-3 }] {
+            for causal in [false, true] {
+                let op = Favor(FavorOptions { causal, chunk: causal.then_some(32), ..FavorOptions::new(kernel) });
+                let name = format!("favor {kernel:?} causal {causal}");
+                for ([q, k, v], w) in [(&long, &w), (&heads, &w_heads), (&batches, &w)] {
+                    run(&name, &|e| e.run(&op, &[q, k, v, w]).unwrap(), 1e-4);
+                }
+            }
+        }
+        let [q, k, v] = &batches;
+        let op = FavorBackward(FavorOptions::causal(Kernel::Softmax));
+        run("favor backward", &|e| e.run(&op, &[q, k, v, &w, &grad]).unwrap(), 1e-4);
+        run("exact", &|e| e.run(&ExactAttention { causal: true }, &[q, k, v]).unwrap(), 1e-5);
+        run("expm", &|e| e.run(&MatrixMap(GroupMap::Exp), &[&a]).unwrap(), 1e-5);
+        run("cwy", &|e| e.run(&Cwy { stiefel: false }, &[&u]).unwrap(), 1e-5);
+        run("matmul", &|e| e.run(&Matmul(MatmulOptions::default()), &[&x, &x]).unwrap(), 1e-5);
+        run("flow", &|e| e.run(&flow, &[&w0]).unwrap(), 1e-5);
+    }
+}
+
+/// More features than llvmpipe lets one invocation loop over (65,535): the per-row reductions over
+/// the features (the stabiliser's maximum, the features' backward coefficient) stay exact.
+#[test]
+fn features_past_an_invocations_loop_limit() {
+    use ortho::ops::*;
+    use ortho::{FavorOptions, Kernel};
+    let cpu = ortho::Engine::cpu("reference");
+    let [q, k, v] = attention_inputs((1, 1, 4, 2, 2, 0), 0.5, 1);
+    let w = gaussian(&[66_000, 2], 1.0, 2);
+    let grad = gaussian(&[1, 1, 4, 2], 1.0, 3);
+    for e in gpu_engines() {
+        for kernel in [Kernel::Softmax, Kernel::Trig] {
+            let op = FavorBackward(FavorOptions::new(kernel));
+            let (got, want) =
+                (e.run(&op, &[&q, &k, &v, &w, &grad]).unwrap(), cpu.run(&op, &[&q, &k, &v, &w, &grad]).unwrap());
+            for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                let err = relative_frobenius(got.data(), want.data());
+                assert!(err < 1e-4, "{} {kernel:?} gradient {i}: {err:e}", e.describe());
+            }
+        }
+    }
+}

@@ -32,7 +32,8 @@ fn every_wgsl_file_is_registered() {
             } else if path.extension().is_some_and(|e| e == "wgsl") {
                 let name = path.strip_prefix(&root).unwrap().with_extension("");
                 let name = name.to_str().unwrap().replace('\\', "/");
-                assert!(ortho::SHADERS.iter().any(|s| s.name == name), "{name}.wgsl is not in ortho::SHADERS");
+                let known = ortho::SHADERS.iter().any(|s| s.name == name) || ortho::LIBRARIES.contains(&name.as_str());
+                assert!(known, "{name}.wgsl is not in ortho::SHADERS or ortho::LIBRARIES");
             }
         }
     }

@@ -6,26 +6,7 @@
 //   UNIT_BACKWARD: dst = (src - unit (unit . src)) / norms: from src, the gradient with respect to
 //                  the unit column, the gradient with respect to the column itself.
 
-const GROUP: u32 = 256u;
-var<workgroup> part: array<f32, GROUP>;
-
-// The sum (with take_max, the maximum) of x over the workgroup, in every invocation.
-fn reduce(x: f32, lid: u32, take_max: bool) -> f32 {
-    part[lid] = x;
-    workgroupBarrier();
-    for (var s = GROUP / 2u; s > 0u; s /= 2u) {
-        if (lid < s) {
-            let y = part[lid + s];
-            part[lid] = select(part[lid] + y, max(part[lid], y), take_max);
-        }
-        workgroupBarrier();
-    }
-    let all = part[0];
-    workgroupBarrier();
-    return all;
-}
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_GROUP)
 fn unit_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let column = group_index(wg, nwg);
@@ -33,22 +14,22 @@ fn unit_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     let first = (column / p.l) * p.n * p.l + column % p.l;
     if (p.mode == UNIT_FORWARD) {
         var big = 0.0;
-        for (var r = lid; r < p.n; r += GROUP) { big = max(big, abs(src[first + r * p.l])); }
-        let scale = reduce(big, lid, true);
+        for (var r = lid; r < p.n; r += REDUCE_GROUP) { big = max(big, abs(src[first + r * p.l])); }
+        let scale = workgroup_reduce(big, lid, true);
         var sq = 0.0;
-        for (var r = lid; r < p.n; r += GROUP) {
+        for (var r = lid; r < p.n; r += REDUCE_GROUP) {
             let x = src[first + r * p.l] / scale;
             sq += x * x;
         }
-        let len = sqrt(reduce(sq, lid, false));
-        for (var r = lid; r < p.n; r += GROUP) { unit[first + r * p.l] = src[first + r * p.l] / scale / len; }
+        let len = sqrt(workgroup_reduce(sq, lid, false));
+        for (var r = lid; r < p.n; r += REDUCE_GROUP) { unit[first + r * p.l] = src[first + r * p.l] / scale / len; }
         if (lid == 0u) { norms[column] = scale * len; }
     } else {
         var dot = 0.0;
-        for (var r = lid; r < p.n; r += GROUP) { dot += unit[first + r * p.l] * src[first + r * p.l]; }
-        let along = reduce(dot, lid, false);
+        for (var r = lid; r < p.n; r += REDUCE_GROUP) { dot += unit[first + r * p.l] * src[first + r * p.l]; }
+        let along = workgroup_reduce(dot, lid, false);
         let norm = norms[column];
-        for (var r = lid; r < p.n; r += GROUP) {
+        for (var r = lid; r < p.n; r += REDUCE_GROUP) {
             let i = first + r * p.l;
             dst[i] = (src[i] - unit[i] * along) / norm;
         }

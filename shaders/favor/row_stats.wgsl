@@ -1,4 +1,4 @@
-// Per-row statistics of random-feature projections, one invocation per row t < rows of problem z:
+// Per-row statistics of random-feature projections, one workgroup per row t < rows of problem z:
 //   row_max = max_i a_i (the shift of the softmax features, so that exp(a_i - row_max) <= 1 is
 //             exact however large |x~|^2 is: subtracting half_sq and adding it back would cancel);
 //   offset  = the row's stabiliser (docs/math.md §1.5), with half_sq = |x~|^2 / 2, x~ = x d^(-1/4):
@@ -7,29 +7,32 @@
 // where a = x~ W^T came from the GEMM. Row t of problem z is x[x_off + z * x_stride + t * dim] in
 // the input and row z * scratch_rows + t in the scratch buffers.
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(REDUCE_GROUP)
 fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let e = element_index(wg, nwg, lid, 64u);
+    let e = group_index(wg, nwg);
     if (e >= p.rows * p.problems) { return; }
     let z = e / p.rows;
     let t = e % p.rows;
     let row = z * p.scratch_rows + t;
     let x0 = p.x_off + z * p.x_stride + t * p.dim;
     var sq = 0.0;
-    for (var c = 0u; c < p.dim; c++) {
+    for (var c = lid; c < p.dim; c += REDUCE_GROUP) {
         let v = x[x0 + c];
         sq += v * v;
     }
-    let hs = sq / (2.0 * sqrt(f32(p.dim)));
-    var best = a[row * p.features];
-    for (var i = 1u; i < p.features; i++) {
+    let hs = workgroup_reduce(sq, lid, false) / (2.0 * sqrt(f32(p.dim)));
+    var best = LOWEST;
+    for (var i = lid; i < p.features; i += REDUCE_GROUP) {
         best = max(best, a[row * p.features + i]);
     }
-    var off = 0.0;
-    if (p.kind == QUERY_MAX) { off = best; }
-    if (p.kind == KEY_MAX) { off = best - hs; }
-    if (p.kind == HALF_SQ) { off = hs; }
-    row_max[row] = best;
-    offset[row] = off;
+    best = workgroup_reduce(best, lid, true);
+    if (lid == 0u) {
+        var off = 0.0;
+        if (p.kind == QUERY_MAX) { off = best; }
+        if (p.kind == KEY_MAX) { off = best - hs; }
+        if (p.kind == HALF_SQ) { off = hs; }
+        row_max[row] = best;
+        offset[row] = off;
+    }
 }

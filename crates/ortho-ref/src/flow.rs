@@ -118,6 +118,24 @@ fn matrix_of(t: &Tensor<f64>, z: usize, n: usize) -> Matrix {
 }
 
 impl Flow {
+    /// The flow of batch entries `first..first + count` (of `batch`): its generators and nested
+    /// state sliced alike, shared `[n, n]` matrices kept whole.
+    pub fn batch_slice(&self, batch: usize, first: usize, count: usize) -> Flow {
+        let rows = |t: &Tensor<f64>, axis: usize| {
+            if t.shape().len() > axis + 2 && t.shape()[axis] == batch {
+                t.slice_axis(axis, first, count)
+            } else {
+                t.clone()
+            }
+        };
+        let generator = match &self.generator {
+            Generator::Given(omega) => Generator::Given(rows(omega, 1)),
+            Generator::Isospectral { qs, ns } => Generator::Isospectral { qs: rows(qs, 0), ns: rows(ns, 0) },
+        };
+        let state = self.state.as_ref().map(|(x, act)| (x.slice_axis(0, first, count), *act));
+        Flow { generator, state, ..self.clone() }
+    }
+
     /// Checks every input and returns `(batch, n)`.
     pub fn check(&self, w0: &Tensor<f64>) -> Result<(usize, usize)> {
         let dims = self.check_shape(w0.shape())?;

@@ -80,6 +80,20 @@ impl<T: Element> Tensor<T> {
         Tensor::new(shape, self.data)
     }
 
+    /// Indices `first..first + count` of axis `axis` (which must have them).
+    pub fn slice_axis(&self, axis: usize, first: usize, count: usize) -> Tensor<T> {
+        let outer: usize = self.shape[..axis].iter().product();
+        let inner: usize = self.shape[axis + 1..].iter().product();
+        let n = self.shape[axis];
+        let mut data = Vec::with_capacity(outer * count * inner);
+        for o in 0..outer {
+            data.extend_from_slice(&self.data[(o * n + first) * inner..(o * n + first + count) * inner]);
+        }
+        let mut shape = self.shape.clone();
+        shape[axis] = count;
+        Tensor { shape, data }
+    }
+
     pub fn map<U: Element>(&self, f: impl Fn(T) -> U) -> Tensor<U> {
         Tensor { shape: self.shape.clone(), data: self.data.iter().map(|&x| f(x)).collect() }
     }

@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::favor::attention_shape;
 use crate::kernels;
-use crate::operation::Operation;
+use crate::operation::{Operation, run_batches};
 use crate::pool::Recorded;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
@@ -28,6 +28,10 @@ pub struct ExactAttention {
 impl Operation for ExactAttention {
     const NAME: &'static str = "exact attention";
     const INPUTS: &'static [&'static str] = &["q", "k", "v"];
+
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 4).await
+    }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         Ok(vec![attention_shape(i[0], i[1], i[2], None, None)?.output_shape(i[0].len())])

@@ -19,7 +19,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
-use crate::operation::Operation;
+use crate::operation::{Operation, run_batches};
 use crate::pool::{PooledBuffer, Recorded};
 use crate::recording::Recording;
 use crate::scratch::ScratchSize;
@@ -32,6 +32,7 @@ mod forward;
 mod plan;
 mod record;
 mod saved;
+mod segments;
 mod stream;
 pub use backward::FavorBackward;
 pub use forward::Favor;
@@ -261,6 +262,32 @@ struct Keep<'a> {
     den: &'a wgpu::Buffer,
     gamma: Option<&'a wgpu::Buffer>,
     checkpoints: Option<Checkpointed<'a>>,
+}
+
+/// What one recording of attention does besides reading and advancing its state.
+#[derive(Clone, Copy)]
+pub(super) struct Sweep<'a> {
+    /// Sets the state to "no tokens" first.
+    reset: bool,
+    /// Bidirectional: the keys, the queries or both.
+    phase: Phase,
+    keep: Option<&'a Keep<'a>>,
+}
+
+impl Sweep<'_> {
+    /// A whole call: the state reset, keys then queries.
+    const WHOLE: Self = Sweep { reset: true, phase: Phase::Both, keep: None };
+    /// Continuing from the state as it is.
+    const CONTINUE: Self = Sweep { reset: false, ..Self::WHOLE };
+}
+
+/// The part of a bidirectional sweep one recording makes: a sequence split into segments folds the
+/// keys of every segment into the state before any segment's queries read it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Both,
+    Keys,
+    Queries,
 }
 
 /// The states entering every `every`-th chunk, `count` per problem (`[B*H, count, f, dv + 1]`).

@@ -5,7 +5,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
-use crate::operation::Operation;
+use crate::operation::{Operation, run_batches};
 use crate::pool::Recorded;
 use crate::recording::Recording;
 use crate::scratch::scratch_plan;
@@ -114,6 +114,10 @@ pub struct MatrixMap(pub GroupMap);
 impl Operation for MatrixMap {
     const NAME: &'static str = "group map";
     const INPUTS: &'static [&'static str] = &["a"];
+
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 3).await
+    }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         square("a", i[0])?;

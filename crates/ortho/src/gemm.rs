@@ -5,7 +5,7 @@
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::kernels;
-use crate::operation::Operation;
+use crate::operation::{Operation, run_batches};
 use crate::pool::Recorded;
 use crate::recording::Recording;
 use crate::tensor::GpuTensor;
@@ -208,6 +208,10 @@ pub struct Matmul(pub MatmulOptions);
 impl Operation for Matmul {
     const NAME: &'static str = "matmul";
     const INPUTS: &'static [&'static str] = &["a", "b"];
+
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 3).await
+    }
 
     fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         let (z, m, _, n, batched) = matmul_shape(inputs[0], inputs[1], self.0)?;

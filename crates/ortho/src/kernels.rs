@@ -109,6 +109,8 @@ pub struct ShaderSource {
     pub name: &'static str,
     /// The WGSL file.
     pub body: &'static str,
+    /// The helper files of `shaders/common/` it calls (written before it).
+    pub libraries: &'static [&'static str],
     /// The uniform block's Rust struct: its name, `(field, byte offset)` and size in bytes.
     pub params: (&'static str, &'static [(&'static str, usize)], usize),
     /// The storage buffers at bindings 1.., as `name: access` or `name: access element` (element
@@ -135,6 +137,9 @@ impl ShaderSource {
             out.push_str(&format!("@group(0) @binding({}) var<storage, {access}> {name}: array<{element}>;\n", i + 1));
         }
         out.push_str(ELEMENT_INDEX);
+        for library in self.libraries {
+            out.push_str(library);
+        }
         out.push_str("// shaders/");
         out.push_str(self.name);
         out.push_str(".wgsl\n");
@@ -163,11 +168,12 @@ pub struct Shader<P> {
 }
 
 macro_rules! shaders {
-    ($($item:ident: $path:literal, $params:ident, [$($binding:literal),* $(,)?];)*) => {
+    ($($item:ident: $path:literal $(+ $library:ident)*, $params:ident, [$($binding:literal),* $(,)?];)*) => {
         $(pub(crate) const $item: Shader<$params> = Shader {
             source: ShaderSource {
                 name: $path,
                 body: include_str!(concat!("../../../shaders/", $path, ".wgsl")),
+                libraries: &[$($library),*],
                 params: (stringify!($params), <$params as Params>::FIELDS, std::mem::size_of::<$params>()),
                 bindings: &[$($binding),*],
                 declare_params: <$params as WgslType>::declare,
@@ -178,6 +184,11 @@ macro_rules! shaders {
         pub const SHADERS: &[ShaderSource] = &[$($item.source),*];
     };
 }
+
+/// The helper files of `shaders/` (no entry point) that shaders call, by path.
+pub const LIBRARIES: &[&str] = &["common/reduce"];
+/// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
+const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
 
 params! {
     /// A GEMM operand: element `(i, p)` of batch `z` at `base(z) + i * rs + p * cs` (see `gemm.rs`).
@@ -231,7 +242,7 @@ shaders! {
     FILL: "common/fill", Fill, ["values: read_write"];
     SCAN_MAX: "common/scan_max", Scan, ["values: read", "prefix: read_write", "before: read_write", "carried: read_write"];
     COPY: "common/copy", CopyBlocks, ["src: read", "dst: read_write"];
-    ROW_STATS: "favor/row_stats", RowStats, ["x: read", "a: read", "row_max: read_write", "offset: read_write"];
+    ROW_STATS: "favor/row_stats" + REDUCE, RowStats, ["x: read", "a: read", "row_max: read_write", "offset: read_write"];
     FEATURES: "favor/features", Features, ["a: read", "row_max: read", "phi: read_write"];
     CAUSAL_MASK: "favor/causal_mask", Mask, ["offset: read", "gamma: read", "scores: read_write"];
     ROW_SCALE: "favor/row_scale", RowScale, ["offset: read", "gamma: read", "before: read", "phi: read_write"];
@@ -240,13 +251,13 @@ shaders! {
     NORMALIZE: "favor/normalize", Normalize, ["num: read", "out: read_write"];
     EXACT: "favor/exact", Exact, ["q: read", "k: read", "v: read", "out: read_write", "carry: read_write vec4<f32>"];
     GRAD_PREP: "favor/grad_prep", GradPrep, ["out: read", "den: read", "grad: read", "gt: read_write"];
-    FEATURES_BACKWARD: "favor/features_backward", FeaturesBackward, ["x: read", "a: read", "phi: read", "dphi: read", "da: read_write", "dx: read_write"];
+    FEATURES_BACKWARD: "favor/features_backward" + REDUCE, FeaturesBackward, ["x: read", "a: read", "phi: read", "dphi: read", "da: read_write", "dx: read_write"];
     S_MATRIX: "cwy/s_matrix", SMatrix, ["gram: read", "s: read_write", "inverse: read_write"];
     TRI_INVERSE_BLOCKS: "cwy/tri_inverse_blocks", Blocks, ["s: read", "inverse: read_write"];
     PLACE_BLOCKS: "cwy/place_blocks", Place, ["joined: read", "inverse: read_write"];
     MIRROR_UPPER: "cwy/mirror_upper", Mirror, ["b: read", "out: read_write"];
     HOUSEHOLDER: "cwy/householder", Reflection, ["u: read", "q: read_write"];
-    UNIT_COLUMNS: "cwy/unit_columns", UnitColumns, ["src: read", "unit: read_write", "norms: read_write", "dst: read_write"];
+    UNIT_COLUMNS: "cwy/unit_columns" + REDUCE, UnitColumns, ["src: read", "unit: read_write", "norms: read_write", "dst: read_write"];
     EXPM: "flow/expm", Expm, ["a: read", "work: read_write", "out: read_write", "plans: read_write u32"];
     COMBINE: "flow/combine", Combine, ["x0: read", "x1: read", "x2: read", "x3: read", "out: read_write"];
     ACTIVATE: "flow/activate", Activate, ["x: read", "out: read_write"];

@@ -51,10 +51,121 @@ pub trait Operation {
         engine.submit_async(Self::NAME, move |enc| self.record(engine, enc, inputs, outputs))
     }
 
+    /// Runs host inputs with a tensor (input or output) larger than one storage binding in pieces
+    /// that fit (a sequence in segments, a batch a slice at a time), or `None` when the operation
+    /// cannot split them and [`Engine::run`] reports the limit. Each piece goes through
+    /// [`Engine::run_async`], which checks it and splits it further where needed.
+    fn run_split(
+        &self,
+        _engine: &Engine,
+        _inputs: &[&Tensor<f32>],
+    ) -> impl std::future::Future<Output = Option<Result<Vec<Tensor<f32>>>>> {
+        std::future::ready(None)
+    }
+
     /// What a non-finite output means, for the error [`Engine::run`] returns then.
     fn non_finite_cause(&self) -> &'static str {
         "a value overflowed f32"
     }
+}
+
+/// [`Operation::run_split`] for an operation whose work is independent along the leading (batch)
+/// axis of its inputs and outputs of rank `rank`: as many batch indices a piece as keep each split
+/// tensor within one binding. Inputs of other ranks are shared by every piece, and outputs of other
+/// ranks (the gradient of a shared input) are summed over the pieces. `None` when no input has
+/// that rank, or one index is already too large.
+pub(crate) async fn run_batches<O: Operation + Clone>(
+    engine: &Engine,
+    op: &O,
+    inputs: &[&Tensor<f32>],
+    rank: usize,
+) -> Option<Result<Vec<Tensor<f32>>>> {
+    let split: Vec<bool> = inputs.iter().map(|t| t.shape().len() == rank).collect();
+    let batch = inputs.iter().find(|t| t.shape().len() == rank)?.shape()[0];
+    let outputs = op.output_shapes(&inputs.iter().map(|t| t.shape()).collect::<Vec<_>>()).ok()?;
+    let per_index = inputs
+        .iter()
+        .filter(|t| t.shape().len() == rank)
+        .map(|t| t.len())
+        .chain(outputs.iter().filter(|s| s.len() == rank).map(|s| s.iter().product()))
+        .max()?
+        / batch.max(1);
+    let step = batch_step(engine, per_index)?;
+    if step >= batch {
+        // The split tensors fit whole: what passes the limit is not along the batch.
+        return None;
+    }
+    let joined = Joined::new(&outputs, outputs.iter().map(|s| s.len() == rank).collect());
+    Some(
+        run_pieces(engine, inputs, batch, step, joined, |first, count| {
+            (op.clone(), inputs.iter().zip(&split).map(|(t, s)| s.then(|| leading(t, first, count))).collect())
+        })
+        .await,
+    )
+}
+
+/// Runs the pieces of `0..batch`, `step` indices at a time: `piece(first, count)` gives the
+/// operation for those indices and their inputs (`None`: `inputs`' own, shared by every piece).
+pub(crate) async fn run_pieces<O: Operation>(
+    engine: &Engine,
+    inputs: &[&Tensor<f32>],
+    batch: usize,
+    step: usize,
+    mut joined: Joined,
+    piece: impl Fn(usize, usize) -> (O, Vec<Option<Tensor<f32>>>),
+) -> Result<Vec<Tensor<f32>>> {
+    for first in (0..batch).step_by(step) {
+        let (op, pieces) = piece(first, step.min(batch - first));
+        let refs: Vec<&Tensor<f32>> = pieces.iter().zip(inputs).map(|(p, t)| p.as_ref().unwrap_or(t)).collect();
+        joined.add(Box::pin(engine.run_async(&op, &refs)).await?);
+    }
+    joined.finish()
+}
+
+/// Batch indices a piece takes when each index holds up to `per_index` floats of some tensor;
+/// `None` when a piece of one is still too large.
+pub(crate) fn batch_step(engine: &Engine, per_index: usize) -> Option<usize> {
+    let step = (engine.binding_limit().ok()? / (4 * per_index.max(1) as u64)) as usize;
+    (step > 0).then_some(step)
+}
+
+/// The outputs of pieces of a split call: those marked `concatenated` joined along their leading
+/// axis, the others summed.
+pub(crate) struct Joined {
+    shapes: Vec<Vec<usize>>,
+    concatenated: Vec<bool>,
+    data: Vec<Vec<f32>>,
+}
+
+impl Joined {
+    pub(crate) fn new(shapes: &[Vec<usize>], concatenated: Vec<bool>) -> Self {
+        let size = |s: &Vec<usize>| s.iter().product::<usize>();
+        let data = shapes
+            .iter()
+            .zip(&concatenated)
+            .map(|(s, &c)| if c { Vec::with_capacity(size(s)) } else { vec![0.0; size(s)] })
+            .collect();
+        Joined { shapes: shapes.to_vec(), concatenated, data }
+    }
+
+    pub(crate) fn add(&mut self, outputs: Vec<Tensor<f32>>) {
+        for ((data, &concatenated), piece) in self.data.iter_mut().zip(&self.concatenated).zip(outputs) {
+            if concatenated {
+                data.extend_from_slice(piece.data());
+            } else {
+                data.iter_mut().zip(piece.data()).for_each(|(sum, x)| *sum += x);
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> Result<Vec<Tensor<f32>>> {
+        self.data.into_iter().zip(&self.shapes).map(|(data, shape)| Ok(Tensor::new(shape, data)?)).collect()
+    }
+}
+
+/// Indices `first..first + count` of the leading axis of `t`.
+pub(crate) fn leading(t: &Tensor<f32>, first: usize, count: usize) -> Tensor<f32> {
+    t.slice_axis(0, first, count)
 }
 
 /// Refuses outputs holding NaN or infinity: the host entry points never return one.
@@ -98,6 +209,13 @@ impl Engine {
         if !self.is_gpu() {
             let inputs: Vec<Tensor<f64>> = inputs.iter().map(|t| t.to_f64()).collect();
             return check_outputs(op, op.reference(&inputs)?.iter().map(Tensor::to_f32).collect());
+        }
+        let binding = self.binding_limit()?;
+        let sizes = inputs.iter().map(|t| t.len()).chain(outputs.iter().map(|s| s.iter().product()));
+        if sizes.map(|n| 4 * n as u64).any(|bytes| bytes > binding)
+            && let Some(outputs) = Box::pin(op.run_split(self, inputs)).await
+        {
+            return check_outputs(op, outputs?);
         }
         let inputs = inputs.iter().zip(O::INPUTS).map(|(t, name)| self.upload(name, t)).collect::<Result<Vec<_>>>()?;
         let outputs = outputs.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;

@@ -1,7 +1,7 @@
 //! The compact-WY operations (docs/math.md §2) and their host and device entry points.
 
 use super::*;
-use crate::operation::Operation;
+use crate::operation::{Operation, run_batches};
 use ortho_ref::Tensor;
 use ortho_ref::cwy as reference;
 
@@ -21,6 +21,10 @@ pub struct Cwy {
 impl Operation for Cwy {
     const NAME: &'static str = "cwy";
     const INPUTS: &'static [&'static str] = &["u"];
+
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 3).await
+    }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         let CwyPlan { n, l, .. } = CwyPlan::new(i[0])?;
@@ -56,6 +60,10 @@ impl Operation for CwyApply {
     const NAME: &'static str = "cwy apply";
     const INPUTS: &'static [&'static str] = &["u", "x"];
 
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 3).await
+    }
+
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         let CwyPlan { b, n, .. } = CwyPlan::new(i[0])?;
         apply_width(i[1], b, n)?;
@@ -90,6 +98,10 @@ pub struct CwyBackward {
 impl Operation for CwyBackward {
     const NAME: &'static str = "cwy backward";
     const INPUTS: &'static [&'static str] = &["u", "grad"];
+
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 3).await
+    }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         let want = Cwy { stiefel: self.stiefel }.output_shapes(&i[..1])?.remove(0);
@@ -131,6 +143,10 @@ impl Operation for CwyApplyBackward {
     const NAME: &'static str = "cwy apply backward";
     const INPUTS: &'static [&'static str] = &["u", "x", "grad"];
 
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 3).await
+    }
+
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         CwyApply { transpose: self.transpose }.output_shapes(&i[..2])?;
         if i[2] != i[1] {
@@ -166,6 +182,10 @@ pub struct HouseholderProduct;
 impl Operation for HouseholderProduct {
     const NAME: &'static str = "householder product";
     const INPUTS: &'static [&'static str] = &["u"];
+
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 3).await
+    }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         Cwy { stiefel: false }.output_shapes(i)

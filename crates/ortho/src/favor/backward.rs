@@ -335,7 +335,7 @@ impl Recorder<'_, '_, '_> {
             ..Default::default()
         };
         let bufs = [x, sc.a.buffer(), phi, dphi, bw.da.buffer(), dx];
-        self.run(&kernels::FEATURES_BACKWARD, &params, &bufs, p.z * rows, 64)?;
+        self.run(&kernels::FEATURES_BACKWARD, &params, &bufs, p.z * rows, 1)?;
         // W as stored, [m, d]: da [rows, m] times W.
         let w_rows = Operand { row_stride: io.w.col_stride, col_stride: io.w.row_stride, ..io.w };
         let g = Gemm { alpha: scale, beta: 1.0, ..Gemm::new(p.z, rows, p.d, p.m) };
@@ -540,6 +540,10 @@ pub struct FavorBackward(pub FavorOptions);
 impl Operation for FavorBackward {
     const NAME: &'static str = "favor backward";
     const INPUTS: &'static [&'static str] = &["q", "k", "v", "projection", "grad"];
+
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 4).await
+    }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         let s = attention_shape(i[0], i[1], i[2], Some(i[3]), None)?;

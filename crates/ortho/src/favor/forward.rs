@@ -12,6 +12,15 @@ impl Operation for Favor {
     const NAME: &'static str = "favor";
     const INPUTS: &'static [&'static str] = &["q", "k", "v", "projection"];
 
+    /// Batches a slice at a time where one batch entry fits a binding, else the sequence in
+    /// segments (`segments.rs`).
+    async fn run_split(&self, engine: &Engine, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        if let Some(outputs) = run_batches(engine, self, i, 4).await {
+            return Some(outputs);
+        }
+        Some(engine.favor_segments([i[0], i[1], i[2], i[3]], &self.0).await?.map(|out| vec![out]))
+    }
+
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         Ok(vec![attention_shape(i[0], i[1], i[2], Some(i[3]), None)?.output_shape(i[0].len())])
     }
@@ -87,24 +96,18 @@ impl Engine {
     ) -> Result<Recorded> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         let state = self.unset_state(&s, o.kernel)?;
-        self.record_attention(encoder, q, k, v, w, o, &state, true, out, None)
+        self.record_attention(encoder, [q, k, v, w, out], o, &state, Sweep::WHOLE)
     }
 
-    /// Records attention through `state`, first reset to "no tokens" when `reset`, leaving what the
-    /// backward pass needs where `keep` says.
-    #[allow(clippy::too_many_arguments)]
+    /// Records attention through `state`, as `sweep` says (reset first or continued; keys, queries or
+    /// both; keeping what the backward pass needs).
     pub(super) fn record_attention(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        q: &GpuTensor,
-        k: &GpuTensor,
-        v: &GpuTensor,
-        w: &GpuTensor,
+        [q, k, v, w, out]: [&GpuTensor; 5],
         o: &FavorOptions,
         state: &CausalState,
-        reset: bool,
-        out: &GpuTensor,
-        keep: Option<&Keep>,
+        sweep: Sweep,
     ) -> Result<Recorded> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
         state.check(&s, o.kernel)?;
@@ -113,6 +116,7 @@ impl Engine {
         };
         let gpu = self.recording("favor", &[q, k, v, w, out, state_s, gamma])?;
         let plan = self.plan(&s, o)?;
+        let keep = sweep.keep;
         // Checkpoints are the scanned states entering chunks, which the on-chip walk never writes out.
         let walk = plan.walk && keep.is_none_or(|k| k.checkpoints.is_none());
         let plan = Plan { walk, ..plan };
@@ -121,12 +125,12 @@ impl Engine {
         let io = Io::new(&plan, &s, [q, k, v, w, out], state_s, gamma);
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor"), timestamp_writes: None });
-        if reset {
+        if sweep.reset {
             record_reset(&gpu, &mut pass, state_s, gamma)?;
         }
         let mut r = Recorder { gpu: &gpu, pass: &mut pass, plan, kernel: o.kernel };
         if !o.causal {
-            r.bidirectional(&sc, &io, keep)?;
+            r.bidirectional(&sc, &io, sweep)?;
         } else {
             let group = plan.scratch_rows();
             for start in (0..plan.l).step_by(group) {

@@ -3,6 +3,16 @@
 use super::*;
 use crate::scratch::{ScratchSize, scratch_plan};
 
+/// Chunks and rows a group takes at most: `favor/state_scan` walks a group's chunks, and
+/// `common/scan_max` its rows in blocks of 256, in one invocation, which Mesa's llvmpipe ends
+/// silently past 65,535 loop iterations.
+const MAX_GROUP_CHUNKS: usize = 16_384;
+const MAX_GROUP_ROWS: usize = 1 << 20;
+
+fn group_chunks_cap(chunk: usize) -> usize {
+    MAX_GROUP_CHUNKS.min(MAX_GROUP_ROWS / chunk).max(1)
+}
+
 impl Plan {
     pub(super) fn width(&self) -> usize {
         self.dv + 1
@@ -64,18 +74,18 @@ impl Engine {
             let chunk = o.chunk.unwrap_or(DEFAULT_CHUNK);
             let chunk = chunk.min(s.len);
             let with = |g| Plan { chunk, group_chunks: g, ..base };
+            let chunks = s.len.div_ceil(chunk).min(group_chunks_cap(chunk));
             let group_chunks = match o.schedule {
-                Schedule::Sequential => (SEQUENTIAL_ROWS / chunk).clamp(1, s.len.div_ceil(chunk)),
-                Schedule::Parallel => largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), u64::MAX)),
-                Schedule::Auto => largest_fitting(s.len.div_ceil(chunk), |g| fits(&with(g), AUTO_SCRATCH_BYTES)),
+                Schedule::Sequential => (SEQUENTIAL_ROWS / chunk).clamp(1, chunks),
+                Schedule::Parallel => largest_fitting(chunks, |g| fits(&with(g), u64::MAX)),
+                Schedule::Auto => largest_fitting(chunks, |g| fits(&with(g), AUTO_SCRATCH_BYTES)),
             };
             let walk = o.schedule == Schedule::Sequential && base.f <= WALK_MAX_FEATURES && chunk <= WALK_MAX_CHUNK;
             Plan { walk, ..with(group_chunks) }
         } else {
             // Bidirectional: one chunk per group, as many rows as the scratch budget allows.
-            let most = o.chunk.unwrap_or(s.len).min(s.len).max(1);
-            let rows = largest_fitting(most, |rows| fits(&Plan { chunk: rows, ..base }, AUTO_SCRATCH_BYTES));
-            Plan { chunk: rows, ..base }
+            let most = o.chunk.unwrap_or(s.len).min(s.len).clamp(1, MAX_GROUP_ROWS);
+            Plan { chunk: group_rows(most, |rows, budget| fits(&Plan { chunk: rows, ..base }, budget)), ..base }
         };
         if !fits(&plan, u64::MAX) {
             return Err(Error::Limit {
@@ -104,6 +114,16 @@ pub(super) fn largest_fitting(max: usize, fits: impl Fn(usize) -> bool) -> usize
         if fits(mid) { lo = mid } else { hi = mid }
     }
     lo
+}
+
+/// Rows of a bidirectional group: as many as `fits(rows, AUTO_SCRATCH_BYTES)` allows, but at least a
+/// GEMM tile's worth where one binding holds them (`fits(rows, u64::MAX)`). Every group pays for the
+/// whole `[f, dv + 1]` state (its scan, and the query product's tile over all `f` features); with
+/// groups shrinking like `1 / m` under a fixed budget, the total cost would grow like `m^2`.
+fn group_rows(most: usize, fits: impl Fn(usize, u64) -> bool) -> usize {
+    let rows = largest_fitting(most, |rows| fits(rows, AUTO_SCRATCH_BYTES));
+    let least = most.min(crate::gemm::TILE);
+    if rows >= least { rows } else { largest_fitting(least, |rows| fits(rows, u64::MAX)) }
 }
 
 /// `(first chunk, chunks, rows per chunk)`: the full chunks of `rows`, then the shorter last one, so
@@ -154,21 +174,28 @@ impl Engine {
         let plan = Plan { walk: false, ..self.plan(s, o)? };
         let binding = self.binding_limit()?;
         let budget = if o.schedule == Schedule::Parallel { u64::MAX } else { AUTO_SCRATCH_BYTES };
-        let fits = |p: &Plan| {
+        let fits = |p: &Plan, budget: u64| {
             let (largest, total) = p.backward_bytes();
             largest <= binding && total <= budget
         };
         let plan = if !o.causal {
-            let most = o.chunk.unwrap_or(s.len).min(s.len).max(1);
-            Plan { chunk: largest_fitting(most, |rows| fits(&Plan { chunk: rows, ..plan })), ..plan }
+            let most = o.chunk.unwrap_or(s.len).min(s.len).clamp(1, MAX_GROUP_ROWS);
+            Plan { chunk: group_rows(most, |rows, budget| fits(&Plan { chunk: rows, ..plan }, budget)), ..plan }
         } else {
-            let chunks = s.len.div_ceil(plan.chunk);
+            let chunks = s.len.div_ceil(plan.chunk).min(group_chunks_cap(plan.chunk));
             let with = |g| Plan { group_chunks: g, ..plan };
             let g = match o.schedule {
                 Schedule::Sequential => plan.group_chunks,
-                Schedule::Parallel | Schedule::Auto => largest_fitting(chunks, |g| fits(&with(g))),
+                Schedule::Parallel | Schedule::Auto => largest_fitting(chunks, |g| fits(&with(g), budget)),
             };
             let every = match o.checkpoints {
+                Checkpoints::Every(n) if n > chunks && s.len.div_ceil(plan.chunk) > chunks => {
+                    return Err(InputError::argument(
+                        "checkpoints",
+                        format!("a checkpoint every {n} chunks leaves groups longer than {chunks} chunks; keep more"),
+                    )
+                    .into());
+                }
                 Checkpoints::Every(n) => n,
                 Checkpoints::None => 1,
             };

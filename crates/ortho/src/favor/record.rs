@@ -74,7 +74,7 @@ impl Recorder<'_, '_, '_> {
             x_stride: (p.l * p.d) as u32,
         };
         let bufs = [x, sc.a.buffer(), sc.row_max.buffer(), sc.offset.buffer()];
-        self.run(&kernels::ROW_STATS, &stats, &bufs, p.z * rows, 64)?;
+        self.run(&kernels::ROW_STATS, &stats, &bufs, p.z * rows, 1)?;
         if is_key {
             // gamma_t = max(carried, g_0..=t): the prefix max of the key offsets.
             let scan = kernels::Scan { rows: rows as u32, problems: p.z as u32, row_stride: sr as u32, _pad: 0 };
@@ -281,15 +281,16 @@ impl Recorder<'_, '_, '_> {
         Ok(())
     }
 
-    /// Bidirectional: fold every key group into the state, then answer every query group from it.
-    pub(super) fn bidirectional(&mut self, sc: &Scratch, io: &Io, keep: Option<&Keep>) -> Result<()> {
-        let p = self.plan;
-        for start in (0..p.l).step_by(p.chunk) {
+    /// Bidirectional: fold every key group into the state, then answer every query group from it
+    /// (or only one of the two, as `sweep.phase` says).
+    pub(super) fn bidirectional(&mut self, sc: &Scratch, io: &Io, sweep: Sweep) -> Result<()> {
+        let (p, keep) = (self.plan, sweep.keep);
+        for start in (0..p.l).step_by(p.chunk).filter(|_| sweep.phase != Phase::Queries) {
             let rows = p.chunk.min(p.l - start);
             self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
             self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows, None)?;
         }
-        for start in (0..p.l).step_by(p.chunk) {
+        for start in (0..p.l).step_by(p.chunk).filter(|_| sweep.phase != Phase::Keys) {
             let rows = p.chunk.min(p.l - start);
             self.features(sc, io, io.q, sc.phi_q.buffer(), false, start, rows)?;
             let g = Gemm::new(p.z, rows, p.width(), p.f);

@@ -113,7 +113,8 @@ impl Engine {
             checkpoints: saved.checkpointed(),
         };
         let state = self.unset_state(&s, o.kernel)?;
-        let recorded = self.record_attention(encoder, q, k, v, w, &o, &state, true, out, Some(&keep))?;
+        let sweep = Sweep { keep: Some(&keep), ..Sweep::WHOLE };
+        let recorded = self.record_attention(encoder, [q, k, v, w, out], &o, &state, sweep)?;
         Ok(recorded.and(self.recording("favor forward", &saved.tensors())?.finish()))
     }
 }

@@ -137,6 +137,6 @@ impl Engine {
         out: &GpuTensor,
     ) -> Result<Recorded> {
         let o = FavorOptions { causal: true, ..*o };
-        self.record_attention(encoder, q, k, v, w, &o, state, false, out, None)
+        self.record_attention(encoder, [q, k, v, w, out], &o, state, Sweep::CONTINUE)
     }
 }

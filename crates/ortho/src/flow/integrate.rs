@@ -3,7 +3,7 @@
 //! method. Every step of a call is recorded into one compute pass.
 
 use super::*;
-use crate::operation::Operation;
+use crate::operation::{Joined, Operation, batch_step, leading, run_pieces};
 use crate::pool::PooledBuffer;
 use crate::recording::Recording;
 use ortho_ref::flow::{Activation, Flow, Generator, Method};
@@ -412,6 +412,27 @@ impl Operation for Flow {
             }
         }
         Ok(())
+    }
+
+    /// A batch slice at a time, each with its own generators and nested state.
+    async fn run_split(&self, engine: &Engine, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        let &[batch, n, _] = i[0].shape() else { return None };
+        let generators = match &self.generator {
+            Generator::Given(omega) => omega.len() / batch,
+            Generator::Isospectral { .. } => 0,
+        };
+        let step = batch_step(engine, generators.max(n * n))?;
+        if step >= batch {
+            return None;
+        }
+        let outputs = self.output_shapes(&[i[0].shape()]).ok()?;
+        let joined = Joined::new(&outputs, vec![true; outputs.len()]);
+        Some(
+            run_pieces(engine, i, batch, step, joined, |first, count| {
+                (self.batch_slice(batch, first, count), vec![Some(leading(i[0], first, count))])
+            })
+            .await,
+        )
     }
 
     fn non_finite_cause(&self) -> &'static str {
