@@ -72,8 +72,8 @@ impl Engine {
         let piece = |t: &Tensor<f32>, name: &str, (at, n): (usize, usize)| self.upload(name, &rows_of(t, s.len, at, n));
         let empty_like = |t: &Tensor<f32>, n: usize| self.empty(&with_rows(t.shape(), n));
         if !o.causal {
-            // Keys first: q stands in for nothing (the key phase reads k and v only), and the output
-            // tensor is not written.
+            // Keys first. The key phase reads only k and v: k stands in for q, and the output tensor
+            // is not written.
             for &(at, n) in &segments {
                 let (gk, gv) = (piece(k, "k", (at, n))?, piece(v, "v", (at, n))?);
                 let unused = empty_like(v, n)?;
@@ -94,7 +94,7 @@ impl Engine {
                 })
                 .await?;
             } else {
-                // The query phase reads q and the state only; the output stands in for v.
+                // The query phase reads only q and the state: q stands in for k, the output for v.
                 let sweep = Sweep { reset: false, phase: Phase::Queries, keep: None };
                 self.submit_async("favor", |enc| {
                     self.record_attention(enc, [&gq, &gq, &gout, &gw, &gout], o, &state, sweep)
