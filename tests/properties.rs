@@ -59,6 +59,10 @@ fn agrees<O: ortho::Operation>(pick: usize, op: &O, inputs: &[&Tensor<f32>], bou
     }
     let e = &engines[pick % engines.len()];
     let want = cpu().run(op, inputs).map_err(|err| TestCaseError::fail(format!("reference: {err}")))?;
+    // One property at a time on the shared engines: wgpu's GL backend gives up on its context lock
+    // after a second, which a cold shader compile on another thread can hold (README, "Threads").
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let got = e.run(op, inputs).map_err(|err| TestCaseError::fail(format!("{}: {err}", e.describe())))?;
     prop_assert_eq!(got.len(), want.len());
     for (i, (got, want)) in got.iter().zip(&want).enumerate() {
