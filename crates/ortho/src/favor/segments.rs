@@ -8,16 +8,6 @@ use super::*;
 /// Bytes of each segment tensor (q, k, v and the output) at most, within the binding limit.
 pub const SEGMENT_BYTES: u64 = 32 << 20;
 
-/// Rows `start..start + n` of every problem of `t` (`[L, w]` or `[B, H, L, w]`, `len` rows a problem).
-fn rows_of(t: &Tensor<f32>, len: usize, start: usize, n: usize) -> Tensor<f32> {
-    let width = t.shape()[t.shape().len() - 1];
-    let mut data = Vec::with_capacity(t.len() / len * n);
-    for problem in t.data().chunks(len * width) {
-        data.extend_from_slice(&problem[start * width..(start + n) * width]);
-    }
-    Tensor::new(&with_rows(t.shape(), n), data).expect("rows of a valid tensor")
-}
-
 /// `shape` (`[L, w]` or `[B, H, L, w]`) with `n` rows a problem.
 fn with_rows(shape: &[usize], n: usize) -> Vec<usize> {
     let mut shape = shape.to_vec();
@@ -69,7 +59,10 @@ impl Engine {
         let gw = self.upload("projection", w)?;
         let state = self.causal_state(s, o.kernel)?;
         let segments: Vec<(usize, usize)> = (0..s.len).step_by(rows).map(|at| (at, rows.min(s.len - at))).collect();
-        let piece = |t: &Tensor<f32>, name: &str, (at, n): (usize, usize)| self.upload(name, &rows_of(t, s.len, at, n));
+        // Rows `at..at + n` of every problem: the second-to-last axis of `[L, w]` or `[B, H, L, w]`.
+        let piece = |t: &Tensor<f32>, name: &str, (at, n): (usize, usize)| {
+            self.upload(name, &t.slice_axis(t.shape().len() - 2, at, n))
+        };
         let empty_like = |t: &Tensor<f32>, n: usize| self.empty(&with_rows(t.shape(), n));
         if !o.causal {
             // Keys first. The key phase reads only k and v: k stands in for q, and the output tensor
