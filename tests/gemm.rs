@@ -41,8 +41,9 @@ fn gemm_shape_errors() {
 }
 
 /// Products past what one dispatch may take: K past the 29,952 that llvmpipe's loop limit allows one
-/// invocation (the slices accumulated, with broadcast operands), and, on devices opened with 8
-/// workgroups per dimension, M, N and the batch past 8 tiles of 64.
+/// invocation (few tiles: the slices split across workgroups and summed, with broadcast operands),
+/// and, on devices opened with 8 workgroups per dimension, M, N and the batch past 8 tiles of 64, and
+/// split products whose slices and batches share those 8.
 #[test]
 fn gemm_splits_past_the_dispatch_limits() {
     let check = |engine: &ortho::Engine, a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions, bound: f64| {
@@ -59,7 +60,9 @@ fn gemm_splits_past_the_dispatch_limits() {
         }
     }
     for engine in engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 8) {
-        for (z, m, k, n) in [(1, 1100, 3, 2), (1, 2, 5, 1030), (20, 3, 4, 5), (2, 600, 70, 520)] {
+        for (z, m, k, n) in
+            [(1, 1100, 3, 2), (1, 2, 5, 1030), (20, 3, 4, 5), (2, 600, 70, 520), (1, 3, 5000, 4), (6, 2, 3000, 3)]
+        {
             for (ta, tb) in [(false, false), (true, false), (false, true)] {
                 let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
                 let a = gaussian(&if ta { [z, k, m] } else { [z, m, k] }, 1.0, 3);

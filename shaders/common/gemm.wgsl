@@ -7,6 +7,9 @@
 // Prologue: column `b_ones_col` of B, and column `a_ones_col` of A, read as 1 (the denominator
 // column of attention, [V | 1]).
 // Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of 16.
+// Split (splits > 1, for products of few tiles and a long K): workgroup z of the dispatch takes
+// slice z % splits of K, k_slice long, of batch z / splits, and writes alpha times its partial
+// product to batch z of C (beta and diag 0); gemm_sum.wgsl adds the slices up.
 
 const TILE: u32 = GEMM_TILE;
 const KT: u32 = 16u;
@@ -14,20 +17,16 @@ const KT: u32 = 16u;
 var<workgroup> a_tile: array<vec4<f32>, 256>;
 var<workgroup> b_tile: array<vec4<f32>, 256>;
 
-fn base(o: GemmOperand, z: u32) -> u32 {
-    return o.off + (z / o.inner) * o.outer + (z % o.inner) * o.inner_stride;
-}
-
 // `base` is computed once per invocation: an integer division per load would cost more than the
 // arithmetic on a CPU adapter.
-fn load_a(base: u32, i: u32, kk: u32) -> f32 {
-    if (i >= p.m || kk >= p.k) { return 0.0; }
+fn load_a(base: u32, i: u32, kk: u32, k_end: u32) -> f32 {
+    if (i >= p.m || kk >= k_end) { return 0.0; }
     if (kk == p.a_ones_col) { return 1.0; }
     return a[base + i * p.a.rs + kk * p.a.cs];
 }
 
-fn load_b(base: u32, kk: u32, j: u32) -> f32 {
-    if (kk >= p.k || j >= p.n) { return 0.0; }
+fn load_b(base: u32, kk: u32, j: u32, k_end: u32) -> f32 {
+    if (kk >= k_end || j >= p.n) { return 0.0; }
     if (j == p.b_ones_col) { return 1.0; }
     return b[base + kk * p.b.rs + j * p.b.cs];
 }
@@ -35,12 +34,15 @@ fn load_b(base: u32, kk: u32, j: u32) -> f32 {
 @compute @workgroup_size(8, 8, 1)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(local_invocation_id) local: vec3<u32>) {
-    let z = wg.z + p.z_base;
+    let slice = wg.z % p.splits;
+    let z = wg.z / p.splits + p.z_base;
+    let k_begin = slice * p.k_slice;
+    let k_end = min(p.k, k_begin + p.k_slice);
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let a_base = base(p.a, z);
     let b_base = base(p.b, z);
-    let c_base = base(p.c, z);
+    let c_base = base(p.c, z * p.splits + slice);
     // Rows local.y * 8 + r, columns local.x * 8 + (0..4) in acc[2r] and + (4..8) in acc[2r + 1].
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
@@ -59,7 +61,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
 
-    for (var k0 = 0u; k0 < p.k; k0 += KT) {
+    for (var k0 = k_begin; k0 < k_end; k0 += KT) {
         // Consecutive invocations read consecutive addresses: along k when the operand is stored
         // k-contiguous, along rows (columns for B) otherwise.
         for (var s = 0u; s < 16u; s++) {
@@ -67,11 +69,11 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             var i: u32; var kk: u32;
             if (p.a.cs == 1u) { kk = e % KT; i = e / KT; } else { i = e % TILE; kk = e / TILE; }
             let ai = kk * TILE + i;
-            a_tile[ai / 4u][ai % 4u] = load_a(a_base, row0 + i, k0 + kk);
+            a_tile[ai / 4u][ai % 4u] = load_a(a_base, row0 + i, k0 + kk, k_end);
             var j: u32; var kb: u32;
             if (p.b.rs == 1u) { kb = e % KT; j = e / KT; } else { j = e % TILE; kb = e / TILE; }
             let bj = kb * TILE + j;
-            b_tile[bj / 4u][bj % 4u] = load_b(b_base, k0 + kb, col0 + j);
+            b_tile[bj / 4u][bj % 4u] = load_b(b_base, k0 + kb, col0 + j, k_end);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < KT; kk++) {

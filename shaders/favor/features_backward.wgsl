@@ -8,7 +8,8 @@
 //            da_i = -dphi_cos_i phi_sin_i + dphi_sin_i phi_cos_i, and keys gain
 //            (sum_i dphi_cos_i phi_cos_i + dphi_sin_i phi_sin_i) x~;
 //   relu:    da_i = dphi_i where a_i > 0.
-// Writes da [rows, m] and dx [rows, d] = scale^2 * coefficient * x (the GEMM then adds scale * da W)
+// Writes da [rows, m] and dx [rows, d] = scale^2 * coefficient * x (the GEMM then adds scale * da W;
+// with accumulate, for a block of the features after the first, dx += instead)
 // for rows t < rows of each problem: row t of problem z is x[x_off + z * x_stride + t * dim] (and
 // the same in dx), row z * scratch_rows + t in the scratch buffers.
 
@@ -42,6 +43,7 @@ fn features_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     var coefficient = workgroup_reduce(part, lid, false);
     if (p.is_key == 0u || p.kernel > KERNEL_TRIG) { coefficient = 0.0; }
     for (var c = lid; c < p.dim; c += REDUCE_GROUP) {
-        dx[x0 + c] = p.scale * p.scale * coefficient * x[x0 + c];
+        let g = p.scale * p.scale * coefficient * x[x0 + c];
+        dx[x0 + c] = select(g, dx[x0 + c] + g, p.accumulate != 0u);
     }
 }

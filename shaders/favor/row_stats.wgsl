@@ -4,7 +4,9 @@
 //   offset  = the row's stabiliser (docs/math.md §1.5), with half_sq = |x~|^2 / 2, x~ = x d^(-1/4):
 //     QUERY_MAX: max_i a_i (softmax queries)        KEY_MAX: max_i a_i - half_sq (softmax keys)
 //     HALF_SQ:   half_sq (trig keys)                 ZERO: 0 (relu, trig queries)
-// where a = x~ W^T came from the GEMM. Row t of problem z is x[x_off + z * x_stride + t * dim] in
+// where a = x~ W^T came from the GEMM. With combine, a is one block of the features and both are the
+// maximum of what is there and this block's (every offset above is a maximum over the features
+// less a per-row constant). Row t of problem z is x[x_off + z * x_stride + t * dim] in
 // the input and row z * scratch_rows + t in the scratch buffers.
 
 @compute @workgroup_size(REDUCE_GROUP)
@@ -32,6 +34,10 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         if (p.kind == QUERY_MAX) { off = best; }
         if (p.kind == KEY_MAX) { off = best - hs; }
         if (p.kind == HALF_SQ) { off = hs; }
+        if (p.combine != 0u) {
+            best = max(best, row_max[row]);
+            off = max(off, offset[row]);
+        }
         row_max[row] = best;
         offset[row] = off;
     }

@@ -11,7 +11,8 @@
 //   R_(c-1) = delta_c + R_c exp(gamma_end(c - 1) - gamma_end(c)),   R_last = state.
 // Every factor is <= 1. Forward scans restart from saved states where `every` > 0: the state
 // entering chunk c is checkpoint (first_chunk + c) / every of the problem whenever c > 0 and
-// first_chunk + c is a multiple of every (checkpoints [B*H, count, f, dv + 1]).
+// first_chunk + c is a multiple of every (checkpoints [B*H, count, f, dv + 1]). The state of problem
+// z starts at state_off + z * state_stride (a block of the features of a larger state).
 
 // gamma_end(c) of problem z.
 fn end_of(z: u32, c: u32) -> f32 {
@@ -25,7 +26,8 @@ fn state_scan(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     if (e >= p.problems * p.width) { return; }
     let z = e / p.width;
     let x = e % p.width;
-    var s = state[e];
+    let held = p.state_off + z * p.state_stride + x;
+    var s = state[held];
     if (p.reverse == 0u) {
         var g = before[z];
         for (var c = 0u; c < p.chunks; c++) {
@@ -51,5 +53,5 @@ fn state_scan(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
             s = delta + s * exp(prev - end_of(z, c));
         }
     }
-    state[e] = s;
+    state[held] = s;
 }

@@ -9,12 +9,19 @@
 // between dispatches in `state` ([B*H, f, dv + 1]), a few chunks per dispatch (Mesa's llvmpipe ends
 // long loops that hold barriers early). An invocation owns a row (then a feature) and its 4
 // columns as one vec4. f <= 768, C <= 256.
+// The state adds one delta per chunk for the whole sequence (16,384 of them at 2^20 tokens): in f32
+// the rounding of that running sum would grow with the number of chunks, so it is compensated
+// (Kahan): `lost` ([B*H, f, dv + 1], zero at the start of a call) carries what each addition
+// rounded away, decayed with the state, and the next addition puts it back.
 
 const GROUP: u32 = 256u;
 // Row i: this workgroup's 4 columns of state row i.
 var<workgroup> s: array<vec4<f32>, WALK_MAX_FEATURES>;
 // Row t of the chunk: its 4 columns of [V | 1].
 var<workgroup> vt: array<vec4<f32>, 256>;
+
+// Rows of the state one invocation owns (f <= 768 = 3 x GROUP).
+const OWNED: u32 = 3u;
 
 fn end_of(z: u32, c: u32) -> f32 {
     return gamma[z * p.scratch_rows + min(c * p.chunk + p.chunk, p.rows) - 1u];
@@ -26,13 +33,19 @@ fn state_walk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let col0 = wg.x * WALK_TILE;
     let f = p.features;
     let width = p.value_dim + 1u;
+    var comp: array<vec4<f32>, OWNED>;
     for (var i = lid; i < f; i += GROUP) {
         var x = vec4<f32>(0.0);
+        var y = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
             let col = col0 + e;
-            if (col < width) { x[e] = state[(z * f + i) * width + col]; }
+            if (col < width) {
+                x[e] = state[(z * f + i) * width + col];
+                y[e] = lost[(z * f + i) * width + col];
+            }
         }
         s[i] = x;
+        comp[i / GROUP] = y;
     }
     for (var c = p.first; c < p.first + p.count; c++) {
         let t0 = c * p.chunk;
@@ -65,17 +78,26 @@ fn state_walk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         if (c > 0u) { prev = end_of(z, c - 1u); }
         let decay = exp(prev - end_of(z, c));
         for (var i = lid; i < f; i += GROUP) {
-            var acc = s[i] * decay;
+            var delta = vec4<f32>(0.0);
             let k0 = (z * p.scratch_rows + t0) * f + i;
-            for (var t = 0u; t < n; t++) { acc += phi_k[k0 + t * f] * vt[t]; }
-            s[i] = acc;
+            for (var t = 0u; t < n; t++) { delta += phi_k[k0 + t * f] * vt[t]; }
+            let sum = s[i] * decay;
+            let y = delta - comp[i / GROUP] * decay;
+            // unit = 1, from the uniforms: a compiler free to reassociate (Mesa's is) would otherwise
+            // fold (sum + y) - sum - y to 0.
+            let next = (sum + y) * p.unit;
+            comp[i / GROUP] = (next - sum) - y;
+            s[i] = next;
         }
         workgroupBarrier();
     }
     for (var i = lid; i < f; i += GROUP) {
         for (var e = 0u; e < 4u; e++) {
             let col = col0 + e;
-            if (col < width) { state[(z * f + i) * width + col] = s[i][e]; }
+            if (col < width) {
+                state[(z * f + i) * width + col] = s[i][e];
+                lost[(z * f + i) * width + col] = comp[i / GROUP][e];
+            }
         }
     }
 }

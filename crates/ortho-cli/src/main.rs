@@ -404,6 +404,12 @@ fn flow(a: &FlowArgs) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Mesa's device-select Vulkan layer asks the Wayland display for its default GPU, and without one
+    // prints a complaint on every run; ortho chooses its adapter itself.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: the process has no other thread yet.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Devices(b) => devices(b),

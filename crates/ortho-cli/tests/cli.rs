@@ -639,6 +639,21 @@ fn arguments_backends_and_non_finite_results() {
     ]);
     assert!(!o.status.success() && stderr(&o).contains("dt"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("unexpected argument"), "{}", stderr(&o));
+    // A normal GPU run says which adapter it used and nothing else, with no windowing system about.
+    let quiet = d.join("quiet.npy");
+    use ortho::BackendChoice::{Gl, Vulkan};
+    for (backend, _) in
+        [("vulkan", Vulkan), ("gl", Gl)].into_iter().filter(|&(_, b)| !ortho::Engine::adapters(b).is_empty())
+    {
+        let run = Command::new(env!("CARGO_BIN_EXE_ortho"))
+            .args(["expm", "--input", p(&w0), "--out", p(&quiet), "--backend", backend])
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{backend}: {}", stderr(&run));
+        assert_eq!(stderr(&run).lines().count(), 1, "{backend}: {}", stderr(&run));
+    }
     for backend in ["metal", "dx12"] {
         let o = ortho(&["expm", "--input", p(&w0), "--out", p(&out), "--backend", backend]);
         assert!(!o.status.success() && stderr(&o).contains("no GPU adapter"), "{backend}: {}", stderr(&o));

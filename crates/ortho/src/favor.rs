@@ -28,13 +28,16 @@ use ortho_ref::favor::{AttentionShape, Kernel};
 use ortho_ref::{Error as InputError, Tensor};
 
 mod backward;
+mod causal_grads;
 mod forward;
 mod plan;
 mod record;
 mod saved;
 mod segments;
 mod stream;
+use backward::Carried;
 pub use backward::FavorBackward;
+use causal_grads::Direction;
 pub use forward::Favor;
 use plan::*;
 use record::*;
@@ -199,15 +202,22 @@ fn kernel_code(kernel: Kernel) -> (u32, f32) {
     }
 }
 
-/// The sizes of one call: problems, rows per group and chunks.
+/// The sizes of one call: problems, rows per group and chunks, and the features a scratch row holds.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     z: usize,
     l: usize,
     d: usize,
     dv: usize,
+    /// Random features (and feature columns: `2m` for trig) of a scratch row: all of them, or, where a
+    /// GEMM tile of rows of all of them would pass one binding (bidirectional only), a block of them
+    /// from feature `first` (see [`Plan::blocks`]).
     m: usize,
     f: usize,
+    first: usize,
+    /// Random features (and state rows) of the whole problem.
+    all_m: usize,
+    all_f: usize,
     causal: bool,
     /// Tokens per chunk (bidirectional: the group).
     chunk: usize,
@@ -241,7 +251,7 @@ impl<'a> Io<'a> {
             q: q.buffer(),
             k: k.buffer(),
             v: v.buffer(),
-            w: Operand::rows(w.buffer(), plan.m, plan.d).t().cycle(s.projection_heads),
+            w: Operand::rows(w.buffer(), plan.all_m, plan.d).t().cycle(s.projection_heads),
             out: out.buffer(),
             state_s: state_s.buffer(),
             state_gamma: state_gamma.buffer(),

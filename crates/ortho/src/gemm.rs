@@ -79,6 +79,30 @@ pub(crate) const TILE: usize = 64;
 /// and returns whatever was accumulated by then; one 16-deep step of `gemm.wgsl` takes 35 of them, so
 /// a product with K > 29,952 would be silently wrong there. Longer products accumulate slices.
 pub(crate) const MAX_K: usize = 16_384;
+/// Workgroups a product should keep busy: one of fewer output tiles (a few rows of random features
+/// against a narrow state) splits its inner dimension across workgroups instead, each writing a
+/// partial product that `gemm_sum.wgsl` adds up (split-K).
+const BUSY_GROUPS: usize = 256;
+/// The shortest slice of the inner dimension a split gives a workgroup.
+const MIN_SLICE: usize = 1024;
+/// Floats of the partial products of one split product at most (4 MiB, or one binding; one buffer
+/// per recording).
+const PARTIAL_FLOATS: usize = 1 << 20;
+
+fn partial_floats(gpu: &Recording) -> usize {
+    PARTIAL_FLOATS.min(gpu.binding_limit() as usize / 4)
+}
+
+/// `(splits, slice)`: how many workgroups share the inner dimension of `g`, a product of `tiles`
+/// output tiles, and the slice of K each takes (`splits = 1`: none).
+fn split_k(gpu: &Recording, g: &Gemm, tiles: usize) -> (usize, usize) {
+    let by_work = BUSY_GROUPS.div_ceil(tiles).min(g.k / MIN_SLICE).min(gpu.max_groups());
+    let splits = by_work.min(partial_floats(gpu) / (g.batch * g.m * g.n).max(1));
+    if splits < 2 {
+        return (1, g.k.min(MAX_K));
+    }
+    (splits, g.k.div_ceil(splits).min(MAX_K))
+}
 
 fn operand(o: &Operand) -> kernels::GemmOperand {
     let u = |x: usize| x as u32;
@@ -95,7 +119,7 @@ fn operand(o: &Operand) -> kernels::GemmOperand {
 
 /// Records `g` as blocks of as many rows and columns as one dispatch's workgroups cover (65,535 tiles
 /// of 64 on most devices) and slices of at most [`MAX_K`] of the inner dimension, each slice after the
-/// first accumulating into C.
+/// first accumulating into C; a product of few tiles splits its slices across workgroups.
 pub(crate) fn record_gemm(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
@@ -112,8 +136,10 @@ pub(crate) fn record_gemm(
         |index: Option<usize>, first: usize, len: usize| index.and_then(|x| x.checked_sub(first)).filter(|&x| x < len);
     for i0 in (0..g.m).step_by(side) {
         for j0 in (0..g.n).step_by(side) {
-            for k0 in (0..g.k.max(1)).step_by(MAX_K) {
-                let (m, n, k) = ((g.m - i0).min(side), (g.n - j0).min(side), (g.k - k0).min(MAX_K));
+            let (m, n) = ((g.m - i0).min(side), (g.n - j0).min(side));
+            let (splits, slice) = split_k(gpu, &Gemm { m, n, ..*g }, m.div_ceil(TILE) * n.div_ceil(TILE) * g.batch);
+            for k0 in (0..g.k.max(1)).step_by(splits * slice) {
+                let k = (g.k - k0).min(splits * slice);
                 let block = Gemm {
                     m,
                     n,
@@ -128,23 +154,60 @@ pub(crate) fn record_gemm(
                 let a = a.at(i0 * a.row_stride + k0 * a.col_stride);
                 let b = b.at(k0 * b.row_stride + j0 * b.col_stride);
                 let c = c.at(i0 * c.row_stride + j0 * c.col_stride);
-                record_block(gpu, pass, &block, a, b, c)?;
+                if k > slice {
+                    record_split(gpu, pass, &block, slice, a, b, c)?;
+                } else {
+                    record_block(gpu, pass, &block, (1, k), a, b, c)?;
+                }
             }
         }
     }
     Ok(())
 }
 
-/// One dispatch per [`Recording::max_groups`] batches of a product within the dispatch limits.
-fn record_block(
+/// `g` with its inner dimension in slices of `slice`, one workgroup each, into the recording's
+/// partial products, then their sum into C (with `g`'s beta and diag).
+fn record_split(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     g: &Gemm,
+    slice: usize,
     a: Operand,
     b: Operand,
     c: Operand,
 ) -> Result<()> {
-    let (gx, gy, max) = (g.n.div_ceil(TILE), g.m.div_ceil(TILE), gpu.max_groups());
+    let splits = g.k.div_ceil(slice);
+    let partials = gpu.partials(4 * partial_floats(gpu) as u64);
+    let partial = Operand::rows(partials.buffer(), g.m, g.n);
+    record_block(gpu, pass, &Gemm { beta: 0.0, diag: 0.0, ..*g }, (splits, slice), a, b, partial)?;
+    let u = |x: usize| x as u32;
+    let params = kernels::GemmSum {
+        m: u(g.m),
+        n: u(g.n),
+        batch: u(g.batch),
+        splits: u(splits),
+        c: operand(&c),
+        beta: g.beta,
+        diag: g.diag,
+        ..Default::default()
+    };
+    let groups = gpu.grid((g.batch * g.m * g.n) as u64, 256)?;
+    gpu.dispatch(pass, &kernels::GEMM_SUM, &params, &[partials.buffer(), c.buffer], groups)
+}
+
+/// One dispatch per [`Recording::max_groups`] workgroups along z of a product within the dispatch
+/// limits, its inner dimension in `splits` slices of `slice` (see `gemm.wgsl`).
+fn record_block(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    g: &Gemm,
+    (splits, slice): (usize, usize),
+    a: Operand,
+    b: Operand,
+    c: Operand,
+) -> Result<()> {
+    let (gx, gy) = (g.n.div_ceil(TILE), g.m.div_ceil(TILE));
+    let max = gpu.max_groups() / splits;
     for z_base in (0..g.batch).step_by(max) {
         let params = kernels::Gemm {
             m: g.m as u32,
@@ -159,9 +222,11 @@ fn record_block(
             beta: g.beta,
             diag: g.diag,
             a_ones_col: g.a_ones_col.map_or(u32::MAX, |j| j as u32),
+            splits: splits as u32,
+            k_slice: slice as u32,
             ..Default::default()
         };
-        let zs = (g.batch - z_base).min(max);
+        let zs = (g.batch - z_base).min(max) * splits;
         let groups = [gx as u32, gy as u32, zs as u32];
         gpu.dispatch(pass, &kernels::GEMM, &params, &[a.buffer, b.buffer, c.buffer], groups)?;
     }

@@ -186,9 +186,11 @@ macro_rules! shaders {
 }
 
 /// The helper files of `shaders/` (no entry point) that shaders call, by path.
-pub const LIBRARIES: &[&str] = &["common/reduce"];
+pub const LIBRARIES: &[&str] = &["common/reduce", "common/operand"];
 /// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
 const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
+/// `base`: where batch `z` of a strided GEMM operand starts.
+const OPERAND: &str = include_str!("../../../shaders/common/operand.wgsl");
 
 params! {
     /// A GEMM operand: element `(i, p)` of batch `z` at `base(z) + i * rs + p * cs` (see `gemm.rs`).
@@ -196,25 +198,29 @@ params! {
     Gemm {
         m: u32, n: u32, k: u32, z_base: u32,
         a: GemmOperand, b: GemmOperand, c: GemmOperand,
-        b_ones_col: u32, alpha: f32, beta: f32, diag: f32, a_ones_col: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+        b_ones_col: u32, alpha: f32, beta: f32, diag: f32, a_ones_col: u32, splits: u32, k_slice: u32, _pad: u32,
     }
+    GemmSum { m: u32, n: u32, batch: u32, splits: u32, c: GemmOperand, beta: f32, diag: f32, _pad0: u32, _pad1: u32 }
     Fill { count: u32, off: u32, value: f32, _pad: u32 }
     Scan { rows: u32, problems: u32, row_stride: u32, _pad: u32 }
     CopyBlocks {
         outer: u32, inner: u32, len: u32, src_off: u32, src_outer: u32, src_inner: u32,
         dst_off: u32, dst_outer: u32, dst_inner: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
-    RowStats { rows: u32, problems: u32, scratch_rows: u32, dim: u32, features: u32, kind: u32, x_off: u32, x_stride: u32 }
+    RowStats {
+        rows: u32, problems: u32, scratch_rows: u32, dim: u32, features: u32, kind: u32, x_off: u32, x_stride: u32,
+        combine: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    }
     Features { rows: u32, problems: u32, scratch_rows: u32, features: u32, kernel: u32, eps: f32, _pad0: u32, _pad1: u32 }
     Mask { rows: u32, problems: u32, scratch_rows: u32, chunk: u32, chunks: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
     RowScale { rows: u32, problems: u32, scratch_rows: u32, width: u32, chunk: u32, is_key: u32, _pad0: u32, _pad1: u32 }
     StateScan {
         rows: u32, problems: u32, scratch_rows: u32, width: u32, chunk: u32, chunks: u32,
-        reverse: u32, every: u32, first_chunk: u32, count: u32, _pad0: u32, _pad1: u32,
+        reverse: u32, every: u32, first_chunk: u32, count: u32, state_off: u32, state_stride: u32,
     }
     Walk {
         rows: u32, problems: u32, scratch_rows: u32, features: u32, value_dim: u32, chunk: u32,
-        first: u32, count: u32, len: u32, start: u32, z_base: u32, _pad: u32,
+        first: u32, count: u32, len: u32, start: u32, z_base: u32, unit: f32,
     }
     Normalize { rows: u32, problems: u32, scratch_rows: u32, value_dim: u32, out_off: u32, out_stride: u32, _pad0: u32, _pad1: u32 }
     Exact {
@@ -224,7 +230,7 @@ params! {
     GradPrep { rows: u32, problems: u32, scratch_rows: u32, value_dim: u32, start: u32, len: u32, _pad0: u32, _pad1: u32 }
     FeaturesBackward {
         rows: u32, problems: u32, scratch_rows: u32, dim: u32, features: u32, kernel: u32,
-        is_key: u32, scale: f32, x_off: u32, x_stride: u32, _pad0: u32, _pad1: u32,
+        is_key: u32, scale: f32, x_off: u32, x_stride: u32, accumulate: u32, _pad: u32,
     }
     SMatrix { batch: u32, l: u32, padded: u32, _pad: u32 }
     Blocks { batch: u32, n: u32, _pad0: u32, _pad1: u32 }
@@ -238,7 +244,8 @@ params! {
 }
 
 shaders! {
-    GEMM: "common/gemm", Gemm, ["a: read", "b: read", "c: read_write"];
+    GEMM: "common/gemm" + OPERAND, Gemm, ["a: read", "b: read", "c: read_write"];
+    GEMM_SUM: "common/gemm_sum" + OPERAND, GemmSum, ["partials: read", "c: read_write"];
     FILL: "common/fill", Fill, ["values: read_write"];
     SCAN_MAX: "common/scan_max", Scan, ["values: read", "prefix: read_write", "before: read_write", "carried: read_write"];
     COPY: "common/copy", CopyBlocks, ["src: read", "dst: read_write"];
@@ -247,7 +254,7 @@ shaders! {
     CAUSAL_MASK: "favor/causal_mask", Mask, ["offset: read", "gamma: read", "scores: read_write"];
     ROW_SCALE: "favor/row_scale", RowScale, ["offset: read", "gamma: read", "before: read", "phi: read_write"];
     STATE_SCAN: "favor/state_scan", StateScan, ["gamma: read", "before: read", "checkpoints: read", "deltas: read_write", "state: read_write"];
-    STATE_WALK: "favor/state_walk", Walk, ["phi_q: read", "phi_k: read", "v: read", "gamma: read", "before: read", "state: read_write", "num: read_write"];
+    STATE_WALK: "favor/state_walk", Walk, ["phi_q: read", "phi_k: read", "v: read", "gamma: read", "before: read", "state: read_write", "num: read_write", "lost: read_write"];
     NORMALIZE: "favor/normalize", Normalize, ["num: read", "out: read_write"];
     EXACT: "favor/exact", Exact, ["q: read", "k: read", "v: read", "out: read_write", "carry: read_write vec4<f32>"];
     GRAD_PREP: "favor/grad_prep", GradPrep, ["out: read", "den: read", "grad: read", "gt: read_write"];

@@ -40,13 +40,21 @@ pub(crate) struct Recording<'g> {
     gpu: &'g Gpu,
     kept: RefCell<Vec<PooledBuffer>>,
     uniforms: RefCell<Uniforms>,
+    /// The partial products of split GEMMs, one buffer that every split product of the recording
+    /// reuses (its dispatches run in order).
+    partials: RefCell<Option<PooledBuffer>>,
 }
 
 impl Engine {
     /// The device for recording `op`, keeping `tensors` (the call's inputs and outputs) with the
     /// scratch it takes until the recorded commands have run.
     pub(crate) fn recording(&self, op: &str, tensors: &[&GpuTensor]) -> Result<Recording<'_>> {
-        let recording = Recording { gpu: self.gpu(op)?, kept: RefCell::default(), uniforms: RefCell::default() };
+        let recording = Recording {
+            gpu: self.gpu(op)?,
+            kept: RefCell::default(),
+            uniforms: RefCell::default(),
+            partials: RefCell::default(),
+        };
         recording.keep(tensors);
         Ok(recording)
     }
@@ -60,11 +68,16 @@ impl Recording<'_> {
         buffer
     }
 
+    /// The recording's buffer for the partial products of split GEMMs, `bytes` long (the same
+    /// `bytes` on every call).
+    pub fn partials(&self, bytes: u64) -> PooledBuffer {
+        self.partials.borrow_mut().get_or_insert_with(|| self.scratch(bytes)).clone()
+    }
+
     /// The scratch buffers of `sizes`, after checking that each fits one binding (`what` names the
     /// call in the error).
     pub fn allocate<S: ScratchSize>(&self, what: &str, sizes: &S) -> Result<S::Buffers> {
-        let limits = self.gpu.device.limits();
-        let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let limit = self.binding_limit();
         let largest = sizes.largest_bytes();
         if largest > limit {
             return Err(Error::Limit {
@@ -75,6 +88,12 @@ impl Recording<'_> {
             });
         }
         Ok(sizes.allocate(self))
+    }
+
+    /// Bytes one storage binding may cover.
+    pub fn binding_limit(&self) -> u64 {
+        let limits = self.gpu.device.limits();
+        limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
     }
 
     /// Workgroups one dimension of a dispatch may have (65,535 on most devices).

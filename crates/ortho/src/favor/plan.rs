@@ -22,6 +22,30 @@ impl Plan {
         self.chunk * self.group_chunks
     }
 
+    /// The blocks of features a group takes in turn, each a plan of its own `m` features from `first`
+    /// (one block: this plan). The state keeps each block's rows together, `[cos | sin]` for trig.
+    pub(super) fn blocks(&self) -> Vec<Plan> {
+        let per_feature = self.f / self.m;
+        (0..self.all_m)
+            .step_by(self.m)
+            .map(|first| {
+                let m = self.m.min(self.all_m - first);
+                Plan { m, f: m * per_feature, first, ..*self }
+            })
+            .collect()
+    }
+
+    /// The first row of the state that the block's features take.
+    pub(super) fn first_state_row(&self) -> usize {
+        self.first * (self.f / self.m)
+    }
+
+    /// `S` (or `R`) of the block's features, `[f, dv + 1]` of every problem's `[all_f, dv + 1]`.
+    pub(super) fn state_rows<'a>(&self, buffer: &'a wgpu::Buffer) -> Operand<'a> {
+        let w = self.width();
+        Operand { outer: self.all_f * w, ..Operand::rows(buffer, self.f, w) }.at(self.first_state_row() * w)
+    }
+
     /// Floats of every scratch buffer of a group: what [`Engine::scratch`] allocates.
     pub(super) fn scratch_sizes(&self) -> ScratchSizes {
         let (z, c, w, g) = (self.z, self.chunk, self.width(), self.group_chunks);
@@ -37,13 +61,14 @@ impl Plan {
             scores: if self.causal { z * g * c * c } else { 1 },
             num: rows * w,
             deltas: if self.walk { 1 } else { z * g * self.f * w },
+            lost: if self.walk { z * self.f * w } else { 1 },
         }
     }
 
     /// Bytes of the largest scratch buffer and of all scratch, the carried state (`S` and the
     /// running key offset) included.
     pub(super) fn scratch_bytes(&self) -> (u64, u64) {
-        let (sizes, state) = (self.scratch_sizes(), [self.z * self.f * self.width(), self.z]);
+        let (sizes, state) = (self.scratch_sizes(), [self.z * self.all_f * self.width(), self.z]);
         (sizes.largest_bytes().max(state.largest_bytes()), sizes.total_bytes() + state.total_bytes())
     }
 }
@@ -58,6 +83,9 @@ impl Engine {
             dv: s.value_dim,
             m: s.features,
             f: o.kernel.feature_count(s.features),
+            first: 0,
+            all_m: s.features,
+            all_f: o.kernel.feature_count(s.features),
             causal: o.causal,
             chunk: s.len,
             group_chunks: 1,
@@ -85,12 +113,23 @@ impl Engine {
         } else {
             // Bidirectional: one chunk per group, as many rows as the scratch budget allows.
             let most = o.chunk.unwrap_or(s.len).min(s.len).clamp(1, MAX_GROUP_ROWS);
+            let base = feature_blocks(base, |p| fits(p, u64::MAX));
             Plan { chunk: group_rows(most, |rows, budget| fits(&Plan { chunk: rows, ..base }, budget)), ..base }
         };
         if !fits(&plan, u64::MAX) {
+            let hint = if plan.causal {
+                let one_chunk = |c| fits(&Plan { chunk: c, group_chunks: 1, ..plan }, u64::MAX);
+                match largest_fitting(plan.chunk, one_chunk) {
+                    c if one_chunk(c) => format!(" (chunks of {c} tokens or fewer fit)"),
+                    _ => " (fewer features or problems a call would fit)".into(),
+                }
+            } else {
+                " (the state of every feature takes more than one binding: fewer features or problems a call would fit)"
+                    .into()
+            };
             return Err(Error::Limit {
                 what: format!(
-                    "random-feature attention over {} problems in groups of {} rows",
+                    "random-feature attention over {} problems in groups of {} rows{hint}",
                     plan.z,
                     plan.scratch_rows()
                 ),
@@ -126,6 +165,20 @@ fn group_rows(most: usize, fits: impl Fn(usize, u64) -> bool) -> usize {
     if rows >= least { rows } else { largest_fitting(least, |rows| fits(rows, u64::MAX)) }
 }
 
+/// `base` with its features in blocks (the largest that fits one binding) where a GEMM tile's rows of
+/// every feature would not: groups then keep a tile of rows, and the cost stays linear in m. Decided
+/// at a whole tile whatever the length, so that the segments of a long sequence (`segments.rs`) agree
+/// on the blocks, which order the state's rows.
+fn feature_blocks(base: Plan, fits: impl Fn(&Plan) -> bool) -> Plan {
+    let tile = Plan { chunk: crate::gemm::TILE, group_chunks: 1, ..base };
+    if fits(&tile) {
+        return base;
+    }
+    let per_feature = base.f / base.m;
+    let m = largest_fitting(base.m, |m| fits(&Plan { m, f: m * per_feature, ..tile }));
+    Plan { m, f: m * per_feature, ..base }
+}
+
 /// `(first chunk, chunks, rows per chunk)`: the full chunks of `rows`, then the shorter last one, so
 /// that a product over a chunk's tokens never reads past the sequence.
 pub(super) fn chunk_batches(rows: usize, chunk: usize) -> Vec<(usize, usize, usize)> {
@@ -156,7 +209,7 @@ impl Plan {
             dphi_q: rows * self.f,
             dphi_k: rows * self.f,
             da: rows * self.m,
-            r: self.z * self.f * w,
+            r: self.z * self.all_f * w,
             masked: causal(self.z * g * self.chunk * self.chunk),
             query_deltas: causal(self.z * g * self.f * w),
             phi_k_decayed: causal(rows * self.f),
@@ -231,6 +284,8 @@ scratch_plan! {
         scores: usize,
         num: usize,
         deltas: usize,
+        // The sequential walk's compensation of its state (`favor/state_walk.wgsl`).
+        lost: usize,
     }
 }
 

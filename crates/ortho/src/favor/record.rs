@@ -41,8 +41,19 @@ impl Recorder<'_, '_, '_> {
         record_gemm(self.gpu, self.pass, g, a, b, c)
     }
 
+    /// Runs `each` with the recorder viewing each block of the features in turn (see [`Plan::blocks`]).
+    pub(super) fn each_block(&mut self, mut each: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        let whole = self.plan;
+        for block in whole.blocks() {
+            self.plan = block;
+            each(self)?;
+        }
+        self.plan = whole;
+        Ok(())
+    }
+
     /// Projections, row statistics and features of `rows` rows from `start` of `x` (queries or keys)
-    /// into `phi`; keys leave their offsets g_j in `offset`.
+    /// into `phi`, where one block holds every feature; keys leave their offsets g_j in `offset`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn features(
         &mut self,
@@ -54,32 +65,70 @@ impl Recorder<'_, '_, '_> {
         start: usize,
         rows: usize,
     ) -> Result<()> {
-        let p = self.plan;
-        let sr = p.scratch_rows();
-        self.project(sc, io, x, start, rows)?;
+        self.row_stats(sc, io, x, is_key, start, rows)?;
+        self.feature_map(sc, io, x, phi, start, rows)
+    }
+
+    /// Projections and row statistics of `rows` rows from `start` of `x` over every block of the
+    /// features (keys: then the prefix max of their offsets); `a` keeps the last block's projections.
+    pub(super) fn row_stats(
+        &mut self,
+        sc: &Scratch,
+        io: &Io,
+        x: &wgpu::Buffer,
+        is_key: bool,
+        start: usize,
+        rows: usize,
+    ) -> Result<()> {
         let kind = match (self.kernel, is_key) {
             (Kernel::Softmax, false) => QUERY_MAX,
             (Kernel::Softmax, true) => KEY_MAX,
             (Kernel::Trig, true) => HALF_SQ,
             _ => ZERO,
         };
-        let stats = kernels::RowStats {
-            rows: rows as u32,
-            problems: p.z as u32,
-            scratch_rows: sr as u32,
-            dim: p.d as u32,
-            features: p.m as u32,
-            kind,
-            x_off: (start * p.d) as u32,
-            x_stride: (p.l * p.d) as u32,
-        };
-        let bufs = [x, sc.a.buffer(), sc.row_max.buffer(), sc.offset.buffer()];
-        self.run(&kernels::ROW_STATS, &stats, &bufs, p.z * rows, 1)?;
+        let p = self.plan;
+        let sr = p.scratch_rows();
+        self.each_block(|r| {
+            r.project(sc, io, x, start, rows)?;
+            let stats = kernels::RowStats {
+                rows: rows as u32,
+                problems: p.z as u32,
+                scratch_rows: sr as u32,
+                dim: p.d as u32,
+                features: r.plan.m as u32,
+                kind,
+                x_off: (start * p.d) as u32,
+                x_stride: (p.l * p.d) as u32,
+                combine: (r.plan.first > 0) as u32,
+                ..Default::default()
+            };
+            let bufs = [x, sc.a.buffer(), sc.row_max.buffer(), sc.offset.buffer()];
+            r.run(&kernels::ROW_STATS, &stats, &bufs, p.z * rows, 1)
+        })?;
         if is_key {
             // gamma_t = max(carried, g_0..=t): the prefix max of the key offsets.
             let scan = kernels::Scan { rows: rows as u32, problems: p.z as u32, row_stride: sr as u32, _pad: 0 };
             let bufs = [sc.offset.buffer(), sc.gamma.buffer(), sc.before.buffer(), io.state_gamma];
             self.run(&kernels::SCAN_MAX, &scan, &bufs, p.z, 1)?;
+        }
+        Ok(())
+    }
+
+    /// The features of the block in view into `phi`, after [`Recorder::row_stats`] (projecting the
+    /// block again where the features come in several).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn feature_map(
+        &mut self,
+        sc: &Scratch,
+        io: &Io,
+        x: &wgpu::Buffer,
+        phi: &wgpu::Buffer,
+        start: usize,
+        rows: usize,
+    ) -> Result<()> {
+        let p = self.plan;
+        if p.m < p.all_m {
+            self.project(sc, io, x, start, rows)?;
         }
         let (code, eps) = kernel_code(self.kernel);
         let bufs = [sc.a.buffer(), sc.row_max.buffer(), phi];
@@ -101,7 +150,7 @@ impl Recorder<'_, '_, '_> {
         let p = self.plan;
         let project = Gemm { alpha: (p.d as f32).powf(-0.25), ..Gemm::new(p.z, rows, p.m, p.d) };
         let a = Operand::rows(sc.a.buffer(), p.scratch_rows(), p.m);
-        self.gemm(&project, Operand::rows(x, p.l, p.d).at(start * p.d), io.w, a)
+        self.gemm(&project, Operand::rows(x, p.l, p.d).at(start * p.d), io.w.at(p.first * p.d), a)
     }
 
     /// Scales the rows of `x` (`width` floats each) by their decay: keys for their chunk's state
@@ -185,7 +234,8 @@ impl Recorder<'_, '_, '_> {
             every: u(every),
             first_chunk: u(start / p.chunk),
             count: u(count),
-            ..Default::default()
+            state_off: u(p.first_state_row() * p.width()),
+            state_stride: u(p.all_f * p.width()),
         };
         let bufs = [sc.gamma.buffer(), sc.before.buffer(), saved, deltas, state];
         self.run(&kernels::STATE_SCAN, &params, &bufs, p.z * width, 256)
@@ -254,6 +304,7 @@ impl Recorder<'_, '_, '_> {
             sc.before.buffer(),
             io.state_s,
             sc.num.buffer(),
+            sc.lost.buffer(),
         ];
         for first in (0..chunks).step_by(WALK_CHUNKS_PER_DISPATCH) {
             let count = WALK_CHUNKS_PER_DISPATCH.min(chunks - first);
@@ -269,6 +320,7 @@ impl Recorder<'_, '_, '_> {
                 count: u(count),
                 len: u(p.l),
                 start: u(start),
+                unit: 1.0,
                 ..Default::default()
             };
             let max = self.gpu.max_groups();
@@ -282,21 +334,28 @@ impl Recorder<'_, '_, '_> {
     }
 
     /// Bidirectional: fold every key group into the state, then answer every query group from it
-    /// (or only one of the two, as `sweep.phase` says).
+    /// (or only one of the two, as `sweep.phase` says), a block of the features at a time.
     pub(super) fn bidirectional(&mut self, sc: &Scratch, io: &Io, sweep: Sweep) -> Result<()> {
         let (p, keep) = (self.plan, sweep.keep);
+        let (phi_q, phi_k) = (sc.phi_q.buffer(), sc.phi_k.buffer());
         for start in (0..p.l).step_by(p.chunk).filter(|_| sweep.phase != Phase::Queries) {
             let rows = p.chunk.min(p.l - start);
-            self.features(sc, io, io.k, sc.phi_k.buffer(), true, start, rows)?;
-            self.fold_keys(sc, io, sc.phi_k.buffer(), start, rows, None)?;
+            self.row_stats(sc, io, io.k, true, start, rows)?;
+            self.each_block(|r| {
+                r.feature_map(sc, io, io.k, phi_k, start, rows)?;
+                r.fold_keys(sc, io, phi_k, start, rows, None)
+            })?;
         }
         for start in (0..p.l).step_by(p.chunk).filter(|_| sweep.phase != Phase::Keys) {
             let rows = p.chunk.min(p.l - start);
-            self.features(sc, io, io.q, sc.phi_q.buffer(), false, start, rows)?;
-            let g = Gemm::new(p.z, rows, p.width(), p.f);
-            let a = Operand::rows(sc.phi_q.buffer(), p.scratch_rows(), p.f);
-            let b = Operand::rows(io.state_s, p.f, p.width());
-            self.gemm(&g, a, b, Operand::rows(sc.num.buffer(), p.scratch_rows(), p.width()))?;
+            self.row_stats(sc, io, io.q, false, start, rows)?;
+            let num = Operand::rows(sc.num.buffer(), p.scratch_rows(), p.width());
+            self.each_block(|r| {
+                r.feature_map(sc, io, io.q, phi_q, start, rows)?;
+                let b = r.plan;
+                let g = Gemm { beta: if b.first == 0 { 0.0 } else { 1.0 }, ..Gemm::new(b.z, rows, b.width(), b.f) };
+                r.gemm(&g, Operand::rows(phi_q, b.scratch_rows(), b.f), b.state_rows(io.state_s), num)
+            })?;
             self.normalize(sc, io, start, rows)?;
             if let Some(keep) = keep {
                 self.keep(sc, keep, start, rows)?;

@@ -105,16 +105,28 @@ impl Engine {
         saved: &FavorSaved,
     ) -> Result<Recorded> {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), Some(out.shape()))?;
-        saved.check(&s)?;
-        let o = saved.options;
+        let state = self.unset_state(&s, saved.options.kernel)?;
+        self.record_forward_sweep(encoder, [q, k, v, w, out], saved, &state, Sweep::WHOLE)
+    }
+
+    /// [`Engine::record_favor_forward`] through `state`, as `sweep` says.
+    pub(super) fn record_forward_sweep(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        tensors: [&GpuTensor; 5],
+        saved: &FavorSaved,
+        state: &CausalState,
+        sweep: Sweep,
+    ) -> Result<Recorded> {
+        let [q, k, v, w, _] = tensors;
+        saved.check(&attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None)?)?;
         let keep = Keep {
             den: saved.den.buffer(),
             gamma: saved.gamma.as_ref().map(|g| g.buffer()),
             checkpoints: saved.checkpointed(),
         };
-        let state = self.unset_state(&s, o.kernel)?;
-        let sweep = Sweep { keep: Some(&keep), ..Sweep::WHOLE };
-        let recorded = self.record_attention(encoder, [q, k, v, w, out], &o, &state, sweep)?;
+        let sweep = Sweep { keep: Some(&keep), ..sweep };
+        let recorded = self.record_attention(encoder, tensors, &saved.options, state, sweep)?;
         Ok(recorded.and(self.recording("favor forward", &saved.tensors())?.finish()))
     }
 }
