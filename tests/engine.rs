@@ -159,6 +159,34 @@ fn timestamps_measure_recorded_work() {
     }
 }
 
+/// `Engine::measure` times repeats of the recorded work (timestamps where the adapter has them) and of
+/// the whole call, counts the pool's scratch (none for a product, some for attention) and checks the
+/// outputs against the f64 twin; on the CPU fallback the device time is the call's.
+#[test]
+fn measurements_of_an_operation() {
+    use ortho::ops::{Favor, Matmul};
+    use ortho::{MeasureOptions, Measurement};
+    let (a, b) = (gaussian(&[2, 65, 17], 1.0, 1), gaussian(&[2, 17, 63], 1.0, 2));
+    let [q, k, v] = attention_inputs((1, 2, 100, 16, 8, 0), 0.5, 3);
+    let w = gaussian(&[32, 16], 1.0, 4);
+    let o = MeasureOptions { warmup: 1, repeats: 3 };
+    let positive = |m: &Measurement| m.device_seconds.iter().chain(&m.call_seconds).all(|&s| s > 0.0 && s < 60.0);
+    for e in gpu_engines() {
+        let timestamps = e.device().unwrap().features().contains(ortho::wgpu::Features::TIMESTAMP_QUERY);
+        let m = e.measure(&Matmul(Default::default()), &[&a, &b], o).unwrap();
+        assert!(m.device_seconds.len() == 3 && m.call_seconds.len() == 3 && positive(&m), "{m:?}");
+        assert_eq!(m.timestamps, timestamps, "{}", e.describe());
+        assert!(m.error < 1e-6 && m.peak_bytes > 0 && m.scratch_bytes == 0, "{} {m:?}", e.describe());
+        let (fastest, slowest) = m.device_spread();
+        assert!(fastest <= 1.0 && slowest >= 1.0, "{m:?}");
+        let m = e.measure(&Favor(FavorOptions::default()), &[&q, &k, &v, &w], o).unwrap();
+        assert!(m.error < 1e-5 && m.scratch_bytes > 0 && positive(&m), "{} {m:?}", e.describe());
+    }
+    let m = Engine::cpu("reference").measure(&Matmul(Default::default()), &[&a, &b], o).unwrap();
+    assert!(!m.timestamps && m.peak_bytes == 0 && m.error < 1e-7 && positive(&m), "{m:?}");
+    assert_eq!(m.device_seconds, m.call_seconds);
+}
+
 /// `run` (host), `run_async`, `run_gpu` and `record` of one operation agree with its CPU twin.
 fn four_entry_points<O: ortho::Operation>(e: &Engine, op: &O, inputs: &[&Tensor<f32>], bound: f64) {
     let want = Engine::cpu("reference").run(op, inputs).unwrap();

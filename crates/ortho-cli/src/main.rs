@@ -1,6 +1,7 @@
 //! `ortho`: list devices, run kernels on `.npy` files, and validate every kernel against the f64
 //! reference on every adapter.
 
+mod bench;
 mod npy;
 mod validate;
 
@@ -59,6 +60,9 @@ enum Command {
     Flow(FlowArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
     Validate(Backend),
+    /// Time every kernel family on every adapter and on the CPU fallback, checked against the f64
+    /// reference as it is timed; writes results.json and report.md.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -421,6 +425,7 @@ fn main() -> ExitCode {
         Command::Cayley(a) => matrix_map(a, true),
         Command::Flow(a) => flow(a),
         Command::Validate(b) => validate::run(b.backend),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

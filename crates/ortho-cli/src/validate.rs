@@ -247,7 +247,9 @@ fn cases() -> Vec<Case> {
 }
 
 /// The engines to validate: the one backend asked for, or every GPU backend present and the CPU.
-fn engines(backend: Option<BackendChoice>) -> Result<Vec<Engine>, String> {
+/// The engines a backend choice names: `auto` opens every GPU backend that has an adapter, then the
+/// CPU fallback.
+pub fn engines(backend: Option<BackendChoice>) -> Result<Vec<Engine>, String> {
     let env = EngineOptions::from_env().map_err(|e| e.to_string())?;
     let backend = backend.unwrap_or(env.backend);
     let open = |backend| {

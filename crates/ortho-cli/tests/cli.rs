@@ -415,6 +415,55 @@ fn devices_and_validate_run() {
     assert!(table.trim_end().ends_with("passed, 0 failed"), "{table}");
 }
 
+/// A tiny sweep (the GEMM family, two repeats) on every backend: the table, `results.json` with every
+/// field of every record and what it ran on, `report.md`; then a bound no case can meet fails the
+/// command, naming the cases.
+#[test]
+fn bench_writes_its_report_and_fails_on_a_missed_bound() {
+    let d = dir("bench");
+    let out = d.join("report");
+    let o = ortho(&["bench", "--quick", "--filter", "^gemm/", "--repeats", "2", "--out", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    for field in ["ortho_version", "unix_time", "date", "adapters", "records"] {
+        assert!(json.get(field).is_some(), "{field}: {json}");
+    }
+    let records = json["records"].as_array().unwrap();
+    let gpu = backends().contains(&"auto");
+    let ran: Vec<&str> = records.iter().map(|r| r["backend"].as_str().unwrap()).collect();
+    assert!(ran.contains(&"cpu") && ran.iter().any(|&b| b != "cpu") == gpu, "{ran:?}");
+    for r in records {
+        for field in ["device_median_s", "call_median_s", "gflops", "gbps", "error", "bound"] {
+            assert!(r[field].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{field}: {r}");
+        }
+        assert_eq!(r["family"], "gemm");
+        assert_eq!(r["pass"], true, "{r}");
+        assert!(r["peak_bytes"].is_u64() && r["scratch_bytes"].is_u64() && r["timestamps"].is_boolean(), "{r}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| gemm n=128 |"), "{report}");
+    let o = ortho(&[
+        "bench",
+        "--quick",
+        "--filter",
+        "^gemm/",
+        "--repeats",
+        "1",
+        "--out",
+        p(&out),
+        "--bound-scale",
+        "1e-12",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cpu gemm n=128: FAIL: error") && stderr(&o).contains("cases failed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ortho(&["bench", "--filter", "(", "--out", p(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("--filter"), "{}", stderr(&o));
+}
+
 #[test]
 fn bad_inputs_get_clear_errors() {
     let d = dir("errors");
