@@ -143,11 +143,14 @@ impl Report {
         self.records.iter().filter(|r| !r.pass).collect()
     }
 
-    /// Writes `results.json` and `report.md` into `dir` (created if missing).
+    /// Writes `results.json`, the plots and `report.md` into `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(dir.join("results.json"), json)?;
+        for (file, svg) in crate::plots::plots(&self.records).map_err(std::io::Error::other)? {
+            std::fs::write(dir.join(file), svg)?;
+        }
         std::fs::write(dir.join("report.md"), self.markdown())
     }
 

@@ -415,14 +415,16 @@ fn devices_and_validate_run() {
     assert!(table.trim_end().ends_with("passed, 0 failed"), "{table}");
 }
 
-/// A tiny sweep (the GEMM family, two repeats) on every backend: the table, `results.json` with every
-/// field of every record and what it ran on, `report.md`; then a bound no case can meet fails the
-/// command, naming the cases.
+/// A tiny sweep (GEMM, CWY and sequential Householder at the quick size, two repeats) on every
+/// backend: `results.json` with every field of every record and what it ran on, `report.md`, the CWY
+/// plot with a series per case and backend; then a bound no case can meet fails the command, naming
+/// the cases.
 #[test]
 fn bench_writes_its_report_and_fails_on_a_missed_bound() {
     let d = dir("bench");
     let out = d.join("report");
-    let o = ortho(&["bench", "--quick", "--filter", "^gemm/", "--repeats", "2", "--out", p(&out)]);
+    let filter = "^(gemm|cwy|householder)/";
+    let o = ortho(&["bench", "--quick", "--filter", filter, "--repeats", "2", "--out", p(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     for field in ["ortho_version", "unix_time", "date", "adapters", "records"] {
@@ -430,18 +432,26 @@ fn bench_writes_its_report_and_fails_on_a_missed_bound() {
     }
     let records = json["records"].as_array().unwrap();
     let gpu = backends().contains(&"auto");
-    let ran: Vec<&str> = records.iter().map(|r| r["backend"].as_str().unwrap()).collect();
+    let mut ran: Vec<&str> = records.iter().map(|r| r["backend"].as_str().unwrap()).collect();
+    ran.dedup();
     assert!(ran.contains(&"cpu") && ran.iter().any(|&b| b != "cpu") == gpu, "{ran:?}");
     for r in records {
         for field in ["device_median_s", "call_median_s", "gflops", "gbps", "error", "bound"] {
             assert!(r[field].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{field}: {r}");
         }
-        assert_eq!(r["family"], "gemm");
         assert_eq!(r["pass"], true, "{r}");
         assert!(r["peak_bytes"].is_u64() && r["scratch_bytes"].is_u64() && r["timestamps"].is_boolean(), "{r}");
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("| gemm n=128 |"), "{report}");
+    assert!(report.contains("| gemm n=128 |") && report.contains("| cwy N=L=128 |"), "{report}");
+    let svg = std::fs::read_to_string(out.join("cwy_time.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    for backend in &ran {
+        for series in ["cwy", "sequential householder"] {
+            assert!(svg.contains(&format!("{series} ({backend})")), "{series} ({backend}) in {svg}");
+        }
+    }
+    assert!(svg.matches("<polyline").count() >= 2 * ran.len() && svg.contains("device time (s)"), "{svg}");
     let o = ortho(&[
         "bench",
         "--quick",

@@ -1,0 +1,145 @@
+//! The report's SVG plots: one per question the sweep answers, a colour per backend, log-log axes
+//! with their units, a legend.
+
+use crate::report::Record;
+use plotters::prelude::*;
+
+/// A plot: which families' records, which figure against which size, and the axes' names.
+struct Plot {
+    file: &'static str,
+    title: &'static str,
+    families: &'static [&'static str],
+    x: &'static str,
+    y: &'static str,
+    figure: fn(&Record) -> f64,
+}
+
+const PLOTS: &[Plot] = &[
+    Plot {
+        file: "attention_time.svg",
+        title: "FAVOR+ against exact attention",
+        families: &["favor", "exact", "favor-causal", "exact-causal"],
+        x: "sequence length L (tokens)",
+        y: "device time (s)",
+        figure: |r| r.device_median_s,
+    },
+    Plot {
+        file: "causal_memory.svg",
+        title: "Causal FAVOR+ scratch memory",
+        families: &["favor-causal"],
+        x: "sequence length L (tokens)",
+        y: "scratch (bytes)",
+        figure: |r| r.scratch_bytes as f64,
+    },
+    Plot {
+        file: "cwy_time.svg",
+        title: "Compact WY against sequential Householder",
+        families: &["cwy", "householder"],
+        x: "N = L",
+        y: "device time (s)",
+        figure: |r| r.device_median_s,
+    },
+    Plot {
+        file: "group_maps.svg",
+        title: "Matrix exponential and Cayley map throughput",
+        families: &["expm", "cayley"],
+        x: "batch (matrices)",
+        y: "matrices per second",
+        figure: |r| r.size as f64 / r.device_median_s,
+    },
+];
+
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+/// Every plot of `records` that has points: `(file name, SVG)`.
+pub fn plots(records: &[Record]) -> Result<Vec<(&'static str, String)>, String> {
+    let mut drawn = Vec::new();
+    for p in PLOTS {
+        if let Some(svg) = draw(p, records).map_err(|e| format!("{}: {e}", p.file))? {
+            drawn.push((p.file, svg));
+        }
+    }
+    Ok(drawn)
+}
+
+/// A line of a plot: its legend, its colour (the backend's) and its points.
+struct Series {
+    label: String,
+    colour: usize,
+    points: Vec<(f64, f64)>,
+}
+
+/// One series per (case without its size, backend); `None` where no record has a positive figure.
+fn draw(p: &Plot, records: &[Record]) -> Result<Option<String>, String> {
+    let mut backends: Vec<&str> = records.iter().map(|r| r.backend.as_str()).collect();
+    backends.dedup();
+    let mut series: Vec<Series> = Vec::new();
+    for r in records.iter().filter(|r| p.families.contains(&r.family.as_str())) {
+        let (x, y) = (r.size as f64, (p.figure)(r));
+        if !(x > 0.0 && y > 0.0 && y.is_finite()) {
+            continue;
+        }
+        let label = format!("{} ({})", series_name(&r.case, r.size), r.backend);
+        let colour = backends.iter().position(|&b| b == r.backend).unwrap_or(0);
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((x, y)),
+            None => series.push(Series { label, colour, points: vec![(x, y)] }),
+        }
+    }
+    let points = series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1, y0, y1) = points
+        .fold((f64::MAX, 0.0f64, f64::MAX, 0.0f64), |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)));
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(e)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(p.title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d((x0 / 1.5..x1 * 1.5).log_scale(), (y0 / 2.0..y1 * 2.0).log_scale())
+            .map_err(e)?;
+        chart.configure_mesh().x_desc(p.x).y_desc(p.y).draw().map_err(e)?;
+        for (i, Series { label, colour, mut points }) in series.into_iter().enumerate() {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // A colour per backend; consecutive cases of one backend alternate line widths.
+            let style = ShapeStyle::from(&COLOURS[colour % COLOURS.len()]).stroke_width(1 + (i % 2) as u32);
+            chart
+                .draw_series(LineSeries::new(points, style).point_size(3))
+                .map_err(e)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(e)?;
+        root.present().map_err(e)?;
+    }
+    Ok(Some(svg))
+}
+
+/// A case's name without the size it is plotted against (`favor+ L=1024` -> `favor+`).
+fn series_name(case: &str, size: usize) -> String {
+    let size = size.to_string();
+    case.split(' ').filter(|w| w.rsplit_once('=').is_none_or(|(_, v)| v != size)).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn series_drop_only_the_plotted_size() {
+        assert_eq!(super::series_name("favor+ parallel C=64 L=1024", 1024), "favor+ parallel C=64");
+        assert_eq!(super::series_name("expm batch=256 n=3", 256), "expm n=3");
+        assert_eq!(super::series_name("cwy N=L=128", 128), "cwy");
+    }
+}
