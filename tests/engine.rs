@@ -248,16 +248,12 @@ fn every_operation_has_four_entry_points() {
         four_entry_points(&e, &MatrixMap(GroupMap::Cayley), &[&m], 1e-5);
         // RKMK4 on the isospectral field with a nested state and Newton–Schulz every 3 of 5 steps
         // (the last W comes from the spare buffer).
-        let symmetric = |seed| {
-            let g = gaussian(&[4, 4], 1.0, seed).to_f64();
-            Tensor::from_fn(&[4, 4], |e| g.data()[e] + g.data()[(e % 4) * 4 + e / 4])
-        };
         let flow = ortho_ref::flow::Flow {
             method: ortho_ref::flow::Method::Rkmk4,
             dt: 0.05,
             steps: 5,
             newton_schulz_every: Some(3),
-            generator: ortho_ref::flow::Generator::Isospectral { qs: symmetric(11), ns: symmetric(12) },
+            generator: ortho_ref::flow::Generator::Isospectral { qs: symmetric(4, 1.0, 11), ns: symmetric(4, 1.0, 12) },
             state: Some((gaussian(&[2, 4], 1.0, 13).to_f64(), ortho_ref::flow::Activation::Tanh)),
         };
         let w0 = Engine::cpu("reference").expm(&skew(&gaussian(&[2, 4, 4], 0.5, 14))).unwrap();

@@ -83,16 +83,12 @@ fn host_work_past_the_binding_limit_is_split() {
     let (grad_long, grad_heads) = (gaussian(&[1, 1, 3000, 4], 1.0, 13), gaussian(&[1, 4, 700, 8], 1.0, 14));
     let (a, u, x) = (gaussian(&[1100, 4, 4], 0.5, 7), gaussian(&[3, 100, 60], 1.0, 8), gaussian(&[3, 80, 80], 1.0, 9));
     // 300 flows of 8 x 8 (W0: 75 KB) with shared Qs, Ns and a nested state sliced alike.
-    let symmetric = |seed| {
-        let g = gaussian(&[8, 8], 0.1, seed).to_f64();
-        Tensor::from_fn(&[8, 8], |e| g.data()[e] + g.data()[(e % 8) * 8 + e / 8])
-    };
     let flow = ortho_ref::flow::Flow {
         method: ortho_ref::flow::Method::Rkmk4,
         dt: 0.05,
         steps: 3,
         newton_schulz_every: None,
-        generator: ortho_ref::flow::Generator::Isospectral { qs: symmetric(10), ns: symmetric(11) },
+        generator: ortho_ref::flow::Generator::Isospectral { qs: symmetric(8, 0.1, 10), ns: symmetric(8, 0.1, 11) },
         state: Some((gaussian(&[300, 8], 1.0, 12).to_f64(), ortho_ref::flow::Activation::Tanh)),
     };
     let w0 = Tensor::from_fn(&[300, 8, 8], |e| if e % 64 % 9 == 0 { 1.0 } else { 0.0 });

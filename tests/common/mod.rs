@@ -52,6 +52,12 @@ pub fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
     Tensor::from_fn(shape, |_| (scale * g.sample()) as f32)
 }
 
+/// `G + G^T` for a Gaussian `G` of `[n, n]` entries of scale `scale`: a symmetric generator.
+pub fn symmetric(n: usize, scale: f64, seed: u64) -> Tensor<f64> {
+    let g = gaussian(&[n, n], scale, seed).to_f64();
+    Tensor::from_fn(&[n, n], |e| g.data()[e] + g.data()[(e % n) * n + e / n])
+}
+
 /// `q, k: [B, H, L, d]` (entries of scale `scale`) and `v: [B, H, L, dv]`, seeded `seed..seed + 3`.
 pub fn attention_inputs(s: (usize, usize, usize, usize, usize, usize), scale: f64, seed: u64) -> [Tensor<f32>; 3] {
     let (b, h, l, d, dv, _) = s;
