@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use criterion::Throughput;
-use ortho::Tensor;
+use ortho_bench::inputs::{identities, symmetric};
 use ortho_ref::flow::{Flow, Generator, Method};
 
 /// Dispatches of one RKMK4 step on the isospectral field with n <= 20 (one group-map pass):
@@ -20,20 +20,16 @@ fn main() {
     for engine in engines() {
         let mut group = c.benchmark_group(format!("record/{}", label(&engine)));
         let n = 4;
-        let symmetric = |seed| {
-            let g = gaussian(&[n, n], 1.0, seed).to_f64();
-            Tensor::from_fn(&[n, n], |e| (g.data()[e] + g.data()[(e % n) * n + e / n]) / 2.0)
-        };
         let steps = 50;
         let flow = Flow {
             method: Method::Rkmk4,
             dt: 0.01,
             steps,
             newton_schulz_every: None,
-            generator: Generator::Isospectral { qs: symmetric(1), ns: symmetric(2) },
+            generator: Generator::Isospectral { qs: symmetric(n, 1), ns: symmetric(n, 2) },
             state: None,
         };
-        let w0 = engine.upload("w0", &Tensor::from_fn(&[n, n], |e| if e % (n + 1) == 0 { 1.0 } else { 0.0 })).unwrap();
+        let w0 = engine.upload("w0", &identities(1, n)).unwrap();
         group.throughput(Throughput::Elements(steps as u64 * RKMK4_STEP_DISPATCHES));
         group.bench_function(format!("rkmk4 n={n} steps={steps}"), |b| b.iter(|| engine.flow_gpu(&flow, &w0).unwrap()));
 

@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use criterion::Criterion;
-use ortho::{BackendChoice, Engine, EngineOptions, Tensor};
-use ortho_ref::random::Gaussian;
+use ortho::{BackendChoice, Engine, EngineOptions};
+#[allow(unused_imports)]
+pub use ortho_bench::inputs::gaussian;
 use std::time::Duration;
 
 /// One engine per GPU backend present, restricted by `ORTHO_BACKEND`.
@@ -28,11 +29,6 @@ pub fn label(e: &Engine) -> String {
     let name = e.describe();
     let adapter = name.split(" / ").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_lowercase();
     format!("{}-{adapter}", e.backend_name())
-}
-
-pub fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
-    let mut g = Gaussian::new(seed);
-    Tensor::from_fn(shape, |_| (scale * g.sample()) as f32)
 }
 
 /// GPU time of `iters` back-to-back recordings of `record` in one submission (timestamp queries).

@@ -4,7 +4,10 @@
 //! ([`report`]) with SVG plots ([`plots`]).
 
 pub mod cases;
+pub mod compare;
+pub mod inputs;
 pub mod plots;
+pub mod ratios;
 pub mod report;
 
 pub use cases::{Case, Sweep, sweep};

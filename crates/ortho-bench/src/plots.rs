@@ -1,14 +1,15 @@
 //! The report's SVG plots: one per question the sweep answers, a colour per backend, log-log axes
 //! with their units, a legend.
 
+use crate::ratios::distinct;
 use crate::report::Record;
 use plotters::prelude::*;
 
-/// A plot: which families' records, which figure against which size, and the axes' names.
+/// A plot: which records, which figure against which size, and the axes' names.
 struct Plot {
     file: &'static str,
     title: &'static str,
-    families: &'static [&'static str],
+    select: fn(&Record) -> bool,
     x: &'static str,
     y: &'static str,
     figure: fn(&Record) -> f64,
@@ -18,15 +19,19 @@ const PLOTS: &[Plot] = &[
     Plot {
         file: "attention_time.svg",
         title: "FAVOR+ against exact attention",
-        families: &["favor", "exact", "favor-causal", "exact-causal"],
+        select: |r| {
+            r.family.starts_with("exact")
+                || (r.family == "favor" && r.case.starts_with("favor+"))
+                || (r.family == "favor-causal" && r.case.starts_with("favor+ parallel C=64"))
+        },
         x: "sequence length L (tokens)",
         y: "device time (s)",
         figure: |r| r.device_median_s,
     },
     Plot {
         file: "causal_memory.svg",
-        title: "Causal FAVOR+ scratch memory",
-        families: &["favor-causal"],
+        title: "Causal FAVOR+ scratch memory (C = 64)",
+        select: |r| r.family == "favor-causal" && r.case.starts_with("favor+") && r.case.contains(" C=64 "),
         x: "sequence length L (tokens)",
         y: "scratch (bytes)",
         figure: |r| r.scratch_bytes as f64,
@@ -34,7 +39,7 @@ const PLOTS: &[Plot] = &[
     Plot {
         file: "cwy_time.svg",
         title: "Compact WY against sequential Householder",
-        families: &["cwy", "householder"],
+        select: |r| r.family == "householder" || r.case.starts_with("cwy L=N "),
         x: "N = L",
         y: "device time (s)",
         figure: |r| r.device_median_s,
@@ -42,7 +47,7 @@ const PLOTS: &[Plot] = &[
     Plot {
         file: "group_maps.svg",
         title: "Matrix exponential and Cayley map throughput",
-        families: &["expm", "cayley"],
+        select: |r| r.family == "expm" || r.family == "cayley",
         x: "batch (matrices)",
         y: "matrices per second",
         figure: |r| r.size as f64 / r.device_median_s,
@@ -66,7 +71,80 @@ pub fn plots(records: &[Record]) -> Result<Vec<(&'static str, String)>, String> 
             drawn.push((p.file, svg));
         }
     }
+    if let Some(svg) = draw_gflops(records).map_err(|e| format!("kernel_gflops.svg: {e}"))? {
+        drawn.push(("kernel_gflops.svg", svg));
+    }
     Ok(drawn)
+}
+
+/// Each family's best GFLOP/s per backend against the GEMM's best on that backend (a dashed line):
+/// families along x, one colour per backend.
+fn draw_gflops(records: &[Record]) -> Result<Option<String>, String> {
+    let ran: Vec<&Record> = records.iter().filter(|r| r.pass && r.gflops > 0.0 && r.gflops.is_finite()).collect();
+    let families = distinct(ran.iter().filter(|r| r.family != "gemm").map(|r| r.family.as_str()));
+    let backends = distinct(ran.iter().map(|r| r.backend.as_str()));
+    if families.is_empty() {
+        return Ok(None);
+    }
+    let best = |backend: &str, family: &str| {
+        ran.iter().filter(|r| r.backend == backend && r.family == family).map(|r| r.gflops).reduce(f64::max)
+    };
+    let (lo, hi) = ran.iter().fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(r.gflops), hi.max(r.gflops)));
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(e)?;
+        let last = families.len() as f64 - 0.5;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Best GFLOP/s of each kernel family against the GEMM", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(-0.5..last, (lo / 2.0..hi * 2.0).log_scale())
+            .map_err(e)?;
+        let label = |x: &f64| {
+            families
+                .get(x.round() as usize)
+                .filter(|_| (x - x.round()).abs() < 0.01)
+                .map_or(String::new(), |f| f.to_string())
+        };
+        chart
+            .configure_mesh()
+            .x_labels(families.len())
+            .x_label_formatter(&label)
+            .disable_x_mesh()
+            .x_desc("kernel family (best case)")
+            .y_desc("GFLOP/s")
+            .draw()
+            .map_err(e)?;
+        for (i, backend) in backends.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            // Backends side by side within a family's slot.
+            let offset = (i as f64 - (backends.len() - 1) as f64 / 2.0) * 0.12;
+            let points: Vec<(f64, f64)> = families
+                .iter()
+                .enumerate()
+                .filter_map(|(x, f)| best(backend, f).map(|y| (x as f64 + offset, y)))
+                .collect();
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 5, colour.filled())))
+                .map_err(e)?
+                .label(format!("{backend} kernels"))
+                .legend(move |(x, y)| Circle::new((x + 9, y), 5, colour.filled()));
+            if let Some(ceiling) = best(backend, "gemm") {
+                let dashes = DashedLineSeries::new([(-0.5, ceiling), (last, ceiling)], 8, 5, colour.stroke_width(2));
+                chart
+                    .draw_series(dashes)
+                    .map_err(e)?
+                    .label(format!("{backend} GEMM"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            }
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(e)?;
+        root.present().map_err(e)?;
+    }
+    Ok(Some(svg))
 }
 
 /// A line of a plot: its legend, its colour (the backend's) and its points.
@@ -78,10 +156,9 @@ struct Series {
 
 /// One series per (case without its size, backend); `None` where no record has a positive figure.
 fn draw(p: &Plot, records: &[Record]) -> Result<Option<String>, String> {
-    let mut backends: Vec<&str> = records.iter().map(|r| r.backend.as_str()).collect();
-    backends.dedup();
+    let backends = distinct(records.iter().map(|r| r.backend.as_str()));
     let mut series: Vec<Series> = Vec::new();
-    for r in records.iter().filter(|r| p.families.contains(&r.family.as_str())) {
+    for r in records.iter().filter(|r| (p.select)(r)) {
         let (x, y) = (r.size as f64, (p.figure)(r));
         if !(x > 0.0 && y > 0.0 && y.is_finite()) {
             continue;
@@ -140,6 +217,6 @@ mod tests {
     fn series_drop_only_the_plotted_size() {
         assert_eq!(super::series_name("favor+ parallel C=64 L=1024", 1024), "favor+ parallel C=64");
         assert_eq!(super::series_name("expm batch=256 n=3", 256), "expm n=3");
-        assert_eq!(super::series_name("cwy N=L=128", 128), "cwy");
+        assert_eq!(super::series_name("cwy L=N N=128", 128), "cwy L=N");
     }
 }

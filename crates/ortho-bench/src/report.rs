@@ -2,6 +2,7 @@
 //! `results.json` and `report.md`.
 
 use crate::cases::Case;
+use crate::ratios::Ratio;
 use ortho::{BackendChoice, Engine, Measurement};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::Path;
@@ -103,13 +104,22 @@ pub struct Report {
     /// Seconds since the Unix epoch, and the same as a UTC date.
     pub unix_time: u64,
     pub date: String,
+    /// The command line that ran the sweep, and the machine: CPU model, cores and memory.
+    #[serde(default)]
+    pub command: String,
+    #[serde(default)]
+    pub machine: String,
     /// Every adapter found: name, backend, driver, features and limits.
     pub adapters: Vec<serde_json::Value>,
     pub records: Vec<Record>,
+    /// The ratios between records of this run.
+    #[serde(default)]
+    pub ratios: Vec<Ratio>,
 }
 
 impl Report {
-    pub fn new(records: Vec<Record>) -> Report {
+    /// The report of `records`, run by `command`.
+    pub fn new(records: Vec<Record>, command: String) -> Report {
         let unix_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let git_commit = std::process::Command::new("git")
             .args(["rev-parse", "HEAD"])
@@ -133,7 +143,10 @@ impl Report {
             git_commit,
             unix_time,
             date: utc_date(unix_time),
+            command,
+            machine: machine(),
             adapters,
+            ratios: crate::ratios::ratios(&records),
             records,
         }
     }
@@ -154,17 +167,35 @@ impl Report {
         std::fs::write(dir.join("report.md"), self.markdown())
     }
 
-    /// The report as Markdown: what ran where, then one table per backend.
-    pub fn markdown(&self) -> String {
-        let mut out = format!(
-            "# ortho bench\n\northo {}{}, {}.\n\n",
+    /// `` `command`: ortho 0.1.0 (commit), date, on machine. ``
+    fn provenance(&self) -> String {
+        format!(
+            "`{}`: ortho {}{}, {}, on {}.",
+            self.command,
             self.ortho_version,
             self.git_commit.as_ref().map_or(String::new(), |c| format!(" ({})", &c[..c.len().min(12)])),
-            self.date
-        );
-        let mut backends: Vec<&str> = self.records.iter().map(|r| r.backend.as_str()).collect();
-        backends.dedup();
-        for backend in backends {
+            self.date,
+            self.machine
+        )
+    }
+
+    /// The headline: FAVOR+ against exact attention and CWY against sequential Householder, per size
+    /// and backend, with what ran them.
+    pub fn headline(&self) -> String {
+        format!("{}\n\n{}", self.provenance(), crate::ratios::markdown(&self.ratios, &crate::ratios::KINDS[..3]))
+    }
+
+    /// The report as Markdown: what ran where, the ratios, then one table per backend.
+    pub fn markdown(&self) -> String {
+        let mut out = format!("# ortho bench\n\n{}\n\n", self.provenance());
+        out += "Device time is the median of the repeats by GPU timestamps (\"wall\": by the clock around the \
+                submission), its spread the fastest and slowest repeat over the median; call time is the whole host \
+                call with upload and download. Error: relative Frobenius against the f64 twin.\n\n";
+        if !self.ratios.is_empty() {
+            out += "## Ratios\n\n";
+            out += &crate::ratios::markdown(&self.ratios, &crate::ratios::KINDS);
+        }
+        for backend in crate::ratios::distinct(self.records.iter().map(|r| r.backend.as_str())) {
             let records: Vec<&Record> = self.records.iter().filter(|r| r.backend == backend).collect();
             out += &format!("## {}\n\n", records[0].adapter);
             out += "| case | device time | spread | call time | GFLOP/s | GB/s | scratch | error | bound |\n";
@@ -199,6 +230,21 @@ impl Record {
             self.bound
         )
     }
+}
+
+/// The CPU model, its threads and the memory of this machine, as far as the system says.
+fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok()))
+        .map_or(String::new(), |kb| format!(", {:.0} GiB", kb / (1 << 20) as f64));
+    format!("{cpu} ({threads} threads{memory})")
 }
 
 /// `s` seconds as `12.3 ms` or `1.23 s`.
@@ -239,7 +285,7 @@ mod tests {
         let o = ortho::MeasureOptions { warmup: 0, repeats: 1 };
         let ran = Record::of(&cases[0], &cpu, cases[0].run(&cpu, o));
         let failed = Record::of(&cases[0], &cpu, Err(ortho::Error::Unsupported("not here".into())));
-        let report = Report::new(vec![ran.clone(), failed]);
+        let report = Report::new(vec![ran.clone(), failed], "ortho bench".into());
         let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
         assert_eq!(back.records.len(), 2);
         assert!(back.records[0].pass && back.records[0].gflops == ran.gflops && back.records[0].error == ran.error);
@@ -262,5 +308,36 @@ mod tests {
         assert_eq!(super::utc_date(0), "1970-01-01 00:00 UTC");
         assert_eq!(super::utc_date(1_796_041_500), "2026-11-30 12:25 UTC");
         assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00 UTC");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::Record;
+
+    /// A record that ran and passed in `seconds` (repeats within +-10%) at `gflops`.
+    pub fn record(backend: &str, family: &str, case: &str, size: usize, seconds: f64, gflops: f64) -> Record {
+        Record {
+            family: family.into(),
+            case: case.into(),
+            size,
+            backend: backend.into(),
+            adapter: format!("{backend} adapter"),
+            device_median_s: seconds,
+            device_fastest: 0.9,
+            device_slowest: 1.1,
+            timestamps: backend != "cpu",
+            call_median_s: seconds,
+            flops: gflops * seconds * 1e9,
+            bytes: 1.0,
+            gflops,
+            gbps: 1.0,
+            peak_bytes: 0,
+            scratch_bytes: 0,
+            error: 1e-7,
+            bound: 1e-5,
+            pass: true,
+            failure: None,
+        }
     }
 }

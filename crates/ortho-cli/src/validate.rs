@@ -1,8 +1,11 @@
 //! `ortho validate`: every implemented kernel on every adapter and on the CPU fallback, against the
 //! f64 reference, over a set of shapes; a table, and failure if any case misses its bound.
 
-use ortho::random::{Gaussian, Scaling, projection, projection_per_head};
+use ortho::random::{Scaling, projection, projection_per_head};
 use ortho::{BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Schedule, Tensor};
+use ortho_bench::inputs::{
+    FORWARD_BOUND, GEMM_BOUND, GRADIENT_BOUND, expm_bound, gaussian, identities, skew, symmetric,
+};
 use ortho_ref::cwy;
 use ortho_ref::favor as reference;
 use ortho_ref::flow::{Flow, Generator, Method};
@@ -20,11 +23,6 @@ struct Case {
     run: Run,
 }
 
-fn gaussian(shape: &[usize], scale: f64, seed: u64) -> Tensor<f32> {
-    let mut g = Gaussian::new(seed);
-    Tensor::from_fn(shape, |_| (scale * g.sample()) as f32)
-}
-
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for (i, (z, m, k, n)) in [(1, 1, 1, 1), (2, 65, 17, 63), (1, 130, 129, 70)].into_iter().enumerate() {
@@ -33,7 +31,7 @@ fn cases() -> Vec<Case> {
         cases.push(Case {
             kernel: "gemm".into(),
             shape: format!("[{z}, {m}, {k}] x [{z}, {k}, {n}]"),
-            bound: 1e-6,
+            bound: GEMM_BOUND,
             run: Box::new(move |e| {
                 let want = Engine::cpu("reference").matmul(&a, &b, MatmulOptions::default())?.to_f64();
                 Ok((e.matmul(&a, &b, MatmulOptions::default())?, want))
@@ -56,7 +54,7 @@ fn cases() -> Vec<Case> {
             cases.push(Case {
                 kernel: format!("favor {}", kernel.name()),
                 shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m}{}", if per_head { " per-head W" } else { "" }),
-                bound: 1e-5,
+                bound: FORWARD_BOUND,
                 run: Box::new(move |e| {
                     let want = reference::favor(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), kernel)?;
                     Ok((e.favor(&q, &k, &v, &w, &FavorOptions::new(kernel))?, want))
@@ -76,7 +74,7 @@ fn cases() -> Vec<Case> {
                 cases.push(Case {
                     kernel: format!("favor {} causal", kernel.name()),
                     shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m} C{chunk} {schedule:?}").to_lowercase(),
-                    bound: 1e-5,
+                    bound: FORWARD_BOUND,
                     run: Box::new(move |e| {
                         let want = reference::favor_quadratic(
                             &q.to_f64(),
@@ -118,7 +116,7 @@ fn cases() -> Vec<Case> {
                 cases.push(Case {
                     kernel: format!("favor {} grad {name}", kernel.name()),
                     shape: format!("B{b} H{h} L{l} d{d} dv{dv} m{m}{setting}"),
-                    bound: 1e-4,
+                    bound: GRADIENT_BOUND,
                     run: Box::new(move |e| {
                         let got = e.favor_backward(&q, &k, &v, &w, &options, &g)?;
                         let want = reference::favor_backward(
@@ -145,7 +143,7 @@ fn cases() -> Vec<Case> {
             cases.push(Case {
                 kernel: format!("exact {}", if causal { "causal" } else { "bidirectional" }),
                 shape: format!("B{b} H{h} L{l} d{d} dv{dv}"),
-                bound: 1e-5,
+                bound: FORWARD_BOUND,
                 run: Box::new(move |e| {
                     let want = reference::exact(&q.to_f64(), &k.to_f64(), &v.to_f64(), causal)?;
                     Ok((e.exact_attention(&q, &k, &v, causal)?, want))
@@ -163,15 +161,19 @@ fn cases() -> Vec<Case> {
         let u1 = u.clone();
         cases.push(cwy_case(
             "cwy",
-            1e-5,
+            FORWARD_BOUND,
             Box::new(move |e| Ok((e.cwy(&u1)?, cwy::householder_product(&u1.to_f64())?))),
         ));
         let u1 = u.clone();
-        cases.push(cwy_case("cwy stiefel", 1e-5, Box::new(move |e| Ok((e.tcwy(&u1)?, cwy::tcwy(&u1.to_f64())?)))));
+        cases.push(cwy_case(
+            "cwy stiefel",
+            FORWARD_BOUND,
+            Box::new(move |e| Ok((e.tcwy(&u1)?, cwy::tcwy(&u1.to_f64())?))),
+        ));
         let u1 = u.clone();
         cases.push(cwy_case(
             "householder sequential",
-            1e-5,
+            FORWARD_BOUND,
             Box::new(move |e| Ok((e.householder_product(&u1)?, cwy::householder_product(&u1.to_f64())?))),
         ));
         for transpose in [false, true] {
@@ -179,7 +181,7 @@ fn cases() -> Vec<Case> {
             let name = if transpose { "cwy apply Q^T" } else { "cwy apply Q" };
             cases.push(cwy_case(
                 name,
-                1e-5,
+                FORWARD_BOUND,
                 Box::new(move |e| {
                     Ok((e.cwy_apply(&u1, &x1, transpose)?, cwy::apply(&u1.to_f64(), &x1.to_f64(), transpose)?))
                 }),
@@ -189,7 +191,7 @@ fn cases() -> Vec<Case> {
             let (u1, g1) = (u.clone(), g.clone());
             cases.push(cwy_case(
                 "cwy gradient",
-                1e-4,
+                GRADIENT_BOUND,
                 Box::new(move |e| Ok((e.cwy_backward(&u1, &g1)?, cwy::cwy_backward(&u1.to_f64(), &g1.to_f64())?))),
             ));
         }
@@ -197,48 +199,42 @@ fn cases() -> Vec<Case> {
     for (i, (b, n, scale)) in
         [(1, 1, 0.5), (4, 3, 1e-3), (2, 8, 0.5), (3, 33, 2.0), (1, 64, 20.0)].into_iter().enumerate()
     {
-        let g = gaussian(&[b, n, n], scale / (n as f64).sqrt(), 1300 + i as u64);
-        let skew = Tensor::from_fn(&[b, n, n], |e| {
-            let (z, r) = (e / (n * n), e % (n * n));
-            g.data()[e] - g.data()[z * n * n + (r % n) * n + r / n]
-        });
+        let skew = skew(b, n, scale / (n as f64).sqrt(), 1300 + i as u64);
         let norm = skew.to_f64().data().chunks(n * n).map(|m| ortho_ref::expm::one_norm(m, n)).fold(0.0, f64::max);
         let shape = format!("batch{b} n{n} skew |A|_1 {norm:.2}");
         let a = skew.clone();
         cases.push(Case {
             kernel: "expm".into(),
             shape: shape.clone(),
-            // 1e-5 for |A|_1 <= 1; each squaring may double the error beyond (docs/math.md §3.3).
-            bound: 1e-5 * 2f64.powi(ortho_ref::expm::plan(norm, &ortho_ref::expm::THETA_F32).1 as i32),
+            bound: expm_bound(norm),
             run: Box::new(move |e| Ok((e.expm(&a)?, ortho_ref::expm::expm_pade13(&a.to_f64())?))),
         });
         let a = skew;
         cases.push(Case {
             kernel: "cayley".into(),
             shape,
-            bound: 1e-5,
+            bound: FORWARD_BOUND,
             run: Box::new(move |e| Ok((e.cayley(&a)?, ortho_ref::expm::cayley(&a.to_f64())?))),
         });
     }
-    for method in [Method::LieEuler, Method::CayleyEuler, Method::Rkmk4] {
+    for method in Method::ALL {
         for (i, n) in [1usize, 4, 16].into_iter().enumerate() {
-            let sym = |seed| {
-                let g = gaussian(&[n, n], 1.0, seed).to_f64();
-                Tensor::from_fn(&[n, n], |e| (g.data()[e] + g.data()[(e % n) * n + e / n]) / 2.0)
-            };
             let flow = Flow {
                 method,
                 dt: 0.2 / n as f64,
                 steps: 25,
                 newton_schulz_every: Some(10),
-                generator: Generator::Isospectral { qs: sym(1400 + i as u64), ns: sym(1500 + i as u64) },
+                generator: Generator::Isospectral {
+                    qs: symmetric(n, 1400 + i as u64),
+                    ns: symmetric(n, 1500 + i as u64),
+                },
                 state: None,
             };
-            let w0 = Tensor::from_fn(&[2, n, n], |e| if (e % (n * n)) / n == e % n { 1.0f32 } else { 0.0 });
+            let w0 = identities(2, n);
             cases.push(Case {
-                kernel: format!("flow {method:?}").to_lowercase(),
+                kernel: format!("flow {}", method.name()),
                 shape: format!("batch2 n{n} isospectral 25 steps"),
-                bound: 1e-5,
+                bound: FORWARD_BOUND,
                 run: Box::new(move |e| Ok((e.flow(&flow, &w0)?.0, flow.run(&w0.to_f64())?.0))),
             });
         }

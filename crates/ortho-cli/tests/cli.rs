@@ -416,18 +416,23 @@ fn devices_and_validate_run() {
 }
 
 /// A tiny sweep (GEMM, CWY and sequential Householder at the quick size, two repeats) on every
-/// backend: `results.json` with every field of every record and what it ran on, `report.md`, the CWY
-/// plot with a series per case and backend; then a bound no case can meet fails the command, naming
-/// the cases.
+/// backend: `results.json` with every field of every record, what it ran on and the ratios of the
+/// run, `report.md` (spliced into a file between its markers), the CWY plot with a series per case and
+/// backend and the GFLOP/s plot with each backend's GEMM line; the report compared with itself; then a
+/// bound no case can meet fails the command, naming the cases.
 #[test]
 fn bench_writes_its_report_and_fails_on_a_missed_bound() {
     let d = dir("bench");
     let out = d.join("report");
-    let filter = "^(gemm|cwy|householder)/";
-    let o = ortho(&["bench", "--quick", "--filter", filter, "--repeats", "2", "--out", p(&out)]);
+    let page = d.join("BENCHMARKS.md");
+    let headline = "<!-- ortho bench headline -->\nold\n<!-- end ortho bench headline -->";
+    let text = format!("# Figures\n\n<!-- ortho bench -->\nold\n<!-- end ortho bench -->\n\n{headline}\n\nkept\n");
+    std::fs::write(&page, text).unwrap();
+    let filter = "^gemm/|cwy L=N |^householder/";
+    let o = ortho(&["bench", "--quick", "--filter", filter, "--repeats", "2", "--out", p(&out), "--splice", p(&page)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
-    for field in ["ortho_version", "unix_time", "date", "adapters", "records"] {
+    for field in ["ortho_version", "unix_time", "date", "command", "machine", "adapters", "records", "ratios"] {
         assert!(json.get(field).is_some(), "{field}: {json}");
     }
     let records = json["records"].as_array().unwrap();
@@ -435,6 +440,7 @@ fn bench_writes_its_report_and_fails_on_a_missed_bound() {
     let mut ran: Vec<&str> = records.iter().map(|r| r["backend"].as_str().unwrap()).collect();
     ran.dedup();
     assert!(ran.contains(&"cpu") && ran.iter().any(|&b| b != "cpu") == gpu, "{ran:?}");
+    assert_eq!(records.len(), 3 * ran.len(), "{ran:?}");
     for r in records {
         for field in ["device_median_s", "call_median_s", "gflops", "gbps", "error", "bound"] {
             assert!(r[field].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{field}: {r}");
@@ -442,16 +448,44 @@ fn bench_writes_its_report_and_fails_on_a_missed_bound() {
         assert_eq!(r["pass"], true, "{r}");
         assert!(r["peak_bytes"].is_u64() && r["scratch_bytes"].is_u64() && r["timestamps"].is_boolean(), "{r}");
     }
+    let ratios = json["ratios"].as_array().unwrap();
+    let kinds = |kind: &str| ratios.iter().filter(|r| r["kind"].as_str().unwrap().starts_with(kind)).count();
+    // CWY over Householder on every backend, two kernels against each backend's GEMM, three cases
+    // of each GPU backend against the CPU.
+    assert_eq!(kinds("CWY time / sequential"), ran.len(), "{ratios:?}");
+    assert_eq!(kinds("GFLOP/s / the GEMM"), 2 * ran.len(), "{ratios:?}");
+    assert_eq!(kinds("CPU fallback time"), 3 * (ran.len() - 1), "{ratios:?}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("| gemm n=128 |") && report.contains("| cwy N=L=128 |"), "{report}");
+    assert!(report.contains("| gemm n=128 |") && report.contains("| cwy L=N N=128 |"), "{report}");
+    assert!(report.contains("### CWY time / sequential Householder time") && report.contains("| N=128 |"), "{report}");
+    let page = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        page.starts_with("# Figures\n\n<!-- ortho bench -->\n## ortho bench\n") && !page.contains("\nold\n"),
+        "{page}"
+    );
+    let headline = "<!-- ortho bench headline -->\n`ortho bench --quick";
+    assert!(page.contains(headline) && page.contains("#### CWY time") && page.contains("\n### CWY time"), "{page}");
+    assert!(page.trim_end().ends_with("x |\n<!-- end ortho bench headline -->\n\nkept"), "{page}");
     let svg = std::fs::read_to_string(out.join("cwy_time.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
     for backend in &ran {
-        for series in ["cwy", "sequential householder"] {
+        for series in ["cwy L=N", "sequential householder L=N"] {
             assert!(svg.contains(&format!("{series} ({backend})")), "{series} ({backend}) in {svg}");
         }
     }
     assert!(svg.matches("<polyline").count() >= 2 * ran.len() && svg.contains("device time (s)"), "{svg}");
+    let svg = std::fs::read_to_string(out.join("kernel_gflops.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("GFLOP/s"), "{svg}");
+    for backend in &ran {
+        assert!(svg.contains(&format!("{backend} GEMM")) && svg.contains(&format!("{backend} kernels")), "{svg}");
+    }
+    let results = out.join("results.json");
+    let o = ortho(&["bench", "--compare", p(&results), p(&results)]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && table.contains("1.00x"), "{table}{}", stderr(&o));
+    assert!(table.contains(&format!("{} cases in both: 0 slower and 0 faster", records.len())), "{table}");
+    let o = ortho(&["bench", "--compare", p(&results), p(&d.join("BENCHMARKS.md"))]);
+    assert!(!o.status.success() && stderr(&o).contains("not an ortho bench results.json"), "{}", stderr(&o));
     let o = ortho(&[
         "bench",
         "--quick",

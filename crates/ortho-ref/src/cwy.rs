@@ -257,6 +257,28 @@ pub fn cwy_flops(batch: usize, n: usize, l: usize) -> f64 {
     b * (2.0 * n * l * l + l * l * l / 3.0 + 2.0 * l * l * n + 2.0 * n * n * l)
 }
 
+/// Flops of T-CWY: Gram `2 N L^2`, inverse `L^3 / 3`, `W U_1^T` `L^3`, `U (W U_1^T)` `2 N L^2`.
+pub fn tcwy_flops(batch: usize, n: usize, l: usize) -> f64 {
+    let (b, n, l) = (batch as f64, n as f64, l as f64);
+    b * (4.0 * n * l * l + 4.0 * l * l * l / 3.0)
+}
+
+/// Flops of `Q X` for `X: [N, K]` without Q: Gram and inverse, `U^T X` and `U (W U^T X)` (`2 N L K`
+/// each), `W (U^T X)` (`L^2 K`).
+pub fn apply_flops(batch: usize, n: usize, l: usize, k: usize) -> f64 {
+    let (b, n, l, k) = (batch as f64, n as f64, l as f64, k as f64);
+    b * (2.0 * n * l * l + l * l * l / 3.0 + 4.0 * n * l * k + l * l * k)
+}
+
+/// Flops of the gradients of `Q X`: Gram and inverse, the five `N K L` products of `G U`, `G^T U` and
+/// `U^T G U`, `(U^T Ybar)(X^T U)` (`2 L^2 K`), `B` (`4 L^3`), the three products of dU (`2 N L^2`
+/// each) and dX (an apply).
+pub fn apply_backward_flops(batch: usize, n: usize, l: usize, k: usize) -> f64 {
+    let (b, nf, lf, kf) = (batch as f64, n as f64, l as f64, k as f64);
+    let du = 2.0 * nf * lf * lf + lf * lf * lf / 3.0 + 10.0 * nf * kf * lf + 2.0 * lf * lf * kf;
+    b * (du + 4.0 * lf * lf * lf + 6.0 * nf * lf * lf) + apply_flops(batch, n, l, k)
+}
+
 /// Flops of the CWY gradient for Q: Gram and inverse, `G U` and `G^T U` (`2 N^2 L` each), `U^T G U`
 /// (`2 N L^2`), `B = W^T (U^T G U) W^T` (`4 L^3`) and the three products of dU (`2 N L^2` each).
 pub fn cwy_backward_flops(batch: usize, n: usize, l: usize) -> f64 {

@@ -186,6 +186,26 @@ pub fn plan(norm: f64, theta: &[f64; 6]) -> (usize, u32) {
     }
 }
 
+/// Flops of `exp(A)` for every matrix of `a` (`[n, n]` or `[batch, n, n]`) as the f32 kernels
+/// evaluate it: `2 n^3` per product, `i` products for degree `DEGREES[i]` and one per squaring.
+pub fn expm_flops(a: &Tensor<f64>) -> Result<f64> {
+    let (_, n) = square_shape("a", a)?;
+    let products: usize = a.data().chunks(n * n).map(|m| expm_products(one_norm(m, n), &THETA_F32)).sum();
+    Ok(2.0 * (n * n * n) as f64 * products as f64)
+}
+
+/// Matrix products of `exp(A)` for `|A|_1 = norm` under the switch points `theta`.
+pub fn expm_products(norm: f64, theta: &[f64; 6]) -> usize {
+    let (index, squarings) = plan(norm, theta);
+    index + squarings as usize
+}
+
+/// Flops of `cay(A)` for a batch of `n x n` matrices: the LU factorisation of `I - A/2` (`2 n^3 / 3`)
+/// and its solve for `n` right-hand sides (`2 n^3`).
+pub fn cayley_flops(batch: usize, n: usize) -> f64 {
+    8.0 / 3.0 * (batch * n * n * n) as f64
+}
+
 /// `(batch, n)` of `[n, n]` or `[batch, n, n]`.
 pub fn square_shape(name: &str, a: &Tensor<f64>) -> Result<(usize, usize)> {
     square_dims(name, a.shape())

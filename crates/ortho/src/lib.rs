@@ -52,7 +52,7 @@ pub use favor::{
 pub use flow::{ExpmOutput, FLOW_MAX_N, GroupMap};
 pub use gemm::MatmulOptions;
 pub use kernels::{LIBRARIES, SHADERS, ShaderSource};
-pub use measure::{MeasureOptions, Measurement};
+pub use measure::{DeviceTimes, MeasureOptions, Measurement};
 pub use operation::Operation;
 pub use ortho_ref::favor::{AttentionShape, Kernel};
 pub use ortho_ref::{Tensor, random};

@@ -71,54 +71,89 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// The device side of a [`Measurement`]: what [`Engine::time_device`] saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceTimes {
+    /// Seconds of each timed run (GPU timestamps where `timestamps`, else the wall clock).
+    pub seconds: Vec<f64>,
+    pub timestamps: bool,
+    pub peak_bytes: u64,
+    pub scratch_bytes: u64,
+}
+
 impl Engine {
     /// Measures `op` on host `inputs` (each within one storage binding: the device work is timed on
     /// uploaded copies) as `o` says; see [`Measurement`].
     pub fn measure<O: Operation>(&self, op: &O, inputs: &[&Tensor<f32>], o: MeasureOptions) -> Result<Measurement> {
         let want = op.reference(&inputs.iter().map(|t| t.to_f64()).collect::<Vec<_>>())?;
+        self.measure_against(op, inputs, &want, o)
+    }
+
+    /// [`Engine::measure`] with the f64 twin's outputs `want` already computed (a sweep computes them
+    /// once for every engine).
+    pub fn measure_against<O: Operation>(
+        &self,
+        op: &O,
+        inputs: &[&Tensor<f32>],
+        want: &[Tensor<f64>],
+        o: MeasureOptions,
+    ) -> Result<Measurement> {
         let got = self.run(op, inputs)?;
-        let error = got.iter().zip(&want).map(|(g, w)| relative_frobenius(g.data(), w.data())).fold(0.0, f64::max);
+        let error = got.iter().zip(want).map(|(g, w)| relative_frobenius(g.data(), w.data())).fold(0.0, f64::max);
         let mut call_seconds = Vec::with_capacity(o.repeats.max(1));
         for _ in 0..o.repeats.max(1) {
             let start = Instant::now();
             self.run(op, inputs)?;
             call_seconds.push(start.elapsed().as_secs_f64());
         }
+        let device = if self.is_gpu() {
+            self.time_device(op, inputs, o)?
+        } else {
+            DeviceTimes { seconds: call_seconds.clone(), timestamps: false, peak_bytes: 0, scratch_bytes: 0 }
+        };
+        Ok(Measurement {
+            device_seconds: device.seconds,
+            timestamps: device.timestamps,
+            call_seconds,
+            peak_bytes: device.peak_bytes,
+            scratch_bytes: device.scratch_bytes,
+            error,
+        })
+    }
+
+    /// Times `op`'s recorded work on uploaded copies of `inputs`: `o.warmup` untimed runs, then
+    /// `o.repeats` timed ones (on the CPU fallback, whole calls by the wall clock).
+    pub fn time_device<O: Operation>(&self, op: &O, inputs: &[&Tensor<f32>], o: MeasureOptions) -> Result<DeviceTimes> {
         if !self.is_gpu() {
-            let device_seconds = call_seconds.clone();
-            return Ok(Measurement {
-                device_seconds,
-                timestamps: false,
-                call_seconds,
-                peak_bytes: 0,
-                scratch_bytes: 0,
-                error,
-            });
+            for _ in 0..o.warmup {
+                self.run(op, inputs)?;
+            }
+            let mut seconds = Vec::with_capacity(o.repeats.max(1));
+            for _ in 0..o.repeats.max(1) {
+                let start = Instant::now();
+                self.run(op, inputs)?;
+                seconds.push(start.elapsed().as_secs_f64());
+            }
+            return Ok(DeviceTimes { seconds, timestamps: false, peak_bytes: 0, scratch_bytes: 0 });
         }
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
         let names = O::INPUTS.iter().chain(std::iter::repeat(&"input"));
         let uploaded = inputs.iter().zip(names).map(|(t, name)| self.upload(name, t)).collect::<Result<Vec<_>>>()?;
-        let outputs = got.iter().map(|t| self.empty(t.shape())).collect::<Result<Vec<_>>>()?;
+        let outputs = op.output_shapes(&shapes)?.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;
         let (ins, outs) = (uploaded.iter().collect::<Vec<_>>(), outputs.iter().collect::<Vec<_>>());
         for _ in 0..o.warmup {
             self.time(|enc| self.record(enc, op, &ins, &outs))?;
         }
         self.reset_peak();
         let live = self.pool_stats().live_bytes;
-        let mut device_seconds = Vec::with_capacity(o.repeats.max(1));
+        let mut seconds = Vec::with_capacity(o.repeats.max(1));
         let mut timestamps = true;
         for _ in 0..o.repeats.max(1) {
             let t = self.time(|enc| self.record(enc, op, &ins, &outs))?;
-            device_seconds.push(t.seconds);
+            seconds.push(t.seconds);
             timestamps &= t.gpu_timestamps;
         }
         let peak_bytes = self.pool_stats().peak_bytes;
-        Ok(Measurement {
-            device_seconds,
-            timestamps,
-            call_seconds,
-            peak_bytes,
-            scratch_bytes: peak_bytes.saturating_sub(live),
-            error,
-        })
+        Ok(DeviceTimes { seconds, timestamps, peak_bytes, scratch_bytes: peak_bytes.saturating_sub(live) })
     }
 }
