@@ -213,6 +213,64 @@ fn series_name(case: &str, size: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::report::fixtures::record;
+
+    /// Every plot of a sweep that touched every family is a whole SVG with its axes and a legend entry
+    /// per series and backend; the scratch plot leaves out the CPU, which has no pool.
+    #[test]
+    fn every_plot_has_its_series() {
+        let mut records = Vec::new();
+        for backend in ["vulkan", "cpu"] {
+            for (size, scale) in [(256, 1.0), (1024, 3.0)] {
+                let at = |family: &str, case: &str| {
+                    let mut r = record(backend, family, &format!("{case}={size}"), size, 0.01 * scale, 2.0 / scale);
+                    r.scratch_bytes = if backend == "cpu" { 0 } else { 1 << 20 };
+                    r
+                };
+                records.extend([
+                    at("gemm", "gemm n"),
+                    at("favor", "favor+ L"),
+                    at("exact", "exact L"),
+                    at("favor-causal", "favor+ parallel C=64 L"),
+                    at("favor-causal", "favor+ sequential C=64 L"),
+                    at("exact-causal", "exact causal L"),
+                    at("cwy", "cwy L=N N"),
+                    at("householder", "sequential householder L=N N"),
+                    at("expm", "expm n=3 batch"),
+                    at("cayley", "cayley n=3 batch"),
+                ]);
+            }
+        }
+        let plots = super::plots(&records).unwrap();
+        let files: Vec<&str> = plots.iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            files,
+            ["attention_time.svg", "causal_memory.svg", "cwy_time.svg", "group_maps.svg", "kernel_gflops.svg"]
+        );
+        let series: [&[&str]; 5] = [
+            &["favor+", "exact", "favor+ parallel C=64", "exact causal"],
+            &["favor+ parallel C=64", "favor+ sequential C=64"],
+            &["cwy L=N", "sequential householder L=N"],
+            &["expm n=3", "cayley n=3"],
+            &["kernels", "GEMM"],
+        ];
+        assert!(!plots[0].1.contains("favor+ sequential"), "one causal FAVOR+ setting against exact attention");
+        for ((file, svg), names) in plots.iter().zip(series) {
+            assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{file}");
+            for backend in ["vulkan", "cpu"] {
+                for name in names {
+                    let label = if *file == "kernel_gflops.svg" {
+                        format!("{backend} {name}")
+                    } else {
+                        format!("{name} ({backend})")
+                    };
+                    let wanted = !(*file == "causal_memory.svg" && backend == "cpu");
+                    assert_eq!(svg.contains(&label), wanted, "{label} in {file}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn series_drop_only_the_plotted_size() {
         assert_eq!(super::series_name("favor+ parallel C=64 L=1024", 1024), "favor+ parallel C=64");
