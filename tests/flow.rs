@@ -326,3 +326,71 @@ fn flow_scratch_does_not_grow_with_steps() {
         assert_eq!(short, segmented, "{}: peak pool bytes of 2 and 260 RKMK4 steps", engine.describe());
     }
 }
+
+/// Small matrices in large batches share a workgroup (64 of n <= 8, 4 of n <= 16), each with its own
+/// norm, degree and squarings: a batch whose neighbours range from zero to |A|_1 ~ 1e3, with a last
+/// workgroup only partly filled, in every output mode of both maps, against the f64 oracles matrix by
+/// matrix.
+#[test]
+fn packed_matrices_keep_their_own_plans() {
+    use ortho::{ExpmOutput, GroupMap};
+    let scales: [f64; 8] = [0.0, 1e-8, 1e-4, 1e-2, 0.3, 1.0, 10.0, 1000.0];
+    for engine in gpu_engines() {
+        for n in [1usize, 3, 8, 12, 16] {
+            let b = 4 * 64 + 2;
+            let k = gaussian(&[b, n, n], 1.0 / (n as f64).sqrt() / 2.0, n as u64);
+            let g = gaussian(&[b, n, n], 0.5 / (n as f64).sqrt(), n as u64 + 1);
+            // A skew part of norm ~ scale (exp stays representable) plus a general part up to 0.5;
+            // the Cayley map's scales stop at 1, where I - A/2 stays well conditioned.
+            let input = |largest: f64| {
+                Tensor::from_fn(&[b, n, n], |e| {
+                    let (z, r) = (e / (n * n), e % (n * n));
+                    let scale = scales[z % scales.len()].min(largest) as f32;
+                    scale * (k.data()[e] - k.data()[z * n * n + (r % n) * n + r / n]) + scale.min(1.0) * g.data()[e]
+                })
+            };
+            let w = gaussian(&[b, n, n], 1.0, n as u64 + 2);
+            for map in [GroupMap::Exp, GroupMap::Cayley] {
+                let a = input(if map == GroupMap::Exp { f64::INFINITY } else { 1.0 });
+                let want = match map {
+                    GroupMap::Exp => reference::expm_pade13(&a.to_f64()).unwrap(),
+                    GroupMap::Cayley => reference::cayley(&a.to_f64()).unwrap(),
+                };
+                let ga = engine.upload("a", &a).unwrap();
+                let (exp, inc, gw) = (
+                    engine.empty(&[b, n, n]).unwrap(),
+                    engine.empty(&[b, n, n]).unwrap(),
+                    engine.upload("w", &w).unwrap(),
+                );
+                engine
+                    .time(|enc| {
+                        let mut all = engine.record_group_map(enc, map, &ga, &exp, ExpmOutput::Exp)?;
+                        all = all.and(engine.record_group_map(enc, map, &ga, &inc, ExpmOutput::Increment)?);
+                        Ok(all.and(engine.record_group_map(enc, map, &ga, &gw, ExpmOutput::Update)?))
+                    })
+                    .unwrap();
+                let (exp, inc, gw) =
+                    (engine.download(&exp).unwrap(), engine.download(&inc).unwrap(), engine.download(&gw).unwrap());
+                for z in 0..b {
+                    let at = z * n * n..(z + 1) * n * n;
+                    let norm = reference::one_norm(&a.to_f64().data()[at.clone()], n);
+                    let e = &want.data()[at.clone()];
+                    let identity = |i: usize| if i / n == i % n { 1.0 } else { 0.0 };
+                    let e_minus_i: Vec<f64> = e.iter().enumerate().map(|(i, x)| x - identity(i)).collect();
+                    let wz: Vec<f64> = w.data()[at.clone()].iter().map(|&x| x as f64).collect();
+                    let we = ortho_ref::linalg::matmul(&wz, e, n, n, n);
+                    let allowed = match map {
+                        GroupMap::Exp => bound(norm),
+                        GroupMap::Cayley => 1e-5,
+                    };
+                    let what = format!("{} {map:?} n {n} matrix {z} |A|_1 {norm:.1e}", engine.describe());
+                    assert!(relative_frobenius(&exp.data()[at.clone()], e) <= allowed, "{what}: exp");
+                    // The increment is small where A is: measured against the size of map(A).
+                    let inc_err = max_abs_diff(&inc.data()[at.clone()], &e_minus_i) / (1.0 + norm);
+                    assert!(inc_err <= allowed, "{what}: increment {inc_err:e}");
+                    assert!(relative_frobenius(&gw.data()[at.clone()], &we) <= allowed, "{what}: update");
+                }
+            }
+        }
+    }
+}

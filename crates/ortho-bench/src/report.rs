@@ -99,7 +99,7 @@ impl Record {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub ortho_version: String,
-    /// `git rev-parse HEAD` where the sweep ran inside a checkout.
+    /// The commit the measuring binary was built from, when it was built in a git checkout.
     pub git_commit: Option<String>,
     /// Seconds since the Unix epoch, and the same as a UTC date.
     pub unix_time: u64,
@@ -121,12 +121,7 @@ impl Report {
     /// The report of `records`, run by `command`.
     pub fn new(records: Vec<Record>, command: String) -> Report {
         let unix_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let git_commit = std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let git_commit = Some(env!("ORTHO_GIT_COMMIT").to_string()).filter(|c| !c.is_empty());
         let adapters = Engine::adapters(BackendChoice::Auto)
             .into_iter()
             .map(|a| {

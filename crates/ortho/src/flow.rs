@@ -18,6 +18,8 @@ mod integrate;
 pub const FLOW_MAX_N: usize = 64;
 /// Intermediate matrices the exponential keeps per input matrix.
 pub(crate) const SLOTS: usize = 8;
+/// The fewest workgroups a batch of small matrices must fill to be packed (see `MapPlan::lanes`).
+const PACKED_GROUPS: usize = 4;
 /// The most squarings a finite f32 matrix can need: `ceil(log2(64 * f32::MAX / theta_18))`.
 const MAX_SQUARINGS: usize = 133;
 
@@ -51,11 +53,25 @@ impl MapPlan {
         MapSizes { work: SLOTS * self.n * self.n * self.chunk, plans: self.chunk }
     }
 
+    /// Invocations that share a matrix: 64 matrices of n <= 8 per workgroup, one per invocation, or 4
+    /// of n <= 16, 16 invocations each, where the batch fills at least [`PACKED_GROUPS`] such
+    /// workgroups; else a workgroup per matrix (a small batch packed would put a whole matrix's work
+    /// on few invocations).
+    fn lanes(&self) -> usize {
+        let lanes = match self.n {
+            0..=8 => 1,
+            9..=16 => 16,
+            _ => 64,
+        };
+        if self.b >= PACKED_GROUPS * 64 / lanes { lanes } else { 64 }
+    }
+
     /// Squarings one pass performs at most: as many as keep a pass within ~32k inner iterations per
-    /// invocation (8 at n = 64, where 11 were seen to fail on llvmpipe; all of them for n <= 20, so
-    /// small matrices take one pass).
+    /// invocation, a squaring taking `n` for each of an invocation's `n^2 / lanes` elements (8 at
+    /// n = 64, where 11 were seen to fail on llvmpipe; all of them for small matrices, which take one
+    /// pass).
     fn squarings_per_pass(&self) -> usize {
-        (32_768 / (self.n * self.n * self.n).div_ceil(64)).clamp(8, MAX_SQUARINGS)
+        (32_768 / ((self.n * self.n).div_ceil(self.lanes()) * (self.n + 2))).clamp(8, MAX_SQUARINGS)
     }
 
     /// Dispatches per chunk; every pass after the first only touches matrices with work still due,
@@ -215,7 +231,10 @@ fn record_map(
     out: &wgpu::Buffer,
     output: ExpmOutput,
 ) -> Result<()> {
-    let constants = [("N", plan.n as f64), ("SQUARINGS_PER_PASS", plan.squarings_per_pass() as f64)];
+    let lanes = plan.lanes();
+    let fixed = if lanes == 64 { 64.0 } else { 0.0 };
+    let constants = [("N", plan.n as f64), ("SQUARINGS_PER_PASS", plan.squarings_per_pass() as f64), ("LANES", fixed)];
+    let per_group = 64 / lanes;
     for first in (0..plan.b).step_by(plan.chunk) {
         let count = plan.chunk.min(plan.b - first);
         for pass_index in 0..plan.passes() {
@@ -227,10 +246,11 @@ fn record_map(
                 method: plan.map as u32,
                 a_first: a_first as u32,
                 alpha,
-                _pad: 0,
+                lanes: lanes as u32,
             };
             let bufs = [a, scratch.work.buffer(), out, scratch.plans.buffer()];
-            gpu.dispatch_with(pass, &kernels::EXPM, &constants, &params, &bufs, gpu.grid(count as u64, 1)?)?;
+            let groups = gpu.grid(count.div_ceil(per_group) as u64, 1)?;
+            gpu.dispatch_with(pass, &kernels::EXPM, &constants, &params, &bufs, groups)?;
         }
     }
     Ok(())

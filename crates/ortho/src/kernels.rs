@@ -238,7 +238,7 @@ params! {
     Mirror { count: u32, l: u32, _pad0: u32, _pad1: u32 }
     Reflection { batch: u32, n: u32, l: u32, column: u32 }
     UnitColumns { batch: u32, n: u32, l: u32, mode: u32 }
-    Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, a_first: u32, alpha: f32, _pad: u32 }
+    Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, a_first: u32, alpha: f32, lanes: u32 }
     Combine { count: u32, _pad0: u32, _pad1: u32, _pad2: u32, c: [f32; 4] }
     Activate { count: u32, activation: u32, _pad0: u32, _pad1: u32 }
 }
