@@ -26,22 +26,22 @@ const GROUP: u32 = 64u;
 var<workgroup> partial: array<f32, GROUP>;
 var<workgroup> counts: array<u32, GROUP>;
 var<workgroup> top: u32;
-// N pivot-column factors per matrix of the workgroup (64 / lanes * N <= 512).
+// N pivot-column factors per matrix of the workgroup (64 / lanes() * N <= 512).
 var<workgroup> factors: array<f32, 512>;
 var<workgroup> pivots: array<u32, GROUP>;
 
-// Invocations per matrix (p.lanes, a divisor of 64) and the element passes each makes over an N x N
-// matrix. Loops run a uniform number of passes with a bounds test inside: llvmpipe (Mesa's software
-// rasterizer behind both lavapipe and GL) silently cuts short loops that hold barriers when the loops
-// inside them have per-invocation trip counts. The counts come from the uniforms, not from pipeline
-// constants, so that LLVM does not unroll every element loop of a packed matrix (minutes of shader
-// compilation at n = 3).
-var<private> lanes: u32;
-var<private> passes: u32;
-
-// A workgroup per matrix sets LANES = 64 here, which folds into every count (the loops of one
-// matrix's elements are short and unroll well); 0 takes p.lanes at run time.
+// Invocations per matrix (a divisor of 64) and the element passes each makes over an N x N matrix.
+// Loops run a uniform number of passes with a bounds test inside: llvmpipe (Mesa's software rasterizer
+// behind both lavapipe and GL) silently cuts short loops that hold barriers when the loops inside them
+// have per-invocation trip counts. Packed matrices take the count from the uniforms (p.lanes), not
+// from a pipeline constant, so that LLVM does not unroll every element loop (minutes of shader
+// compilation at n = 3); a workgroup per matrix sets LANES = 64, which folds into every count (its
+// loops are short and unroll well).
 override LANES: u32 = 0u;
+
+fn lanes() -> u32 { return select(p.lanes, LANES, LANES != 0u); }
+
+fn passes() -> u32 { return (N * N + lanes() - 1u) / lanes(); }
 
 // This invocation's matrix: its index in the dispatch, its index in the workgroup, the lane, whether
 // it exists (the last workgroup may be partly empty), and where it starts in `out`.
@@ -75,8 +75,8 @@ fn workgroup_max(value: u32, lid: u32) -> u32 {
 
 // work[dst] = work[x] * work[y], this invocation's elements.
 fn multiply(dst: u32, x: u32, y: u32) {
-    for (var t = 0u; t < passes; t++) {
-        let e = lane + t * lanes;
+    for (var t = 0u; t < passes(); t++) {
+        let e = lane + t * lanes();
         if (e >= N * N) { continue; }
         let i = e / N;
         let j = e % N;
@@ -94,8 +94,8 @@ fn product(dst: u32, x: u32, y: u32) {
 // work[dst] = c[0] I + c[1] S1 + c[2] S2 + c[3] S3 + c[4] S4 (+ work[add] when add < SLOTS),
 // with the slots S = (1, 2, 3, 4): A, A^2, A^3, A^6 (or A^4 for degree 8).
 fn combine(dst: u32, c: array<f32, 5>, add: u32) {
-    for (var t = 0u; t < passes; t++) {
-        let e = lane + t * lanes;
+    for (var t = 0u; t < passes(); t++) {
+        let e = lane + t * lanes();
         if (!live || e >= N * N) { continue; }
         var v = select(0.0, c[0], e / N == e % N);
         for (var s = 1u; s < 5u; s++) {
@@ -109,10 +109,10 @@ fn combine(dst: u32, c: array<f32, 5>, add: u32) {
 
 // Pass 0: each matrix's 1-norm, its degree and squarings, and T(A / 2^s) - I into slot 0.
 fn taylor_pass(lid: u32) {
-    // 1-norm: the largest column sum, the matrix's lanes taking columns in turn.
+    // 1-norm: the largest column sum, the matrix's lanes() taking columns in turn.
     var best = 0.0;
     if (live) {
-        for (var j = lane; j < N; j += lanes) {
+        for (var j = lane; j < N; j += lanes()) {
             var col = 0.0;
             for (var i = 0u; i < N; i++) { col += abs(p.alpha * a[source() + i * N + j]); }
             best = max(best, col);
@@ -121,7 +121,7 @@ fn taylor_pass(lid: u32) {
     partial[lid] = best;
     workgroupBarrier();
     var norm = 0.0;
-    for (var t = 0u; t < lanes; t++) { norm = max(norm, partial[m * lanes + t]); }
+    for (var t = 0u; t < lanes(); t++) { norm = max(norm, partial[m * lanes() + t]); }
     var own = 5u;
     var squarings = 0u;
     for (var t = 5u; t > 0u; t--) { if (norm <= THETA[t - 1u]) { own = t - 1u; } }
@@ -131,8 +131,8 @@ fn taylor_pass(lid: u32) {
     let index = workgroup_max(select(0u, own, live), lid);
     let scale = exp2(-f32(squarings));
     // Slot 1: A / 2^s.
-    for (var t = 0u; t < passes; t++) {
-        let e = lane + t * lanes;
+    for (var t = 0u; t < passes(); t++) {
+        let e = lane + t * lanes();
         if (live && e < N * N) { work[slot(1u) + e] = p.alpha * a[source() + e] * scale; }
     }
     sync();
@@ -186,8 +186,8 @@ fn taylor_pass(lid: u32) {
 // Writes exp(A) = I + D, D, or W + W D (W read from `out`) from the increment D in slot 0, for the
 // matrices that `writes`.
 fn write_output(writes: bool) {
-    for (var t = 0u; t < passes; t++) {
-        let e = lane + t * lanes;
+    for (var t = 0u; t < passes(); t++) {
+        let e = lane + t * lanes();
         if (!writes || e >= N * N) { continue; }
         let inc = work[slot(0u) + e];
         if (p.mode == INCREMENT) {
@@ -205,8 +205,8 @@ fn write_output(writes: bool) {
     }
     if (p.mode == UPDATE) {
         sync();
-        for (var t = 0u; t < passes; t++) {
-            let e = lane + t * lanes;
+        for (var t = 0u; t < passes(); t++) {
+            let e = lane + t * lanes();
             if (writes && e < N * N) { out[first + e] = work[slot(2u) + e]; }
         }
     }
@@ -221,8 +221,8 @@ fn aug(i: u32, j: u32) -> u32 {
 
 // Pass 0 of the Cayley map: [I - A/2 | A].
 fn cayley_setup() {
-    for (var t = 0u; t < passes; t++) {
-        let e = lane + t * lanes;
+    for (var t = 0u; t < passes(); t++) {
+        let e = lane + t * lanes();
         if (live && e < N * N) {
             let v = p.alpha * a[source() + e];
             work[slot(2u) + e] = select(0.0, 1.0, e / N == e % N) - 0.5 * v;
@@ -243,8 +243,8 @@ fn cayley_column(c: u32) {
     }
     workgroupBarrier();
     let r = pivots[m];
-    for (var t = 0u; t < (2u * N + lanes - 1u) / lanes; t++) {
-        let j = lane + t * lanes;
+    for (var t = 0u; t < (2u * N + lanes() - 1u) / lanes(); t++) {
+        let j = lane + t * lanes();
         if (live && j < 2u * N && r != c) {
             let x = work[aug(c, j)];
             work[aug(c, j)] = work[aug(r, j)];
@@ -252,19 +252,19 @@ fn cayley_column(c: u32) {
         }
     }
     sync();
-    for (var t = 0u; t < (N + lanes - 1u) / lanes; t++) {
-        let i = lane + t * lanes;
+    for (var t = 0u; t < (N + lanes() - 1u) / lanes(); t++) {
+        let i = lane + t * lanes();
         if (live && i < N) { factors[m * N + i] = work[aug(i, c)]; }
     }
     workgroupBarrier();
     let pivot = factors[m * N + c];
-    for (var t = 0u; t < (2u * N + lanes - 1u) / lanes; t++) {
-        let j = lane + t * lanes;
+    for (var t = 0u; t < (2u * N + lanes() - 1u) / lanes(); t++) {
+        let j = lane + t * lanes();
         if (live && j < 2u * N) { work[aug(c, j)] /= pivot; }
     }
     sync();
-    for (var t = 0u; t < (2u * N * N + lanes - 1u) / lanes; t++) {
-        let e = lane + t * lanes;
+    for (var t = 0u; t < (2u * N * N + lanes() - 1u) / lanes(); t++) {
+        let e = lane + t * lanes();
         let i = e / (2u * N);
         let j = e % (2u * N);
         if (live && e < 2u * N * N && i != c) { work[aug(i, j)] -= factors[m * N + i] * work[aug(c, j)]; }
@@ -275,12 +275,10 @@ fn cayley_column(c: u32) {
 @compute @workgroup_size(64)
 fn expm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    lanes = select(p.lanes, LANES, LANES != 0u);
-    passes = (N * N + lanes - 1u) / lanes;
-    if (group_index(wg, nwg) * (GROUP / lanes) >= p.batch) { return; }
-    m = lid / lanes;
-    lane = lid % lanes;
-    z = group_index(wg, nwg) * (GROUP / lanes) + m;
+    if (group_index(wg, nwg) * (GROUP / lanes()) >= p.batch) { return; }
+    m = lid / lanes();
+    lane = lid % lanes();
+    z = group_index(wg, nwg) * (GROUP / lanes()) + m;
     live = z < p.batch;
     first = (p.first + z) * N * N;
     if (p.method == CAYLEY) {
@@ -308,8 +306,8 @@ fn expm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var d = 0u;
     for (var k = 0u; k < rounds; k++) {
         let squares = live && k < now;
-        for (var t = 0u; t < passes; t++) {
-            let e = lane + t * lanes;
+        for (var t = 0u; t < passes(); t++) {
+            let e = lane + t * lanes();
             if (squares && e < N * N) { work[slot(2u) + e] = work[slot(d) + e] + select(0.0, 2.0, e / N == e % N); }
         }
         sync();
@@ -318,8 +316,8 @@ fn expm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if (squares) { d = 1u - d; }
     }
     if (live && d == 1u) {
-        for (var t = 0u; t < passes; t++) {
-            let e = lane + t * lanes;
+        for (var t = 0u; t < passes(); t++) {
+            let e = lane + t * lanes();
             if (e < N * N) { work[slot(0u) + e] = work[slot(1u) + e]; }
         }
     }
