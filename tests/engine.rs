@@ -111,6 +111,7 @@ fn embeds_in_an_application_device() {
     for owner in gpu_engines() {
         let (device, queue) = (owner.device().unwrap().clone(), owner.queue().unwrap().clone());
         let e = Engine::from_device(device.clone(), queue.clone());
+        e.set_tuning(ortho::TuneOptions { mode: ortho::TuneMode::Off, cache: None });
         assert!(e.is_gpu());
         let q = gaussian(&[20, 4], 0.5, 1);
         let buffer = |t: &Tensor<f32>| {

@@ -1,5 +1,5 @@
-//! The engine's one tiled GEMM against the f64 reference, over shapes that are not multiples of the
-//! 64 x 64 tile, transposed operands and broadcast batches.
+//! The engine's GEMM, in every variant the adapter runs, against the f64 reference, over shapes that
+//! are not multiples of the tiles, transposed operands and broadcast batches.
 mod common;
 use common::*;
 use ortho::{MatmulOptions, Tensor};
@@ -8,10 +8,29 @@ fn reference(a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Tensor<f32> 
     ortho::Engine::cpu("reference").matmul(a, b, o).unwrap()
 }
 
+/// Every GEMM variant the engine's device runs, forced in turn.
+fn variant_engines(engines: Vec<ortho::Engine>) -> impl Iterator<Item = (ortho::Engine, String)> {
+    engines.into_iter().flat_map(|engine| {
+        engine.gemm_variants().into_iter().map(move |v| {
+            engine.force_gemm_variant(Some(v)).unwrap();
+            let e = engine.clone();
+            (e, v.name())
+        })
+    })
+}
+
 #[test]
 fn gemm_matches_reference() {
-    let shapes = [(1, 1, 1, 1), (1, 3, 5, 7), (2, 64, 64, 64), (3, 65, 17, 63), (1, 130, 129, 70), (4, 5, 200, 9)];
-    for engine in gpu_engines() {
+    let shapes = [
+        (1, 1, 1, 1),
+        (1, 3, 5, 7),
+        (2, 64, 64, 64),
+        (3, 65, 17, 63),
+        (1, 130, 129, 70),
+        (4, 5, 200, 9),
+        (1, 70, 9, 600),
+    ];
+    for (engine, variant) in variant_engines(gpu_engines()) {
         for (i, &(z, m, k, n)) in shapes.iter().enumerate() {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
@@ -24,7 +43,7 @@ fn gemm_matches_reference() {
                 let want = reference(&a, &b, o);
                 assert_eq!(got.shape(), want.shape());
                 let err = relative_frobenius(got.data(), want.data());
-                assert!(err < 1e-6, "{} {:?} {:?}: {err}", engine.describe(), (z, m, k, n), o);
+                assert!(err < 1e-6, "{} {variant} {:?} {:?}: {err}", engine.describe(), (z, m, k, n), o);
             }
         }
     }
@@ -48,9 +67,10 @@ fn gemm_shape_errors() {
 fn gemm_splits_past_the_dispatch_limits() {
     let check = |engine: &ortho::Engine, a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions, bound: f64| {
         let err = relative_frobenius(engine.matmul(a, b, o).unwrap().data(), reference(a, b, o).data());
-        assert!(err < bound, "{} {:?} x {:?} {o:?}: {err}", engine.describe(), a.shape(), b.shape());
+        let variant = engine.gemm_variant(ortho::GemmClass::new(1, 1, 1, 1, false, false)).unwrap().name();
+        assert!(err < bound, "{} {variant} {:?} x {:?} {o:?}: {err}", engine.describe(), a.shape(), b.shape());
     };
-    for engine in gpu_engines() {
+    for (engine, _) in variant_engines(gpu_engines()) {
         for (ta, tb) in [(false, false), (true, true)] {
             let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
             let (m, k, n) = (3, 40_000, 5);
@@ -59,7 +79,7 @@ fn gemm_splits_past_the_dispatch_limits() {
             check(&engine, &a, &b, o, 1e-5);
         }
     }
-    for engine in engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 8) {
+    for (engine, _) in variant_engines(engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 8)) {
         for (z, m, k, n) in
             [(1, 1100, 3, 2), (1, 2, 5, 1030), (20, 3, 4, 5), (2, 600, 70, 520), (1, 3, 5000, 4), (6, 2, 3000, 3)]
         {

@@ -8,7 +8,12 @@ fn every_shader_validates() {
         let source = shader.source();
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(&source)));
-        Validator::new(ValidationFlags::all(), Capabilities::empty())
+        // Variants that use subgroups are only created on devices with them (gemm.rs checks).
+        let capabilities =
+            if shader.name.ends_with("_subgroup") { Capabilities::SUBGROUP } else { Capabilities::empty() };
+        Validator::new(ValidationFlags::all(), capabilities)
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(&source)));
         assert!(

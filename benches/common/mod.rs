@@ -14,8 +14,13 @@ pub fn engines() -> Vec<Engine> {
         .into_iter()
         .filter(|b| env.backend == BackendChoice::Auto || env.backend == *b)
         .filter_map(|backend| {
-            Engine::with_options(&EngineOptions { backend, adapter_name: env.adapter_name.clone(), require_gpu: true })
-                .ok()
+            Engine::with_options(&EngineOptions {
+                backend,
+                adapter_name: env.adapter_name.clone(),
+                require_gpu: true,
+                tune: env.tune.clone(),
+            })
+            .ok()
         })
         .collect();
     if engines.is_empty() {

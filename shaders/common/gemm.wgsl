@@ -6,16 +6,18 @@
 // sequence (inner = chunks per problem) are all strides.
 // Prologue: column `b_ones_col` of B, and column `a_ones_col` of A, read as 1 (the denominator
 // column of attention, [V | 1]).
-// Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of 16.
+// Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of DEPTH (8, 16
+// or 32: the variants `tiled-8`, `tiled-16`, `tiled-32` of gemm.rs), staged in workgroup memory.
 // Split (splits > 1, for products of few tiles and a long K): workgroup z of the dispatch takes
 // slice z % splits of K, k_slice long, of batch z / splits, and writes alpha times its partial
 // product to batch z of C (beta and diag 0); gemm_sum.wgsl adds the slices up.
 
+override DEPTH: u32 = 16u;
 const TILE: u32 = GEMM_TILE;
-const KT: u32 = 16u;
-// k-major tiles: a_tile[kk * TILE + i], b_tile[kk * TILE + j].
-var<workgroup> a_tile: array<vec4<f32>, 256>;
-var<workgroup> b_tile: array<vec4<f32>, 256>;
+// k-major tiles: a_tile[kk * TILE + i], b_tile[kk * TILE + j], sized for the deepest variant (16 KiB
+// together, WebGPU's least workgroup storage: naga sizes workgroup arrays from constants only).
+var<workgroup> a_tile: array<vec4<f32>, 512>;
+var<workgroup> b_tile: array<vec4<f32>, 512>;
 
 // `base` is computed once per invocation: an integer division per load would cost more than the
 // arithmetic on a CPU adapter.
@@ -61,22 +63,22 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
 
-    for (var k0 = k_begin; k0 < k_end; k0 += KT) {
+    for (var k0 = k_begin; k0 < k_end; k0 += DEPTH) {
         // Consecutive invocations read consecutive addresses: along k when the operand is stored
         // k-contiguous, along rows (columns for B) otherwise.
-        for (var s = 0u; s < 16u; s++) {
+        for (var s = 0u; s < DEPTH; s++) {
             let e = lid + s * 64u;
             var i: u32; var kk: u32;
-            if (p.a.cs == 1u) { kk = e % KT; i = e / KT; } else { i = e % TILE; kk = e / TILE; }
+            if (p.a.cs == 1u) { kk = e % DEPTH; i = e / DEPTH; } else { i = e % TILE; kk = e / TILE; }
             let ai = kk * TILE + i;
             a_tile[ai / 4u][ai % 4u] = load_a(a_base, row0 + i, k0 + kk, k_end);
             var j: u32; var kb: u32;
-            if (p.b.rs == 1u) { kb = e % KT; j = e / KT; } else { j = e % TILE; kb = e / TILE; }
+            if (p.b.rs == 1u) { kb = e % DEPTH; j = e / DEPTH; } else { j = e % TILE; kb = e / TILE; }
             let bj = kb * TILE + j;
             b_tile[bj / 4u][bj % 4u] = load_b(b_base, k0 + kb, col0 + j, k_end);
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < KT; kk++) {
+        for (var kk = 0u; kk < DEPTH; kk++) {
             let b0 = b_tile[kk * 16u + local.x * 2u];
             let b1 = b_tile[kk * 16u + local.x * 2u + 1u];
             let a_lo = a_tile[kk * 16u + local.y * 2u];
@@ -95,16 +97,8 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     let acc = array<vec4<f32>, 16>(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15);
     for (var r = 0u; r < 8u; r++) {
-        let i = row0 + local.y * 8u + r;
         for (var q = 0u; q < 8u; q++) {
-            let j = col0 + local.x * 8u + q;
-            if (i < p.m && j < p.n) {
-                let at = c_base + i * p.c.rs + j * p.c.cs;
-                var v = p.alpha * acc[2u * r + q / 4u][q % 4u];
-                if (p.beta != 0.0) { v += p.beta * c[at]; }
-                if (i == j) { v += p.diag; }
-                c[at] = v;
-            }
+            store_c(c_base, row0 + local.y * 8u + r, col0 + local.x * 8u + q, acc[2u * r + q / 4u][q % 4u]);
         }
     }
 }

@@ -4,7 +4,8 @@
 use ortho::{BackendChoice, Engine, EngineOptions, Tensor};
 use ortho_ref::random::Gaussian;
 
-/// One engine per GPU backend present (Vulkan, Metal, DX12, GL), restricted by `ORTHO_BACKEND`.
+/// One engine per GPU backend present (Vulkan, Metal, DX12, GL), restricted by `ORTHO_BACKEND`, with
+/// the documented GEMM variants (tuning is tested in `tune.rs`; every variant in `gemm.rs`).
 /// Without any, tests print "skipped: no GPU adapter" and pass, unless `ORTHO_REQUIRE_GPU=1`.
 pub fn gpu_engines() -> Vec<Engine> {
     let env = EngineOptions::from_env().expect("ORTHO_BACKEND");
@@ -13,7 +14,12 @@ pub fn gpu_engines() -> Vec<Engine> {
         .into_iter()
         .filter(|b| env.backend == BackendChoice::Auto || env.backend == *b)
         .filter_map(|backend| {
-            let options = EngineOptions { backend, adapter_name: env.adapter_name.clone(), require_gpu: true };
+            let options = EngineOptions {
+                backend,
+                adapter_name: env.adapter_name.clone(),
+                require_gpu: true,
+                tune: ortho::TuneOptions { mode: ortho::TuneMode::Off, cache: None },
+            };
             Engine::with_options(&options).ok()
         })
         .collect();
@@ -41,7 +47,9 @@ pub fn engines_with_limits(lower: impl Fn(&mut ortho::wgpu::Limits)) -> Vec<Engi
             lower(&mut limits);
             let descriptor = wgpu::DeviceDescriptor { required_limits: limits, ..Default::default() };
             let (device, queue) = pollster::block_on(adapter.request_device(&descriptor)).expect("a device");
-            Engine::from_device(device, queue)
+            let engine = Engine::from_device(device, queue);
+            engine.set_tuning(ortho::TuneOptions { mode: ortho::TuneMode::Off, cache: None });
+            engine
         })
         .collect();
     engines

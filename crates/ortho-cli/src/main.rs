@@ -3,6 +3,7 @@
 
 mod bench;
 mod npy;
+mod tune;
 mod validate;
 
 use clap::{Args, Parser, Subcommand};
@@ -63,6 +64,9 @@ enum Command {
     /// Time every kernel family on every adapter and on the CPU fallback, checked against the f64
     /// reference as it is timed; writes results.json and report.md.
     Bench(bench::BenchArgs),
+    /// Time every GEMM variant on each GPU adapter for the shape classes of ortho's products and
+    /// cache the fastest (ORTHO_TUNE_CACHE, else ~/.cache/ortho/tune.json), printing what won.
+    Tune(tune::TuneArgs),
 }
 
 #[derive(Args)]
@@ -426,6 +430,7 @@ fn main() -> ExitCode {
         Command::Flow(a) => flow(a),
         Command::Validate(b) => validate::run(b.backend),
         Command::Bench(a) => bench::run(a),
+        Command::Tune(a) => tune::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,10 @@
 //! f64 reference, over a set of shapes; a table, and failure if any case misses its bound.
 
 use ortho::random::{Scaling, projection, projection_per_head};
-use ortho::{BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, Kernel, MatmulOptions, Schedule, Tensor};
+use ortho::{
+    BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, GemmVariant, Kernel, MatmulOptions, Schedule,
+    Tensor,
+};
 use ortho_bench::inputs::{
     FORWARD_BOUND, GEMM_BOUND, GRADIENT_BOUND, expm_bound, gaussian, identities, skew, symmetric,
 };
@@ -21,22 +24,28 @@ struct Case {
     bound: f64,
     /// The engine's output and the f64 reference.
     run: Run,
+    /// The GEMM variant the case forces (run on the engines whose device has it).
+    variant: Option<GemmVariant>,
 }
 
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    for (i, (z, m, k, n)) in [(1, 1, 1, 1), (2, 65, 17, 63), (1, 130, 129, 70)].into_iter().enumerate() {
-        let a = gaussian(&[z, m, k], 1.0, i as u64);
-        let b = gaussian(&[z, k, n], 1.0, 10 + i as u64);
-        cases.push(Case {
-            kernel: "gemm".into(),
-            shape: format!("[{z}, {m}, {k}] x [{z}, {k}, {n}]"),
-            bound: GEMM_BOUND,
-            run: Box::new(move |e| {
-                let want = Engine::cpu("reference").matmul(&a, &b, MatmulOptions::default())?.to_f64();
-                Ok((e.matmul(&a, &b, MatmulOptions::default())?, want))
-            }),
-        });
+    let variants = std::iter::once(None).chain(GemmVariant::ALL.map(Some));
+    for variant in variants {
+        for (i, (z, m, k, n)) in [(1, 1, 1, 1), (2, 65, 17, 63), (1, 130, 129, 70)].into_iter().enumerate() {
+            let a = gaussian(&[z, m, k], 1.0, i as u64);
+            let b = gaussian(&[z, k, n], 1.0, 10 + i as u64);
+            cases.push(Case {
+                kernel: variant.map_or("gemm".into(), |v| format!("gemm {}", v.name())),
+                shape: format!("[{z}, {m}, {k}] x [{z}, {k}, {n}]"),
+                bound: GEMM_BOUND,
+                run: Box::new(move |e| {
+                    let want = Engine::cpu("reference").matmul(&a, &b, MatmulOptions::default())?.to_f64();
+                    Ok((e.matmul(&a, &b, MatmulOptions::default())?, want))
+                }),
+                variant,
+            });
+        }
     }
     let favor_shapes = [(1, 1, 1, 1, 1, 1), (2, 3, 65, 16, 9, 64), (1, 2, 130, 64, 64, 256)];
     for kernel in [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps: Kernel::DEFAULT_RELU_EPS }] {
@@ -59,6 +68,7 @@ fn cases() -> Vec<Case> {
                     let want = reference::favor(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), kernel)?;
                     Ok((e.favor(&q, &k, &v, &w, &FavorOptions::new(kernel))?, want))
                 }),
+                variant: None,
             });
         }
     }
@@ -86,6 +96,7 @@ fn cases() -> Vec<Case> {
                         )?;
                         Ok((e.favor(&q, &k, &v, &w, &options)?, want))
                     }),
+                    variant: None,
                 });
             }
         }
@@ -130,6 +141,7 @@ fn cases() -> Vec<Case> {
                         )?;
                         Ok((got[which].clone(), want[which].clone()))
                     }),
+                    variant: None,
                 });
             }
         }
@@ -148,6 +160,7 @@ fn cases() -> Vec<Case> {
                     let want = reference::exact(&q.to_f64(), &k.to_f64(), &v.to_f64(), causal)?;
                     Ok((e.exact_attention(&q, &k, &v, causal)?, want))
                 }),
+                variant: None,
             });
         }
     }
@@ -156,8 +169,13 @@ fn cases() -> Vec<Case> {
         let x = gaussian(&[b, n, 5], 1.0, 1100 + i as u64);
         let g = gaussian(&[b, n, n], 1.0, 1200 + i as u64);
         let shape = format!("batch{b} N{n} L{l}");
-        let cwy_case =
-            |kernel: &str, bound: f64, run: Run| Case { kernel: kernel.to_string(), shape: shape.clone(), bound, run };
+        let cwy_case = |kernel: &str, bound: f64, run: Run| Case {
+            kernel: kernel.to_string(),
+            shape: shape.clone(),
+            bound,
+            run,
+            variant: None,
+        };
         let u1 = u.clone();
         cases.push(cwy_case(
             "cwy",
@@ -208,6 +226,7 @@ fn cases() -> Vec<Case> {
             shape: shape.clone(),
             bound: expm_bound(norm),
             run: Box::new(move |e| Ok((e.expm(&a)?, ortho_ref::expm::expm_pade13(&a.to_f64())?))),
+            variant: None,
         });
         let a = skew;
         cases.push(Case {
@@ -215,6 +234,7 @@ fn cases() -> Vec<Case> {
             shape,
             bound: FORWARD_BOUND,
             run: Box::new(move |e| Ok((e.cayley(&a)?, ortho_ref::expm::cayley(&a.to_f64())?))),
+            variant: None,
         });
     }
     for method in Method::ALL {
@@ -236,6 +256,7 @@ fn cases() -> Vec<Case> {
                 shape: format!("batch2 n{n} isospectral 25 steps"),
                 bound: FORWARD_BOUND,
                 run: Box::new(move |e| Ok((e.flow(&flow, &w0)?.0, flow.run(&w0.to_f64())?.0))),
+                variant: None,
             });
         }
     }
@@ -253,6 +274,7 @@ pub fn engines(backend: Option<BackendChoice>) -> Result<Vec<Engine>, String> {
             backend,
             adapter_name: env.adapter_name.clone(),
             require_gpu: backend != BackendChoice::Cpu,
+            tune: env.tune.clone(),
         })
     };
     if backend != BackendChoice::Auto {
@@ -278,11 +300,22 @@ pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
     let cases = cases();
     let width = cases.iter().map(|c| c.shape.len()).max().unwrap_or(5).max(5);
     println!("{:<22} {:<40} {:<w$} {:>10} {:>8} result", "kernel", "backend", "shape", "rel error", "bound", w = width);
-    let mut failures = 0;
+    let (mut failures, mut total) = (0, 0);
     for engine in &engines {
         let name = engine.describe();
         for case in &cases {
-            let (error, verdict) = match (case.run)(engine) {
+            if let Some(v) = case.variant {
+                if !engine.gemm_variants().contains(&v) {
+                    continue;
+                }
+                engine.force_gemm_variant(Some(v)).map_err(|e| e.to_string())?;
+            }
+            let result = (case.run)(engine);
+            if case.variant.is_some() {
+                engine.force_gemm_variant(None).map_err(|e| e.to_string())?;
+            }
+            total += 1;
+            let (error, verdict) = match result {
                 Ok((got, want)) if got.shape() != want.shape() => {
                     ("-".to_string(), format!("FAIL: shape {:?}, expected {:?}", got.shape(), want.shape()))
                 }
@@ -305,7 +338,6 @@ pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
             );
         }
     }
-    let total = engines.len() * cases.len();
     println!("{} passed, {failures} failed", total - failures);
     if failures > 0 { Err(format!("{failures} of {total} validation cases failed")) } else { Ok(()) }
 }

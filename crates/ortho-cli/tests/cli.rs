@@ -5,8 +5,15 @@ use ortho::random::Gaussian;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A run with the documented GEMM variants (`tune_*` tests tune into their own cache files).
 fn ortho(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ortho")).args(args).output().expect("the ortho binary runs")
+    ortho_with(args, &[("ORTHO_TUNE", "off")])
+}
+
+fn ortho_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ortho"));
+    command.args(args).envs(env.iter().copied());
+    command.output().expect("the ortho binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -786,4 +793,37 @@ fn an_impossible_projection_is_an_error() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("more memory than this machine can allocate"), "{}", stderr(&o));
+}
+
+/// `ortho tune` prints a line per GPU adapter and class with a variant the adapter has, and writes
+/// the cache file that engines then read; bad classes and an unknown `ORTHO_TUNE` are clear errors.
+#[test]
+fn tune_prints_and_caches_the_fastest_variant() {
+    let d = dir("tune");
+    let cache = d.join("tune.json");
+    let env = [("ORTHO_TUNE_CACHE", p(&cache))];
+    let o = ortho_with(&["tune", "--class", "1,64,64,64", "--class", "4,16t,16,16"], &env);
+    let gpu = backends().contains(&"auto");
+    if !gpu {
+        assert!(!o.status.success() && stderr(&o).contains("no GPU adapter to tune"), "{}", stderr(&o));
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len() % 2, 0, "{out}");
+    assert!(!rows.is_empty(), "{out}");
+    for row in &rows {
+        assert!(ortho::GemmVariant::ALL.iter().any(|v| row.contains(&format!(" {} ", v.name()))), "{row}");
+    }
+    assert!(rows.iter().any(|r| r.contains("A^T 16x16")), "{out}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert_eq!(json["entries"].as_array().unwrap().len(), rows.len(), "{json}");
+
+    let bad = ortho_with(&["tune", "--class", "1,64,64"], &env);
+    assert!(!bad.status.success() && stderr(&bad).contains("expected batch,m,n,k"), "{}", stderr(&bad));
+    let x = d.join("x.npy");
+    save(&x, &[2, 2], &[0.0f32, 1.0, -1.0, 0.0]);
+    let o = ortho_with(&["expm", "--input", p(&x), "--out", p(&d.join("e.npy"))], &[("ORTHO_TUNE", "maybe")]);
+    assert!(!o.status.success() && stderr(&o).contains("ORTHO_TUNE=maybe: expected on or off"), "{}", stderr(&o));
 }

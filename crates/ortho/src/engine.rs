@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::pool::{BufferKind, BufferPool, PoolStats, Recorded};
 use crate::shaders::PipelineCache;
 use crate::tensor::GpuTensor;
+use crate::tune::{TuneOptions, Tuner};
 use ortho_ref::Tensor;
 use std::future::Future;
 use std::pin::pin;
@@ -66,10 +67,12 @@ pub struct EngineOptions {
     /// With `Auto`, fail instead of falling back to the CPU reference when no adapter is usable (a
     /// backend asked for by name never falls back; an explicit `BackendChoice::Cpu` is honoured).
     pub require_gpu: bool,
+    /// How the engine chooses its GEMM variants (`ORTHO_TUNE`, `ORTHO_TUNE_CACHE`).
+    pub tune: TuneOptions,
 }
 
 impl EngineOptions {
-    /// `ORTHO_BACKEND`, `WGPU_ADAPTER_NAME` and `ORTHO_REQUIRE_GPU=1`.
+    /// `ORTHO_BACKEND`, `WGPU_ADAPTER_NAME`, `ORTHO_REQUIRE_GPU=1`, `ORTHO_TUNE` and `ORTHO_TUNE_CACHE`.
     pub fn from_env() -> Result<Self> {
         let backend = match std::env::var("ORTHO_BACKEND") {
             Ok(s) if !s.is_empty() => s.parse()?,
@@ -79,6 +82,7 @@ impl EngineOptions {
             backend,
             adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
             require_gpu: std::env::var("ORTHO_REQUIRE_GPU").is_ok_and(|v| v == "1"),
+            tune: TuneOptions::from_env()?,
         })
     }
 }
@@ -128,6 +132,7 @@ pub(crate) struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub pool: BufferPool,
     pub pipelines: PipelineCache,
+    pub tuner: Tuner,
 }
 
 /// The entry point of ortho: a GPU device, or the CPU reference with the reason there is no GPU.
@@ -222,12 +227,14 @@ impl Engine {
             }
             return Ok(Engine::cpu(reason));
         };
-        Engine::from_adapter(&adapter).await
+        let engine = Engine::from_adapter(&adapter).await?;
+        engine.set_tuning(options.tune.clone());
+        Ok(engine)
     }
 
     /// Opens a device on `adapter` with every limit it supports and the optional features ortho uses.
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Engine> {
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("ortho"),
@@ -251,6 +258,7 @@ impl Engine {
                 queue,
                 info,
                 pipelines: PipelineCache::default(),
+                tuner: Tuner::default(),
             })),
             fallback_reason: None,
         }
@@ -300,13 +308,22 @@ impl Engine {
         self.gpu.as_ref().map(|g| &g.queue)
     }
 
-    pub(crate) fn gpu(&self, op: &str) -> Result<&Gpu> {
-        self.gpu.as_deref().ok_or_else(|| {
+    pub(crate) fn gpu(&self, op: &str) -> Result<&Arc<Gpu>> {
+        self.gpu.as_ref().ok_or_else(|| {
             Error::Unsupported(format!(
                 "{op} needs a GPU, and this engine runs on the CPU ({})",
                 self.fallback_reason.as_deref().unwrap_or("no adapter")
             ))
         })
+    }
+
+    pub(crate) fn gpu_opt(&self) -> Option<&Arc<Gpu>> {
+        self.gpu.as_ref()
+    }
+
+    /// Another handle on `gpu`'s engine.
+    pub(crate) fn of(gpu: Arc<Gpu>) -> Engine {
+        Engine { gpu: Some(gpu), fallback_reason: None }
     }
 
     /// Live and peak bytes of the buffer pool (zero on the CPU).

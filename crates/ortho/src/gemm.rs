@@ -1,6 +1,7 @@
-//! The engine's one tiled matrix product (`shaders/common/gemm.wgsl`): every kernel that multiplies
-//! matrices records it through [`record_gemm`], with strides for transposes and broadcasting, the
-//! ones-column prologue and the `alpha`, `beta`, `diag` epilogue.
+//! The engine's one matrix product: every kernel that multiplies matrices records it through
+//! [`record_gemm`], with strides for transposes and broadcasting, the ones-column prologue and the
+//! `alpha`, `beta`, `diag` epilogue. It has several [`GemmVariant`]s (`shaders/common/gemm*.wgsl`),
+//! chosen per adapter and shape class by `tune.rs`.
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -9,6 +10,7 @@ use crate::operation::{Operation, run_batches};
 use crate::pool::Recorded;
 use crate::recording::Recording;
 use crate::tensor::GpuTensor;
+use crate::tune::GemmClass;
 use ortho_ref::{Error as InputError, Tensor};
 
 /// Element `(i, p)` of batch `z` sits at `base(z) + i * row_stride + p * col_stride` (in f32
@@ -73,11 +75,82 @@ impl Gemm {
     }
 }
 
+/// A way to compute the product: the same result up to float rounding, at a speed that depends on
+/// the adapter and the shape (see `ortho tune`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GemmVariant {
+    /// `gemm.wgsl`: 64 x 64 tiles of C staged through workgroup memory, `depth` (8, 16 or 32) steps
+    /// of K at a time, 8 x 8 per invocation.
+    Tiled { depth: u32 },
+    /// `gemm_rows.wgsl`, or `gemm_rows_subgroup.wgsl` on adapters with subgroups of 8 or more: no
+    /// workgroup memory or barriers; groups of `lanes` (64 or 8) invocations each take `rows` (a
+    /// multiple of 8, at most 64) rows of C by 8 columns per invocation.
+    Rows { rows: u32, lanes: u32, subgroup: bool },
+}
+
+impl GemmVariant {
+    /// What the engine used before it had variants, and uses on GPUs with tuning off.
+    pub const DEFAULT: GemmVariant = GemmVariant::Tiled { depth: 16 };
+
+    /// Every variant, in the order tuning times them.
+    pub const ALL: [GemmVariant; 9] = [
+        GemmVariant::Tiled { depth: 16 },
+        GemmVariant::Tiled { depth: 8 },
+        GemmVariant::Tiled { depth: 32 },
+        GemmVariant::Rows { rows: 64, lanes: 64, subgroup: false },
+        GemmVariant::Rows { rows: 64, lanes: 8, subgroup: false },
+        GemmVariant::Rows { rows: 16, lanes: 8, subgroup: false },
+        GemmVariant::Rows { rows: 64, lanes: 64, subgroup: true },
+        GemmVariant::Rows { rows: 64, lanes: 8, subgroup: true },
+        GemmVariant::Rows { rows: 16, lanes: 8, subgroup: true },
+    ];
+
+    /// `tiled-16`, `rows-64x512`, `rows-512x64-subgroup` (a workgroup's rows x columns of C), ...
+    pub fn name(&self) -> String {
+        let (rows, cols) = self.tile();
+        match *self {
+            GemmVariant::Tiled { depth } => format!("tiled-{depth}"),
+            GemmVariant::Rows { subgroup, .. } => {
+                format!("rows-{rows}x{cols}{}", if subgroup { "-subgroup" } else { "" })
+            }
+        }
+    }
+
+    /// The variant named `name` (see [`GemmVariant::name`]).
+    pub fn parse(name: &str) -> Option<GemmVariant> {
+        GemmVariant::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// Whether `device` (opened on an adapter described by `info`) can run it: the subgroup
+    /// variants broadcast within the invocations that share rows, so their subgroups must hold 8 of
+    /// them and not straddle two groups.
+    pub fn supported(&self, device: &wgpu::Device, info: &wgpu::AdapterInfo) -> bool {
+        match *self {
+            GemmVariant::Tiled { .. } => device.limits().max_compute_workgroup_storage_size >= 16 * 1024,
+            GemmVariant::Rows { lanes, subgroup, .. } => {
+                !subgroup
+                    || (device.features().contains(wgpu::Features::SUBGROUP)
+                        && info.subgroup_min_size >= 8
+                        && (lanes == 64 || info.subgroup_max_size <= lanes))
+            }
+        }
+    }
+
+    /// Rows and columns of C one workgroup computes.
+    fn tile(&self) -> (usize, usize) {
+        match *self {
+            GemmVariant::Tiled { .. } => (TILE, TILE),
+            GemmVariant::Rows { rows, lanes, .. } => ((rows * 64 / lanes) as usize, 8 * lanes as usize),
+        }
+    }
+}
+
 pub(crate) const TILE: usize = 64;
 /// The longest inner dimension one dispatch walks. llvmpipe ends the loops of an invocation once
 /// 65,535 iterations have run, counted over all of its loops (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`),
-/// and returns whatever was accumulated by then; one 16-deep step of `gemm.wgsl` takes 35 of them, so
-/// a product with K > 29,952 would be silently wrong there. Longer products accumulate slices.
+/// and returns whatever was accumulated by then; a d-deep step of `gemm.wgsl` takes 2d + 3 of them
+/// (35 at 16, 19 at 8: K past 55,000 would be silently wrong there), a 4-deep step of
+/// `gemm_rows_body.wgsl` one. Longer products accumulate slices.
 pub(crate) const MAX_K: usize = 16_384;
 /// Workgroups a product should keep busy: one of fewer output tiles (a few rows of random features
 /// against a narrow state) splits its inner dimension across workgroups instead, each writing a
@@ -117,9 +190,7 @@ fn operand(o: &Operand) -> kernels::GemmOperand {
     }
 }
 
-/// Records `g` as blocks of as many rows and columns as one dispatch's workgroups cover (65,535 tiles
-/// of 64 on most devices) and slices of at most [`MAX_K`] of the inner dimension, each slice after the
-/// first accumulating into C; a product of few tiles splits its slices across workgroups.
+/// Records `g` in the variant the engine chose for its shape class (see `tune.rs`).
 pub(crate) fn record_gemm(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
@@ -131,13 +202,34 @@ pub(crate) fn record_gemm(
     if g.m == 0 || g.n == 0 || g.batch == 0 {
         return Ok(());
     }
-    let side = gpu.max_groups() * TILE;
+    let variant = gpu.gemm_variant(GemmClass::of(g, &a, &b))?;
+    record_gemm_as(gpu, pass, variant, g, a, b, c)
+}
+
+/// Records `g` as blocks of as many rows and columns as one dispatch's workgroups cover (65,535 tiles
+/// on most devices) and slices of at most [`MAX_K`] of the inner dimension, each slice after the
+/// first accumulating into C; a product of few tiles splits its slices across workgroups.
+pub(crate) fn record_gemm_as(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    variant: GemmVariant,
+    g: &Gemm,
+    a: Operand,
+    b: Operand,
+    c: Operand,
+) -> Result<()> {
+    if g.m == 0 || g.n == 0 || g.batch == 0 {
+        return Ok(());
+    }
+    let (tile_rows, tile_cols) = variant.tile();
+    let (rows_side, cols_side) = (gpu.max_groups() * tile_rows, gpu.max_groups() * tile_cols);
     let within =
         |index: Option<usize>, first: usize, len: usize| index.and_then(|x| x.checked_sub(first)).filter(|&x| x < len);
-    for i0 in (0..g.m).step_by(side) {
-        for j0 in (0..g.n).step_by(side) {
-            let (m, n) = ((g.m - i0).min(side), (g.n - j0).min(side));
-            let (splits, slice) = split_k(gpu, &Gemm { m, n, ..*g }, m.div_ceil(TILE) * n.div_ceil(TILE) * g.batch);
+    for i0 in (0..g.m).step_by(rows_side) {
+        for j0 in (0..g.n).step_by(cols_side) {
+            let (m, n) = ((g.m - i0).min(rows_side), (g.n - j0).min(cols_side));
+            let tiles = m.div_ceil(tile_rows) * n.div_ceil(tile_cols) * g.batch;
+            let (splits, slice) = split_k(gpu, &Gemm { m, n, ..*g }, tiles);
             for k0 in (0..g.k.max(1)).step_by(splits * slice) {
                 let k = (g.k - k0).min(splits * slice);
                 let block = Gemm {
@@ -155,9 +247,9 @@ pub(crate) fn record_gemm(
                 let b = b.at(k0 * b.row_stride + j0 * b.col_stride);
                 let c = c.at(i0 * c.row_stride + j0 * c.col_stride);
                 if k > slice {
-                    record_split(gpu, pass, &block, slice, a, b, c)?;
+                    record_split(gpu, pass, variant, &block, slice, a, b, c)?;
                 } else {
-                    record_block(gpu, pass, &block, (1, k), a, b, c)?;
+                    record_block(gpu, pass, variant, &block, (1, k), a, b, c)?;
                 }
             }
         }
@@ -167,9 +259,11 @@ pub(crate) fn record_gemm(
 
 /// `g` with its inner dimension in slices of `slice`, one workgroup each, into the recording's
 /// partial products, then their sum into C (with `g`'s beta and diag).
+#[allow(clippy::too_many_arguments)]
 fn record_split(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
+    variant: GemmVariant,
     g: &Gemm,
     slice: usize,
     a: Operand,
@@ -179,7 +273,7 @@ fn record_split(
     let splits = g.k.div_ceil(slice);
     let partials = gpu.partials(4 * partial_floats(gpu) as u64);
     let partial = Operand::rows(partials.buffer(), g.m, g.n);
-    record_block(gpu, pass, &Gemm { beta: 0.0, diag: 0.0, ..*g }, (splits, slice), a, b, partial)?;
+    record_block(gpu, pass, variant, &Gemm { beta: 0.0, diag: 0.0, ..*g }, (splits, slice), a, b, partial)?;
     let u = |x: usize| x as u32;
     let params = kernels::GemmSum {
         m: u(g.m),
@@ -197,16 +291,19 @@ fn record_split(
 
 /// One dispatch per [`Recording::max_groups`] workgroups along z of a product within the dispatch
 /// limits, its inner dimension in `splits` slices of `slice` (see `gemm.wgsl`).
+#[allow(clippy::too_many_arguments)]
 fn record_block(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
+    variant: GemmVariant,
     g: &Gemm,
     (splits, slice): (usize, usize),
     a: Operand,
     b: Operand,
     c: Operand,
 ) -> Result<()> {
-    let (gx, gy) = (g.n.div_ceil(TILE), g.m.div_ceil(TILE));
+    let (tile_rows, tile_cols) = variant.tile();
+    let (gx, gy) = (g.n.div_ceil(tile_cols), g.m.div_ceil(tile_rows));
     let max = gpu.max_groups() / splits;
     for z_base in (0..g.batch).step_by(max) {
         let params = kernels::Gemm {
@@ -228,7 +325,17 @@ fn record_block(
         };
         let zs = (g.batch - z_base).min(max) * splits;
         let groups = [gx as u32, gy as u32, zs as u32];
-        gpu.dispatch(pass, &kernels::GEMM, &params, &[a.buffer, b.buffer, c.buffer], groups)?;
+        let buffers = [a.buffer, b.buffer, c.buffer];
+        match variant {
+            GemmVariant::Tiled { depth } => {
+                gpu.dispatch_with(pass, &kernels::GEMM, &[("DEPTH", depth as f64)], &params, &buffers, groups)?
+            }
+            GemmVariant::Rows { rows, lanes, subgroup } => {
+                let shader = if subgroup { &kernels::GEMM_ROWS_SUBGROUP } else { &kernels::GEMM_ROWS };
+                let constants = [("ROWS", rows as f64), ("LANES", lanes as f64)];
+                gpu.dispatch_with(pass, shader, &constants, &params, &buffers, groups)?
+            }
+        }
     }
     Ok(())
 }

@@ -186,11 +186,15 @@ macro_rules! shaders {
 }
 
 /// The helper files of `shaders/` (no entry point) that shaders call, by path.
-pub const LIBRARIES: &[&str] = &["common/reduce", "common/operand"];
+pub const LIBRARIES: &[&str] = &["common/reduce", "common/operand", "common/gemm_store", "common/gemm_rows_body"];
 /// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
 const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
 /// `base`: where batch `z` of a strided GEMM operand starts.
 const OPERAND: &str = include_str!("../../../shaders/common/operand.wgsl");
+/// `store_c`: the epilogue of every product variant.
+const GEMM_STORE: &str = include_str!("../../../shaders/common/gemm_store.wgsl");
+/// `gemm_rows_body`: the product without workgroup memory, given an `a_rows`.
+const GEMM_ROWS_BODY: &str = include_str!("../../../shaders/common/gemm_rows_body.wgsl");
 
 params! {
     /// A GEMM operand: element `(i, p)` of batch `z` at `base(z) + i * rs + p * cs` (see `gemm.rs`).
@@ -244,7 +248,10 @@ params! {
 }
 
 shaders! {
-    GEMM: "common/gemm" + OPERAND, Gemm, ["a: read", "b: read", "c: read_write"];
+    GEMM: "common/gemm" + OPERAND + GEMM_STORE, Gemm, ["a: read", "b: read", "c: read_write"];
+    GEMM_ROWS: "common/gemm_rows" + OPERAND + GEMM_STORE + GEMM_ROWS_BODY, Gemm, ["a: read", "b: read", "c: read_write"];
+    GEMM_ROWS_SUBGROUP: "common/gemm_rows_subgroup" + OPERAND + GEMM_STORE + GEMM_ROWS_BODY, Gemm,
+        ["a: read", "b: read", "c: read_write"];
     GEMM_SUM: "common/gemm_sum" + OPERAND, GemmSum, ["partials: read", "c: read_write"];
     FILL: "common/fill", Fill, ["values: read_write"];
     SCAN_MAX: "common/scan_max", Scan, ["values: read", "prefix: read_write", "before: read_write", "carried: read_write"];

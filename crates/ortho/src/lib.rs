@@ -42,6 +42,7 @@ mod scratch;
 mod shaders;
 mod tensor;
 mod timing;
+mod tune;
 
 pub use engine::{AdapterReport, BackendChoice, Engine, EngineOptions};
 pub use error::{Error, Result};
@@ -50,7 +51,7 @@ pub use favor::{
     Schedule,
 };
 pub use flow::{ExpmOutput, FLOW_MAX_N, GroupMap};
-pub use gemm::MatmulOptions;
+pub use gemm::{GemmVariant, MatmulOptions};
 pub use kernels::{LIBRARIES, SHADERS, ShaderSource};
 pub use measure::{DeviceTimes, MeasureOptions, Measurement};
 pub use operation::Operation;
@@ -69,6 +70,7 @@ pub mod ops {
 pub use pool::{PoolStats, Recorded};
 pub use tensor::GpuTensor;
 pub use timing::Timing;
+pub use tune::{GemmClass, TuneMode, TuneOptions, TuneResult, default_variant};
 
 /// Re-exported so that applications embedding ortho use the same wgpu.
 pub use wgpu;

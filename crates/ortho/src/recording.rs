@@ -37,7 +37,7 @@ struct Uniforms {
 /// Dropped without `finish` (a call that failed half-way), its buffers are never reused, since the
 /// caller's encoder may still hold commands that use them.
 pub(crate) struct Recording<'g> {
-    gpu: &'g Gpu,
+    gpu: &'g Arc<Gpu>,
     kept: RefCell<Vec<PooledBuffer>>,
     uniforms: RefCell<Uniforms>,
     /// The partial products of split GEMMs, one buffer that every split product of the recording
@@ -146,6 +146,11 @@ impl Recording<'_> {
         groups: [u32; 3],
     ) -> Result<()> {
         self.dispatch_with(pass, shader, &[], params, buffers, groups)
+    }
+
+    /// The GEMM variant for products of `class` (tuning the class first if it is new).
+    pub fn gemm_variant(&self, class: crate::tune::GemmClass) -> Result<crate::gemm::GemmVariant> {
+        self.gpu.tuner.variant(self.gpu, class)
     }
 
     /// [`Recording::dispatch`] of a pipeline specialised by override `constants`.

@@ -1,0 +1,73 @@
+//! `ortho tune`: times every GEMM variant on the shape classes of ortho's products on each GPU
+//! adapter, caches the fastest (as the engine would on first meeting each class) and prints what
+//! won and by how much.
+
+use clap::Args;
+use ortho::{BackendChoice, GemmClass, GemmVariant};
+
+#[derive(Args)]
+pub struct TuneArgs {
+    /// auto (every GPU backend), vulkan, gl, metal or dx12. Default: ORTHO_BACKEND, else auto.
+    #[arg(long, value_parser = crate::parse_backend)]
+    backend: Option<BackendChoice>,
+    /// A class to tune, `batch,m,n,k` with `t` after m or n for a transposed operand
+    /// (`1,4096t,256,64`); repeatable. Default: the classes of the engine's products below.
+    #[arg(long = "class", value_parser = parse_class)]
+    classes: Vec<GemmClass>,
+}
+
+/// The products the kernels record most: a square GEMM, FAVOR's feature map (L x d times d x m,
+/// the projection read transposed), its key-value state (m x L times L x dv, features read
+/// transposed) and output (L x m times m x dv+1), and the batched blocks of CWY and the flows.
+fn default_classes() -> Vec<GemmClass> {
+    vec![
+        GemmClass::new(1, 1024, 1024, 1024, false, false),
+        GemmClass::new(1, 4096, 256, 64, false, true),
+        GemmClass::new(1, 256, 64, 4096, true, false),
+        GemmClass::new(1, 4096, 65, 256, false, false),
+        GemmClass::new(64, 64, 64, 64, false, false),
+        GemmClass::new(1024, 16, 16, 16, false, false),
+    ]
+}
+
+fn parse_class(s: &str) -> Result<GemmClass, String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let bad = || format!("{s}: expected batch,m,n,k (a `t` after m or n transposes that operand)");
+    let [z, m, n, k] = parts[..] else { return Err(bad()) };
+    let size = |x: &str| x.trim_end_matches('t').parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(bad);
+    Ok(GemmClass::new(size(z)?, size(m)?, size(n)?, size(k)?, m.ends_with('t'), n.ends_with('t')))
+}
+
+pub fn run(args: &TuneArgs) -> Result<(), String> {
+    let engines: Vec<_> = crate::validate::engines(args.backend)?.into_iter().filter(|e| e.is_gpu()).collect();
+    if engines.is_empty() {
+        return Err("no GPU adapter to tune".into());
+    }
+    let classes = if args.classes.is_empty() { default_classes() } else { args.classes.clone() };
+    let today = GemmVariant::DEFAULT.name();
+    println!(
+        "{:<40} {:<42} {:<24} {:>10} {:>12} {:>13}",
+        "adapter", "class (timed shape)", "chosen", "ms", "x tiled-16", "x runner-up"
+    );
+    for engine in &engines {
+        for (i, class) in classes.iter().enumerate() {
+            eprintln!("ortho: tuning {}/{} on {}: {}", i + 1, classes.len(), engine.describe(), class.describe());
+            let r = engine.tune_gemm(*class).map_err(|e| e.to_string())?;
+            let chosen = r.seconds.iter().find(|(v, _)| *v == r.chosen).map_or(f64::NAN, |(_, s)| *s);
+            let runner_up =
+                r.seconds.iter().filter(|(v, _)| *v != r.chosen).map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+            println!(
+                "{:<40} {:<42} {:<24} {:>10.3} {:>12.2} {:>13.2}",
+                engine.describe(),
+                class.describe(),
+                r.chosen,
+                chosen * 1e3,
+                r.speedup_over(&today).unwrap_or(f64::NAN),
+                runner_up / chosen
+            );
+            let all: Vec<String> = r.seconds.iter().map(|(v, s)| format!("{v} {:.3} ms", s * 1e3)).collect();
+            eprintln!("  {}", all.join(", "));
+        }
+    }
+    Ok(())
+}

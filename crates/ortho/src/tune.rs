@@ -1,0 +1,344 @@
+//! Autotuning: the engine times every [`GemmVariant`] the device supports the first time it meets a
+//! shape class of product, keeps the fastest for that class, and remembers it on disk, keyed by
+//! adapter, driver and ortho version. `ORTHO_TUNE=off` uses [`default_variant`] instead; `ortho tune`
+//! fills the cache ahead of time.
+
+use crate::engine::{Engine, Gpu};
+use crate::error::{Error, Result};
+use crate::gemm::{Gemm, GemmVariant, Operand, record_gemm_as};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Whether the engine tunes (`ORTHO_TUNE=on`, the default) or uses [`default_variant`] (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TuneMode {
+    #[default]
+    On,
+    Off,
+}
+
+/// How an engine chooses its variants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TuneOptions {
+    pub mode: TuneMode,
+    /// The file of choices; `None`: `ORTHO_TUNE_CACHE`, else `$XDG_CACHE_HOME/ortho/tune.json`, else
+    /// `~/.cache/ortho/tune.json` (no file at all when none of them is set: choices last a process).
+    pub cache: Option<PathBuf>,
+}
+
+impl TuneOptions {
+    /// `ORTHO_TUNE` (`on` or `off`) and `ORTHO_TUNE_CACHE` (a path).
+    pub fn from_env() -> Result<Self> {
+        let mode = match std::env::var("ORTHO_TUNE").unwrap_or_default().as_str() {
+            "" | "on" => TuneMode::On,
+            "off" => TuneMode::Off,
+            other => return Err(Error::Unsupported(format!("ORTHO_TUNE={other}: expected on or off"))),
+        };
+        Ok(TuneOptions {
+            mode,
+            cache: std::env::var_os("ORTHO_TUNE_CACHE").filter(|p| !p.is_empty()).map(PathBuf::from),
+        })
+    }
+
+    fn path(&self) -> Option<PathBuf> {
+        let var = |name| std::env::var_os(name).filter(|p| !p.is_empty()).map(PathBuf::from);
+        self.cache
+            .clone()
+            .or_else(|| var("ORTHO_TUNE_CACHE"))
+            .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("ortho/tune.json")))
+            .or_else(|| var("HOME").map(|d| d.join(".cache/ortho/tune.json")))
+    }
+}
+
+/// Sizes in powers of four: 1, 2..=4, 5..=16, ..., 1025..=4096, more.
+fn bucket(x: usize) -> u8 {
+    let mut b = 0;
+    while b < 7 && 4usize.pow(b as u32) < x {
+        b += 1;
+    }
+    b
+}
+
+/// Products that tuning treats alike: batch, rows, columns and inner dimension in powers of four,
+/// and whether A and B are read transposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GemmClass {
+    pub batch: u8,
+    pub m: u8,
+    pub n: u8,
+    pub k: u8,
+    pub a_transposed: bool,
+    pub b_transposed: bool,
+}
+
+impl GemmClass {
+    /// The class of `batch` products `[m, k] x [k, n]`.
+    pub fn new(batch: usize, m: usize, n: usize, k: usize, a_transposed: bool, b_transposed: bool) -> Self {
+        GemmClass { batch: bucket(batch), m: bucket(m), n: bucket(n), k: bucket(k), a_transposed, b_transposed }
+    }
+
+    pub(crate) fn of(g: &Gemm, a: &Operand, b: &Operand) -> Self {
+        GemmClass::new(g.batch, g.m, g.n, g.k, a.col_stride != 1, b.col_stride != 1)
+    }
+
+    /// The product tuning times for the class: the top of each range, within 2^28 multiply-adds
+    /// (m, n at most 512, K at most 1024, then fewer batches).
+    pub fn shape(&self) -> (usize, usize, usize, usize) {
+        let top = |b: u8, cap: usize| 4usize.pow(b as u32).min(cap);
+        let (m, n, k) = (top(self.m, 512), top(self.n, 512), top(self.k, 1024));
+        (top(self.batch, ((1 << 28) / (m * n * k)).max(1)), m, n, k)
+    }
+
+    /// `batch 1, 512 x 1024 x 512` (the timed shape) with the transposes.
+    pub fn describe(&self) -> String {
+        let (z, m, n, k) = self.shape();
+        let t = |on: bool| if on { "^T" } else { "" };
+        format!("batch {z}, A{} {m}x{k}, B{} {k}x{n}", t(self.a_transposed), t(self.b_transposed))
+    }
+}
+
+/// The variant used with tuning off: the row variant on CPU adapters (with subgroups where it has
+/// them), the workgroup-memory tiles elsewhere.
+pub fn default_variant(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> GemmVariant {
+    let rows = GemmVariant::Rows { rows: 64, lanes: 64, subgroup: true };
+    match info.device_type {
+        wgpu::DeviceType::Cpu if rows.supported(device, info) => rows,
+        wgpu::DeviceType::Cpu => GemmVariant::Rows { rows: 64, lanes: 64, subgroup: false },
+        _ => GemmVariant::DEFAULT,
+    }
+}
+
+/// What tuning measured for one class on one adapter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TuneResult {
+    pub class: GemmClass,
+    /// The fastest variant's name.
+    pub chosen: String,
+    /// Every supported variant's name and best time in seconds, in the order timed.
+    pub seconds: Vec<(String, f64)>,
+}
+
+impl TuneResult {
+    /// How much faster the chosen variant ran than `name` (`None` when `name` was not timed).
+    pub fn speedup_over(&self, name: &str) -> Option<f64> {
+        let of = |n: &str| self.seconds.iter().find(|(v, _)| v == n).map(|(_, s)| *s);
+        Some(of(name)? / of(&self.chosen)?)
+    }
+}
+
+/// One entry of the cache file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    adapter: String,
+    driver: String,
+    ortho: String,
+    result: TuneResult,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheFile {
+    entries: Vec<Entry>,
+}
+
+#[derive(Default)]
+struct State {
+    results: HashMap<GemmClass, TuneResult>,
+    forced: Option<GemmVariant>,
+    loaded: bool,
+}
+
+/// An engine's choices: forced, tuned, or the defaults.
+#[derive(Default)]
+pub(crate) struct Tuner {
+    options: Mutex<TuneOptions>,
+    state: Mutex<State>,
+}
+
+/// `(adapter, driver)` as the cache file keys them.
+fn adapter_key(info: &wgpu::AdapterInfo) -> (String, String) {
+    (format!("{:?} / {}", info.backend, info.name), format!("{} {}", info.driver, info.driver_info).trim().to_string())
+}
+
+impl Tuner {
+    pub fn set_options(&self, options: TuneOptions) {
+        *self.options.lock().unwrap_or_else(|e| e.into_inner()) = options;
+    }
+
+    pub fn options(&self) -> TuneOptions {
+        self.options.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn force(&self, variant: Option<GemmVariant>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).forced = variant;
+    }
+
+    /// The variant for products of `class`, tuning the class first if it is new.
+    pub fn variant(&self, gpu: &Arc<Gpu>, class: GemmClass) -> Result<GemmVariant> {
+        let options = self.options();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = state.forced {
+            return Ok(v);
+        }
+        if options.mode == TuneMode::Off {
+            return Ok(default_variant(&gpu.device, &gpu.info));
+        }
+        if !state.loaded {
+            state.loaded = true;
+            state.results.extend(load(&options, &gpu.info).into_iter().map(|r| (r.class, r)));
+        }
+        let result = match state.results.get(&class) {
+            Some(r) => r.clone(),
+            None => {
+                eprintln!(
+                    "ortho: tuning the product for {} on {} (once; ORTHO_TUNE=off skips)",
+                    class.describe(),
+                    gpu.info.name
+                );
+                let r = tune(gpu, class)?;
+                save(&options, &gpu.info, &r);
+                state.results.insert(class, r.clone());
+                r
+            }
+        };
+        GemmVariant::parse(&result.chosen)
+            .filter(|v| v.supported(&gpu.device, &gpu.info))
+            .ok_or_else(|| Error::Unsupported(format!("tuned GEMM variant {} on this device", result.chosen)))
+    }
+
+    /// Tunes `class` now (again, if it was), keeping the result.
+    pub fn retune(&self, gpu: &Arc<Gpu>, class: GemmClass) -> Result<TuneResult> {
+        let options = self.options();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let r = tune(gpu, class)?;
+        save(&options, &gpu.info, &r);
+        state.results.insert(class, r.clone());
+        Ok(r)
+    }
+}
+
+/// Times every variant `gpu` supports on `class`'s product (one untimed run, which compiles it,
+/// then the best of two timed ones).
+fn tune(gpu: &Arc<Gpu>, class: GemmClass) -> Result<TuneResult> {
+    let engine = Engine::of(gpu.clone());
+    let (z, m, n, k) = class.shape();
+    let buffer = |floats: usize| {
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ortho tuning operand"),
+            size: 4 * floats as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let values: Vec<f32> = (0..floats).map(|i| ((i * 7919) % 1024) as f32 / 1024.0 - 0.5).collect();
+        gpu.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&values));
+        buffer
+    };
+    let (a, b, c) = (buffer(z * m * k), buffer(z * k * n), buffer(z * m * n));
+    let g = Gemm::new(z, m, n, k);
+    let operand = |buffer, rows, cols, transposed: bool| {
+        let o = Operand::rows(buffer, if transposed { cols } else { rows }, if transposed { rows } else { cols });
+        if transposed { o.t() } else { o }
+    };
+    let (ao, bo) = (operand(&a, m, k, class.a_transposed), operand(&b, k, n, class.b_transposed));
+    let co = Operand::rows(&c, m, n);
+    let mut seconds = Vec::new();
+    for variant in GemmVariant::ALL.into_iter().filter(|v| v.supported(&gpu.device, &gpu.info)) {
+        let run = || {
+            engine.time(|enc| {
+                let recording = engine.recording("tuning", &[])?;
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                record_gemm_as(&recording, &mut pass, variant, &g, ao, bo, co)?;
+                drop(pass);
+                Ok(recording.finish())
+            })
+        };
+        run()?;
+        let best = run()?.seconds.min(run()?.seconds);
+        seconds.push((variant.name(), best));
+    }
+    let chosen = seconds.iter().min_by(|x, y| x.1.total_cmp(&y.1)).map(|(v, _)| v.clone());
+    let chosen = chosen.ok_or_else(|| Error::Unsupported("no GEMM variant on this device".into()))?;
+    Ok(TuneResult { class, chosen, seconds })
+}
+
+/// This adapter's results in the cache file (none when it is missing or unreadable: they are
+/// measured again).
+fn load(options: &TuneOptions, info: &wgpu::AdapterInfo) -> Vec<TuneResult> {
+    let Some(text) = options.path().and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return Vec::new();
+    };
+    let (adapter, driver) = adapter_key(info);
+    let file: CacheFile = serde_json::from_str(&text).unwrap_or_default();
+    file.entries
+        .into_iter()
+        .filter(|e| e.adapter == adapter && e.driver == driver && e.ortho == env!("CARGO_PKG_VERSION"))
+        .map(|e| e.result)
+        .collect()
+}
+
+/// Adds `result` to the cache file through a temporary file and a rename, so that a reader never
+/// sees half a file; a cache that cannot be written only costs tuning again next time.
+fn save(options: &TuneOptions, info: &wgpu::AdapterInfo, result: &TuneResult) {
+    let Some(path) = options.path() else { return };
+    let (adapter, driver) = adapter_key(info);
+    let ortho = env!("CARGO_PKG_VERSION").to_string();
+    let mut file: CacheFile =
+        std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    file.entries.retain(|e| {
+        !(e.adapter == adapter && e.driver == driver && e.ortho == ortho && e.result.class == result.class)
+    });
+    file.entries.push(Entry { adapter, driver, ortho, result: result.clone() });
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        eprintln!("ortho: could not write the tuning cache {}: {e}", path.display());
+    }
+}
+
+impl Engine {
+    /// Sets how this engine chooses its GEMM variants (an engine made with
+    /// [`Engine::with_options`] takes them from its options; one made with [`Engine::from_device`]
+    /// tunes, with the default cache file, until this is called).
+    pub fn set_tuning(&self, options: TuneOptions) {
+        if let Some(gpu) = self.gpu_opt() {
+            gpu.tuner.set_options(options);
+        }
+    }
+
+    /// Makes every product use `variant` (`None`: back to tuning or the defaults). Fails when the
+    /// device cannot run it.
+    pub fn force_gemm_variant(&self, variant: Option<GemmVariant>) -> Result<()> {
+        let gpu = self.gpu("choosing a GEMM variant")?;
+        if let Some(v) = variant.filter(|v| !v.supported(&gpu.device, &gpu.info)) {
+            return Err(Error::Unsupported(format!("GEMM variant {} on {}", v.name(), gpu.info.name)));
+        }
+        gpu.tuner.force(variant);
+        Ok(())
+    }
+
+    /// The variants this engine's device can run.
+    pub fn gemm_variants(&self) -> Vec<GemmVariant> {
+        let Some(gpu) = self.gpu_opt() else { return Vec::new() };
+        GemmVariant::ALL.into_iter().filter(|v| v.supported(&gpu.device, &gpu.info)).collect()
+    }
+
+    /// The variant products of `class` use now, tuning the class first if the engine tunes and has
+    /// not met it.
+    pub fn gemm_variant(&self, class: GemmClass) -> Result<GemmVariant> {
+        let gpu = self.gpu("choosing a GEMM variant")?;
+        gpu.tuner.variant(gpu, class)
+    }
+
+    /// Times every variant on `class` now and keeps (and caches) the fastest, as `ortho tune` does.
+    pub fn tune_gemm(&self, class: GemmClass) -> Result<TuneResult> {
+        let gpu = self.gpu("tuning")?;
+        gpu.tuner.retune(gpu, class)
+    }
+}

@@ -1,0 +1,118 @@
+//! Tuning: every GEMM variant an adapter runs gives the engine's results up to float rounding, the
+//! tuner times them all and keeps the fastest, and its cache file is keyed by adapter.
+mod common;
+use common::*;
+use ortho::{
+    Engine, EngineOptions, FavorOptions, GemmClass, GemmVariant, Kernel, MatmulOptions, TuneMode, TuneOptions,
+};
+
+fn temp_cache(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ortho-tune-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("tune.json")
+}
+
+/// An engine like `engine` (same adapter) that tunes into `cache`.
+fn tuning_engine(engine: &Engine, cache: &std::path::Path) -> Engine {
+    let e = Engine::with_options(&EngineOptions {
+        backend: engine.describe().split(" / ").next().unwrap().to_lowercase().parse().unwrap(),
+        adapter_name: engine.describe().split(" / ").nth(1).map(String::from),
+        require_gpu: true,
+        tune: TuneOptions { mode: TuneMode::On, cache: Some(cache.to_path_buf()) },
+    })
+    .unwrap();
+    assert_eq!(e.describe(), engine.describe());
+    e
+}
+
+/// FAVOR+ in both directions (the ones column of the denominator, accumulating and split products)
+/// under every variant: within float rounding of the default variant and of the f64 twin.
+#[test]
+fn every_variant_keeps_attention_results() {
+    let s = (1, 2, 65, 16, 9, 64);
+    let [q, k, v] = attention_inputs(s, 0.5, 7);
+    let w = case_projection(0, 2, 64, 16);
+    for engine in gpu_engines() {
+        for causal in [false, true] {
+            let o = FavorOptions { causal, chunk: Some(16), ..FavorOptions::new(Kernel::Softmax) };
+            let want = Engine::cpu("reference").favor(&q, &k, &v, &w, &o).unwrap();
+            engine.force_gemm_variant(Some(GemmVariant::DEFAULT)).unwrap();
+            let default = engine.favor(&q, &k, &v, &w, &o).unwrap();
+            for variant in engine.gemm_variants() {
+                engine.force_gemm_variant(Some(variant)).unwrap();
+                let got = engine.favor(&q, &k, &v, &w, &o).unwrap();
+                let (to_default, to_reference) =
+                    (relative_frobenius(got.data(), default.data()), relative_frobenius(got.data(), want.data()));
+                let what = format!("{} {} causal {causal}", engine.describe(), variant.name());
+                assert!(to_default < 1e-5 && to_reference < 1e-5, "{what}: {to_default:e}, {to_reference:e}");
+            }
+        }
+        engine.force_gemm_variant(None).unwrap();
+    }
+}
+
+#[test]
+fn variants_are_named_and_unsupported_ones_refused() {
+    for v in GemmVariant::ALL {
+        assert_eq!(GemmVariant::parse(&v.name()), Some(v));
+    }
+    assert_eq!(GemmVariant::parse("tiled-7"), None);
+    for engine in gpu_engines() {
+        let supported = engine.gemm_variants();
+        assert!(supported.contains(&GemmVariant::DEFAULT), "{}", engine.describe());
+        for v in GemmVariant::ALL.into_iter().filter(|v| !supported.contains(v)) {
+            let err = engine.force_gemm_variant(Some(v)).unwrap_err().to_string();
+            assert!(err.contains(&v.name()), "{err}");
+        }
+    }
+    let err = Engine::cpu("no GPU").force_gemm_variant(Some(GemmVariant::DEFAULT)).unwrap_err().to_string();
+    assert!(err.contains("needs a GPU"), "{err}");
+}
+
+/// Tuning times every supported variant, keeps the fastest, writes it to the cache file, and a new
+/// engine on the same adapter reads it back instead of tuning; entries of other adapters are ignored.
+#[test]
+fn tuning_keeps_the_fastest_variant_per_adapter() {
+    for engine in gpu_engines() {
+        let name = engine.describe().replace([' ', '/'], "_");
+        let cache = temp_cache(&name);
+        let _ = std::fs::remove_file(&cache);
+        let tuner = tuning_engine(&engine, &cache);
+        let class = GemmClass::new(1, 64, 64, 64, false, false);
+        let result = tuner.tune_gemm(class).unwrap();
+        let timed: Vec<&str> = result.seconds.iter().map(|(v, _)| v.as_str()).collect();
+        let supported: Vec<String> = engine.gemm_variants().iter().map(|v| v.name()).collect();
+        assert_eq!(timed, supported, "{name}");
+        let fastest = result.seconds.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        assert_eq!(result.chosen, fastest.0);
+        assert!(result.seconds.iter().all(|(_, s)| s.is_finite() && *s > 0.0), "{result:?}");
+
+        // The products of the class run in the chosen variant, with the reference's results.
+        let a = gaussian(&[40, 50], 1.0, 1);
+        let b = gaussian(&[50, 60], 1.0, 2);
+        let got = tuner.matmul(&a, &b, MatmulOptions::default()).unwrap();
+        let want = Engine::cpu("reference").matmul(&a, &b, MatmulOptions::default()).unwrap();
+        assert!(relative_frobenius(got.data(), want.data()) < 1e-6);
+        let chosen = GemmVariant::parse(&result.chosen).unwrap();
+        assert_eq!(tuner.gemm_variant(class).unwrap(), chosen);
+
+        // A new engine reads the file: an edited choice for this adapter wins; another adapter's
+        // entry (naming no variant at all) for a class this one has not met is not taken.
+        let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+        let entries = file["entries"].as_array_mut().unwrap();
+        assert_eq!(entries.len(), 1);
+        let other = if chosen == GemmVariant::DEFAULT { GemmVariant::Tiled { depth: 8 } } else { GemmVariant::DEFAULT };
+        entries[0]["result"]["chosen"] = other.name().into();
+        let mut foreign = entries[0].clone();
+        foreign["adapter"] = "Vulkan / another GPU".into();
+        foreign["result"]["chosen"] = "no-such-variant".into();
+        foreign["result"]["class"]["k"] = 1.into();
+        entries.push(foreign);
+        std::fs::write(&cache, file.to_string()).unwrap();
+        let reader = tuning_engine(&engine, &cache);
+        assert_eq!(reader.gemm_variant(class).unwrap(), other, "{name}");
+        let small = GemmClass::new(1, 64, 64, 4, false, false);
+        assert!(reader.gemm_variant(small).is_ok(), "{name}: took another adapter's entry");
+        let _ = std::fs::remove_file(&cache);
+    }
+}
