@@ -8,10 +8,18 @@ fn reference(a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Tensor<f32> 
     ortho::Engine::cpu("reference").matmul(a, b, o).unwrap()
 }
 
-/// Every GEMM variant the engine's device runs, forced in turn.
-fn variant_engines(engines: Vec<ortho::Engine>) -> impl Iterator<Item = (ortho::Engine, String)> {
-    engines.into_iter().flat_map(|engine| {
-        engine.gemm_variants().into_iter().map(move |v| {
+/// Every GEMM variant the engine's device runs (`all`), or one of each tiling (the subgroup forms
+/// where it has them), forced in turn.
+fn variant_engines(engines: Vec<ortho::Engine>, all: bool) -> impl Iterator<Item = (ortho::Engine, String)> {
+    use ortho::GemmVariant::{Rows, Tiled};
+    engines.into_iter().flat_map(move |engine| {
+        let variants = engine.gemm_variants();
+        let subgroups = variants.iter().any(|v| matches!(v, Rows { subgroup: true, .. }));
+        let tiling = move |v: &ortho::GemmVariant| match *v {
+            Tiled { depth } => depth == 16,
+            Rows { subgroup, .. } => subgroup == subgroups,
+        };
+        variants.into_iter().filter(move |v| all || tiling(v)).map(move |v| {
             engine.force_gemm_variant(Some(v)).unwrap();
             let e = engine.clone();
             (e, v.name())
@@ -30,7 +38,7 @@ fn gemm_matches_reference() {
         (4, 5, 200, 9),
         (1, 70, 9, 600),
     ];
-    for (engine, variant) in variant_engines(gpu_engines()) {
+    for (engine, variant) in variant_engines(gpu_engines(), true) {
         for (i, &(z, m, k, n)) in shapes.iter().enumerate() {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
@@ -70,7 +78,7 @@ fn gemm_splits_past_the_dispatch_limits() {
         let variant = engine.gemm_variant(ortho::GemmClass::new(1, 1, 1, 1, false, false)).unwrap().name();
         assert!(err < bound, "{} {variant} {:?} x {:?} {o:?}: {err}", engine.describe(), a.shape(), b.shape());
     };
-    for (engine, _) in variant_engines(gpu_engines()) {
+    for (engine, _) in variant_engines(gpu_engines(), true) {
         for (ta, tb) in [(false, false), (true, true)] {
             let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
             let (m, k, n) = (3, 40_000, 5);
@@ -79,7 +87,7 @@ fn gemm_splits_past_the_dispatch_limits() {
             check(&engine, &a, &b, o, 1e-5);
         }
     }
-    for (engine, _) in variant_engines(engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 8)) {
+    for (engine, _) in variant_engines(engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 8), false) {
         for (z, m, k, n) in
             [(1, 1100, 3, 2), (1, 2, 5, 1030), (20, 3, 4, 5), (2, 600, 70, 520), (1, 3, 5000, 4), (6, 2, 3000, 3)]
         {

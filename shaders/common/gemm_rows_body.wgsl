@@ -9,6 +9,9 @@
 
 override ROWS: u32 = 64u;
 override LANES: u32 = 64u;
+// The groups of a workgroup take consecutive rows of one product, or (PACKED) the same rows of
+// 64 / LANES consecutive products of the batch: small matrices fill the workgroup.
+override PACKED: bool = false;
 
 // A's rows r..r+4 (`lo`) and r+4..r+8 (`hi`) over 4 steps of K: column i is row r + i (+ 4).
 struct Rows8 { lo: mat4x4<f32>, hi: mat4x4<f32> }
@@ -74,13 +77,22 @@ fn store_block(c_base: u32, acc: ptr<function, Block>, row: u32, col: u32) {
 // Blocks 1..7 run only when ROWS reaches them: a pipeline constant, so the compiler drops the rest.
 fn gemm_rows_body(wg: vec3<u32>, lid: u32) {
     let slice = wg.z % p.splits;
-    let z = wg.z / p.splits + p.z_base;
+    let groups = 64u / LANES;
+    let group = lid / LANES;
+    // A packed group past the batch computes its last product again and stores nothing.
+    var z = wg.z / p.splits;
+    var row = (wg.y * groups + group) * ROWS;
+    if (PACKED) {
+        z = z * groups + group;
+        row = wg.y * ROWS;
+    }
+    let stores = z < p.batch;
+    z = min(z, p.batch - 1u) + p.z_base;
     let k_begin = slice * p.k_slice;
     k_end = min(p.k, k_begin + p.k_slice);
     a_base = base(p.a, z);
     b_base = base(p.b, z);
     let c_base = base(p.c, z * p.splits + slice);
-    let row = (wg.y * (64u / LANES) + lid / LANES) * ROWS;
     let col = (wg.x * LANES + lid % LANES) * 8u;
     var acc0: Block;
     var acc1: Block;
@@ -102,6 +114,7 @@ fn gemm_rows_body(wg: vec3<u32>, lid: u32) {
         if (ROWS > 48u) { accumulate(&acc6, a_rows(row + 48u, k0), b, b_wide); }
         if (ROWS > 56u) { accumulate(&acc7, a_rows(row + 56u, k0), b, b_wide); }
     }
+    if (!stores) { return; }
     store_block(c_base, &acc0, row, col);
     if (ROWS > 8u) { store_block(c_base, &acc1, row + 8u, col); }
     if (ROWS > 16u) { store_block(c_base, &acc2, row + 16u, col); }

@@ -27,6 +27,7 @@ fn default_classes() -> Vec<GemmClass> {
         GemmClass::new(1, 4096, 65, 256, false, false),
         GemmClass::new(64, 64, 64, 64, false, false),
         GemmClass::new(1024, 16, 16, 16, false, false),
+        GemmClass::new(1024, 32, 32, 32, false, false),
     ]
 }
 

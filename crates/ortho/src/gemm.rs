@@ -84,8 +84,9 @@ pub enum GemmVariant {
     Tiled { depth: u32 },
     /// `gemm_rows.wgsl`, or `gemm_rows_subgroup.wgsl` on adapters with subgroups of 8 or more: no
     /// workgroup memory or barriers; groups of `lanes` (64 or 8) invocations each take `rows` (a
-    /// multiple of 8, at most 64) rows of C by 8 columns per invocation.
-    Rows { rows: u32, lanes: u32, subgroup: bool },
+    /// multiple of 8, at most 64) rows of C by 8 columns per invocation, of one product or (`packed`)
+    /// of 64 / `lanes` products of the batch.
+    Rows { rows: u32, lanes: u32, subgroup: bool, packed: bool },
 }
 
 impl GemmVariant {
@@ -93,26 +94,39 @@ impl GemmVariant {
     pub const DEFAULT: GemmVariant = GemmVariant::Tiled { depth: 16 };
 
     /// Every variant, in the order tuning times them.
-    pub const ALL: [GemmVariant; 9] = [
+    pub const ALL: [GemmVariant; 11] = [
         GemmVariant::Tiled { depth: 16 },
         GemmVariant::Tiled { depth: 8 },
         GemmVariant::Tiled { depth: 32 },
-        GemmVariant::Rows { rows: 64, lanes: 64, subgroup: false },
-        GemmVariant::Rows { rows: 64, lanes: 8, subgroup: false },
-        GemmVariant::Rows { rows: 16, lanes: 8, subgroup: false },
-        GemmVariant::Rows { rows: 64, lanes: 64, subgroup: true },
-        GemmVariant::Rows { rows: 64, lanes: 8, subgroup: true },
-        GemmVariant::Rows { rows: 16, lanes: 8, subgroup: true },
+        GemmVariant::Rows { rows: 64, lanes: 64, subgroup: false, packed: false },
+        GemmVariant::Rows { rows: 64, lanes: 8, subgroup: false, packed: false },
+        GemmVariant::Rows { rows: 16, lanes: 8, subgroup: false, packed: false },
+        GemmVariant::Rows { rows: 32, lanes: 8, subgroup: false, packed: true },
+        GemmVariant::Rows { rows: 64, lanes: 64, subgroup: true, packed: false },
+        GemmVariant::Rows { rows: 64, lanes: 8, subgroup: true, packed: false },
+        GemmVariant::Rows { rows: 16, lanes: 8, subgroup: true, packed: false },
+        GemmVariant::Rows { rows: 32, lanes: 8, subgroup: true, packed: true },
     ];
 
-    /// `tiled-16`, `rows-64x512`, `rows-512x64-subgroup` (a workgroup's rows x columns of C), ...
+    /// `tiled-16`, `rows-64x512`, `rows-512x64-subgroup` (a workgroup's rows x columns of C),
+    /// `rows-32x64-packed8` (of each of 8 products), ...
     pub fn name(&self) -> String {
         let (rows, cols) = self.tile();
         match *self {
             GemmVariant::Tiled { depth } => format!("tiled-{depth}"),
             GemmVariant::Rows { subgroup, .. } => {
-                format!("rows-{rows}x{cols}{}", if subgroup { "-subgroup" } else { "" })
+                let pack = self.pack();
+                let packed = if pack > 1 { format!("-packed{pack}") } else { String::new() };
+                format!("rows-{rows}x{cols}{packed}{}", if subgroup { "-subgroup" } else { "" })
             }
+        }
+    }
+
+    /// Products of the batch one workgroup takes.
+    fn pack(&self) -> usize {
+        match *self {
+            GemmVariant::Rows { lanes, packed: true, .. } => (64 / lanes) as usize,
+            _ => 1,
         }
     }
 
@@ -140,6 +154,7 @@ impl GemmVariant {
     fn tile(&self) -> (usize, usize) {
         match *self {
             GemmVariant::Tiled { .. } => (TILE, TILE),
+            GemmVariant::Rows { rows, lanes, packed: true, .. } => (rows as usize, 8 * lanes as usize),
             GemmVariant::Rows { rows, lanes, .. } => ((rows * 64 / lanes) as usize, 8 * lanes as usize),
         }
     }
@@ -228,7 +243,7 @@ pub(crate) fn record_gemm_as(
     for i0 in (0..g.m).step_by(rows_side) {
         for j0 in (0..g.n).step_by(cols_side) {
             let (m, n) = ((g.m - i0).min(rows_side), (g.n - j0).min(cols_side));
-            let tiles = m.div_ceil(tile_rows) * n.div_ceil(tile_cols) * g.batch;
+            let tiles = m.div_ceil(tile_rows) * n.div_ceil(tile_cols) * g.batch.div_ceil(variant.pack());
             let (splits, slice) = split_k(gpu, &Gemm { m, n, ..*g }, tiles);
             for k0 in (0..g.k.max(1)).step_by(splits * slice) {
                 let k = (g.k - k0).min(splits * slice);
@@ -304,7 +319,8 @@ fn record_block(
 ) -> Result<()> {
     let (tile_rows, tile_cols) = variant.tile();
     let (gx, gy) = (g.n.div_ceil(tile_cols), g.m.div_ceil(tile_rows));
-    let max = gpu.max_groups() / splits;
+    let pack = variant.pack();
+    let max = gpu.max_groups() / splits * pack;
     for z_base in (0..g.batch).step_by(max) {
         let params = kernels::Gemm {
             m: g.m as u32,
@@ -321,18 +337,18 @@ fn record_block(
             a_ones_col: g.a_ones_col.map_or(u32::MAX, |j| j as u32),
             splits: splits as u32,
             k_slice: slice as u32,
-            ..Default::default()
+            batch: (g.batch - z_base).min(max) as u32,
         };
-        let zs = (g.batch - z_base).min(max) * splits;
+        let zs = (g.batch - z_base).min(max).div_ceil(pack) * splits;
         let groups = [gx as u32, gy as u32, zs as u32];
         let buffers = [a.buffer, b.buffer, c.buffer];
         match variant {
             GemmVariant::Tiled { depth } => {
                 gpu.dispatch_with(pass, &kernels::GEMM, &[("DEPTH", depth as f64)], &params, &buffers, groups)?
             }
-            GemmVariant::Rows { rows, lanes, subgroup } => {
+            GemmVariant::Rows { rows, lanes, subgroup, packed } => {
                 let shader = if subgroup { &kernels::GEMM_ROWS_SUBGROUP } else { &kernels::GEMM_ROWS };
-                let constants = [("ROWS", rows as f64), ("LANES", lanes as f64)];
+                let constants = [("ROWS", rows as f64), ("LANES", lanes as f64), ("PACKED", packed as u8 as f64)];
                 gpu.dispatch_with(pass, shader, &constants, &params, &buffers, groups)?
             }
         }

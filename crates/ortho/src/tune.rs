@@ -1,6 +1,6 @@
 //! Autotuning: the engine times every [`GemmVariant`] the device supports the first time it meets a
 //! shape class of product, keeps the fastest for that class, and remembers it on disk, keyed by
-//! adapter, driver and ortho version. `ORTHO_TUNE=off` uses [`default_variant`] instead; `ortho tune`
+//! adapter, driver, ortho version and the list of variants. `ORTHO_TUNE=off` uses [`default_variant`] instead; `ortho tune`
 //! fills the cache ahead of time.
 
 use crate::engine::{Engine, Gpu};
@@ -11,12 +11,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// Whether the engine tunes (`ORTHO_TUNE=on`, the default) or uses [`default_variant`] (`off`).
+/// Whether the engine tunes (`ORTHO_TUNE=on`, the default), uses [`default_variant`] (`off`), or one
+/// variant for every product (`ORTHO_TUNE=tiled-16`, any [`GemmVariant::name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TuneMode {
     #[default]
     On,
     Off,
+    Fixed(GemmVariant),
 }
 
 /// How an engine chooses its variants.
@@ -29,12 +31,15 @@ pub struct TuneOptions {
 }
 
 impl TuneOptions {
-    /// `ORTHO_TUNE` (`on` or `off`) and `ORTHO_TUNE_CACHE` (a path).
+    /// `ORTHO_TUNE` (`on`, `off` or a variant's name) and `ORTHO_TUNE_CACHE` (a path).
     pub fn from_env() -> Result<Self> {
         let mode = match std::env::var("ORTHO_TUNE").unwrap_or_default().as_str() {
             "" | "on" => TuneMode::On,
             "off" => TuneMode::Off,
-            other => return Err(Error::Unsupported(format!("ORTHO_TUNE={other}: expected on or off"))),
+            other => TuneMode::Fixed(GemmVariant::parse(other).ok_or_else(|| {
+                let names: Vec<String> = GemmVariant::ALL.iter().map(|v| v.name()).collect();
+                Error::Unsupported(format!("ORTHO_TUNE={other}: expected on, off or one of {}", names.join(", ")))
+            })?),
         };
         Ok(TuneOptions {
             mode,
@@ -102,10 +107,10 @@ impl GemmClass {
 /// The variant used with tuning off: the row variant on CPU adapters (with subgroups where it has
 /// them), the workgroup-memory tiles elsewhere.
 pub fn default_variant(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> GemmVariant {
-    let rows = GemmVariant::Rows { rows: 64, lanes: 64, subgroup: true };
+    let rows = GemmVariant::Rows { rows: 64, lanes: 64, subgroup: true, packed: false };
     match info.device_type {
         wgpu::DeviceType::Cpu if rows.supported(device, info) => rows,
-        wgpu::DeviceType::Cpu => GemmVariant::Rows { rows: 64, lanes: 64, subgroup: false },
+        wgpu::DeviceType::Cpu => GemmVariant::Rows { rows: 64, lanes: 64, subgroup: false, packed: false },
         _ => GemmVariant::DEFAULT,
     }
 }
@@ -134,7 +139,22 @@ struct Entry {
     adapter: String,
     driver: String,
     ortho: String,
+    /// The variants there were to choose from: a build with others tunes again.
+    variants: String,
     result: TuneResult,
+}
+
+fn variant_list() -> String {
+    GemmVariant::ALL.map(|v| v.name()).join(",")
+}
+
+impl Entry {
+    fn matches(&self, adapter: &str, driver: &str) -> bool {
+        self.adapter == adapter
+            && self.driver == driver
+            && self.ortho == env!("CARGO_PKG_VERSION")
+            && self.variants == variant_list()
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -181,8 +201,13 @@ impl Tuner {
         if let Some(v) = state.forced {
             return Ok(v);
         }
-        if options.mode == TuneMode::Off {
-            return Ok(default_variant(&gpu.device, &gpu.info));
+        match options.mode {
+            TuneMode::Off => return Ok(default_variant(&gpu.device, &gpu.info)),
+            TuneMode::Fixed(v) if v.supported(&gpu.device, &gpu.info) => return Ok(v),
+            TuneMode::Fixed(v) => {
+                return Err(Error::Unsupported(format!("GEMM variant {} on {}", v.name(), gpu.info.name)));
+            }
+            TuneMode::On => {}
         }
         if !state.loaded {
             state.loaded = true;
@@ -270,11 +295,7 @@ fn load(options: &TuneOptions, info: &wgpu::AdapterInfo) -> Vec<TuneResult> {
     };
     let (adapter, driver) = adapter_key(info);
     let file: CacheFile = serde_json::from_str(&text).unwrap_or_default();
-    file.entries
-        .into_iter()
-        .filter(|e| e.adapter == adapter && e.driver == driver && e.ortho == env!("CARGO_PKG_VERSION"))
-        .map(|e| e.result)
-        .collect()
+    file.entries.into_iter().filter(|e| e.matches(&adapter, &driver)).map(|e| e.result).collect()
 }
 
 /// Adds `result` to the cache file through a temporary file and a rename, so that a reader never
@@ -282,13 +303,11 @@ fn load(options: &TuneOptions, info: &wgpu::AdapterInfo) -> Vec<TuneResult> {
 fn save(options: &TuneOptions, info: &wgpu::AdapterInfo, result: &TuneResult) {
     let Some(path) = options.path() else { return };
     let (adapter, driver) = adapter_key(info);
-    let ortho = env!("CARGO_PKG_VERSION").to_string();
     let mut file: CacheFile =
         std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-    file.entries.retain(|e| {
-        !(e.adapter == adapter && e.driver == driver && e.ortho == ortho && e.result.class == result.class)
-    });
-    file.entries.push(Entry { adapter, driver, ortho, result: result.clone() });
+    file.entries.retain(|e| !(e.matches(&adapter, &driver) && e.result.class == result.class));
+    let (ortho, variants) = (env!("CARGO_PKG_VERSION").to_string(), variant_list());
+    file.entries.push(Entry { adapter, driver, ortho, variants, result: result.clone() });
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

@@ -71,7 +71,10 @@ fn compact_wy(sweep: Sweep, cases: &mut Vec<Case>) {
 
 /// Skew-symmetric matrices of 1-norm about 1 (the exponential's largest degree, no squaring).
 fn group_maps(sweep: Sweep, cases: &mut Vec<Case>) {
-    let sizes = sweep.pick(&[(256, 3), (16, 64)], &[(1024, 3), (16384, 3), (256, 16), (2048, 16), (16, 64), (128, 64)]);
+    let sizes = sweep.pick(
+        &[(256, 3), (16, 64)],
+        &[(1024, 3), (16384, 3), (65536, 3), (65536, 8), (256, 16), (2048, 16), (16, 64), (128, 64), (1024, 64)],
+    );
     for (batch, n) in sizes {
         let a = skew(batch, n, 0.3 / n as f64, 13);
         let norm = a.to_f64().data().chunks(n * n).map(|m| one_norm(m, n)).fold(0.0, f64::max);
@@ -99,11 +102,14 @@ fn group_maps(sweep: Sweep, cases: &mut Vec<Case>) {
     }
 }
 
-/// Five steps of the isospectral flow `W' = W [W^T Qs W, Ns]` from the identity, n = 16.
+/// Five steps of the isospectral flow `W' = W [W^T Qs W, Ns]` from the identity, n = 16 (and RKMK4
+/// at n = 32 for a batch of 1024, the size `scripts/peers.py` times with torch).
 fn flows(sweep: Sweep, cases: &mut Vec<Case>) {
-    let (n, steps) = (16, 5);
-    for batch in sweep.pick(&[16], &[16, 64]) {
-        for method in Method::ALL {
+    let steps = 5;
+    let sizes = sweep.pick(&[(16, 16)], &[(16, 16), (16, 64), (32, 1024)]);
+    for (n, batch) in sizes {
+        let methods = if n == 32 { &[Method::Rkmk4][..] } else { &Method::ALL[..] };
+        for &method in methods {
             let generator = Generator::Isospectral { qs: symmetric(n, 14), ns: symmetric(n, 15) };
             let flow = Flow { method, dt: 0.01, steps, newton_schulz_every: None, generator, state: None };
             let w0 = identities(batch, n);
