@@ -65,6 +65,24 @@ fn work_past_the_workgroup_limit_is_split() {
     }
 }
 
+/// CWY's `Q = I - W U^T` adds the identity in the product's epilogue: on a device with 16
+/// workgroups per dimension its 1100 x 1100 output takes several blocks, and the diagonal must land
+/// in the right ones whatever the variant's tile shape.
+#[test]
+fn the_identity_term_crosses_blocks_in_every_gemm_variant() {
+    use ortho::ops::Cwy;
+    let u = gaussian(&[1100, 20], 1.0, 5);
+    let want = ortho::Engine::cpu("reference").run(&Cwy { stiefel: false }, &[&u]).unwrap();
+    for e in engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 16) {
+        for v in e.gemm_variants() {
+            e.force_gemm_variant(Some(v)).unwrap();
+            let got = e.run(&Cwy { stiefel: false }, &[&u]).unwrap();
+            let err = relative_frobenius(got[0].data(), want[0].data());
+            assert!(err < 1e-5, "{} {}: {err:e}", e.describe(), v.name());
+        }
+    }
+}
+
 /// On devices opened with a 64 KiB binding limit, host calls whose tensors pass it run in pieces:
 /// batches a slice at a time, or one long sequence in segments with the attention state carried
 /// between them (bidirectional: every segment's keys before any queries; gradients: dq in order, then

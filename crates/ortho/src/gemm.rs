@@ -164,7 +164,7 @@ pub(crate) const TILE: usize = 64;
 /// The longest inner dimension one dispatch walks. llvmpipe ends the loops of an invocation once
 /// 65,535 iterations have run, counted over all of its loops (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`),
 /// and returns whatever was accumulated by then; a d-deep step of `gemm.wgsl` takes 2d + 3 of them
-/// (35 at 16, 19 at 8: K past 55,000 would be silently wrong there), a 4-deep step of
+/// (35 at 16, 19 at 8: at depth 8, K past 27,500 would be silently wrong there), a 4-deep step of
 /// `gemm_rows_body.wgsl` one. Longer products accumulate slices.
 pub(crate) const MAX_K: usize = 16_384;
 /// Workgroups a product should keep busy: one of fewer output tiles (a few rows of random features
@@ -237,7 +237,10 @@ pub(crate) fn record_gemm_as(
         return Ok(());
     }
     let (tile_rows, tile_cols) = variant.tile();
-    let (rows_side, cols_side) = (gpu.max_groups() * tile_rows, gpu.max_groups() * tile_cols);
+    // Square blocks, so that C's diagonal (the `diag` term, added where a block's own row and column
+    // agree) only crosses blocks that start on it.
+    let side = gpu.max_groups() * tile_rows.min(tile_cols);
+    let (rows_side, cols_side) = (side, side);
     let within =
         |index: Option<usize>, first: usize, len: usize| index.and_then(|x| x.checked_sub(first)).filter(|&x| x < len);
     for i0 in (0..g.m).step_by(rows_side) {

@@ -1,7 +1,7 @@
 //! Autotuning: the engine times every [`GemmVariant`] the device supports the first time it meets a
 //! shape class of product, keeps the fastest for that class, and remembers it on disk, keyed by
-//! adapter, driver, ortho version and the list of variants. `ORTHO_TUNE=off` uses [`default_variant`] instead; `ortho tune`
-//! fills the cache ahead of time.
+//! adapter, driver, ortho version and the list of variants. `ORTHO_TUNE=off` uses
+//! [`default_variant`] instead; `ortho tune` fills the cache ahead of time.
 
 use crate::engine::{Engine, Gpu};
 use crate::error::{Error, Result};
@@ -104,15 +104,22 @@ impl GemmClass {
     }
 }
 
-/// The variant used with tuning off: the row variant on CPU adapters (with subgroups where it has
-/// them), the workgroup-memory tiles elsewhere.
-pub fn default_variant(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> GemmVariant {
-    let rows = GemmVariant::Rows { rows: 64, lanes: 64, subgroup: true, packed: false };
-    match info.device_type {
-        wgpu::DeviceType::Cpu if rows.supported(device, info) => rows,
-        wgpu::DeviceType::Cpu => GemmVariant::Rows { rows: 64, lanes: 64, subgroup: false, packed: false },
-        _ => GemmVariant::DEFAULT,
+/// The variant used with tuning off. On CPU adapters (lavapipe), from what `ortho tune` measured
+/// there: a batch of products of at most 64 columns packs 8 per workgroup, a single one takes
+/// 128 x 64 tiles, one of at most 256 columns 512 x 64 tiles, wider ones 64 x 512 (each in its
+/// subgroup form where the adapter has it); elsewhere the workgroup-memory tiles.
+pub fn default_variant(device: &wgpu::Device, info: &wgpu::AdapterInfo, class: GemmClass) -> GemmVariant {
+    if info.device_type != wgpu::DeviceType::Cpu {
+        return GemmVariant::DEFAULT;
     }
+    let (rows, lanes, packed) = match (class.batch, class.n) {
+        (b, n) if b >= bucket(8) && n <= bucket(64) => (32, 8, true),
+        (_, n) if n <= bucket(64) => (16, 8, false),
+        (_, n) if n <= bucket(256) => (64, 8, false),
+        _ => (64, 64, false),
+    };
+    let subgroup = GemmVariant::Rows { rows, lanes, subgroup: true, packed };
+    if subgroup.supported(device, info) { subgroup } else { GemmVariant::Rows { rows, lanes, subgroup: false, packed } }
 }
 
 /// What tuning measured for one class on one adapter.
@@ -202,7 +209,7 @@ impl Tuner {
             return Ok(v);
         }
         match options.mode {
-            TuneMode::Off => return Ok(default_variant(&gpu.device, &gpu.info)),
+            TuneMode::Off => return Ok(default_variant(&gpu.device, &gpu.info, class)),
             TuneMode::Fixed(v) if v.supported(&gpu.device, &gpu.info) => return Ok(v),
             TuneMode::Fixed(v) => {
                 return Err(Error::Unsupported(format!("GEMM variant {} on {}", v.name(), gpu.info.name)));
