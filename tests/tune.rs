@@ -116,3 +116,52 @@ fn tuning_keeps_the_fastest_variant_per_adapter() {
         let _ = std::fs::remove_file(&cache);
     }
 }
+
+/// The first product of a class recorded into an application's own encoder, between its other
+/// commands, tunes first (submitting its own timing work) and still lands in that encoder; four
+/// threads meeting another new class at once all get the product, and the class is cached once.
+#[test]
+fn tuning_inside_an_applications_encoder_and_from_threads() {
+    for engine in gpu_engines() {
+        let name = engine.describe().replace([' ', '/'], "_");
+        let cache = temp_cache(&format!("{name}-app"));
+        let _ = std::fs::remove_file(&cache);
+        let tuner = tuning_engine(&engine, &cache);
+        let reference = Engine::cpu("reference");
+        let (a, b) = (gaussian(&[33, 20], 1.0, 3), gaussian(&[20, 17], 1.0, 4));
+        let (ga, gb, gc) =
+            (tuner.upload("a", &a).unwrap(), tuner.upload("b", &b).unwrap(), tuner.empty(&[33, 17]).unwrap());
+        let (device, queue) = (tuner.device().unwrap(), tuner.queue().unwrap());
+        let other = device.create_buffer(&ortho::wgpu::BufferDescriptor {
+            label: Some("the application's"),
+            size: 256,
+            usage: ortho::wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&Default::default());
+        encoder.clear_buffer(&other, 0, None);
+        let recorded = tuner.record_matmul(&mut encoder, &ga, &gb, &gc, MatmulOptions::default()).unwrap();
+        encoder.clear_buffer(&other, 0, None);
+        queue.submit([encoder.finish()]);
+        recorded.submitted();
+        let want = reference.matmul(&a, &b, MatmulOptions::default()).unwrap();
+        assert!(relative_frobenius(tuner.download(&gc).unwrap().data(), want.data()) < 1e-6, "{name}");
+
+        let (a, b) = (gaussian(&[2, 300, 10], 1.0, 5), gaussian(&[10, 70], 1.0, 6));
+        let want = reference.matmul(&a, &b, MatmulOptions::default()).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let got = tuner.matmul(&a, &b, MatmulOptions::default()).unwrap();
+                    assert!(relative_frobenius(got.data(), want.data()) < 1e-6, "{name}");
+                });
+            }
+        });
+        let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+        let classes: Vec<&serde_json::Value> =
+            file["entries"].as_array().unwrap().iter().map(|e| &e["result"]["class"]).collect();
+        assert_eq!(classes.len(), 2, "{name}: {classes:?}");
+        assert_ne!(classes[0], classes[1]);
+        let _ = std::fs::remove_file(&cache);
+    }
+}
