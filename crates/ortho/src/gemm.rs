@@ -205,7 +205,8 @@ fn operand(o: &Operand) -> kernels::GemmOperand {
     }
 }
 
-/// Records `g` in the variant the engine chose for its shape class (see `tune.rs`).
+/// Records `g` in the variant the engine chose for its shape class (see `tune.rs`); an empty
+/// product records nothing (and tunes nothing).
 pub(crate) fn record_gemm(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
@@ -223,7 +224,8 @@ pub(crate) fn record_gemm(
 
 /// Records `g` as blocks of as many rows and columns as one dispatch's workgroups cover (65,535 tiles
 /// on most devices) and slices of at most [`MAX_K`] of the inner dimension, each slice after the
-/// first accumulating into C; a product of few tiles splits its slices across workgroups.
+/// first accumulating into C; a product of few tiles splits its slices across workgroups. `g` is
+/// not empty.
 pub(crate) fn record_gemm_as(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
@@ -233,9 +235,6 @@ pub(crate) fn record_gemm_as(
     b: Operand,
     c: Operand,
 ) -> Result<()> {
-    if g.m == 0 || g.n == 0 || g.batch == 0 {
-        return Ok(());
-    }
     let (tile_rows, tile_cols) = variant.tile();
     // Square blocks, so that C's diagonal (the `diag` term, added where a block's own row and column
     // agree) only crosses blocks that start on it.
