@@ -1,8 +1,8 @@
 // Batched maps from the Lie algebra to the group (docs/math.md §3.1): the matrix exponential, or with
 // method CAYLEY the Cayley map cay(A) = (I - A/2)^(-1) (I + A/2), for n x n matrices (n = N <= 64, a
-// pipeline constant). p.lanes invocations share a matrix: 64 (one workgroup per matrix) for large N,
-// down to 1 (64 matrices per workgroup, one per invocation) for small N in large batches, where a
-// workgroup per matrix would leave most invocations idle at every barrier.
+// pipeline constant; n <= 8 goes to `expm_private`). p.lanes invocations share a matrix: 64 (one
+// workgroup per matrix), or 16 for N <= 16 in large batches, where a workgroup per matrix would leave
+// most invocations idle at every barrier.
 // Each matrix's 1-norm picks its Taylor degree and number of squarings s from the f32 switch points
 // on the device (no host round trip); a workgroup evaluates the highest degree any of its matrices
 // needs (a higher degree only adds accuracy), so that every barrier stays in uniform control flow.
@@ -26,8 +26,8 @@ const GROUP: u32 = 64u;
 var<workgroup> partial: array<f32, GROUP>;
 var<workgroup> counts: array<u32, GROUP>;
 var<workgroup> top: u32;
-// N pivot-column factors per matrix of the workgroup (64 / lanes() * N <= 512).
-var<workgroup> factors: array<f32, 512>;
+// N pivot-column factors per matrix of the workgroup (64 / lanes() * N <= 64).
+var<workgroup> factors: array<f32, 64>;
 var<workgroup> pivots: array<u32, GROUP>;
 
 // Invocations per matrix (a divisor of 64) and the element passes each makes over an N x N matrix.
@@ -122,65 +122,18 @@ fn taylor_pass(lid: u32) {
     workgroupBarrier();
     var norm = 0.0;
     for (var t = 0u; t < lanes(); t++) { norm = max(norm, partial[m * lanes() + t]); }
-    var own = 5u;
-    var squarings = 0u;
-    for (var t = 5u; t > 0u; t--) { if (norm <= THETA[t - 1u]) { own = t - 1u; } }
-    if (norm > THETA[5]) { squarings = u32(ceil(log2(norm / THETA[5]))); }
-    if (live && lane == 0u) { plans[z] = squarings; }
+    let plan = exp_plan(norm);
+    if (live && lane == 0u) { plans[z] = plan.y; }
     // The degree index the workgroup evaluates.
-    let index = workgroup_max(select(0u, own, live), lid);
-    let scale = exp2(-f32(squarings));
+    let index = workgroup_max(select(0u, plan.x, live), lid);
+    let scale = exp2(-f32(plan.y));
     // Slot 1: A / 2^s.
     for (var t = 0u; t < passes(); t++) {
         let e = lane + t * lanes();
         if (live && e < N * N) { work[slot(1u) + e] = p.alpha * a[source() + e] * scale; }
     }
     sync();
-    // Slot 0 receives T(A) - I.
-    if (index == 0u) {
-        combine(0u, array<f32, 5>(0.0, 1.0, 0.0, 0.0, 0.0), SLOTS);
-    } else if (index == 1u) {
-        product(2u, 1u, 1u);
-        combine(0u, array<f32, 5>(0.0, 1.0, 0.5, 0.0, 0.0), SLOTS);
-    } else if (index == 2u) {
-        product(2u, 1u, 1u);
-        combine(5u, array<f32, 5>(0.5, 1.0 / 6.0, 1.0 / 24.0, 0.0, 0.0), SLOTS);
-        product(6u, 2u, 5u);
-        combine(0u, array<f32, 5>(0.0, 1.0, 0.0, 0.0, 0.0), 6u);
-    } else if (index == 3u) {
-        // Degree 8 (eq. 13 of Bader, Blanes, Casas 2019), slot 4 holding A^4 of the scheme.
-        let r = sqrt(177.0);
-        let x3 = 2.0 / 3.0;
-        product(2u, 1u, 1u);
-        combine(5u, array<f32, 5>(0.0, x3 * (1.0 + r) / 88.0, x3 * (1.0 + r) / 352.0, 0.0, 0.0), SLOTS);
-        product(4u, 2u, 5u);
-        combine(5u, array<f32, 5>(0.0, 0.0, x3, 0.0, 1.0), SLOTS);
-        combine(6u, array<f32, 5>((-271.0 + 29.0 * r) / (315.0 * x3), 11.0 * (-1.0 + r) / (1260.0 * x3),
-                                     11.0 * (-9.0 + r) / (5040.0 * x3), 0.0, (89.0 - r) / (5040.0 * x3 * x3)), SLOTS);
-        product(7u, 5u, 6u);
-        combine(0u, array<f32, 5>(0.0, 1.0, (857.0 - 58.0 * r) / 630.0, 0.0, 0.0), 7u);
-    } else if (index == 4u) {
-        product(2u, 1u, 1u);
-        product(3u, 2u, 1u);
-        combine(5u, array<f32, 5>(0.0, -0.13181061013830184015, -0.02027855540589259079, -0.00675951846863086359, 0.0), SLOTS);
-        product(6u, 5u, 5u);
-        combine(6u, array<f32, 5>(0.21169311829980944294, 0.15822438471572672537, 0.16563516943672741501, 0.01078627793157924250, 0.0), 6u);
-        combine(5u, array<f32, 5>(4.60000000000000000000, 0.99287510353848683614, -0.13244556105279963884, 0.00172990000000000000, 0.0), 6u);
-        product(7u, 5u, 6u);
-        combine(0u, array<f32, 5>(-0.01860232051462055322 - 1.0, -0.00500702322573317730, -0.57342012296052226390, -0.13339969394389205970, 0.0), 7u);
-    } else {
-        product(2u, 1u, 1u);
-        product(3u, 1u, 2u);
-        product(4u, 3u, 3u);
-        combine(5u, array<f32, 5>(0.0, -0.10036558103014462001, -0.00802924648241156960, -0.00089213849804572995, 0.0), SLOTS);
-        combine(6u, array<f32, 5>(0.0, 0.0, -0.09233646193671185927, -0.01693649390020817171, -0.00001400867981820361), SLOTS);
-        product(7u, 5u, 6u);
-        // Slot 6: right = B3 + A9; slot 5: left = right + B2.
-        combine(6u, array<f32, 5>(-0.09043168323908105619, -0.06764045190713819075, 0.06759613017704596460, 0.02955525704293155274, -0.00001391802575160607), 7u);
-        combine(5u, array<f32, 5>(-10.9676396052962062593, 1.68015813878906197182, 0.05717798464788655127, -0.00698210122488052084, 0.00003349750170860705), 6u);
-        product(7u, 5u, 6u);
-        combine(0u, array<f32, 5>(-1.0, 0.39784974949964507614, 1.36783778460411719922, 0.49828962252538267755, -0.00063789819459472330), 7u);
-    }
+    exp_polynomial(index);
 }
 
 // Writes exp(A) = I + D, D, or W + W D (W read from `out`) from the increment D in slot 0, for the

@@ -16,6 +16,8 @@ mod integrate;
 
 /// The largest n the per-matrix kernels handle (one workgroup per matrix).
 pub const FLOW_MAX_N: usize = 64;
+/// The largest n that `flow/expm_private` maps, one matrix per invocation.
+pub(crate) const PRIVATE_MAX_N: usize = 8;
 /// Intermediate matrices the exponential keeps per input matrix.
 pub(crate) const SLOTS: usize = 8;
 /// The fewest workgroups a batch of small matrices must fill to be packed (see `MapPlan::lanes`).
@@ -32,7 +34,8 @@ scratch_plan! {
     }
 }
 
-/// How `flow/expm` covers `b` matrices of side `n`: `chunk` at a time (as many as one binding of
+/// How the group maps cover `b` matrices of side `n`: up to [`PRIVATE_MAX_N`] in one dispatch of
+/// `flow/expm_private`; larger ones with `flow/expm`, `chunk` at a time (as many as one binding of
 /// their intermediate matrices holds), each in [`MapPlan::passes`] dispatches.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MapPlan {
@@ -49,21 +52,20 @@ impl MapPlan {
         Ok(MapPlan { map, b, n, chunk })
     }
 
-    pub(crate) fn sizes(&self) -> MapSizes {
-        MapSizes { work: SLOTS * self.n * self.n * self.chunk, plans: self.chunk }
+    fn private(&self) -> bool {
+        self.n <= PRIVATE_MAX_N
     }
 
-    /// Invocations that share a matrix: 64 matrices of n <= 8 per workgroup, one per invocation, or 4
-    /// of n <= 16, 16 invocations each, where the batch fills at least [`PACKED_GROUPS`] such
-    /// workgroups; else a workgroup per matrix (a small batch packed would put a whole matrix's work
-    /// on few invocations).
+    /// The scratch of `flow/expm` (`expm_private` needs none).
+    pub(crate) fn sizes(&self) -> Option<MapSizes> {
+        (!self.private()).then_some(MapSizes { work: SLOTS * self.n * self.n * self.chunk, plans: self.chunk })
+    }
+
+    /// Invocations of `flow/expm` that share a matrix: 16 (4 matrices of n <= 16 per workgroup) where
+    /// the batch fills at least [`PACKED_GROUPS`] such workgroups; else a workgroup per matrix (a small
+    /// batch packed would put a whole matrix's work on few invocations).
     fn lanes(&self) -> usize {
-        let lanes = match self.n {
-            0..=8 => 1,
-            9..=16 => 16,
-            _ => 64,
-        };
-        if self.b >= PACKED_GROUPS * 64 / lanes { lanes } else { 64 }
+        if self.n <= 16 && self.b >= PACKED_GROUPS * 4 { 16 } else { 64 }
     }
 
     /// Squarings one pass performs at most: as many as keep a pass within ~32k inner iterations per
@@ -226,11 +228,33 @@ fn record_map(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     plan: &MapPlan,
-    scratch: &MapScratch,
+    scratch: &Option<MapScratch>,
     (a, a_first, alpha): (&wgpu::Buffer, usize, f32),
     out: &wgpu::Buffer,
     output: ExpmOutput,
 ) -> Result<()> {
+    let params = |first: usize, count: usize, pass_index: usize, lanes: usize| kernels::Expm {
+        batch: count as u32,
+        mode: output as u32,
+        first: first as u32,
+        pass_index: pass_index as u32,
+        method: plan.map as u32,
+        a_first: a_first as u32,
+        alpha,
+        lanes: lanes as u32,
+    };
+    let Some(scratch) = scratch else {
+        let groups = gpu.grid(plan.b as u64, 64)?;
+        let constants = [("N", plan.n as f64)];
+        return gpu.dispatch_with(
+            pass,
+            &kernels::EXPM_PRIVATE,
+            &constants,
+            &params(0, plan.b, 0, 1),
+            &[a, out],
+            groups,
+        );
+    };
     let lanes = plan.lanes();
     let fixed = if lanes == 64 { 64.0 } else { 0.0 };
     let constants = [("N", plan.n as f64), ("SQUARINGS_PER_PASS", plan.squarings_per_pass() as f64), ("LANES", fixed)];
@@ -238,19 +262,16 @@ fn record_map(
     for first in (0..plan.b).step_by(plan.chunk) {
         let count = plan.chunk.min(plan.b - first);
         for pass_index in 0..plan.passes() {
-            let params = kernels::Expm {
-                batch: count as u32,
-                mode: output as u32,
-                first: first as u32,
-                pass_index: pass_index as u32,
-                method: plan.map as u32,
-                a_first: a_first as u32,
-                alpha,
-                lanes: lanes as u32,
-            };
             let bufs = [a, scratch.work.buffer(), out, scratch.plans.buffer()];
             let groups = gpu.grid(count.div_ceil(per_group) as u64, 1)?;
-            gpu.dispatch_with(pass, &kernels::EXPM, &constants, &params, &bufs, groups)?;
+            gpu.dispatch_with(
+                pass,
+                &kernels::EXPM,
+                &constants,
+                &params(first, count, pass_index, lanes),
+                &bufs,
+                groups,
+            )?;
         }
     }
     Ok(())

@@ -186,7 +186,8 @@ macro_rules! shaders {
 }
 
 /// The helper files of `shaders/` (no entry point) that shaders call, by path.
-pub const LIBRARIES: &[&str] = &["common/reduce", "common/operand", "common/gemm_store", "common/gemm_rows_body"];
+pub const LIBRARIES: &[&str] =
+    &["common/reduce", "common/operand", "common/gemm_store", "common/gemm_rows_body", "flow/expm_polynomial"];
 /// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
 const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
 /// `base`: where batch `z` of a strided GEMM operand starts.
@@ -195,6 +196,9 @@ const OPERAND: &str = include_str!("../../../shaders/common/operand.wgsl");
 const GEMM_STORE: &str = include_str!("../../../shaders/common/gemm_store.wgsl");
 /// `gemm_rows_body`: the product without workgroup memory, given an `a_rows`.
 const GEMM_ROWS_BODY: &str = include_str!("../../../shaders/common/gemm_rows_body.wgsl");
+/// `exp_plan` and `exp_polynomial`: the exponential's scaling and Taylor stage, given a `product` and a
+/// `combine`.
+const EXPM_POLYNOMIAL: &str = include_str!("../../../shaders/flow/expm_polynomial.wgsl");
 
 params! {
     /// A GEMM operand: element `(i, p)` of batch `z` at `base(z) + i * rs + p * cs` (see `gemm.rs`).
@@ -272,7 +276,8 @@ shaders! {
     MIRROR_UPPER: "cwy/mirror_upper", Mirror, ["b: read", "out: read_write"];
     HOUSEHOLDER: "cwy/householder", Reflection, ["u: read", "q: read_write"];
     UNIT_COLUMNS: "cwy/unit_columns" + REDUCE, UnitColumns, ["src: read", "unit: read_write", "norms: read_write", "dst: read_write"];
-    EXPM: "flow/expm", Expm, ["a: read", "work: read_write", "out: read_write", "plans: read_write u32"];
+    EXPM: "flow/expm" + EXPM_POLYNOMIAL, Expm, ["a: read", "work: read_write", "out: read_write", "plans: read_write u32"];
+    EXPM_PRIVATE: "flow/expm_private" + EXPM_POLYNOMIAL, Expm, ["a: read", "out: read_write"];
     COMBINE: "flow/combine", Combine, ["x0: read", "x1: read", "x2: read", "x3: read", "out: read_write"];
     ACTIVATE: "flow/activate", Activate, ["x: read", "out: read_write"];
 }

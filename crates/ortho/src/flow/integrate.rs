@@ -17,7 +17,7 @@ scratch_plan! {
         stage: usize,
         mix: usize,
         fields: [usize; 4],
-        map: MapSizes,
+        map: Option<MapSizes>,
         nested: Option<NestedSizes>,
     }
 }
@@ -49,7 +49,7 @@ struct Integrator<'a> {
     n: usize,
     h: f32,
     map: MapPlan,
-    map_scratch: MapScratch,
+    map_scratch: Option<MapScratch>,
     given: Option<GpuTensor>,
     isospectral: Option<(GpuTensor, GpuTensor)>,
     t1: PooledBuffer,
