@@ -40,7 +40,7 @@ fn a_download_waits_for_the_device_without_blocking() {
 #[test]
 fn many_calls_in_flight_on_one_thread() {
     for e in gpu_engines() {
-        let cpu = Engine::cpu("reference");
+        let cpu = Engine::reference();
         let w = projection(16, 8, Scaling::Chi, 3).unwrap().to_f32();
         let inputs: Vec<_> = (0..6).map(|i| gaussian(&[1, 2, 30 + 7 * i, 8], 0.5, 10 + i as u64)).collect();
         let done = AtomicBool::new(false);

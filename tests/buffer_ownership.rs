@@ -16,7 +16,7 @@ struct Recorded1 {
 fn first_call(seed: u64) -> Recorded1 {
     let q = gaussian(&[2, 2, 40, 8], 0.5, seed);
     let w = projection(16, 8, Scaling::Chi, seed + 1).unwrap().to_f32();
-    let want = Engine::cpu("reference").favor(&q, &q, &q, &w, &FavorOptions::causal(Kernel::Softmax)).unwrap();
+    let want = Engine::reference().favor(&q, &q, &q, &w, &FavorOptions::causal(Kernel::Softmax)).unwrap();
     Recorded1 { q, w, want }
 }
 
@@ -92,7 +92,7 @@ fn calls_before_the_application_submits_never_take_recorded_buffers() {
         for (t, g) in &uploads {
             assert_eq!(e.download(g).unwrap().data(), t.data(), "{}: an upload of {} floats", e.describe(), t.len());
         }
-        let cpu = Engine::cpu("reference");
+        let cpu = Engine::reference();
         for (a, b, g) in &products {
             let want = cpu.matmul(a, b, MatmulOptions::default()).unwrap();
             assert!(relative_frobenius(e.download(g).unwrap().data(), want.data()) < 1e-5, "{}", e.describe());
@@ -161,7 +161,7 @@ fn released_buffers_wait_for_submitted_work_then_return() {
 
 /// One thread's share of mixed work, every result kept on the device until the end.
 fn hammer(e: &Engine, thread: u64) {
-    let cpu = Engine::cpu("reference");
+    let cpu = Engine::reference();
     let mut kept: Vec<(GpuTensor, Tensor<f32>)> = Vec::new();
     for round in 0..4u64 {
         let seed = 1000 * thread + 10 * round;

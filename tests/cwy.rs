@@ -29,9 +29,10 @@ fn orthogonality(q: &[f32], n: usize, cols: usize) -> (f64, f64) {
     (frob.sqrt(), one_norm / (n as f64 * 2f64.powi(-24)))
 }
 
+/// Every adapter, and the CPU fallback's fast path (f32, blocked solve and products).
 #[test]
 fn cwy_matches_reference_and_is_orthogonal() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, &(b, n, l)) in SHAPES.iter().enumerate() {
             let u = gaussian(&[b, n, l], 1.0, i as u64);
             let want = reference::householder_product(&u.to_f64()).unwrap();
@@ -58,7 +59,7 @@ fn nearly_parallel_vectors_stay_orthogonal() {
     let base = gaussian(&[n, 1], 1.0, 1);
     let noise = gaussian(&[n, l], 1e-3, 2);
     let u = Tensor::from_fn(&[n, l], |e| base.data()[e / l] + noise.data()[e]);
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         let q = engine.cwy(&u).unwrap();
         let (frob, ratio) = orthogonality(q.data(), n, n);
         assert!(frob <= 8.0 * n as f64 * f32_eps() && ratio < 30.0, "{}: {frob:e}, {ratio}", engine.describe());
@@ -179,7 +180,7 @@ fn column_scale_does_not_matter() {
     let q_want = reference::cwy(&base).unwrap();
     let g = gaussian(&[b, n, n], 1.0, 2);
     let du_want = reference::cwy_backward(&scaled, &g.to_f64()).unwrap();
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (name, got) in [("cwy", engine.cwy(&u)), ("sequential", engine.householder_product(&u))] {
             let err = relative_frobenius(got.unwrap().data(), q_want.data());
             assert!(err < 1e-5, "{} {name}: {err:e}", engine.describe());

@@ -131,7 +131,7 @@ fn embeds_in_an_application_device() {
         queue.submit([encoder.finish()]);
         recorded.submitted();
         let got = e.download(&out).unwrap();
-        let want = Engine::cpu("reference").favor(&q, &q, &q, &w, &FavorOptions::default()).unwrap();
+        let want = Engine::reference().favor(&q, &q, &q, &w, &FavorOptions::default()).unwrap();
         assert!(relative_frobenius(got.data(), want.data()) < 1e-6);
 
         let uniform = device.create_buffer(&ortho::wgpu::BufferDescriptor {
@@ -183,14 +183,14 @@ fn measurements_of_an_operation() {
         let m = e.measure(&Favor(FavorOptions::default()), &[&q, &k, &v, &w], o).unwrap();
         assert!(m.error < 1e-5 && m.scratch_bytes > 0 && positive(&m), "{} {m:?}", e.describe());
     }
-    let m = Engine::cpu("reference").measure(&Matmul(Default::default()), &[&a, &b], o).unwrap();
+    let m = Engine::reference().measure(&Matmul(Default::default()), &[&a, &b], o).unwrap();
     assert!(!m.timestamps && m.peak_bytes == 0 && m.error < 1e-7 && positive(&m), "{m:?}");
     assert_eq!(m.device_seconds, m.call_seconds);
 }
 
 /// `run` (host), `run_async`, `run_gpu` and `record` of one operation agree with its CPU twin.
 fn four_entry_points<O: ortho::Operation>(e: &Engine, op: &O, inputs: &[&Tensor<f32>], bound: f64) {
-    let want = Engine::cpu("reference").run(op, inputs).unwrap();
+    let want = Engine::reference().run(op, inputs).unwrap();
     let host = e.run(op, inputs).unwrap();
     let host_async = e.block_on(e.run_async(op, inputs)).unwrap();
     let gpu_in: Vec<GpuTensor> = inputs.iter().map(|t| e.upload("x", t).unwrap()).collect();
@@ -257,7 +257,7 @@ fn every_operation_has_four_entry_points() {
             generator: ortho_ref::flow::Generator::Isospectral { qs: symmetric(4, 1.0, 11), ns: symmetric(4, 1.0, 12) },
             state: Some((gaussian(&[2, 4], 1.0, 13).to_f64(), ortho_ref::flow::Activation::Tanh)),
         };
-        let w0 = Engine::cpu("reference").expm(&skew(&gaussian(&[2, 4, 4], 0.5, 14))).unwrap();
+        let w0 = Engine::reference().expm(&skew(&gaussian(&[2, 4, 4], 0.5, 14))).unwrap();
         four_entry_points(&e, &flow, &[&w0], 1e-5);
     }
 }

@@ -23,9 +23,10 @@ fn f64_reference(q: &Tensor<f32>, k: &Tensor<f32>, v: &Tensor<f32>, w: &Tensor<f
     reference::favor(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), kernel).unwrap()
 }
 
+/// Every adapter, and the CPU fallback's fast path (f32, blocked products) against the f64 twin.
 #[test]
 fn favor_matches_reference() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, &s) in SHAPES.iter().enumerate() {
             let (_, h, _, d, _, m) = s;
             let [q, k, v] = attention_inputs(s, 0.5, 10 * i as u64);
@@ -106,7 +107,7 @@ fn a_huge_key_entry_leaves_the_other_keys_exact() {
             let mut k = gaussian(&[l, d], 0.5, 2);
             k.data_mut()[3 * d + 2] = big;
             for o in [FavorOptions::new(Kernel::Softmax), FavorOptions::causal(Kernel::Softmax)] {
-                let want = Engine::cpu("reference").favor(&q, &k, &v, &w, &o).unwrap();
+                let want = Engine::reference().favor(&q, &k, &v, &w, &o).unwrap();
                 let got = engine.favor(&q, &k, &v, &w, &o).unwrap();
                 let err = relative_frobenius(got.data(), want.data());
                 assert!(err < 1e-5, "{} key entry {big:e} causal {}: {err:e}", engine.describe(), o.causal);

@@ -99,7 +99,7 @@ fn gradients_stay_finite_at_large_exponents() {
         let g = gaussian(&[l, dv], 1.0, 4);
         for kernel in [Kernel::Softmax, Kernel::Trig] {
             let o = FavorOptions::new(kernel);
-            let want = Engine::cpu("reference").favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
+            let want = Engine::reference().favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
             assert!(want.iter().all(|t| t.data().iter().all(|x| x.is_finite())), "reference {kernel:?} {scale}");
             for engine in gpu_engines() {
                 let grads = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();

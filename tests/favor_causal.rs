@@ -17,9 +17,11 @@ fn f64_reference(q: &Tensor<f32>, k: &Tensor<f32>, v: &Tensor<f32>, w: &Tensor<f
     reference::favor_quadratic(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), kernel, true).unwrap()
 }
 
+/// Every adapter, and the CPU fallback's fast path (chunked, blocked products) against the f64
+/// quadratic form.
 #[test]
 fn causal_matches_reference_over_chunks_and_schedules() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, &(b, h, l, d, dv, m, chunk)) in CAUSAL_CASES.iter().enumerate() {
             let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
             let w = case_projection(i, h, m, d);

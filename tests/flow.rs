@@ -13,9 +13,10 @@ fn bound(norm: f64) -> f64 {
     1e-5 * 2f64.powi(squarings as i32)
 }
 
+/// Every adapter, and the CPU fallback (its f32 fast path for n <= 8).
 #[test]
 fn expm_matches_the_pade_oracle() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, n) in [1usize, 3, 8, 33, 64].into_iter().enumerate() {
             for (j, scale) in [1e-8, 1e-4, 1e-2, 0.1, 0.3, 1.0, 10.0, 100.0, 1000.0].into_iter().enumerate() {
                 // |A|_1 ~ scale, carried by a skew part so that exp(A) stays representable in f32,
@@ -47,7 +48,7 @@ fn expm_matches_the_pade_oracle() {
 
 #[test]
 fn skew_input_gives_orthogonal_output() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for n in [3usize, 8, 33, 64] {
             let g = gaussian(&[4, n, n], 0.5, n as u64);
             let skew = Tensor::from_fn(&[4, n, n], |e| {
@@ -83,7 +84,7 @@ fn bad_inputs_get_clear_errors() {
 
 #[test]
 fn cayley_matches_reference() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, n) in [1usize, 3, 8, 33, 64].into_iter().enumerate() {
             // Skew (the use in flows) and general matrices with I - A/2 well conditioned.
             let g = gaussian(&[3, n, n], 0.8 / (n as f64).sqrt(), 50 + i as u64);

@@ -5,7 +5,7 @@ use common::*;
 use ortho::{MatmulOptions, Tensor};
 
 fn reference(a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Tensor<f32> {
-    ortho::Engine::cpu("reference").matmul(a, b, o).unwrap()
+    ortho::Engine::reference().matmul(a, b, o).unwrap()
 }
 
 /// Every GEMM variant the engine's device runs (`all`), or one of each tiling (the subgroup forms

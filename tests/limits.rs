@@ -30,7 +30,7 @@ fn scratch_past_the_binding_limit_is_a_clear_error() {
 fn work_past_the_workgroup_limit_is_split() {
     use ortho::ops::*;
     use ortho::{FavorOptions, GroupMap, Kernel, Schedule};
-    let cpu = ortho::Engine::cpu("reference");
+    let cpu = ortho::Engine::reference();
     // Rows of one long problem, and many short problems.
     let long = attention_inputs((1, 1, 1100, 4, 3, 8), 0.5, 1);
     let [q, k, v] = attention_inputs((2, 10, 40, 4, 3, 8), 0.5, 2);
@@ -72,7 +72,7 @@ fn work_past_the_workgroup_limit_is_split() {
 fn the_identity_term_crosses_blocks_in_every_gemm_variant() {
     use ortho::ops::Cwy;
     let u = gaussian(&[1100, 20], 1.0, 5);
-    let want = ortho::Engine::cpu("reference").run(&Cwy { stiefel: false }, &[&u]).unwrap();
+    let want = ortho::Engine::reference().run(&Cwy { stiefel: false }, &[&u]).unwrap();
     for e in engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 16) {
         for v in e.gemm_variants() {
             e.force_gemm_variant(Some(v)).unwrap();
@@ -91,7 +91,7 @@ fn the_identity_term_crosses_blocks_in_every_gemm_variant() {
 fn host_work_past_the_binding_limit_is_split() {
     use ortho::ops::*;
     use ortho::{Checkpoints, FavorOptions, GroupMap, Kernel, MatmulOptions};
-    let cpu = ortho::Engine::cpu("reference");
+    let cpu = ortho::Engine::reference();
     // One long problem (q: 96 KB), four heads of one batch (segments), three batches (slices).
     let long = attention_inputs((1, 1, 3000, 8, 4, 16), 0.5, 1);
     let heads = attention_inputs((1, 4, 700, 8, 8, 16), 0.5, 2);
@@ -157,7 +157,7 @@ fn host_work_past_the_binding_limit_is_split() {
 fn features_past_an_invocations_loop_limit() {
     use ortho::ops::*;
     use ortho::{FavorOptions, Kernel};
-    let cpu = ortho::Engine::cpu("reference");
+    let cpu = ortho::Engine::reference();
     let [q, k, v] = attention_inputs((1, 1, 4, 2, 2, 0), 0.5, 1);
     let w = gaussian(&[66_000, 2], 1.0, 2);
     let grad = gaussian(&[1, 1, 4, 2], 1.0, 3);
@@ -182,7 +182,7 @@ fn features_past_an_invocations_loop_limit() {
 fn features_in_blocks_past_the_binding_limit() {
     use ortho::ops::*;
     use ortho::{FavorOptions, Kernel};
-    let cpu = ortho::Engine::cpu("reference");
+    let cpu = ortho::Engine::reference();
     let short = attention_inputs((1, 2, 100, 8, 4, 0), 0.5, 1);
     let long = attention_inputs((1, 1, 2100, 8, 4, 0), 0.5, 4);
     let (w, w_heads) = (gaussian(&[700, 8], 1.0, 7), gaussian(&[2, 300, 8], 1.0, 8));

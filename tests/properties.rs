@@ -26,7 +26,7 @@ fn engines() -> &'static [Engine] {
 
 fn cpu() -> &'static Engine {
     static CPU: OnceLock<Engine> = OnceLock::new();
-    CPU.get_or_init(|| Engine::cpu("reference"))
+    CPU.get_or_init(Engine::reference)
 }
 
 /// `cases` cases from a fixed seed (the same cases on every run, unless `PROPTEST_RNG_SEED` says

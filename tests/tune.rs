@@ -35,7 +35,7 @@ fn every_variant_keeps_attention_results() {
     for engine in gpu_engines() {
         for causal in [false, true] {
             let o = FavorOptions { causal, chunk: Some(16), ..FavorOptions::new(Kernel::Softmax) };
-            let want = Engine::cpu("reference").favor(&q, &k, &v, &w, &o).unwrap();
+            let want = Engine::reference().favor(&q, &k, &v, &w, &o).unwrap();
             engine.force_gemm_variant(Some(GemmVariant::DEFAULT)).unwrap();
             let default = engine.favor(&q, &k, &v, &w, &o).unwrap();
             for variant in engine.gemm_variants() {
@@ -91,7 +91,7 @@ fn tuning_keeps_the_fastest_variant_per_adapter() {
         let a = gaussian(&[40, 50], 1.0, 1);
         let b = gaussian(&[50, 60], 1.0, 2);
         let got = tuner.matmul(&a, &b, MatmulOptions::default()).unwrap();
-        let want = Engine::cpu("reference").matmul(&a, &b, MatmulOptions::default()).unwrap();
+        let want = Engine::reference().matmul(&a, &b, MatmulOptions::default()).unwrap();
         assert!(relative_frobenius(got.data(), want.data()) < 1e-6);
         let chosen = GemmVariant::parse(&result.chosen).unwrap();
         assert_eq!(tuner.gemm_variant(class).unwrap(), chosen);
@@ -127,7 +127,7 @@ fn tuning_inside_an_applications_encoder_and_from_threads() {
         let cache = temp_cache(&format!("{name}-app"));
         let _ = std::fs::remove_file(&cache);
         let tuner = tuning_engine(&engine, &cache);
-        let reference = Engine::cpu("reference");
+        let reference = Engine::reference();
         let (a, b) = (gaussian(&[33, 20], 1.0, 3), gaussian(&[20, 17], 1.0, 4));
         let (ga, gb, gc) =
             (tuner.upload("a", &a).unwrap(), tuner.upload("b", &b).unwrap(), tuner.empty(&[33, 17]).unwrap());

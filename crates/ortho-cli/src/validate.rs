@@ -40,7 +40,7 @@ fn cases() -> Vec<Case> {
                 shape: format!("[{z}, {m}, {k}] x [{z}, {k}, {n}]"),
                 bound: GEMM_BOUND,
                 run: Box::new(move |e| {
-                    let want = Engine::cpu("reference").matmul(&a, &b, MatmulOptions::default())?.to_f64();
+                    let want = Engine::reference().matmul(&a, &b, MatmulOptions::default())?.to_f64();
                     Ok((e.matmul(&a, &b, MatmulOptions::default())?, want))
                 }),
                 variant,

@@ -239,7 +239,12 @@ pub fn expm(a: &Tensor<f64>, theta: &[f64; 6]) -> Result<Tensor<f64>> {
 /// `exp(A) - I` of one matrix, kept in increment form through the squarings:
 /// `D <- D (D + 2I)` is `(I + D)^2 - I`.
 pub fn expm_increment(m: &Matrix, theta: &[f64; 6]) -> Matrix {
-    let (index, squarings) = plan(one_norm(&m.data, m.n), theta);
+    increment_of(m, one_norm(&m.data, m.n), theta)
+}
+
+/// [`expm_increment`] over any [`Ring`], given the matrix's 1-norm.
+pub fn increment_of<R: Ring>(m: &R, norm: f64, theta: &[f64; 6]) -> R {
+    let (index, squarings) = plan(norm, theta);
     let mut d = taylor_increment(&m.scale(0.5f64.powi(squarings as i32)), index);
     let two = m.identity_like().scale(2.0);
     for _ in 0..squarings {

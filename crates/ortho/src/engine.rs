@@ -140,6 +140,8 @@ pub(crate) struct Gpu {
 pub struct Engine {
     gpu: Option<Arc<Gpu>>,
     fallback_reason: Option<String>,
+    /// Without a GPU: the f64 twins only ([`Engine::reference`]), not the CPU fast paths.
+    reference_only: bool,
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -261,12 +263,25 @@ impl Engine {
                 tuner: Tuner::default(),
             })),
             fallback_reason: None,
+            reference_only: false,
         }
     }
 
-    /// An engine without a GPU: every call runs the CPU reference.
+    /// An engine without a GPU: every call runs on the CPU, through the fast path of its operation
+    /// (f32, blocked threaded products) where it has one, else its f64 twin.
     pub fn cpu(reason: impl Into<String>) -> Engine {
-        Engine { gpu: None, fallback_reason: Some(reason.into()) }
+        Engine { gpu: None, fallback_reason: Some(reason.into()), reference_only: false }
+    }
+
+    /// The oracle: an engine without a GPU that runs every call's f64 twin (`ortho_ref`), never a fast
+    /// path; what the tests and `ortho validate` compare against.
+    pub fn reference() -> Engine {
+        Engine { gpu: None, fallback_reason: Some("the f64 reference".into()), reference_only: true }
+    }
+
+    /// Whether the engine runs only the f64 twins ([`Engine::reference`]).
+    pub fn is_reference(&self) -> bool {
+        self.reference_only
     }
 
     /// Every adapter of the chosen backends (`Auto`: of every backend, GL included).
@@ -323,7 +338,7 @@ impl Engine {
 
     /// Another handle on `gpu`'s engine.
     pub(crate) fn of(gpu: Arc<Gpu>) -> Engine {
-        Engine { gpu: Some(gpu), fallback_reason: None }
+        Engine { gpu: Some(gpu), fallback_reason: None, reference_only: false }
     }
 
     /// Live and peak bytes of the buffer pool (zero on the CPU).

@@ -152,6 +152,11 @@ impl Operation for MatrixMap {
         engine.record_group_map(enc, self.0, i[0], o[0], ExpmOutput::Exp)
     }
 
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        let n = *i[0].shape().last()?;
+        (n <= crate::cpu::SMALL_N).then(|| Ok(vec![crate::cpu::group_map(i[0], self.0 == GroupMap::Cayley)]))
+    }
+
     fn non_finite_cause(&self) -> &'static str {
         match self.0 {
             GroupMap::Exp => "exp(A) passes f32's range: some matrix's norm is too large",

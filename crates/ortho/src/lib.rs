@@ -26,6 +26,7 @@
 //! # Ok::<(), ortho::Error>(())
 //! ```
 
+mod cpu;
 mod cwy;
 mod engine;
 mod error;

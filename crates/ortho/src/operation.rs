@@ -39,6 +39,12 @@ pub trait Operation {
     /// The CPU twin, in f64.
     fn reference(&self, inputs: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>>;
 
+    /// The CPU fallback's fast path (`cpu.rs`: f32, blocked threaded products), where the operation
+    /// has one; `None` runs [`Operation::reference`] instead.
+    fn cpu(&self, _inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        None
+    }
+
     /// Records and submits the work for [`Engine::run`] and [`Engine::run_gpu`]: one submission of
     /// [`Operation::record`], unless the operation splits work whose recording would grow without
     /// bound (a flow's steps) into several.
@@ -207,6 +213,11 @@ impl Engine {
         }
         op.check_values(inputs)?;
         if !self.is_gpu() {
+            if !self.is_reference()
+                && let Some(outputs) = op.cpu(inputs)
+            {
+                return check_outputs(op, outputs?);
+            }
             let inputs: Vec<Tensor<f64>> = inputs.iter().map(|t| t.to_f64()).collect();
             return check_outputs(op, op.reference(&inputs)?.iter().map(Tensor::to_f32).collect());
         }

@@ -45,6 +45,10 @@ impl Operation for Cwy {
         engine.record_cwy(enc, i[0], o[0], self.stiefel)
     }
 
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        Some(crate::cpu::cwy(i[0], self.stiefel).map(|q| vec![q]).map_err(Into::into))
+    }
+
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
         Ok(vec![if self.stiefel { reference::tcwy(&i[0])? } else { reference::cwy(&i[0])? }])
     }

@@ -35,6 +35,11 @@ impl Operation for Favor {
         engine.record_favor(enc, i[0], i[1], i[2], i[3], &self.0, o[0])
     }
 
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        let chunk = self.0.causal.then(|| self.0.chunk.unwrap_or(DEFAULT_CHUNK));
+        Some(crate::cpu::favor([i[0], i[1], i[2], i[3]], self.0.kernel, chunk).map(|o| vec![o]).map_err(Into::into))
+    }
+
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
         let (o, [q, k, v, w]) = (self.0, [&i[0], &i[1], &i[2], &i[3]]);
         Ok(vec![if o.causal {

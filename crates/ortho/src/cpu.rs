@@ -1,0 +1,433 @@
+//! The CPU fallback's fast paths: the algorithms of the GPU kernels in f32, their dense products
+//! through `matrixmultiply` (blocked, vectorised, threaded). Operations without one here run their
+//! f64 twin (`ortho_ref`), which stays the simple, independent oracle the tests compare against.
+
+use ortho_ref::Tensor;
+use ortho_ref::favor::{AttentionShape, Kernel};
+
+/// A row-major or strided operand: `data[i * rows + j * cols]` is element `(i, j)`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> View<'a> {
+    /// `[r, c]` row-major.
+    pub fn new(data: &'a [f32], c: usize) -> Self {
+        View { data, rows: c, cols: 1 }
+    }
+
+    pub fn t(self) -> Self {
+        View { data: self.data, rows: self.cols, cols: self.rows }
+    }
+}
+
+/// `c = alpha a b + beta c` for `a: [m, k]`, `b: [k, n]`, row-major `c: [m, n]`.
+pub(crate) fn gemm((m, k, n): (usize, usize, usize), alpha: f32, a: View, b: View, beta: f32, c: &mut [f32]) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |v: View, r: usize, col: usize| (r.max(1) - 1) * v.rows + (col.max(1) - 1) * v.cols;
+    assert!(
+        c.len() >= m * n && (k == 0 || (last(a, m, k) < a.data.len() && last(b, k, n) < b.data.len())),
+        "gemm operands shorter than their shapes"
+    );
+    // SAFETY: every element the product reads or writes lies inside the slices (checked above).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            a.rows as isize,
+            a.cols as isize,
+            b.data.as_ptr(),
+            b.rows as isize,
+            b.cols as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// One problem's features (docs/math.md §1.5) as `ortho_ref::favor::causal_features` computes them:
+/// query features `[L, f]`, key features `[L, f]` each with its own offset, and the offsets `g`.
+fn features(kernel: Kernel, q: &[f32], k: &[f32], w: &[f32], (l, d, m): (usize, usize, usize)) -> [Vec<f32>; 3] {
+    let scale = (d as f32).powf(-0.25);
+    let project = |x: &[f32]| {
+        let mut a = vec![0.0; l * m];
+        gemm((l, d, m), scale, View::new(x, d), View::new(w, d).t(), 0.0, &mut a);
+        a
+    };
+    let half_sq = |row: &[f32]| row.iter().map(|v| (v * scale).powi(2)).sum::<f32>() / 2.0;
+    let (aq, ak) = (project(q), project(k));
+    let f = kernel.feature_count(m);
+    let (mut pq, mut pk, mut g) = (vec![0.0; l * f], vec![0.0; l * f], vec![0.0; l]);
+    // The rows in one block per thread.
+    let rows = l.div_ceil(threads()).max(1);
+    std::thread::scope(|scope| {
+        let blocks = pq.chunks_mut(rows * f).zip(pk.chunks_mut(rows * f)).zip(g.chunks_mut(rows));
+        for (b, ((pq, pk), g)) in blocks.enumerate() {
+            let (aq, ak, k) = (&aq[b * rows * m..], &ak[b * rows * m..], &k[b * rows * d..]);
+            scope.spawn(move || {
+                for (t, gt) in g.iter_mut().enumerate() {
+                    let (qa, ka) = (&aq[t * m..(t + 1) * m], &ak[t * m..(t + 1) * m]);
+                    let (pq, pk) = (&mut pq[t * f..(t + 1) * f], &mut pk[t * f..(t + 1) * f]);
+                    match kernel {
+                        Kernel::Softmax => {
+                            // g_t = max_i a_ti - |k~_t|^2 / 2, so the key features exp(a_ti - max_i a_ti)
+                            // are <= 1.
+                            let (beta, top) = (max(qa), max(ka));
+                            *gt = top - half_sq(&k[t * d..(t + 1) * d]);
+                            pq.iter_mut().zip(qa).for_each(|(p, a)| *p = (a - beta).exp());
+                            pk.iter_mut().zip(ka).for_each(|(p, a)| *p = (a - top).exp());
+                        }
+                        Kernel::Trig => {
+                            *gt = half_sq(&k[t * d..(t + 1) * d]);
+                            for i in 0..m {
+                                (pq[m + i], pq[i]) = qa[i].sin_cos();
+                                (pk[m + i], pk[i]) = ka[i].sin_cos();
+                            }
+                        }
+                        Kernel::Relu { eps } => {
+                            pq.iter_mut().zip(qa).for_each(|(p, a)| *p = a.max(0.0) + eps as f32);
+                            pk.iter_mut().zip(ka).for_each(|(p, a)| *p = a.max(0.0) + eps as f32);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    [pq, pk, g]
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn max(x: &[f32]) -> f32 {
+    x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `num / den`, or 0 where the denominator vanished (as the reference and the GPU do).
+fn normalise(num: f32, den: f32) -> f32 {
+    if den == 0.0 || !den.is_finite() { 0.0 } else { num / den }
+}
+
+/// `[v | 1]`: `[L, dv + 1]`.
+fn with_ones(v: &[f32], l: usize, dv: usize) -> Vec<f32> {
+    let mut out = vec![1.0; l * (dv + 1)];
+    for t in 0..l {
+        out[t * (dv + 1)..t * (dv + 1) + dv].copy_from_slice(&v[t * dv..(t + 1) * dv]);
+    }
+    out
+}
+
+/// Random-feature attention without a carried state: bidirectional, or causal in chunks of `chunk`
+/// tokens, the algorithm of `ortho_ref::favor::{favor, favor_causal}` with its products blocked.
+pub(crate) fn favor(
+    [q, k, v, w]: [&Tensor<f32>; 4],
+    kernel: Kernel,
+    causal: Option<usize>,
+) -> ortho_ref::Result<Tensor<f32>> {
+    let s = AttentionShape::of(q.shape(), k.shape(), v.shape(), Some(w.shape()))?;
+    if causal == Some(0) {
+        return Err(ortho_ref::Error::argument("chunk", "the chunk size must be at least 1"));
+    }
+    let (l, d, dv, m) = (s.len, s.dim, s.value_dim, s.features);
+    let mut out = vec![0.0; s.problems() * l * dv];
+    for (z, o) in out.chunks_mut(l * dv).enumerate() {
+        let wh = (z % s.heads) % s.projection_heads;
+        let [pq, pk, g] = features(
+            kernel,
+            &q.data()[z * l * d..(z + 1) * l * d],
+            &k.data()[z * l * d..(z + 1) * l * d],
+            &w.data()[wh * m * d..(wh + 1) * m * d],
+            (l, d, m),
+        );
+        let vz = with_ones(&v.data()[z * l * dv..(z + 1) * l * dv], l, dv);
+        let f = kernel.feature_count(m);
+        match causal {
+            None => bidirectional(&pq, pk, &g, &vz, (l, f, dv), o),
+            Some(chunk) => causal_chunks(&pq, &pk, &g, &vz, (l, f, dv), chunk, o),
+        }
+    }
+    Tensor::new(&s.output_shape(q.shape().len()), out)
+}
+
+/// `o = phi(Q) (phi(K)^T [V | 1])`, normalised; the key rows share one scale `exp(g_j - max g)`.
+fn bidirectional(pq: &[f32], mut pk: Vec<f32>, g: &[f32], v: &[f32], (l, f, dv): (usize, usize, usize), o: &mut [f32]) {
+    let top = max(g);
+    for (row, gj) in pk.chunks_mut(f).zip(g) {
+        let scale = (gj - top).exp();
+        row.iter_mut().for_each(|x| *x *= scale);
+    }
+    let width = dv + 1;
+    let mut kv = vec![0.0; f * width];
+    gemm((f, l, width), 1.0, View::new(&pk, f).t(), View::new(v, width), 0.0, &mut kv);
+    let mut acc = vec![0.0; l * width];
+    gemm((l, f, width), 1.0, View::new(pq, f), View::new(&kv, width), 0.0, &mut acc);
+    write_rows(&acc, dv, o);
+}
+
+fn write_rows(acc: &[f32], dv: usize, o: &mut [f32]) {
+    for (row, out) in acc.chunks(dv + 1).zip(o.chunks_mut(dv)) {
+        out.iter_mut().zip(row).for_each(|(x, num)| *x = normalise(*num, row[dv]));
+    }
+}
+
+/// Causal attention chunk by chunk (docs/math.md §1.6): the carried state times each row's decay
+/// `exp(gamma - gamma_t)`, plus the masked chunk block with `exp(g_j - gamma_t)`; then the state
+/// decays to the chunk's new prefix max and takes the chunk's keys.
+fn causal_chunks(
+    pq: &[f32],
+    pk: &[f32],
+    g: &[f32],
+    v: &[f32],
+    (l, f, dv): (usize, usize, usize),
+    chunk: usize,
+    o: &mut [f32],
+) {
+    let width = dv + 1;
+    let mut state = vec![0.0; f * width];
+    let mut gamma = f32::NEG_INFINITY;
+    let mut scores = vec![0.0; chunk * chunk];
+    let mut acc = vec![0.0; chunk * width];
+    let mut keys = vec![0.0; chunk * f];
+    for c0 in (0..l).step_by(chunk) {
+        let c = chunk.min(l - c0);
+        let prefix: Vec<f32> = g[c0..c0 + c]
+            .iter()
+            .scan(gamma, |run, &gj| {
+                *run = run.max(gj);
+                Some(*run)
+            })
+            .collect();
+        let (q, vc) = (&pq[c0 * f..(c0 + c) * f], &v[c0 * width..(c0 + c) * width]);
+        gemm((c, f, width), 1.0, View::new(q, f), View::new(&state, width), 0.0, &mut acc[..c * width]);
+        for (t, row) in acc.chunks_mut(width).take(c).enumerate() {
+            let decay = (gamma - prefix[t]).exp();
+            row.iter_mut().for_each(|x| *x *= decay);
+        }
+        let kc = &pk[c0 * f..(c0 + c) * f];
+        gemm((c, f, c), 1.0, View::new(q, f), View::new(kc, f).t(), 0.0, &mut scores[..c * c]);
+        for t in 0..c {
+            for j in 0..c {
+                scores[t * c + j] *= if j <= t { (g[c0 + j] - prefix[t]).exp() } else { 0.0 };
+            }
+        }
+        gemm((c, c, width), 1.0, View::new(&scores[..c * c], c), View::new(vc, width), 1.0, &mut acc[..c * width]);
+        write_rows(&acc[..c * width], dv, &mut o[c0 * dv..(c0 + c) * dv]);
+        let new_gamma = prefix[c - 1];
+        for (j, row) in keys.chunks_mut(f).take(c).enumerate() {
+            let scale = (g[c0 + j] - new_gamma).exp();
+            row.iter_mut().zip(&kc[j * f..(j + 1) * f]).for_each(|(x, k)| *x = k * scale);
+        }
+        let decay = (gamma - new_gamma).exp();
+        gemm((f, c, width), 1.0, View::new(&keys[..c * f], f).t(), View::new(vc, width), decay, &mut state);
+        gamma = new_gamma;
+    }
+}
+
+/// `Q = I - U S^(-1) U^T` (`[.., N, N]`), or with `stiefel` its first L columns
+/// `Omega = [I_L; 0] - U S^(-1) U_1^T` (`[.., N, L]`), `S = striu(U^T U) + diag(U^T U) / 2`
+/// (docs/math.md §2), for `u: [N, L]` or `[batch, N, L]` already checked (no zero column), its columns
+/// first made unit as on the GPU. `S^(-1)` is never formed: a blocked triangular solve gives
+/// `S^(-1) U^T`.
+pub(crate) fn cwy(u: &Tensor<f32>, stiefel: bool) -> ortho_ref::Result<Tensor<f32>> {
+    let (b, n, l) = match *u.shape() {
+        [n, l] => (1, n, l),
+        [b, n, l] => (b, n, l),
+        _ => return Err(ortho_ref::Error::shape("u", "[N, L] or [batch, N, L]", u.shape())),
+    };
+    let cols = if stiefel { l } else { n };
+    let mut out = vec![0.0; b * n * cols];
+    for (z, q) in out.chunks_mut(n * cols).enumerate() {
+        let uz = &unit_columns(&u.data()[z * n * l..(z + 1) * n * l], n, l);
+        // S's upper triangle, a block of columns at a time (rows up to the block's last).
+        let mut s = vec![0.0; l * l];
+        let mut block = vec![0.0; l * SOLVE_BLOCK];
+        for r0 in (0..l).step_by(SOLVE_BLOCK) {
+            let r1 = (r0 + SOLVE_BLOCK).min(l);
+            let w = r1 - r0;
+            gemm((r1, n, w), 1.0, View::new(uz, l).t(), View::new(&uz[r0..], l), 0.0, &mut block[..r1 * w]);
+            for (i, row) in block.chunks(w).take(r1).enumerate() {
+                s[i * l + r0..i * l + r1].copy_from_slice(row);
+            }
+        }
+        for i in 0..l {
+            s[i * l..i * l + i].fill(0.0);
+            s[i * l + i] /= 2.0;
+        }
+        // Y = S^(-1) U^T, or S^(-1) U_1^T: the first `cols` columns of U^T.
+        let mut y = vec![0.0; l * cols];
+        for (i, row) in y.chunks_mut(cols).enumerate() {
+            row.iter_mut().enumerate().for_each(|(j, x)| *x = uz[j * l + i]);
+        }
+        solve_upper(&s, l, &mut y, cols);
+        for i in 0..cols {
+            q[i * cols + i] = 1.0;
+        }
+        gemm((n, l, cols), -1.0, View::new(uz, l), View::new(&y, cols), 1.0, q);
+    }
+    let mut shape = u.shape()[..u.shape().len() - 2].to_vec();
+    shape.extend([n, cols]);
+    Tensor::new(&shape, out)
+}
+
+/// The columns of `u: [n, l]` divided by their lengths, each length taken as
+/// `max|u_i| * |u / max|u_i||` so that no square overflows or underflows (docs/math.md §2.3).
+fn unit_columns(u: &[f32], n: usize, l: usize) -> Vec<f32> {
+    let mut out = u.to_vec();
+    for j in 0..l {
+        let top = (0..n).map(|i| u[i * l + j].abs()).fold(0.0, f32::max);
+        let norm = top * (0..n).map(|i| (u[i * l + j] / top).powi(2)).sum::<f32>().sqrt();
+        (0..n).for_each(|i| out[i * l + j] /= norm);
+    }
+    out
+}
+
+/// Rows of a triangular solve's diagonal blocks; the rest of the work is products.
+const SOLVE_BLOCK: usize = 64;
+
+/// `y <- S^(-1) y` for upper-triangular `s: [l, l]` and `y: [l, cols]`, bottom block first: each
+/// block of rows loses the product of its part of S with the rows already solved, then is solved by
+/// back substitution.
+fn solve_upper(s: &[f32], l: usize, y: &mut [f32], cols: usize) {
+    for r0 in (0..l).step_by(SOLVE_BLOCK).rev() {
+        let r1 = (r0 + SOLVE_BLOCK).min(l);
+        let (head, solved) = y.split_at_mut(r1 * cols);
+        let block = &mut head[r0 * cols..];
+        if r1 < l {
+            gemm((r1 - r0, l - r1, cols), -1.0, View::new(&s[r0 * l + r1..], l), View::new(solved, cols), 1.0, block);
+        }
+        for i in (0..r1 - r0).rev() {
+            let (row, below) = block.split_at_mut((i + 1) * cols);
+            let row = &mut row[i * cols..];
+            for k in i + 1..r1 - r0 {
+                let f = s[(r0 + i) * l + r0 + k];
+                row.iter_mut().zip(&below[(k - i - 1) * cols..(k - i) * cols]).for_each(|(x, y)| *x -= f * y);
+            }
+            let inverse = 1.0 / s[(r0 + i) * l + r0 + i];
+            row.iter_mut().for_each(|x| *x *= inverse);
+        }
+    }
+}
+
+/// The largest n of the group maps' fast path.
+pub(crate) const SMALL_N: usize = 8;
+
+/// An n x n matrix, n <= [`SMALL_N`], on the stack.
+#[derive(Clone, Copy)]
+struct Small {
+    n: usize,
+    data: [f32; SMALL_N * SMALL_N],
+}
+
+impl Small {
+    fn eye(n: usize, c: f32) -> Self {
+        let mut data = [0.0; SMALL_N * SMALL_N];
+        (0..n).for_each(|i| data[i * n + i] = c);
+        Small { n, data }
+    }
+
+    fn one_norm(&self) -> f64 {
+        let n = self.n;
+        (0..n).map(|j| (0..n).map(|i| self.data[i * n + j].abs() as f64).sum::<f64>()).fold(0.0, f64::max)
+    }
+}
+
+impl ortho_ref::expm::Ring for Small {
+    fn identity_like(&self) -> Self {
+        Small::eye(self.n, 1.0)
+    }
+    fn add(&self, o: &Self) -> Self {
+        let mut r = *self;
+        r.data.iter_mut().zip(&o.data).for_each(|(a, b)| *a += b);
+        r
+    }
+    fn scale(&self, s: f64) -> Self {
+        let mut r = *self;
+        r.data.iter_mut().for_each(|a| *a *= s as f32);
+        r
+    }
+    fn mul(&self, o: &Self) -> Self {
+        let n = self.n;
+        let mut r = Small::eye(n, 0.0);
+        for i in 0..n {
+            for k in 0..n {
+                let a = self.data[i * n + k];
+                for j in 0..n {
+                    r.data[i * n + j] += a * o.data[k * n + j];
+                }
+            }
+        }
+        r
+    }
+}
+
+/// `cay(A) - I = (I - A/2)^(-1) A` by Gauss–Jordan elimination with partial pivoting, or `None` if
+/// `I - A/2` is singular.
+fn cayley_increment(a: &Small) -> Option<Small> {
+    let n = a.n;
+    let (mut l, mut r) = (Small::eye(n, 1.0), *a);
+    l.data.iter_mut().zip(&a.data).for_each(|(x, y)| *x -= 0.5 * y);
+    for c in 0..n {
+        let p = (c..n).fold(c, |p, i| if l.data[i * n + c].abs() > l.data[p * n + c].abs() { i } else { p });
+        if l.data[p * n + c] == 0.0 {
+            return None;
+        }
+        for j in 0..n {
+            l.data.swap(c * n + j, p * n + j);
+            r.data.swap(c * n + j, p * n + j);
+        }
+        let inverse = 1.0 / l.data[c * n + c];
+        for j in 0..n {
+            l.data[c * n + j] *= inverse;
+            r.data[c * n + j] *= inverse;
+        }
+        for i in (0..n).filter(|&i| i != c) {
+            let f = l.data[i * n + c];
+            for j in 0..n {
+                l.data[i * n + j] -= f * l.data[c * n + j];
+                r.data[i * n + j] -= f * r.data[c * n + j];
+            }
+        }
+    }
+    Some(r)
+}
+
+/// `exp(A)` or `cay(A)` of every matrix of `a` (`[.., n, n]`, n <= [`SMALL_N`]) in f32 with the
+/// GPU's switch points, the batch split over the threads. A singular `I - A/2` gives NaN, which the
+/// caller reports.
+pub(crate) fn group_map(a: &Tensor<f32>, cayley: bool) -> Tensor<f32> {
+    use ortho_ref::expm::{Ring, THETA_F32, increment_of};
+    let n = a.shape()[a.shape().len() - 1];
+    let mut out = vec![0.0; a.len()];
+    let per_thread = (a.len() / (n * n)).div_ceil(threads()).max(1) * n * n;
+    std::thread::scope(|scope| {
+        for (dst, src) in out.chunks_mut(per_thread).zip(a.data().chunks(per_thread)) {
+            scope.spawn(move || {
+                for (dst, src) in dst.chunks_mut(n * n).zip(src.chunks(n * n)) {
+                    let mut m = Small::eye(n, 0.0);
+                    m.data[..n * n].copy_from_slice(src);
+                    let map = if cayley {
+                        cayley_increment(&m).map(|d| d.add(&m.identity_like()))
+                    } else {
+                        Some(increment_of(&m, m.one_norm(), &THETA_F32).add(&m.identity_like()))
+                    };
+                    match map {
+                        Some(e) => dst.copy_from_slice(&e.data[..n * n]),
+                        None => dst.fill(f32::NAN),
+                    }
+                }
+            });
+        }
+    });
+    Tensor::new(a.shape(), out).expect("the input's shape")
+}
