@@ -126,19 +126,21 @@ fn load_row(first: u32, i: u32, from_out: bool) -> Vec8 {
     return r;
 }
 
-// The matrix from its rows, each block's transpose having them as columns (no index is dynamic).
+// Rows i0..i0 + 4 as the left and right blocks, each block's transpose having them as columns (no
+// index is dynamic).
+fn load_rows(first: u32, i0: u32, from_out: bool) -> array<mat4x4<f32>, 2> {
+    let r0 = load_row(first, i0, from_out);
+    let r1 = load_row(first, i0 + 1u, from_out);
+    let r2 = load_row(first, i0 + 2u, from_out);
+    let r3 = load_row(first, i0 + 3u, from_out);
+    return array<mat4x4<f32>, 2>(transpose(mat4x4<f32>(r0.t, r1.t, r2.t, r3.t)), transpose(mat4x4<f32>(r0.b, r1.b, r2.b, r3.b)));
+}
+
 fn load(first: u32, from_out: bool) -> Mat {
-    let r0 = load_row(first, 0u, from_out);
-    let r1 = load_row(first, 1u, from_out);
-    let r2 = load_row(first, 2u, from_out);
-    let r3 = load_row(first, 3u, from_out);
-    let top = Mat(transpose(mat4x4<f32>(r0.t, r1.t, r2.t, r3.t)), transpose(mat4x4<f32>(r0.b, r1.b, r2.b, r3.b)), ZERO4, ZERO4);
-    if (!wide()) { return top; }
-    let r4 = load_row(first, 4u, from_out);
-    let r5 = load_row(first, 5u, from_out);
-    let r6 = load_row(first, 6u, from_out);
-    let r7 = load_row(first, 7u, from_out);
-    return Mat(top.a, top.b, transpose(mat4x4<f32>(r4.t, r5.t, r6.t, r7.t)), transpose(mat4x4<f32>(r4.b, r5.b, r6.b, r7.b)));
+    let top = load_rows(first, 0u, from_out);
+    if (!wide()) { return Mat(top[0], top[1], ZERO4, ZERO4); }
+    let bottom = load_rows(first, 4u, from_out);
+    return Mat(top[0], top[1], bottom[0], bottom[1]);
 }
 
 fn store_row(first: u32, i: u32, r: Vec8) {
@@ -146,20 +148,19 @@ fn store_row(first: u32, i: u32, r: Vec8) {
     for (var j = 0u; j < N; j++) { out[first + i * N + j] = entry(r, j); }
 }
 
+// Rows i0..i0 + 4, held in the blocks left and right.
+fn store_rows(first: u32, i0: u32, left: mat4x4<f32>, right: mat4x4<f32>) {
+    let lt = transpose(left);
+    let rt = transpose(right);
+    store_row(first, i0, Vec8(lt[0], rt[0]));
+    store_row(first, i0 + 1u, Vec8(lt[1], rt[1]));
+    store_row(first, i0 + 2u, Vec8(lt[2], rt[2]));
+    store_row(first, i0 + 3u, Vec8(lt[3], rt[3]));
+}
+
 fn store(first: u32, m: Mat) {
-    let at = transpose(m.a);
-    let bt = transpose(m.b);
-    store_row(first, 0u, Vec8(at[0], bt[0]));
-    store_row(first, 1u, Vec8(at[1], bt[1]));
-    store_row(first, 2u, Vec8(at[2], bt[2]));
-    store_row(first, 3u, Vec8(at[3], bt[3]));
-    if (!wide()) { return; }
-    let ct = transpose(m.c);
-    let dt = transpose(m.d);
-    store_row(first, 4u, Vec8(ct[0], dt[0]));
-    store_row(first, 5u, Vec8(ct[1], dt[1]));
-    store_row(first, 6u, Vec8(ct[2], dt[2]));
-    store_row(first, 7u, Vec8(ct[3], dt[3]));
+    store_rows(first, 0u, m.a, m.b);
+    if (wide()) { store_rows(first, 4u, m.c, m.d); }
 }
 
 fn abs4(m: mat4x4<f32>) -> mat4x4<f32> { return mat4x4<f32>(abs(m[0]), abs(m[1]), abs(m[2]), abs(m[3])); }
