@@ -283,11 +283,18 @@ pub(crate) fn cwy(u: &Tensor<f32>, stiefel: bool) -> ortho_ref::Result<Tensor<f3
 /// The columns of `u: [n, l]` divided by their lengths, each length taken as
 /// `max|u_i| * |u / max|u_i||` so that no square overflows or underflows (docs/math.md §2.3).
 fn unit_columns(u: &[f32], n: usize, l: usize) -> Vec<f32> {
-    let mut out = u.to_vec();
-    for j in 0..l {
-        let top = (0..n).map(|i| u[i * l + j].abs()).fold(0.0, f32::max);
-        let norm = top * (0..n).map(|i| (u[i * l + j] / top).powi(2)).sum::<f32>().sqrt();
-        (0..n).for_each(|i| out[i * l + j] /= norm);
+    let mut top = vec![0.0f32; l];
+    for row in u.chunks(l).take(n) {
+        top.iter_mut().zip(row).for_each(|(t, x)| *t = t.max(x.abs()));
+    }
+    let mut sums = vec![0.0f32; l];
+    for row in u.chunks(l).take(n) {
+        sums.iter_mut().zip(row).zip(&top).for_each(|((s, x), t)| *s += (x / t).powi(2));
+    }
+    let norms: Vec<f32> = top.iter().zip(&sums).map(|(t, s)| t * s.sqrt()).collect();
+    let mut out = u[..n * l].to_vec();
+    for row in out.chunks_mut(l) {
+        row.iter_mut().zip(&norms).for_each(|(x, norm)| *x /= norm);
     }
     out
 }
