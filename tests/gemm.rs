@@ -38,7 +38,9 @@ fn gemm_matches_reference() {
         (4, 5, 200, 9),
         (1, 70, 9, 600),
     ];
-    for (engine, variant) in variant_engines(gpu_engines(), true) {
+    // Every variant of every adapter, and the CPU fallback's blocked product.
+    let cpu = (ortho::Engine::cpu("fast path"), "matrixmultiply".to_string());
+    for (engine, variant) in variant_engines(gpu_engines(), true).chain([cpu]) {
         for (i, &(z, m, k, n)) in shapes.iter().enumerate() {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let o = MatmulOptions { transpose_a: ta, transpose_b: tb };

@@ -438,3 +438,22 @@ pub(crate) fn group_map(a: &Tensor<f32>, cayley: bool) -> Tensor<f32> {
     });
     Tensor::new(a.shape(), out).expect("the input's shape")
 }
+
+/// `A B` for every batch `z` of `a` (`[.., m, k]`, or `[.., k, m]` with `transpose_a`) and of `b`
+/// (`[.., k, n]` or `[.., n, k]`; a 2-D `b` is shared by every batch), row-major `[z, m, n]`.
+pub(crate) fn matmul(
+    a: &Tensor<f32>,
+    b: &Tensor<f32>,
+    (z, m, k, n): (usize, usize, usize, usize),
+    (transpose_a, transpose_b): (bool, bool),
+) -> Vec<f32> {
+    let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
+    let mut out = vec![0.0; z * m * n];
+    for (i, c) in out.chunks_mut(m * n).enumerate() {
+        let (ai, bi) = (&a.data()[i * m * k..(i + 1) * m * k], &b.data()[(i % zb) * k * n..(i % zb + 1) * k * n]);
+        let av = if transpose_a { View::new(ai, m).t() } else { View::new(ai, k) };
+        let bv = if transpose_b { View::new(bi, k).t() } else { View::new(bi, n) };
+        gemm((m, k, n), 1.0, av, bv, 0.0, c);
+    }
+    out
+}

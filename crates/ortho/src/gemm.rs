@@ -418,6 +418,16 @@ impl Operation for Matmul {
         engine.record_matmul(enc, i[0], i[1], o[0], self.0)
     }
 
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        let o = self.0;
+        let product = |(z, m, k, n, batched)| {
+            let shape = if batched { vec![z, m, n] } else { vec![m, n] };
+            let c = crate::cpu::matmul(i[0], i[1], (z, m, k, n), (o.transpose_a, o.transpose_b));
+            Ok(vec![Tensor::new(&shape, c)?])
+        };
+        Some(matmul_shape(i[0].shape(), i[1].shape(), o).map_err(Into::into).and_then(product))
+    }
+
     fn reference(&self, inputs: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
         let (a, b, o) = (&inputs[0], &inputs[1], self.0);
         let (z, m, k, n, batched) = matmul_shape(a.shape(), b.shape(), o)?;
