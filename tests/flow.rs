@@ -79,6 +79,12 @@ fn bad_inputs_get_clear_errors() {
         assert!(engine.expm(&a).unwrap_err().to_string().starts_with("a: non-finite value NaN at index [1, 1]"));
         let big = Tensor::<f32>::zeros(&[65, 65]);
         assert!(engine.expm(&big).unwrap_err().to_string().contains("n <= 64"));
+        // A = 2I makes I - A/2 zero, in the small-matrix paths (n = 3) and the workgroup one (n = 33).
+        for n in [3, 33] {
+            let twice = Tensor::from_fn(&[2, n, n], |e| if (e % (n * n)) / n == e % n { 2.0 } else { 0.0 });
+            let err = engine.cayley(&twice).unwrap_err().to_string();
+            assert!(err.contains("singular"), "{} n {n}: {err}", engine.describe());
+        }
     }
 }
 
