@@ -13,6 +13,7 @@ pub mod error;
 pub mod expm;
 pub mod favor;
 pub mod flow;
+pub mod ising;
 pub mod linalg;
 pub mod random;
 pub mod tensor;

@@ -1,0 +1,134 @@
+//! Planar zero-field Ising models: `log Z` and edge marginals through the Pfaffian of the expanded
+//! dual's Kasteleyn matrix, component by component (docs/math.md §6.2-6.3).
+
+use super::Graph;
+use super::kasteleyn::Kasteleyn;
+use super::kuratowski::witness;
+use super::pfaffian::{SkewPairs, Symbolic};
+use super::planarity::embed;
+use crate::error::{Error, Result};
+use std::f64::consts::LN_2;
+
+/// `log Z` and `E[s_u s_v]` for each distinct edge of the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inference {
+    pub log_z: f64,
+    pub marginals: Vec<f64>,
+}
+
+struct Component {
+    /// The component's distinct edges (graph indices), in the order the triangulation starts with.
+    edges: Vec<usize>,
+    kasteleyn: Kasteleyn,
+    symbolic: Symbolic,
+}
+
+/// The graph-dependent part of planar inference, reusable for any number of coupling sets.
+pub struct Planar {
+    graph: Graph,
+    isolated: usize,
+    components: Vec<Component>,
+}
+
+impl Planar {
+    /// Embed, triangulate and analyse every connected component; a non-planar one is an error naming
+    /// a Kuratowski subgraph.
+    pub fn new(graph: &Graph) -> Result<Planar> {
+        let mut local = vec![usize::MAX; graph.nodes];
+        let mut isolated = 0;
+        let mut components = Vec::new();
+        for (vertices, edges) in graph.components() {
+            if edges.is_empty() {
+                isolated += 1;
+                continue;
+            }
+            for (l, &v) in vertices.iter().enumerate() {
+                local[v] = l;
+            }
+            let local_edges: Vec<(usize, usize)> =
+                edges.iter().map(|&e| (local[graph.edges[e].0], local[graph.edges[e].1])).collect();
+            let Some(embedding) = embed(vertices.len(), &local_edges) else {
+                let w = witness(vertices.len(), &local_edges).expect("a graph that fails to embed is non-planar");
+                let branch: Vec<usize> = w.branch.iter().map(|&l| vertices[l]).collect();
+                return Err(Error::argument(
+                    "edges",
+                    format!(
+                        "the graph is not planar: it contains a subdivision of {} with branch vertices {:?} \
+                         ({} edges); exact inference here needs a planar graph",
+                        w.kind,
+                        branch,
+                        w.edges.len()
+                    ),
+                ));
+            };
+            let kasteleyn = Kasteleyn::new(&embedding);
+            let symbolic = Symbolic::new(&kasteleyn.adjacency, &kasteleyn.intra);
+            components.push(Component { edges, kasteleyn, symbolic });
+        }
+        Ok(Planar { graph: graph.clone(), isolated, components })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Scalars the factorisations hold (the memory that grows as N log N on planar graphs).
+    pub fn factor_size(&self) -> usize {
+        self.components.iter().map(|c| c.symbolic.factor_size()).sum()
+    }
+
+    /// `log Z` for couplings of the distinct edges.
+    pub fn log_partition(&self, couplings: &[f64]) -> Result<f64> {
+        Ok(self.run(couplings, false)?.log_z)
+    }
+
+    /// `log Z` and every edge marginal for couplings of the distinct edges.
+    pub fn infer(&self, couplings: &[f64]) -> Result<Inference> {
+        self.run(couplings, true)
+    }
+
+    fn run(&self, couplings: &[f64], marginals: bool) -> Result<Inference> {
+        if couplings.len() != self.graph.edges.len() {
+            return Err(Error::shape("couplings", format!("[{}]", self.graph.edges.len()), &[couplings.len()]));
+        }
+        let mut log_z = self.isolated as f64 * LN_2;
+        let mut out = vec![0.0; if marginals { couplings.len() } else { 0 }];
+        for component in &self.components {
+            let k = &component.kasteleyn;
+            let mut j = vec![0.0; k.pairs()];
+            for (i, &e) in component.edges.iter().enumerate() {
+                j[i] = couplings[e];
+            }
+            // Scaling both nodes of pair i by exp(-J_i / 2) turns the external entries into
+            // sign exp(J_i) and the intra entries into exp(-(J_a + J_b) / 2): the Pfaffian changes by
+            // exp(-sum J), which cancels the exp(-sum J) in Z, and the range of the entries halves.
+            let diag: Vec<f64> = j.iter().zip(&k.sign).map(|(&ji, &s)| s * ji.exp()).collect();
+            let off: Vec<(usize, usize, f64)> =
+                k.intra.iter().map(|&(a, b, v)| (a, b, v * (-0.5 * (j[a / 2] + j[b / 2])).exp())).collect();
+            let matrix = SkewPairs { diag: &diag, off: &off };
+            let factor = component.symbolic.factor(&matrix, marginals).map_err(|b| {
+                let (u, v) =
+                    self.graph.edges.get(component.edges.get(b.pair).copied().unwrap_or(0)).copied().unwrap_or((0, 0));
+                Error::argument(
+                    "couplings",
+                    format!(
+                        "the Pfaffian elimination met pivot {} near edge ({u}, {v}): couplings out of range",
+                        b.pivot
+                    ),
+                )
+            })?;
+            log_z += LN_2 + factor.log_abs_pfaffian() - k.added_nodes as f64 * LN_2;
+            if marginals {
+                let z = component.symbolic.inverse_diagonal(&factor);
+                for (i, &e) in component.edges.iter().enumerate() {
+                    // E[s_u s_v] = -1 + 2 K[a][b] (K^-1)[b][a] for the external edge a = 2i, b = 2i+1.
+                    out[e] = (-1.0 - 2.0 * diag[i] * z[i]).clamp(-1.0, 1.0);
+                }
+            }
+        }
+        if !log_z.is_finite() {
+            return Err(Error::argument("couplings", format!("log Z = {log_z} is not finite: couplings out of range")));
+        }
+        Ok(Inference { log_z, marginals: out })
+    }
+}

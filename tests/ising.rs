@@ -1,0 +1,298 @@
+//! Zero-field Ising inference and sampling against independent oracles: enumeration of all
+//! configurations, the transfer matrix of long grids, and finite differences of log Z.
+
+use ortho_ref::ising::{self, Graph, Planar, brute, generate, kuratowski, planarity};
+
+fn graph(nodes: usize, edges: &[(usize, usize)]) -> Graph {
+    let e: Vec<(i64, i64)> = edges.iter().map(|&(u, v)| (u as i64, v as i64)).collect();
+    Graph::new(Some(nodes), &e).unwrap()
+}
+
+fn complete(n: usize) -> Vec<(usize, usize)> {
+    (0..n).flat_map(|u| (u + 1..n).map(move |v| (u, v))).collect()
+}
+
+fn k33() -> Vec<(usize, usize)> {
+    (0..3).flat_map(|u| (3..6).map(move |v| (u, v))).collect()
+}
+
+fn petersen() -> Vec<(usize, usize)> {
+    let mut e: Vec<(usize, usize)> = (0..5).map(|i| (i, (i + 1) % 5)).collect();
+    e.extend((0..5).map(|i| (i, i + 5)));
+    e.extend((0..5).map(|i| (5 + i, 5 + (i + 2) % 5)));
+    e
+}
+
+fn cycle(n: usize) -> Vec<(usize, usize)> {
+    (0..n).map(|i| (i, (i + 1) % n)).collect()
+}
+
+/// A random tree: vertex i > 0 hangs off a random earlier vertex.
+fn tree(n: usize, seed: u64) -> Vec<(usize, usize)> {
+    let mut rng = ortho_ref::random::Gaussian::new(seed);
+    (1..n).map(|i| ((rng.uniform() * i as f64) as usize, i)).collect()
+}
+
+/// A named graph and its vertex count.
+type Case = (String, usize, Vec<(usize, usize)>);
+
+/// Planar graphs of every kind the tests use.
+fn planar_graphs(max_nodes: usize) -> Vec<Case> {
+    let mut out = Vec::new();
+    for seed in 0..24u64 {
+        let n = 2 + (seed as usize * 7) % (max_nodes - 1);
+        let density = [1.0, 0.8, 0.5, 0.3][seed as usize % 4];
+        out.push((format!("random planar n={n} density={density}"), n, generate::random_planar(n, density, seed)));
+    }
+    out.push(("tree".into(), max_nodes, tree(max_nodes, 3)));
+    out.push(("cycle".into(), max_nodes, cycle(max_nodes)));
+    out.push(("grid 3x5".into(), 15, generate::grid(3, 5)));
+    out.push(("K4".into(), 4, complete(4)));
+    out.push(("single edge".into(), 2, vec![(0, 1)]));
+    // Two components and isolated vertices.
+    let mut two = cycle(5);
+    two.extend(tree(6, 9).iter().map(|&(u, v)| (u + 6, v + 6)));
+    out.push(("cycle + tree + isolated".into(), max_nodes.max(13), two));
+    out
+}
+
+#[test]
+fn planar_graphs_embed_with_every_face_accounted_for() {
+    let mut cases = planar_graphs(60);
+    cases.push(("grid 30x40".into(), 1200, generate::grid(30, 40)));
+    for (name, n, edges) in cases {
+        let g = graph(n, &edges);
+        let embedding = planarity::embed(n, &g.edges).unwrap_or_else(|| panic!("{name}: planar graph not embedded"));
+        let touched = {
+            let mut t = vec![false; n];
+            for &(u, v) in &g.edges {
+                t[u] = true;
+                t[v] = true;
+            }
+            t.iter().filter(|&&x| x).count()
+        };
+        let components = g.components().iter().filter(|(_, e)| !e.is_empty()).count();
+        // Euler's formula, per component: V - E + F = 2.
+        let faces = embedding.faces().len();
+        assert_eq!(touched + faces, g.edges.len() + 2 * components, "{name}: the rotation system is not planar");
+    }
+}
+
+fn assert_witness(name: &str, n: usize, edges: &[(usize, usize)]) {
+    let w = kuratowski::witness(n, edges).unwrap_or_else(|| panic!("{name}: no witness"));
+    let mut degree = vec![0usize; n];
+    for &(u, v) in &w.edges {
+        degree[u] += 1;
+        degree[v] += 1;
+        assert!(edges.contains(&(u, v)), "{name}: witness edge not in the graph");
+    }
+    let (branch_count, branch_degree) = if w.kind == "K5" { (5, 4) } else { (6, 3) };
+    assert_eq!(w.branch.len(), branch_count, "{name}: {w:?}");
+    for (v, &d) in degree.iter().enumerate() {
+        let expected = if w.branch.contains(&v) { branch_degree } else { d.min(2) };
+        assert!(d == expected && d != 1, "{name}: vertex {v} of degree {d} in {w:?}");
+    }
+    assert!(!planarity::is_planar(n, &w.edges), "{name}: the witness is planar");
+    for k in 0..w.edges.len() {
+        let mut less = w.edges.clone();
+        less.remove(k);
+        assert!(planarity::is_planar(n, &less), "{name}: the witness is not minimal");
+    }
+}
+
+#[test]
+fn non_planar_graphs_name_a_kuratowski_subgraph() {
+    assert_witness("K5", 5, &complete(5));
+    assert_witness("K3,3", 6, &k33());
+    assert_witness("Petersen", 10, &petersen());
+    assert_witness("K7", 7, &complete(7));
+    let w = kuratowski::witness(5, &complete(5)).unwrap();
+    assert_eq!(w.kind, "K5");
+    let w = kuratowski::witness(6, &k33()).unwrap();
+    assert_eq!(w.kind, "K3,3");
+    // Random planar graphs with random extra edges: either planar (Euler holds) or a witness.
+    let mut rng = ortho_ref::random::Gaussian::new(5);
+    let (mut planar, mut non_planar) = (0, 0);
+    for seed in 0..40u64 {
+        let n = 8 + seed as usize % 20;
+        let mut edges = generate::random_planar(n, 0.7, seed);
+        for _ in 0..1 + seed % 3 {
+            let (u, v) = ((rng.uniform() * n as f64) as usize, (rng.uniform() * n as f64) as usize);
+            if u != v && !edges.contains(&(u.min(v), u.max(v))) && !edges.contains(&(u.max(v), u.min(v))) {
+                edges.push((u.min(v), u.max(v)));
+            }
+        }
+        let g = graph(n, &edges);
+        let edges: Vec<(usize, usize)> = g.edges.clone();
+        match planarity::embed(n, &edges) {
+            Some(e) => {
+                planar += 1;
+                let components = g.components().iter().filter(|(_, e)| !e.is_empty()).count();
+                let touched = (0..n).filter(|&v| edges.iter().any(|&(a, b)| a == v || b == v)).count();
+                assert_eq!(touched + e.faces().len(), edges.len() + 2 * components);
+            }
+            None => {
+                non_planar += 1;
+                assert_witness(&format!("seed {seed}"), n, &edges);
+            }
+        }
+    }
+    assert!(planar > 5 && non_planar > 5, "both outcomes exercised: {planar} planar, {non_planar} not");
+}
+
+#[test]
+fn log_z_and_marginals_match_enumeration() {
+    for (k, (name, n, edges)) in planar_graphs(18).into_iter().enumerate() {
+        let g = graph(n, &edges);
+        for (range, seed) in [((1e-3, 5.0), 1u64), ((1e-3, 0.1), 2), ((2.0, 5.0), 3)] {
+            let j = generate::couplings(g.edges.len(), range.0, range.1, seed + 10 * k as u64);
+            let result = Planar::new(&g).unwrap().infer(&j).unwrap();
+            let (log_z, marginals) = brute::infer(n, &g.edges, &j);
+            assert!(
+                (result.log_z - log_z).abs() <= 1e-11 * log_z.abs().max(1.0),
+                "{name} {range:?}: log Z {} vs {log_z}",
+                result.log_z
+            );
+            for (e, (a, b)) in result.marginals.iter().zip(&marginals).enumerate() {
+                assert!((a - b).abs() <= 1e-10, "{name} {range:?}: edge {e} marginal {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// log Z on the `width x length` grid by the transfer matrix over columns, in log space.
+fn transfer_log_z(width: usize, length: usize, couplings: &[f64]) -> f64 {
+    let edges = generate::grid(width, length);
+    let states = 1usize << width;
+    let spin = |state: usize, r: usize| if (state >> r) & 1 == 0 { 1.0 } else { -1.0 };
+    let (mut vertical, mut horizontal) = (vec![vec![0.0; length]; width], vec![vec![0.0; length]; width]);
+    for (&(u, v), &j) in edges.iter().zip(couplings) {
+        let (r, c) = (u / length, u % length);
+        if v == u + 1 { horizontal[r][c] = j } else { vertical[r][c] = j }
+    }
+    let column = |c: usize, s: usize| (0..width - 1).map(|r| vertical[r][c] * spin(s, r) * spin(s, r + 1)).sum::<f64>();
+    let log_sum_exp = |terms: &[f64]| {
+        let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln()
+    };
+    let mut log_alpha: Vec<f64> = (0..states).map(|s| column(0, s)).collect();
+    for c in 1..length {
+        log_alpha = (0..states)
+            .map(|s| {
+                let terms: Vec<f64> = (0..states)
+                    .map(|p| {
+                        log_alpha[p] + (0..width).map(|r| horizontal[r][c - 1] * spin(p, r) * spin(s, r)).sum::<f64>()
+                    })
+                    .collect();
+                log_sum_exp(&terms) + column(c, s)
+            })
+            .collect();
+    }
+    log_sum_exp(&log_alpha)
+}
+
+#[test]
+fn log_z_matches_the_transfer_matrix_on_long_grids() {
+    for &(w, l, high) in &[(2usize, 300usize, 5.0), (5, 200, 1.0), (8, 150, 5.0), (8, 300, 0.3)] {
+        let edges = generate::grid(w, l);
+        let g = graph(w * l, &edges);
+        let j = generate::couplings(edges.len(), 1e-3, high, (w * l) as u64);
+        let log_z = Planar::new(&g).unwrap().log_partition(&j).unwrap();
+        let oracle = transfer_log_z(w, l, &j);
+        assert!((log_z - oracle).abs() <= 1e-11 * oracle.abs(), "{w}x{l} up to {high}: {log_z} vs {oracle}");
+    }
+}
+
+#[test]
+fn marginals_are_the_derivative_of_log_z() {
+    let (w, l) = (20, 25);
+    let g = graph(w * l, &generate::grid(w, l));
+    let planar = Planar::new(&g).unwrap();
+    let j = generate::couplings(g.edges.len(), 1e-3, 2.0, 77);
+    let result = planar.infer(&j).unwrap();
+    let h = 1e-5;
+    for e in (0..g.edges.len()).step_by(37) {
+        let (mut up, mut down) = (j.clone(), j.clone());
+        up[e] += h;
+        down[e] -= h;
+        let derivative = (planar.log_partition(&up).unwrap() - planar.log_partition(&down).unwrap()) / (2.0 * h);
+        assert!((derivative - result.marginals[e]).abs() < 1e-6, "edge {e}: {derivative} vs {}", result.marginals[e]);
+    }
+}
+
+#[test]
+fn samples_follow_the_exact_distribution() {
+    // Chi-square test of the full distribution of a 10-spin planar model.
+    let n = 10;
+    let g = graph(n, &generate::random_planar(n, 0.8, 21));
+    let j = generate::couplings(g.edges.len(), 0.1, 1.0, 22);
+    let count = 4000;
+    let samples = ising::sample(&g, &j, count, 23).unwrap();
+    let p = brute::probabilities(n, &g.edges, &j);
+    let mut observed = vec![0usize; p.len()];
+    for s in samples.chunks(n) {
+        // Fold the global flip: index the configuration with spin 0 = +1.
+        let index = (1..n).fold(0, |acc, i| acc | (usize::from(s[i] != s[0]) << (i - 1)));
+        observed[index] += 1;
+    }
+    // Bins with small expectations are pooled so every bin expects at least 5.
+    let (mut statistic, mut bins, mut pooled_expected, mut pooled_observed) = (0.0, 0, 0.0, 0.0);
+    for (&pi, &o) in p.iter().zip(&observed) {
+        let expected = 2.0 * pi * count as f64;
+        if expected >= 5.0 {
+            statistic += (o as f64 - expected).powi(2) / expected;
+            bins += 1;
+        } else {
+            pooled_expected += expected;
+            pooled_observed += o as f64;
+        }
+    }
+    if pooled_expected > 0.0 {
+        statistic += (pooled_observed - pooled_expected).powi(2) / pooled_expected;
+        bins += 1;
+    }
+    let df = (bins - 1) as f64;
+    assert!(bins > 20, "the test needs bins: {bins}");
+    assert!(statistic < df + 5.0 * (2.0 * df).sqrt(), "chi-square {statistic} with {df} degrees of freedom");
+    // Spins are +-1 and both signs of a global flip occur.
+    assert!(samples.iter().all(|&s| s == 1 || s == -1));
+}
+
+#[test]
+fn sampled_edge_correlations_match_the_marginals() {
+    let n = 40;
+    let g = graph(n, &generate::random_planar(n, 0.7, 31));
+    let j = generate::couplings(g.edges.len(), 1e-3, 1.5, 32);
+    let exact = Planar::new(&g).unwrap().infer(&j).unwrap().marginals;
+    let count = 1500;
+    let samples = ising::sample(&g, &j, count, 33).unwrap();
+    for (e, &(u, v)) in g.edges.iter().enumerate() {
+        let mean = samples.chunks(n).map(|s| f64::from(s[u] * s[v])).sum::<f64>() / count as f64;
+        let standard_error = ((1.0 - exact[e] * exact[e]) / count as f64).sqrt().max(1e-3);
+        assert!((mean - exact[e]).abs() < 5.0 * standard_error, "edge {e}: sampled {mean} vs exact {}", exact[e]);
+    }
+}
+
+#[test]
+fn bad_graphs_and_couplings_are_clear_errors() {
+    let err = |r: Result<Graph, ortho_ref::Error>| r.unwrap_err().to_string();
+    assert!(err(Graph::new(None, &[(0, 1), (2, 2)])).contains("edge 1 = (2, 2) is a self-loop"));
+    assert!(err(Graph::new(Some(3), &[(0, 3)])).contains("vertex 3, outside 0..3"));
+    assert!(err(Graph::new(None, &[(0, -1)])).contains("vertex -1"));
+    let g = Graph::new(None, &[(0, 1), (1, 2), (1, 0)]).unwrap();
+    assert_eq!((g.nodes, g.edges.len(), g.merged.clone()), (3, 2, vec![0, 1, 0]));
+    assert!(g.merge_couplings("J", &[1.0, f64::NAN, 0.5]).unwrap_err().to_string().contains("non-finite"));
+    assert!(g.merge_couplings("J", &[1.0]).unwrap_err().to_string().contains("one per edge"));
+    // Duplicates add their couplings.
+    let merged = g.merge_couplings("J", &[0.25, -0.5, 0.5]).unwrap();
+    assert_eq!(merged, vec![0.75, -0.5]);
+    let log_z = Planar::new(&g).unwrap().log_partition(&merged).unwrap();
+    assert!((log_z - brute::infer(3, &g.edges, &merged).0).abs() < 1e-12);
+    // A non-planar graph names its Kuratowski subgraph.
+    let k5 = graph(5, &complete(5));
+    let message = Planar::new(&k5).err().unwrap().to_string();
+    assert!(message.contains("subdivision of K5 with branch vertices [0, 1, 2, 3, 4]"), "{message}");
+    // No vertices at all: Z = 1.
+    let empty = Graph::new(None, &[]).unwrap();
+    assert_eq!(Planar::new(&empty).unwrap().log_partition(&[]).unwrap(), 0.0);
+}
