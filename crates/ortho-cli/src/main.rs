@@ -2,6 +2,7 @@
 //! reference on every adapter.
 
 mod bench;
+mod ising;
 mod npy;
 mod tune;
 mod validate;
@@ -22,10 +23,10 @@ struct Cli {
 }
 
 #[derive(Args, Clone)]
-struct Backend {
+pub(crate) struct Backend {
     /// auto, vulkan, gl, metal, dx12 or cpu (the f64 reference). Default: ORTHO_BACKEND, else auto.
     #[arg(long, value_parser = parse_backend)]
-    backend: Option<BackendChoice>,
+    pub(crate) backend: Option<BackendChoice>,
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
@@ -59,6 +60,9 @@ enum Command {
     /// state x' = sigma(W x)).
     #[command(allow_negative_numbers = true)]
     Flow(FlowArgs),
+    /// Exact log Z, edge marginals and samples of zero-field Ising models on planar graphs.
+    #[command(allow_negative_numbers = true)]
+    Ising(ising::IsingArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
     Validate(Backend),
     /// Time every kernel family on every adapter and on the CPU fallback, checked against the f64
@@ -300,7 +304,7 @@ fn devices(b: &Backend) -> Result<(), String> {
 }
 
 /// The outputs a run writes, `(option, path)`, those not given left out.
-fn outputs(list: &[(&str, Option<&PathBuf>)]) -> Result<Outputs, String> {
+pub(crate) fn outputs(list: &[(&str, Option<&PathBuf>)]) -> Result<Outputs, String> {
     let present: Vec<(&str, &Path)> = list.iter().filter_map(|(what, p)| p.map(|p| (*what, p.as_path()))).collect();
     Outputs::create(&present)
 }
@@ -428,6 +432,7 @@ fn main() -> ExitCode {
         Command::Expm(a) => matrix_map(a, false),
         Command::Cayley(a) => matrix_map(a, true),
         Command::Flow(a) => flow(a),
+        Command::Ising(a) => ising::run(a),
         Command::Validate(b) => validate::run(b.backend),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),

@@ -16,6 +16,58 @@ use std::path::{Path, PathBuf};
 
 pub fn read(path: &Path, name: &str) -> Result<Tensor<f32>, String> {
     let at = |e: &dyn std::fmt::Display| format!("{name} ({}): {e}", path.display());
+    let (shape, fortran, file, ty, descr) = open(path, name)?;
+    let data = values(file, ty.type_char(), ty.size_field(), &descr).map_err(|e| at(&e))?;
+    let data = if fortran { c_order(&shape, &data) } else { data };
+    let t = Tensor::new(&shape, data).map_err(|e| at(&e))?;
+    Ok(t)
+}
+
+/// A float or integer array as f64 (integers only where f64 holds them exactly), in C order.
+pub fn read_f64(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f64>), String> {
+    let at = |e: &dyn std::fmt::Display| format!("{name} ({}): {e}", path.display());
+    let (shape, fortran, file, ty, descr) = open(path, name)?;
+    let data: Vec<f64> = match (ty.type_char(), ty.size_field()) {
+        (TypeChar::Float, 8) => file.into_vec::<f64>().map_err(|e| at(&e))?,
+        (TypeChar::Int | TypeChar::Uint, _) => {
+            let ids = integer_values(file, ty.type_char(), ty.size_field(), &descr).map_err(|e| at(&e))?;
+            match ids.iter().position(|&x| x as f64 as i128 != x) {
+                Some(i) => {
+                    return Err(at(&format!("integer {} at flat index {i} does not fit in f64 exactly", ids[i])));
+                }
+                None => ids.into_iter().map(|x| x as f64).collect(),
+            }
+        }
+        _ => values(file, ty.type_char(), ty.size_field(), &descr)
+            .map_err(|e| at(&e))?
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+    };
+    Ok((shape.clone(), if fortran { c_order(&shape, &data) } else { data }))
+}
+
+/// An integer array (any width, signed or not) as i64, in C order; float arrays are refused.
+pub fn read_i64(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<i64>), String> {
+    let at = |e: &dyn std::fmt::Display| format!("{name} ({}): {e}", path.display());
+    let (shape, fortran, file, ty, descr) = open(path, name)?;
+    if !matches!(ty.type_char(), TypeChar::Int | TypeChar::Uint) {
+        return Err(at(&format!("dtype {descr} is not an integer type; save the array as int32 or int64")));
+    }
+    let wide = integer_values(file, ty.type_char(), ty.size_field(), &descr).map_err(|e| at(&e))?;
+    let data: Vec<i64> = match wide.iter().position(|&x| i64::try_from(x).is_err()) {
+        Some(i) => return Err(at(&format!("integer {} at flat index {i} does not fit in i64", wide[i]))),
+        None => wide.into_iter().map(|x| x as i64).collect(),
+    };
+    Ok((shape.clone(), if fortran { c_order(&shape, &data) } else { data }))
+}
+
+type Opened = (Vec<usize>, bool, npyz::NpyFile<BufReader<File>>, npyz::TypeStr, String);
+
+/// The array's shape, Fortran order, reader and plain dtype, once the header's element count matches
+/// the bytes the file holds.
+fn open(path: &Path, name: &str) -> Result<Opened, String> {
+    let at = |e: &dyn std::fmt::Display| format!("{name} ({}): {e}", path.display());
     let file = File::open(path).map_err(|e| at(&e))?;
     let size = file.metadata().map_err(|e| at(&e))?.len();
     let mut reader = BufReader::new(file);
@@ -44,11 +96,30 @@ pub fn read(path: &Path, name: &str) -> Result<Tensor<f32>, String> {
     }
     let shape: Vec<usize> = shape.iter().map(|&n| n as usize).collect();
     let fortran = header.order() == npyz::Order::Fortran;
-    let file = npyz::NpyFile::with_header(header, reader);
-    let data = values(file, ty.type_char(), item, &descr).map_err(|e| at(&e))?;
-    let data = if fortran { c_order(&shape, &data) } else { data };
-    let t = Tensor::new(&shape, data).map_err(|e| at(&e))?;
-    Ok(t)
+    Ok((shape, fortran, npyz::NpyFile::with_header(header, reader), ty, descr))
+}
+
+/// The values of an integer array, widened.
+fn integer_values<R: std::io::Read>(
+    file: npyz::NpyFile<R>,
+    kind: TypeChar,
+    size: u64,
+    descr: &str,
+) -> Result<Vec<i128>, String> {
+    fn all<T: npyz::Deserialize + Into<i128>, R: std::io::Read>(file: npyz::NpyFile<R>) -> Result<Vec<i128>, String> {
+        Ok(file.into_vec::<T>().map_err(|e| e.to_string())?.into_iter().map(Into::into).collect())
+    }
+    match (kind, size) {
+        (TypeChar::Int, 1) => all::<i8, R>(file),
+        (TypeChar::Int, 2) => all::<i16, R>(file),
+        (TypeChar::Int, 4) => all::<i32, R>(file),
+        (TypeChar::Int, 8) => all::<i64, R>(file),
+        (TypeChar::Uint, 1) => all::<u8, R>(file),
+        (TypeChar::Uint, 2) => all::<u16, R>(file),
+        (TypeChar::Uint, 4) => all::<u32, R>(file),
+        (TypeChar::Uint, 8) => all::<u64, R>(file),
+        _ => Err(format!("dtype {descr} is not an integer type")),
+    }
 }
 
 /// The values of `file` as f32: floats rounded (a finite value past f32's range is refused), integers
@@ -68,31 +139,23 @@ fn values<R: std::io::Read>(
             None => Ok(values.into_iter().map(|x| x as f32).collect()),
         }
     }
-    fn integers<T: Copy + Into<i128>>(values: Vec<T>) -> Result<Vec<f32>, String> {
-        let exact = |x: i128| x as f32 as i128 == x;
-        match values.iter().position(|&x| !exact(x.into())) {
-            Some(i) => Err(format!("integer {} at flat index {i} does not fit in f32 exactly", values[i].into())),
-            None => Ok(values.into_iter().map(|x| x.into() as f32).collect()),
+    fn integers(values: Vec<i128>) -> Result<Vec<f32>, String> {
+        match values.iter().position(|&x| x as f32 as i128 != x) {
+            Some(i) => Err(format!("integer {} at flat index {i} does not fit in f32 exactly", values[i])),
+            None => Ok(values.into_iter().map(|x| x as f32).collect()),
         }
     }
     match (kind, size) {
         (TypeChar::Float, 4) => all::<f32, R>(file),
         (TypeChar::Float, 2) => Ok(all::<half::f16, R>(file)?.into_iter().map(f32::from).collect()),
         (TypeChar::Float, 8) => floats(all::<f64, R>(file)?),
-        (TypeChar::Int, 1) => integers(all::<i8, R>(file)?),
-        (TypeChar::Int, 2) => integers(all::<i16, R>(file)?),
-        (TypeChar::Int, 4) => integers(all::<i32, R>(file)?),
-        (TypeChar::Int, 8) => integers(all::<i64, R>(file)?),
-        (TypeChar::Uint, 1) => integers(all::<u8, R>(file)?),
-        (TypeChar::Uint, 2) => integers(all::<u16, R>(file)?),
-        (TypeChar::Uint, 4) => integers(all::<u32, R>(file)?),
-        (TypeChar::Uint, 8) => integers(all::<u64, R>(file)?),
+        (TypeChar::Int | TypeChar::Uint, _) => integers(integer_values(file, kind, size, descr)?),
         _ => Err(format!("dtype {descr} is not supported; use float16, float32, float64 or an integer type")),
     }
 }
 
 /// Fortran-ordered (column-major) `data` of `shape` in C (row-major) order.
-fn c_order(shape: &[usize], data: &[f32]) -> Vec<f32> {
+fn c_order<T: Copy>(shape: &[usize], data: &[T]) -> Vec<T> {
     let mut strides = vec![1; shape.len()];
     for axis in 1..shape.len() {
         strides[axis] = strides[axis - 1] * shape[axis - 1];
@@ -141,17 +204,27 @@ impl Outputs {
 
     /// Writes output `i` (in the order given to [`Outputs::create`]) to its temporary file.
     pub fn write(&mut self, i: usize, t: &Tensor<f32>) -> Result<(), String> {
+        self.write_values(i, t.shape(), t.data())
+    }
+
+    /// Writes output `i` as an array of `shape` (`[]`: a 0-d array) of any plain dtype.
+    pub fn write_values<T: npyz::AutoSerialize + Copy>(
+        &mut self,
+        i: usize,
+        shape: &[usize],
+        data: &[T],
+    ) -> Result<(), String> {
         let (path, _, file) = &mut self.pending[i];
         let at = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
         let file = file.take().ok_or_else(|| at(&"written twice"))?;
-        let shape: Vec<u64> = t.shape().iter().map(|&n| n as u64).collect();
+        let shape: Vec<u64> = shape.iter().map(|&n| n as u64).collect();
         let mut writer = npyz::WriteOptions::new()
             .default_dtype()
             .shape(&shape)
             .writer(std::io::BufWriter::new(file))
             .begin_nd()
             .map_err(|e| at(&e))?;
-        writer.extend(t.data().iter().copied()).map_err(|e| at(&e))?;
+        writer.extend(data.iter().copied()).map_err(|e| at(&e))?;
         writer.finish().map_err(|e| at(&e))
     }
 

@@ -831,3 +831,129 @@ fn tune_prints_and_caches_the_fastest_variant() {
         stderr(&o)
     );
 }
+
+fn load_f64(path: &Path) -> (Vec<usize>, Vec<f64>) {
+    let bytes = std::fs::read(path).unwrap();
+    let f = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape: Vec<usize> = f.shape().iter().map(|&n| n as usize).collect();
+    (shape, f.into_vec::<f64>().unwrap())
+}
+
+/// Edges as numpy writes them (int64 Fortran-ordered, int32 C-ordered), a batch of float64
+/// couplings: log Z and marginals against enumeration, samples as int8, and the errors.
+#[test]
+fn ising_verb_matches_enumeration() {
+    use ortho_ref::ising::{brute, generate};
+    let d = dir("ising");
+    let n = 11;
+    let edges = generate::random_planar(n, 0.8, 4);
+    let e = edges.len();
+    let fortran: Vec<u8> = (0..2 * e)
+        .flat_map(|i| {
+            let (u, v) = edges[i % e];
+            (if i < e { u as i64 } else { v as i64 }).to_le_bytes()
+        })
+        .collect();
+    let (edges_f, edges_c) = (d.join("edges-f.npy"), d.join("edges-c.npy"));
+    raw(&edges_f, "<i8", true, &format!("({e}, 2)"), &fortran);
+    let c: Vec<i32> = edges.iter().flat_map(|&(u, v)| [u as i32, v as i32]).collect();
+    save(&edges_c, &[e, 2], &c);
+    let batch = 3;
+    let j: Vec<f64> = ortho_ref::ising::generate::couplings(batch * e, 1e-3, 3.0, 5);
+    let couplings = d.join("j.npy");
+    save(&couplings, &[batch, e], &j);
+    for (edges_path, name) in [(&edges_f, "Fortran int64"), (&edges_c, "C int32")] {
+        let (z, m) = (d.join("z.npy"), d.join("m.npy"));
+        let o = ortho(&[
+            "ising",
+            "--edges",
+            p(edges_path),
+            "--couplings",
+            p(&couplings),
+            "--log-z",
+            p(&z),
+            "--marginals",
+            p(&m),
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let (z_shape, log_z) = load_f64(&z);
+        let (m_shape, marginals) = load_f64(&m);
+        assert_eq!((z_shape, m_shape), (vec![batch], vec![batch, e]));
+        for b in 0..batch {
+            let (want_z, want_m) = brute::infer(n, &edges, &j[b * e..(b + 1) * e]);
+            assert!((log_z[b] - want_z).abs() < 1e-10 * want_z.abs(), "{name} set {b}");
+            for k in 0..e {
+                assert!((marginals[b * e + k] - want_m[k]).abs() < 1e-10, "{name} set {b} edge {k}");
+            }
+        }
+    }
+    // One set: a 0-d log Z; samples are int8 +-1, [K, N], reproducible from the seed.
+    let one = d.join("one.npy");
+    save(&one, &[e], &j[..e]);
+    let (z, s1, s2) = (d.join("z1.npy"), d.join("s1.npy"), d.join("s2.npy"));
+    for s in [&s1, &s2] {
+        let args = [
+            "ising",
+            "--edges",
+            p(&edges_c),
+            "--couplings",
+            p(&one),
+            "--log-z",
+            p(&z),
+            "--samples",
+            "20",
+            "--seed",
+            "9",
+            "--out",
+            p(s),
+        ];
+        let o = ortho(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(load_f64(&z).0, Vec::<usize>::new());
+    let bytes = std::fs::read(&s1).unwrap();
+    assert_eq!(bytes, std::fs::read(&s2).unwrap(), "the same seed, the same samples");
+    let f = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(f.shape(), &[20, n as u64]);
+    assert!(f.into_vec::<i8>().unwrap().iter().all(|&s| s == 1 || s == -1));
+    // Errors: each names what is wrong, and nothing is written.
+    let fails = |args: &[&str], needle: &str| {
+        let o = ortho(args);
+        assert!(!o.status.success() && stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    };
+    let loop_edges = d.join("loop.npy");
+    save(&loop_edges, &[2, 2], &[0i64, 1, 1, 1]);
+    let two = d.join("two.npy");
+    save(&two, &[2], &[0.5f64, 0.5]);
+    let z_bad = d.join("never.npy");
+    fails(
+        &["ising", "--edges", p(&loop_edges), "--couplings", p(&two), "--log-z", p(&z_bad)],
+        "edge 1 = (1, 1) is a self-loop",
+    );
+    fails(&["ising", "--edges", p(&edges_c), "--couplings", p(&two), "--log-z", p(&z_bad)], "one per edge");
+    fails(&["ising", "--edges", p(&couplings), "--couplings", p(&two), "--log-z", p(&z_bad)], "not an integer type");
+    fails(&["ising", "--edges", p(&edges_c), "--couplings", p(&one), "--samples", "3"], "--samples needs --out");
+    fails(
+        &["ising", "--edges", p(&edges_c), "--couplings", p(&couplings), "--samples", "3", "--out", p(&z_bad)],
+        "draws from one model",
+    );
+    fails(
+        &["ising", "--edges", p(&edges_c), "--couplings", p(&one), "--log-z", p(&z_bad), "--backend", "vulkan"],
+        "runs on the CPU",
+    );
+    let k5: Vec<i64> = (0..5).flat_map(|u| (u + 1..5).flat_map(move |v| [u, v])).collect();
+    let k5_path = d.join("k5.npy");
+    save(&k5_path, &[10, 2], &k5);
+    let ten = d.join("ten.npy");
+    save(&ten, &[10], &[0.1f64; 10]);
+    fails(&["ising", "--edges", p(&k5_path), "--couplings", p(&ten), "--log-z", p(&z_bad)], "subdivision of K5");
+    let nan = d.join("nan.npy");
+    save(&nan, &[2], &[0.5f64, f64::NAN]);
+    let path = d.join("path.npy");
+    save(&path, &[2, 2], &[0i64, 1, 1, 2]);
+    fails(
+        &["ising", "--edges", p(&path), "--couplings", p(&nan), "--log-z", p(&z_bad)],
+        "non-finite value NaN at index [1]",
+    );
+    assert!(!z_bad.exists());
+}

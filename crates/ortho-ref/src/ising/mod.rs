@@ -16,7 +16,7 @@ pub mod planarity;
 mod sample;
 
 pub use planar::{Inference, Planar};
-pub use sample::sample;
+pub use sample::{Sampler, sample};
 
 use crate::error::{Error, Result};
 

@@ -66,9 +66,9 @@ impl Factor {
 }
 
 /// A 2x2 pivot is taken only when its entry is at least this fraction of the largest entry in its two
-/// rows; otherwise the front's remaining nodes go up to the parent, whose front holds more choices
-/// (the threshold partial pivoting of multifrontal solvers, on skew 2x2 blocks). Each accepted pivot
-/// multiplies entries by at most 1 + 2 / THRESHOLD.
+/// rows; when no fully summed pair qualifies, the front's remaining nodes go up to the parent, whose
+/// front holds more choices (the threshold partial pivoting of multifrontal solvers, on skew 2x2
+/// blocks). Each accepted pivot multiplies entries by at most 1 + 2 / THRESHOLD.
 const THRESHOLD: f64 = 0.1;
 
 impl Symbolic {
@@ -255,9 +255,10 @@ impl Symbolic {
     }
 }
 
-/// Choose the next pivot among the fully summed nodes `done..fully_summed`: the largest entry
-/// `F[a][b]`, moved to `done, done + 1` by symmetric swaps. `None` when it fails the threshold
-/// against the rest of its rows (never at a root, which has nowhere to delay to).
+/// Choose the next pivot among the fully summed nodes `done..fully_summed`: the entry `F[a][b]`
+/// largest relative to the largest entries of rows `a` and `b`, moved to `done, done + 1` by symmetric
+/// swaps. `None` when even that one fails the threshold (never at a root, which has nowhere to delay
+/// to; there the largest entry is taken).
 fn pivot(
     front: &mut [f64],
     list: &mut [usize],
@@ -266,20 +267,21 @@ fn pivot(
     fully_summed: usize,
     root: bool,
 ) -> Option<f64> {
+    let largest: Vec<f64> = (done..fully_summed)
+        .map(|r| front[r * size + done..(r + 1) * size].iter().fold(0.0f64, |m, v| m.max(v.abs())))
+        .collect();
     let (mut best, mut a, mut b) = (-1.0, done, done + 1);
     for i in done..fully_summed {
         for j in i + 1..fully_summed {
             let v = front[i * size + j].abs();
-            if v > best {
-                (best, a, b) = (v, i, j);
+            let score = if root { v } else { v / largest[i - done].max(largest[j - done]).max(f64::MIN_POSITIVE) };
+            if score > best {
+                (best, a, b) = (score, i, j);
             }
         }
     }
-    if !root {
-        let largest = |r: usize| front[r * size + done..(r + 1) * size].iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        if best < THRESHOLD * largest(a).max(largest(b)) {
-            return None;
-        }
+    if !root && best < THRESHOLD {
+        return None;
     }
     swap(front, list, size, done, a);
     swap(front, list, size, done + 1, if b == done { a } else { b });

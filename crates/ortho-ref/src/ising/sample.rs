@@ -10,13 +10,31 @@ use crate::random::Gaussian;
 /// `couplings` are those of the graph's distinct edges. Each sample costs one inference per
 /// contracted edge.
 pub fn sample(graph: &Graph, couplings: &[f64], count: usize, seed: u64) -> Result<Vec<i8>> {
-    Planar::new(graph)?;
-    let mut rng = Gaussian::new(seed);
+    let mut sampler = Sampler::new(graph, couplings, seed)?;
     let mut out = Vec::with_capacity(count * graph.nodes);
     for _ in 0..count {
-        out.extend(one(graph, couplings, &mut rng)?);
+        out.extend(sampler.next_sample()?);
     }
     Ok(out)
+}
+
+/// Samples one at a time (for progress on long runs); the sequence is that of [`sample`].
+pub struct Sampler<'a> {
+    graph: &'a Graph,
+    couplings: &'a [f64],
+    rng: Gaussian,
+}
+
+impl<'a> Sampler<'a> {
+    pub fn new(graph: &'a Graph, couplings: &'a [f64], seed: u64) -> Result<Self> {
+        Planar::new(graph)?.log_partition(couplings)?;
+        Ok(Sampler { graph, couplings, rng: Gaussian::new(seed) })
+    }
+
+    /// The next sample: one spin per vertex.
+    pub fn next_sample(&mut self) -> Result<Vec<i8>> {
+        one(self.graph, self.couplings, &mut self.rng)
+    }
 }
 
 fn one(graph: &Graph, couplings: &[f64], rng: &mut Gaussian) -> Result<Vec<i8>> {

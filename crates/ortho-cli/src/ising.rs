@@ -1,0 +1,138 @@
+//! `ortho ising`: exact `log Z`, edge marginals and samples of zero-field Ising models on planar
+//! graphs (docs/math.md §6), from .npy edge lists and couplings.
+
+use crate::{Backend, npy, outputs};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ortho::BackendChoice;
+use ortho_ref::ising::{Graph, Inference, Planar, Sampler};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct IsingArgs {
+    /// Edges: an integer array [E, 2] of 0-based vertex ids (int32 or int64). An edge listed twice is
+    /// one edge whose coupling is the sum of the listed ones.
+    #[arg(long)]
+    edges: PathBuf,
+    /// Couplings J: [E] for one model or [batch, E] for many on the same graph (any float dtype).
+    #[arg(long)]
+    couplings: PathBuf,
+    /// Number of vertices (default: the largest id + 1; vertices without edges are allowed).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Write log Z as f64: a 0-d array for one model, [batch] for many.
+    #[arg(long)]
+    log_z: Option<PathBuf>,
+    /// Write the edge marginals E[s_u s_v] as f64: [E], or [batch, E].
+    #[arg(long)]
+    marginals: Option<PathBuf>,
+    /// Draw this many exact samples of the spins (one model) into --out.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seed of the samples (the same seed gives the same samples on every machine).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where the samples go: int8 spins +-1, [samples, N].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    backend: Backend,
+}
+
+pub fn run(a: &IsingArgs) -> Result<(), String> {
+    if let Some(choice) = a.backend.backend.filter(|&b| b != BackendChoice::Cpu && b != BackendChoice::Auto) {
+        return Err(format!(
+            "--backend {choice:?}: Ising inference runs on the CPU (f64) only; omit --backend or pass --backend cpu"
+        ));
+    }
+    match (a.samples, &a.out) {
+        (Some(_), None) => return Err("--samples needs --out for the spins".into()),
+        (None, Some(_)) => return Err("--out holds samples: give --samples K".into()),
+        _ => {}
+    }
+    if a.log_z.is_none() && a.marginals.is_none() && a.samples.is_none() {
+        return Err("nothing to write: give --log-z, --marginals, or --samples with --out".into());
+    }
+    let mut out =
+        outputs(&[("log-z", a.log_z.as_ref()), ("marginals", a.marginals.as_ref()), ("out", a.out.as_ref())])?;
+    // Outputs are numbered among those given.
+    let given = [a.log_z.is_some(), a.marginals.is_some(), a.out.is_some()];
+    let slot = |k: usize| given[..k].iter().filter(|&&g| g).count();
+    let (edge_shape, ids) = npy::read_i64(&a.edges, "edges")?;
+    let edges = match edge_shape[..] {
+        [_, 2] => ids.chunks(2).map(|e| (e[0], e[1])).collect::<Vec<_>>(),
+        _ => return Err(format!("edges: expected shape [E, 2], got {edge_shape:?}")),
+    };
+    let (j_shape, j) = npy::read_f64(&a.couplings, "couplings")?;
+    let (batch, single) = match j_shape[..] {
+        [e] if e == edges.len() => (1, true),
+        [b, e] if e == edges.len() => (b, false),
+        _ => {
+            return Err(format!(
+                "couplings: expected shape [{0}] or [batch, {0}] (one per edge), got {j_shape:?}",
+                edges.len()
+            ));
+        }
+    };
+    let graph = Graph::new(a.nodes, &edges).map_err(|e| e.to_string())?;
+    let planar = Planar::new(&graph).map_err(|e| e.to_string())?;
+    eprintln!(
+        "ortho: Ising on the CPU (f64): {} vertices, {} edges ({} distinct), {batch} coupling set{}",
+        graph.nodes,
+        edges.len(),
+        graph.edges.len(),
+        if batch == 1 { "" } else { "s" }
+    );
+    let sets: Vec<&[f64]> = if edges.is_empty() { vec![&[]; batch] } else { j.chunks(edges.len()).collect() };
+    let merged = sets
+        .iter()
+        .enumerate()
+        .map(|(b, set)| graph.merge_couplings(&format!("couplings[{b}]"), set))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if a.log_z.is_some() || a.marginals.is_some() {
+        let progress = bar(batch as u64, "coupling sets");
+        let (mut log_z, mut marginals) = (Vec::with_capacity(batch), Vec::new());
+        for (b, set) in merged.iter().enumerate() {
+            let result = if a.marginals.is_some() {
+                planar.infer(set)
+            } else {
+                planar.log_partition(set).map(|z| Inference { log_z: z, marginals: Vec::new() })
+            };
+            let result = result.map_err(|e| format!("coupling set {b}: {e}"))?;
+            log_z.push(result.log_z);
+            marginals.extend(if a.marginals.is_some() { graph.spread(&result.marginals) } else { Vec::new() });
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        let leading: &[usize] = if single { &[] } else { &[batch] };
+        if a.log_z.is_some() {
+            out.write_values(slot(0), leading, &log_z)?;
+        }
+        if a.marginals.is_some() {
+            out.write_values(slot(1), &[leading, &[edges.len()]].concat(), &marginals)?;
+        }
+    }
+    if let Some(count) = a.samples {
+        if batch != 1 {
+            return Err(format!("--samples draws from one model; couplings hold {batch} sets"));
+        }
+        let progress = bar(count as u64, "samples");
+        let mut sampler = Sampler::new(&graph, &merged[0], a.seed).map_err(|e| e.to_string())?;
+        let mut spins = Vec::with_capacity(count * graph.nodes);
+        for _ in 0..count {
+            spins.extend(sampler.next_sample().map_err(|e| e.to_string())?);
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        out.write_values(slot(2), &[count, graph.nodes], &spins)?;
+    }
+    out.commit()
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let bar = if total > 1 { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    let style = format!("{{bar:40}} {{pos}}/{{len}} {what} ({{eta}} left)");
+    bar.set_style(ProgressStyle::with_template(&style).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}
