@@ -56,38 +56,85 @@ pub fn qr(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     (q, r)
 }
 
-/// Solves `A X = B` for `A: [n, n]`, `B: [n, k]` by Gaussian elimination with partial pivoting;
-/// `None` when A is singular.
-pub fn solve(a: &[f64], b: &[f64], n: usize, k: usize) -> Option<Vec<f64>> {
-    let (mut a, mut x) = (a.to_vec(), b.to_vec());
-    for col in 0..n {
-        let pivot = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))?;
-        if a[pivot * n + col] == 0.0 {
-            return None;
-        }
-        for c in 0..n {
-            a.swap(col * n + c, pivot * n + c);
-        }
-        for c in 0..k {
-            x.swap(col * k + c, pivot * k + c);
-        }
-        for row in col + 1..n {
-            let f = a[row * n + col] / a[col * n + col];
-            for c in col..n {
-                a[row * n + c] -= f * a[col * n + c];
+/// `P A = L U` by Gaussian elimination with partial pivoting (the largest magnitude in the column,
+/// the first of equals): the kernel `common/lu` computes the same in f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lu {
+    pub n: usize,
+    /// `L` strictly below the diagonal (unit diagonal implied), `U` on and above, row-major.
+    pub factors: Vec<f64>,
+    /// Row `k` was swapped with row `pivots[k] >= k` at step `k`.
+    pub pivots: Vec<usize>,
+    /// The sign of `det A` (0 when a pivot is exactly zero) and `log |det A|`.
+    pub sign: f64,
+    pub log_abs_det: f64,
+}
+
+pub fn lu(a: &[f64], n: usize) -> Lu {
+    let mut f = a.to_vec();
+    let (mut pivots, mut sign, mut log_abs_det) = (Vec::with_capacity(n), 1.0, 0.0);
+    for k in 0..n {
+        let p = (k..n).fold(k, |best, i| if f[i * n + k].abs() > f[best * n + k].abs() { i } else { best });
+        pivots.push(p);
+        if p != k {
+            for c in 0..n {
+                f.swap(k * n + c, p * n + c);
             }
+            sign = -sign;
+        }
+        let d = f[k * n + k];
+        if d == 0.0 {
+            sign = 0.0;
+            log_abs_det = f64::NEG_INFINITY;
+            continue;
+        }
+        sign *= d.signum();
+        log_abs_det += d.abs().ln();
+        for i in k + 1..n {
+            f[i * n + k] /= d;
+            let l = f[i * n + k];
+            for c in k + 1..n {
+                f[i * n + c] -= l * f[k * n + c];
+            }
+        }
+    }
+    Lu { n, factors: f, pivots, sign, log_abs_det }
+}
+
+/// `X = A^-1 B` for `B: [n, k]` from the factors of `A` (which must be nonsingular).
+pub fn lu_solve(lu: &Lu, b: &[f64], k: usize) -> Vec<f64> {
+    let (n, f) = (lu.n, &lu.factors);
+    let mut x = b.to_vec();
+    for (row, &p) in lu.pivots.iter().enumerate() {
+        for c in 0..k {
+            x.swap(row * k + c, p * k + c);
+        }
+    }
+    for row in 0..n {
+        for j in 0..row {
             for c in 0..k {
-                x[row * k + c] -= f * x[col * k + c];
+                x[row * k + c] -= f[row * n + j] * x[j * k + c];
             }
         }
     }
     for row in (0..n).rev() {
+        for j in row + 1..n {
+            for c in 0..k {
+                x[row * k + c] -= f[row * n + j] * x[j * k + c];
+            }
+        }
         for c in 0..k {
-            let s: f64 = (row + 1..n).map(|j| a[row * n + j] * x[j * k + c]).sum();
-            x[row * k + c] = (x[row * k + c] - s) / a[row * n + row];
+            x[row * k + c] /= f[row * n + row];
         }
     }
-    Some(x)
+    x
+}
+
+/// Solves `A X = B` for `A: [n, n]`, `B: [n, k]` by Gaussian elimination with partial pivoting;
+/// `None` when A is singular.
+pub fn solve(a: &[f64], b: &[f64], n: usize, k: usize) -> Option<Vec<f64>> {
+    let lu = lu(a, n);
+    (lu.sign != 0.0).then(|| lu_solve(&lu, b, k))
 }
 
 #[cfg(test)]

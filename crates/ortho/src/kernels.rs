@@ -249,6 +249,7 @@ params! {
     Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, a_first: u32, alpha: f32, lanes: u32 }
     Combine { count: u32, _pad0: u32, _pad1: u32, _pad2: u32, c: [f32; 4] }
     Activate { count: u32, activation: u32, _pad0: u32, _pad1: u32 }
+    Lu { batch: u32, n: u32, columns: u32, phase: u32, first: u32, last: u32, _pad0: u32, _pad1: u32 }
 }
 
 shaders! {
@@ -280,4 +281,6 @@ shaders! {
     EXPM_PRIVATE: "flow/expm_private" + EXPM_POLYNOMIAL, Expm, ["a: read", "out: read_write"];
     COMBINE: "flow/combine", Combine, ["x0: read", "x1: read", "x2: read", "x3: read", "out: read_write"];
     ACTIVATE: "flow/activate", Activate, ["x: read", "out: read_write"];
+    LU: "common/lu", Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
+    LU_SOLVE: "common/lu_solve", Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
 }

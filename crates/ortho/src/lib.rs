@@ -35,6 +35,7 @@ mod favor;
 mod flow;
 mod gemm;
 mod kernels;
+mod lu;
 mod measure;
 mod operation;
 mod pool;
@@ -66,6 +67,7 @@ pub mod ops {
     pub use crate::favor::{Favor, FavorBackward};
     pub use crate::flow::MatrixMap;
     pub use crate::gemm::Matmul;
+    pub use crate::lu::{Lu, LuSolve};
     pub use ortho_ref::flow::Flow;
 }
 pub use pool::{PoolStats, Recorded};
