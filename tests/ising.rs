@@ -1,6 +1,7 @@
 //! Zero-field Ising inference and sampling against independent oracles: enumeration of all
 //! configurations, the transfer matrix of long grids, and finite differences of log Z.
 
+mod common;
 use ortho_ref::ising::{self, Graph, Planar, brute, generate, kuratowski, planarity};
 
 fn graph(nodes: usize, edges: &[(usize, usize)]) -> Graph {
@@ -295,4 +296,83 @@ fn bad_graphs_and_couplings_are_clear_errors() {
     // No vertices at all: Z = 1.
     let empty = Graph::new(None, &[]).unwrap();
     assert_eq!(Planar::new(&empty).unwrap().log_partition(&[]).unwrap(), 0.0);
+}
+
+mod gpu {
+    use super::*;
+    use ortho::ops::IsingBatch;
+
+    /// The dense GPU path against the sparse f64 solver: many coupling sets on one graph, f32 on the
+    /// GPU (docs/math.md §6.6 gives the measured errors).
+    #[test]
+    fn batched_log_z_and_marginals_match_the_cpu_solver() {
+        let mut cases: Vec<Case> = planar_graphs(30).into_iter().step_by(3).collect();
+        cases.push(("grid 8x10".into(), 80, generate::grid(8, 10)));
+        for engine in common::gpu_engines() {
+            let (mut worst_z, mut worst_m) = (0.0f64, 0.0f64);
+            for (k, (name, n, edges)) in cases.iter().enumerate() {
+                let g = graph(*n, edges);
+                let batch = 1 + k % 4;
+                let high = if k % 2 == 0 { 2.0 } else { 5.0 };
+                let j: Vec<f32> = generate::couplings(batch * g.edges.len(), 1e-3, high, 90 + k as u64)
+                    .iter()
+                    .map(|&x| x as f32)
+                    .collect();
+                let couplings = ortho::Tensor::new(&[batch, g.edges.len()], j).unwrap();
+                let (log_z, marginals) = engine.ising(&IsingBatch::new(&g, true).unwrap(), &couplings).unwrap();
+                let marginals = marginals.unwrap();
+                let planar = Planar::new(&g).unwrap();
+                for b in 0..batch {
+                    let row = &couplings.data()[b * g.edges.len()..(b + 1) * g.edges.len()];
+                    let want = planar.infer(&row.iter().map(|&x| x as f64).collect::<Vec<_>>()).unwrap();
+                    let err = (log_z.data()[b] as f64 - want.log_z).abs() / want.log_z.abs().max(1.0);
+                    assert!(
+                        err < 1e-5,
+                        "{} {name} set {b}: log Z {} vs {}",
+                        engine.describe(),
+                        log_z.data()[b],
+                        want.log_z
+                    );
+                    worst_z = worst_z.max(err);
+                    for (e, &m) in want.marginals.iter().enumerate() {
+                        let got = marginals.data()[b * g.edges.len() + e] as f64;
+                        assert!((got - m).abs() < 1e-5, "{} {name} set {b} edge {e}: {got} vs {m}", engine.describe());
+                        worst_m = worst_m.max((got - m).abs());
+                    }
+                }
+            }
+            eprintln!(
+                "{}: worst log Z relative error {worst_z:.1e}, worst marginal error {worst_m:.1e}",
+                engine.describe()
+            );
+        }
+    }
+
+    #[test]
+    fn one_set_log_z_only_and_limits() {
+        // A path, a triangle and two isolated vertices; couplings [E], log Z only.
+        let g = graph(8, &[(0, 1), (1, 2), (3, 4), (4, 5), (5, 3)]);
+        let j = vec![0.5f32, -1.25, 2.0, -0.75, 0.3];
+        let want = brute::infer(8, &g.edges, &j.iter().map(|&x| x as f64).collect::<Vec<_>>()).0;
+        let op = IsingBatch::new(&g, false).unwrap();
+        let mut engines = common::gpu_engines();
+        engines.push(ortho::Engine::reference());
+        for engine in engines {
+            let (log_z, marginals) = engine.ising(&op, &ortho::Tensor::new(&[5], j.clone()).unwrap()).unwrap();
+            assert!(marginals.is_none());
+            assert_eq!(log_z.shape(), &[] as &[usize]);
+            assert!(
+                (log_z.data()[0] as f64 - want).abs() < 1e-5 * want,
+                "{}: {} vs {want}",
+                engine.describe(),
+                log_z.data()[0]
+            );
+            let message =
+                engine.ising(&op, &ortho::Tensor::new(&[2, 4], vec![0.0; 8]).unwrap()).unwrap_err().to_string();
+            assert!(message.contains("one per distinct edge"), "{message}");
+        }
+        let big = graph(400, &generate::grid(20, 20));
+        let message = IsingBatch::new(&big, true).err().unwrap().to_string();
+        assert!(message.contains("use the CPU solver"), "{message}");
+    }
 }

@@ -1,4 +1,5 @@
-// X = A^-1 B from the factors of `common/lu`, one workgroup per column of B (docs/math.md §7).
+// X = A^-1 B from the factors of `common/lu`, one workgroup per column of B (docs/math.md §7);
+// B is [batch, n, r], or [n, r] shared by every matrix.
 // Phase 0 copies the column with the row swaps applied; phase 1 runs forward substitution with the
 // unit lower factor, phase 2 back substitution with the upper one, column by column (`x_j` is final,
 // every later (earlier) row takes its share), over j in first..last; the host splits the phases so
@@ -16,9 +17,11 @@ fn lu_solve(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let m = e / r;
     let f = m * n * n;
     let xb = m * n * r + e % r;
+    // A shared right-hand side ([n, r]) is read by every matrix.
+    let bb = select(xb, e % r, p.shared_b != 0u);
     if (p.phase == 0u) {
         for (var row = lid; row < n; row += SOLVE_GROUP) {
-            x[xb + row * r] = b[xb + row * r];
+            x[xb + row * r] = b[bb + row * r];
         }
         storageBarrier();
         if (lid == 0u) {

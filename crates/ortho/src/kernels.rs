@@ -89,6 +89,8 @@ pub fn shared_constants() -> String {
         format!("const THETA: array<f32, 6> = array<f32, 6>({theta});\n"),
         u("ACT_TANH", 0),
         u("ACT_RELU", 1),
+        u("NO_EDGE", crate::ising::NO_EDGE as usize),
+        format!("const LN_2: f32 = {:?};\n", std::f32::consts::LN_2),
     ]
     .concat()
 }
@@ -249,7 +251,8 @@ params! {
     Expm { batch: u32, mode: u32, first: u32, pass_index: u32, method: u32, a_first: u32, alpha: f32, lanes: u32 }
     Combine { count: u32, _pad0: u32, _pad1: u32, _pad2: u32, c: [f32; 4] }
     Activate { count: u32, activation: u32, _pad0: u32, _pad1: u32 }
-    Lu { batch: u32, n: u32, columns: u32, phase: u32, first: u32, last: u32, _pad0: u32, _pad1: u32 }
+    Lu { batch: u32, n: u32, columns: u32, phase: u32, first: u32, last: u32, shared_b: u32, _pad: u32 }
+    IsingDense { batch: u32, first: u32, order: u32, entries: u32, edges: u32, added: u32, marginals: u32, _pad: u32 }
 }
 
 shaders! {
@@ -283,4 +286,7 @@ shaders! {
     ACTIVATE: "flow/activate", Activate, ["x: read", "out: read_write"];
     LU: "common/lu", Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
     LU_SOLVE: "common/lu_solve", Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
+    KASTELEYN: "ising/kasteleyn", IsingDense, ["couplings: read", "entries: read u32", "k: read_write"];
+    READOUT: "ising/readout", IsingDense,
+        ["couplings: read", "det: read", "x: read", "pairs: read u32", "log_z: read_write", "marginals: read_write"];
 }

@@ -34,6 +34,7 @@ mod exact;
 mod favor;
 mod flow;
 mod gemm;
+mod ising;
 mod kernels;
 mod lu;
 mod measure;
@@ -67,6 +68,7 @@ pub mod ops {
     pub use crate::favor::{Favor, FavorBackward};
     pub use crate::flow::MatrixMap;
     pub use crate::gemm::Matmul;
+    pub use crate::ising::IsingBatch;
     pub use crate::lu::{Lu, LuSolve};
     pub use ortho_ref::flow::Flow;
 }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels;
 use crate::operation::{Operation, run_batches};
 use crate::pool::Recorded;
+use crate::recording::Recording;
 use crate::tensor::GpuTensor;
 use ortho_ref::Tensor;
 use ortho_ref::linalg;
@@ -218,20 +219,7 @@ impl Engine {
         let gpu = self.recording("lu", &[a, factors, pivots, det])?;
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("lu"), timestamp_writes: None });
-        let bufs = [a.buffer(), factors.buffer(), pivots.buffer(), det.buffer()];
-        // Per step: the pivot search and the row swap, the multipliers, the trailing update.
-        let group = 256;
-        let step = |k: usize| 3 * (n - k).div_ceil(group) + 8 + (n - k - 1).pow(2).div_ceil(group);
-        for (first, last) in passes(n, (n * n).div_ceil(group), step) {
-            let params = kernels::Lu {
-                batch: batch as u32,
-                n: n as u32,
-                first: first as u32,
-                last: last as u32,
-                ..Default::default()
-            };
-            gpu.dispatch(&mut pass, &kernels::LU, &params, &bufs, gpu.grid(batch as u64, 1)?)?;
-        }
+        record_factor(&gpu, &mut pass, (batch, n), [a.buffer(), factors.buffer(), pivots.buffer(), det.buffer()])?;
         drop(pass);
         Ok(gpu.finish())
     }
@@ -252,26 +240,68 @@ impl Engine {
         let gpu = self.recording("lu solve", &[factors, pivots, b, x])?;
         let mut pass = encoder
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("lu solve"), timestamp_writes: None });
-        let bufs = [factors.buffer(), pivots.buffer(), b.buffer(), x.buffer()];
-        let group = 64;
-        let forward = passes(n, 0, |j| (n - j - 1).div_ceil(group) + 2);
-        let backward = passes(n, 0, |step| (n - 1 - step).div_ceil(group) + 2);
-        let phases = std::iter::once((0, (0, n)))
-            .chain(forward.into_iter().map(|r| (1, r)))
-            .chain(backward.into_iter().map(|r| (2, r)));
-        for (phase, (first, last)) in phases {
-            let params = kernels::Lu {
-                batch: batch as u32,
-                n: n as u32,
-                columns: r as u32,
-                phase,
-                first: first as u32,
-                last: last as u32,
-                ..Default::default()
-            };
-            gpu.dispatch(&mut pass, &kernels::LU_SOLVE, &params, &bufs, gpu.grid((batch * r) as u64, 1)?)?;
-        }
+        record_solve(
+            &gpu,
+            &mut pass,
+            (batch, n, r),
+            false,
+            [factors.buffer(), pivots.buffer(), b.buffer(), x.buffer()],
+        )?;
         drop(pass);
         Ok(gpu.finish())
     }
+}
+
+/// Records `common/lu` of `batch` matrices of side `n`: buffers `a`, `factors`, `pivots`, `det`.
+pub(crate) fn record_factor(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    (batch, n): (usize, usize),
+    bufs: [&wgpu::Buffer; 4],
+) -> Result<()> {
+    // Per step: the pivot search and the row swap, the multipliers, the trailing update.
+    let group = 256;
+    let step = |k: usize| 3 * (n - k).div_ceil(group) + 8 + (n - k - 1).pow(2).div_ceil(group);
+    for (first, last) in passes(n, (n * n).div_ceil(group), step) {
+        let params = kernels::Lu {
+            batch: batch as u32,
+            n: n as u32,
+            first: first as u32,
+            last: last as u32,
+            ..Default::default()
+        };
+        gpu.dispatch(pass, &kernels::LU, &params, &bufs, gpu.grid(batch as u64, 1)?)?;
+    }
+    Ok(())
+}
+
+/// Records `common/lu_solve` for `r` right-hand sides per matrix: buffers `factors`, `pivots`, `b`
+/// (`[n, r]` read by every matrix when `shared_b`, else `[batch, n, r]`) and `x`.
+pub(crate) fn record_solve(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    (batch, n, r): (usize, usize, usize),
+    shared_b: bool,
+    bufs: [&wgpu::Buffer; 4],
+) -> Result<()> {
+    let group = 64;
+    let forward = passes(n, 0, |j| (n - j - 1).div_ceil(group) + 2);
+    let backward = passes(n, 0, |step| (n - 1 - step).div_ceil(group) + 2);
+    let phases = std::iter::once((0, (0, n)))
+        .chain(forward.into_iter().map(|r| (1, r)))
+        .chain(backward.into_iter().map(|r| (2, r)));
+    for (phase, (first, last)) in phases {
+        let params = kernels::Lu {
+            batch: batch as u32,
+            n: n as u32,
+            columns: r as u32,
+            phase,
+            first: first as u32,
+            last: last as u32,
+            shared_b: shared_b as u32,
+            ..Default::default()
+        };
+        gpu.dispatch(pass, &kernels::LU_SOLVE, &params, &bufs, gpu.grid((batch * r) as u64, 1)?)?;
+    }
+    Ok(())
 }

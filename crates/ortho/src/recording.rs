@@ -68,6 +68,14 @@ impl Recording<'_> {
         buffer
     }
 
+    /// A pooled storage buffer holding `data`, written through the queue now (a pooled buffer is free
+    /// of earlier work, and the write lands before any later submission), kept until the work has run.
+    pub fn upload(&self, data: &[u8]) -> PooledBuffer {
+        let buffer = self.scratch(data.len() as u64);
+        self.gpu.queue.write_buffer(buffer.buffer(), 0, data);
+        buffer
+    }
+
     /// The recording's buffer for the partial products of split GEMMs, `bytes` long (the same
     /// `bytes` on every call).
     pub fn partials(&self, bytes: u64) -> PooledBuffer {

@@ -15,7 +15,7 @@ mod planar;
 pub mod planarity;
 mod sample;
 
-pub use planar::{Inference, Planar};
+pub use planar::{DenseKasteleyn, Inference, Planar};
 pub use sample::{Sampler, sample};
 
 use crate::error::{Error, Result};

@@ -23,6 +23,19 @@ struct Component {
     symbolic: Symbolic,
 }
 
+/// One component's scaled Kasteleyn matrix for dense factorisations (docs/math.md §6.2), of order
+/// `2 * pair_edges.len()`: `K[2i][2i+1] = sign[i] exp(J_i)` with `J_i` the coupling of graph edge
+/// `pair_edges[i]` (0 for an edge the triangulation added), `K[a][b] = exp(-(J_{a/2} + J_{b/2}) / 2)`
+/// for each `(a, b)` of `intra` (no position repeats), and `K[b][a] = -K[a][b]`. Then
+/// `log Z = log 2 + log |det K| / 2 - added_nodes log 2` for the component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseKasteleyn {
+    pub pair_edges: Vec<Option<usize>>,
+    pub sign: Vec<f64>,
+    pub intra: Vec<(usize, usize)>,
+    pub added_nodes: usize,
+}
+
 /// The graph-dependent part of planar inference, reusable for any number of coupling sets.
 pub struct Planar {
     graph: Graph,
@@ -70,6 +83,27 @@ impl Planar {
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// Vertices without edges (each multiplies Z by 2).
+    pub fn isolated(&self) -> usize {
+        self.isolated
+    }
+
+    /// Every component's Kasteleyn matrix in dense form.
+    pub fn dense(&self) -> Vec<DenseKasteleyn> {
+        self.components
+            .iter()
+            .map(|c| {
+                let k = &c.kasteleyn;
+                DenseKasteleyn {
+                    pair_edges: (0..k.pairs()).map(|i| c.edges.get(i).copied()).collect(),
+                    sign: k.sign.clone(),
+                    intra: k.intra.iter().map(|&(a, b, _)| (a, b)).collect(),
+                    added_nodes: k.added_nodes,
+                }
+            })
+            .collect()
     }
 
     /// Scalars the factorisations hold (the memory that grows as N log N on planar graphs).

@@ -1,0 +1,238 @@
+//! Exact `log Z` and edge marginals of many coupling sets on one planar graph (docs/math.md §6): each
+//! component's scaled Kasteleyn matrix is assembled on the GPU (`ising/kasteleyn`), factored densely
+//! by `common/lu` and, for the marginals, solved against the columns `e_{2i+1}` by `common/lu_solve`;
+//! `ising/readout` turns determinants and solves into `log Z` and `E[s_u s_v]`. The CPU twin is
+//! `ortho_ref::ising::Planar` (sparse, f64), which also serves graphs too large for dense matrices.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::kernels;
+use crate::lu::{LU_MAX_N, record_factor, record_solve};
+use crate::operation::{Operation, run_batches};
+use crate::pool::Recorded;
+use crate::recording::Recording;
+use crate::tensor::GpuTensor;
+use ortho_ref::Tensor;
+use ortho_ref::ising::{DenseKasteleyn, Graph, Planar};
+use std::sync::Arc;
+
+/// An entry index meaning "no coupling" (an edge the triangulation added).
+pub(crate) const NO_EDGE: u32 = u32::MAX;
+
+/// `log Z` (and the marginals, when asked) of every row of couplings `[batch, E]` (or `[E]`), `E`
+/// the graph's distinct edges ([`Graph::merge_couplings`] adds up duplicates). Outputs `log_z`
+/// (`[batch]` or `[]`) and `marginals` (the couplings' shape). Each component's Kasteleyn matrix is
+/// dense on the GPU, so a component may have at most 1024 edges after triangulation (about 340
+/// vertices); larger graphs are for the CPU solver, `ortho_ref::ising::Planar`.
+#[derive(Clone)]
+pub struct IsingBatch {
+    planar: Arc<Planar>,
+    dense: Arc<Vec<DenseKasteleyn>>,
+    marginals: bool,
+}
+
+impl IsingBatch {
+    pub fn new(graph: &Graph, marginals: bool) -> Result<Self> {
+        let planar = Planar::new(graph)?;
+        let dense = planar.dense();
+        if let Some(c) = dense.iter().find(|c| 2 * c.pair_edges.len() > LU_MAX_N) {
+            return Err(Error::Unsupported(format!(
+                "a component of the graph has {} edges after triangulation; the GPU factors its Kasteleyn \
+                 matrix densely, of order at most {LU_MAX_N} (1024 edges): use the CPU solver \
+                 (ortho_ref::ising::Planar, --backend cpu)",
+                c.pair_edges.len()
+            )));
+        }
+        Ok(IsingBatch { planar: Arc::new(planar), dense: Arc::new(dense), marginals })
+    }
+
+    fn edges(&self) -> usize {
+        self.planar.graph().edges.len()
+    }
+
+    fn batch(&self, shape: &[usize]) -> Result<usize> {
+        let e = self.edges();
+        match *shape {
+            [n] if n == e => Ok(1),
+            [b, n] if n == e => Ok(b),
+            _ => Err(ortho_ref::Error::shape(
+                "couplings",
+                format!("[{e}] or [batch, {e}] (one per distinct edge)"),
+                shape,
+            )
+            .into()),
+        }
+    }
+}
+
+impl Operation for IsingBatch {
+    const NAME: &'static str = "ising";
+    const INPUTS: &'static [&'static str] = &["couplings"];
+
+    async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        run_batches(engine, self, inputs, 2).await
+    }
+
+    fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        let batch = self.batch(i[0])?;
+        let log_z = if i[0].len() == 2 { vec![batch] } else { vec![] };
+        Ok(if self.marginals { vec![log_z, i[0].to_vec()] } else { vec![log_z] })
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        enc: &mut wgpu::CommandEncoder,
+        i: &[&GpuTensor],
+        o: &[&GpuTensor],
+    ) -> Result<Recorded> {
+        engine.record_ising(enc, self, i[0], o[0], o.get(1).copied())
+    }
+
+    fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
+        let shapes = self.output_shapes(&[i[0].shape()])?;
+        let (mut log_z, mut marginals) = (Vec::new(), Vec::new());
+        for set in i[0].data().chunks(self.edges().max(1)).take(self.batch(i[0].shape())?) {
+            let result = if self.marginals {
+                self.planar.infer(set)?
+            } else {
+                self.planar
+                    .log_partition(set)
+                    .map(|z| ortho_ref::ising::Inference { log_z: z, marginals: Vec::new() })?
+            };
+            log_z.push(result.log_z);
+            marginals.extend(result.marginals);
+        }
+        let mut out = vec![Tensor::new(&shapes[0], log_z)?];
+        if self.marginals {
+            out.push(Tensor::new(&shapes[1], marginals)?);
+        }
+        Ok(out)
+    }
+
+    fn non_finite_cause(&self) -> &'static str {
+        "a Kasteleyn matrix overflowed f32 (couplings beyond about 80 in magnitude) or came out singular"
+    }
+}
+
+impl Engine {
+    /// [`IsingBatch`] of host couplings: `(log_z, marginals)` (marginals empty unless asked for).
+    pub fn ising(&self, op: &IsingBatch, couplings: &Tensor<f32>) -> Result<(Tensor<f32>, Option<Tensor<f32>>)> {
+        let mut out = self.run(op, &[couplings])?.into_iter();
+        Ok((out.next().unwrap(), out.next()))
+    }
+
+    /// Records [`IsingBatch`] into `log_z` and, when the op asks for them, `marginals`.
+    pub fn record_ising(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        op: &IsingBatch,
+        couplings: &GpuTensor,
+        log_z: &GpuTensor,
+        marginals: Option<&GpuTensor>,
+    ) -> Result<Recorded> {
+        let shapes = op.output_shapes(&[couplings.shape()])?;
+        if log_z.shape() != shapes[0].as_slice() {
+            return Err(ortho_ref::Error::shape("log_z", format!("{:?}", shapes[0]), log_z.shape()).into());
+        }
+        let marginals = match (op.marginals, marginals) {
+            (true, Some(m)) if m.shape() == couplings.shape() => Some(m),
+            (false, None) => None,
+            (_, m) => {
+                let want = if op.marginals { format!("{:?}", couplings.shape()) } else { "none".into() };
+                return Err(ortho_ref::Error::shape("marginals", want, m.map_or(&[][..], |m| m.shape())).into());
+            }
+        };
+        let batch = op.batch(couplings.shape())?;
+        let mut tensors = vec![couplings, log_z];
+        tensors.extend(marginals);
+        let gpu = self.recording("ising", &tensors)?;
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("ising"), timestamp_writes: None });
+        let value = op.planar.isolated() as f32 * std::f32::consts::LN_2;
+        let fill = kernels::Fill { count: batch as u32, value, ..Default::default() };
+        gpu.dispatch(&mut pass, &kernels::FILL, &fill, &[log_z.buffer()], gpu.grid(batch as u64, 256)?)?;
+        let outputs = (couplings.buffer(), log_z.buffer(), marginals.map(|m| m.buffer()));
+        for component in op.dense.iter() {
+            record_component(&gpu, &mut pass, component, op.edges(), batch, outputs)?;
+        }
+        drop(pass);
+        Ok(gpu.finish())
+    }
+}
+
+/// One component's share of every coupling set, as many sets at a time as its dense matrices fit one
+/// binding.
+fn record_component(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    component: &DenseKasteleyn,
+    edges: usize,
+    batch: usize,
+    (couplings, log_z, marginals): (&wgpu::Buffer, &wgpu::Buffer, Option<&wgpu::Buffer>),
+) -> Result<()> {
+    let pairs = component.pair_edges.len();
+    let order = 2 * pairs;
+    let edge = |i: usize| component.pair_edges[i].map_or(NO_EDGE, |e| e as u32);
+    let mut entries: Vec<u32> = Vec::with_capacity(5 * (pairs + component.intra.len()));
+    for i in 0..pairs {
+        let kind = if component.sign[i] > 0.0 { 1 } else { 2 };
+        entries.extend([2 * i as u32, 2 * i as u32 + 1, edge(i), edge(i), kind]);
+    }
+    for &(a, b) in &component.intra {
+        entries.extend([a as u32, b as u32, edge(a / 2), edge(b / 2), 0]);
+    }
+    let table: Vec<u32> = (0..pairs).flat_map(|i| [edge(i), u32::from(component.sign[i] < 0.0)]).collect();
+    let entries_buffer = gpu.upload(bytemuck::cast_slice(&entries));
+    let table_buffer = gpu.upload(bytemuck::cast_slice(&table));
+    // The right-hand sides e_{2i+1}, one column per pair, shared by every set.
+    let mut columns = vec![0.0f32; order * pairs];
+    for i in 0..pairs {
+        columns[(2 * i + 1) * pairs + i] = 1.0;
+    }
+    let columns_buffer = gpu.upload(bytemuck::cast_slice(&columns));
+    let per_set = (order * order).max(order * pairs) as u64 * 4;
+    let chunk = ((gpu.binding_limit() / per_set) as usize).clamp(1, batch);
+    let sizes = [
+        chunk * order * order,
+        chunk * order * order,
+        chunk * order,
+        2 * chunk,
+        if marginals.is_some() { chunk * order * pairs } else { 1 },
+    ];
+    let [k, factors, pivots, det, x] = gpu.allocate("ising", &sizes)?;
+    for first in (0..batch).step_by(chunk) {
+        let count = chunk.min(batch - first);
+        let params = kernels::IsingDense {
+            batch: count as u32,
+            first: first as u32,
+            order: order as u32,
+            entries: (entries.len() / 5) as u32,
+            edges: edges as u32,
+            added: component.added_nodes as u32,
+            marginals: u32::from(marginals.is_some()),
+            ..Default::default()
+        };
+        let zero = kernels::Fill { count: (count * order * order) as u32, ..Default::default() };
+        gpu.dispatch(pass, &kernels::FILL, &zero, &[k.buffer()], gpu.grid((count * order * order) as u64, 256)?)?;
+        let invocations = (count * entries.len() / 5) as u64;
+        gpu.dispatch(
+            pass,
+            &kernels::KASTELEYN,
+            &params,
+            &[couplings, entries_buffer.buffer(), k.buffer()],
+            gpu.grid(invocations, 256)?,
+        )?;
+        record_factor(gpu, pass, (count, order), [k.buffer(), factors.buffer(), pivots.buffer(), det.buffer()])?;
+        if marginals.is_some() {
+            let bufs = [factors.buffer(), pivots.buffer(), columns_buffer.buffer(), x.buffer()];
+            record_solve(gpu, pass, (count, order, pairs), true, bufs)?;
+        }
+        // Without marginals the readout writes none; its binding takes a spare word.
+        let spare = marginals.is_none().then(|| gpu.scratch(4));
+        let out = marginals.unwrap_or_else(|| spare.as_ref().unwrap().buffer());
+        let bufs = [couplings, det.buffer(), x.buffer(), table_buffer.buffer(), log_z, out];
+        gpu.dispatch(pass, &kernels::READOUT, &params, &bufs, gpu.grid((count * pairs) as u64, 256)?)?;
+    }
+    Ok(())
+}
