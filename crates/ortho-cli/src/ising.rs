@@ -4,7 +4,8 @@
 use crate::{Backend, npy, outputs};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ortho::BackendChoice;
+use ortho::ops::IsingBatch;
+use ortho::{BackendChoice, Engine, Tensor};
 use ortho_ref::ising::{Graph, Inference, Planar, Sampler};
 use std::path::PathBuf;
 
@@ -40,11 +41,6 @@ pub struct IsingArgs {
 }
 
 pub fn run(a: &IsingArgs) -> Result<(), String> {
-    if let Some(choice) = a.backend.backend.filter(|&b| b != BackendChoice::Cpu && b != BackendChoice::Auto) {
-        return Err(format!(
-            "--backend {choice:?}: Ising inference runs on the CPU (f64) only; omit --backend or pass --backend cpu"
-        ));
-    }
     match (a.samples, &a.out) {
         (Some(_), None) => return Err("--samples needs --out for the spins".into()),
         (None, Some(_)) => return Err("--out holds samples: give --samples K".into()),
@@ -76,13 +72,6 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
     };
     let graph = Graph::new(a.nodes, &edges).map_err(|e| e.to_string())?;
     let planar = Planar::new(&graph).map_err(|e| e.to_string())?;
-    eprintln!(
-        "ortho: Ising on the CPU (f64): {} vertices, {} edges ({} distinct), {batch} coupling set{}",
-        graph.nodes,
-        edges.len(),
-        graph.edges.len(),
-        if batch == 1 { "" } else { "s" }
-    );
     let sets: Vec<&[f64]> = if edges.is_empty() { vec![&[]; batch] } else { j.chunks(edges.len()).collect() };
     let merged = sets
         .iter()
@@ -90,21 +79,25 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
         .map(|(b, set)| graph.merge_couplings(&format!("couplings[{b}]"), set))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
+    // Without --backend (or with cpu) the sparse f64 solver answers; a GPU backend batches the sets
+    // through dense f32 factorisations.
+    let engine = match a.backend.backend {
+        None | Some(BackendChoice::Cpu) => None,
+        Some(_) => Some(crate::engine(&a.backend)?).filter(|e| e.fallback_reason().is_none()),
+    };
+    eprintln!(
+        "ortho: Ising on {}: {} vertices, {} edges ({} distinct), {batch} coupling set{}",
+        if engine.is_some() { "the GPU (f32)" } else { "the CPU (f64)" },
+        graph.nodes,
+        edges.len(),
+        graph.edges.len(),
+        if batch == 1 { "" } else { "s" }
+    );
     if a.log_z.is_some() || a.marginals.is_some() {
-        let progress = bar(batch as u64, "coupling sets");
-        let (mut log_z, mut marginals) = (Vec::with_capacity(batch), Vec::new());
-        for (b, set) in merged.iter().enumerate() {
-            let result = if a.marginals.is_some() {
-                planar.infer(set)
-            } else {
-                planar.log_partition(set).map(|z| Inference { log_z: z, marginals: Vec::new() })
-            };
-            let result = result.map_err(|e| format!("coupling set {b}: {e}"))?;
-            log_z.push(result.log_z);
-            marginals.extend(if a.marginals.is_some() { graph.spread(&result.marginals) } else { Vec::new() });
-            progress.inc(1);
-        }
-        progress.finish_and_clear();
+        let (log_z, marginals) = match &engine {
+            Some(engine) => on_gpu(engine, &graph, &merged, a.marginals.is_some())?,
+            None => on_cpu(&planar, &graph, &merged, a.marginals.is_some())?,
+        };
         let leading: &[usize] = if single { &[] } else { &[batch] };
         if a.log_z.is_some() {
             out.write_values(slot(0), leading, &log_z)?;
@@ -117,6 +110,9 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
         if batch != 1 {
             return Err(format!("--samples draws from one model; couplings hold {batch} sets"));
         }
+        if engine.is_some() {
+            eprintln!("ortho: samples are drawn on the CPU (f64)");
+        }
         let progress = bar(count as u64, "samples");
         let mut sampler = Sampler::new(&graph, &merged[0], a.seed).map_err(|e| e.to_string())?;
         let mut spins = Vec::with_capacity(count * graph.nodes);
@@ -128,6 +124,40 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
         out.write_values(slot(2), &[count, graph.nodes], &spins)?;
     }
     out.commit()
+}
+
+/// `log Z` per set and the marginals per listed edge, by the sparse f64 solver.
+fn on_cpu(planar: &Planar, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let progress = bar(sets.len() as u64, "coupling sets");
+    let (mut log_z, mut out) = (Vec::with_capacity(sets.len()), Vec::new());
+    for (b, set) in sets.iter().enumerate() {
+        let result = if marginals {
+            planar.infer(set)
+        } else {
+            planar.log_partition(set).map(|z| Inference { log_z: z, marginals: Vec::new() })
+        };
+        let result = result.map_err(|e| format!("coupling set {b}: {e}"))?;
+        log_z.push(result.log_z);
+        out.extend(if marginals { graph.spread(&result.marginals) } else { Vec::new() });
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok((log_z, out))
+}
+
+/// The same through the engine's batched dense path, every set in one call.
+fn on_gpu(engine: &Engine, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let op = IsingBatch::new(graph, marginals).map_err(|e| e.to_string())?;
+    let values: Vec<f32> = sets.iter().flatten().map(|&x| x as f32).collect();
+    let couplings = Tensor::new(&[sets.len(), graph.edges.len()], values).map_err(|e| e.to_string())?;
+    let (log_z, m) = engine.ising(&op, &couplings).map_err(|e| e.to_string())?;
+    let spread = m.map_or(Vec::new(), |m| {
+        m.data()
+            .chunks(graph.edges.len().max(1))
+            .flat_map(|row| graph.spread(&row.iter().map(|&x| x as f64).collect::<Vec<_>>()))
+            .collect()
+    });
+    Ok((log_z.data().iter().map(|&x| x as f64).collect(), spread))
 }
 
 fn bar(total: u64, what: &str) -> ProgressBar {

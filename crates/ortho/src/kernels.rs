@@ -286,6 +286,8 @@ shaders! {
     ACTIVATE: "flow/activate", Activate, ["x: read", "out: read_write"];
     LU: "common/lu", Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
     LU_SOLVE: "common/lu_solve", Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
+    LU_PRIVATE: "common/lu_private", Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
+    LU_SOLVE_PRIVATE: "common/lu_solve_private", Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
     KASTELEYN: "ising/kasteleyn", IsingDense, ["couplings: read", "entries: read u32", "k: read_write"];
     READOUT: "ising/readout", IsingDense,
         ["couplings: read", "det: read", "x: read", "pairs: read u32", "log_z: read_write", "marginals: read_write"];

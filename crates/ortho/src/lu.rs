@@ -14,6 +14,9 @@ use ortho_ref::linalg;
 
 /// The largest n the kernels take: the first step of `common/lu` then stays within a pass.
 pub const LU_MAX_N: usize = 2048;
+/// The largest n factored and solved one invocation per matrix (per column): below it a workgroup's
+/// barriers cost more than its parallel work.
+const PRIVATE_MAX_N: usize = 128;
 /// Loop iterations one invocation may run in a dispatch (llvmpipe stops loops at 65,535).
 const ITERATIONS_PER_PASS: usize = 32_768;
 
@@ -253,15 +256,22 @@ impl Engine {
 }
 
 /// Records `common/lu` of `batch` matrices of side `n`: buffers `a`, `factors`, `pivots`, `det`.
+/// Matrices up to [`PRIVATE_MAX_N`] take `common/lu_private`, one invocation each.
 pub(crate) fn record_factor(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     (batch, n): (usize, usize),
     bufs: [&wgpu::Buffer; 4],
 ) -> Result<()> {
-    // Per step: the pivot search and the row swap, the multipliers, the trailing update.
-    let group = 256;
+    let private = n <= PRIVATE_MAX_N;
+    // Per step and invocation: the pivot search and the row swap, the multipliers, the trailing update.
+    let group = if private { 1 } else { 256 };
     let step = |k: usize| 3 * (n - k).div_ceil(group) + 8 + (n - k - 1).pow(2).div_ceil(group);
+    let (shader, grid) = if private {
+        (&kernels::LU_PRIVATE, gpu.grid(batch as u64, 64)?)
+    } else {
+        (&kernels::LU, gpu.grid(batch as u64, 1)?)
+    };
     for (first, last) in passes(n, (n * n).div_ceil(group), step) {
         let params = kernels::Lu {
             batch: batch as u32,
@@ -270,7 +280,7 @@ pub(crate) fn record_factor(
             last: last as u32,
             ..Default::default()
         };
-        gpu.dispatch(pass, &kernels::LU, &params, &bufs, gpu.grid(batch as u64, 1)?)?;
+        gpu.dispatch(pass, shader, &params, &bufs, grid)?;
     }
     Ok(())
 }
@@ -284,9 +294,19 @@ pub(crate) fn record_solve(
     shared_b: bool,
     bufs: [&wgpu::Buffer; 4],
 ) -> Result<()> {
+    // Small matrices: one invocation per column, row `j` of the forward pass costing j iterations.
+    let private = n <= PRIVATE_MAX_N;
     let group = 64;
-    let forward = passes(n, 0, |j| (n - j - 1).div_ceil(group) + 2);
-    let backward = passes(n, 0, |step| (n - 1 - step).div_ceil(group) + 2);
+    let (forward, backward) = if private {
+        (passes(n, 0, |j| j + 2), passes(n, 0, |step| step + 2))
+    } else {
+        (passes(n, 0, |j| (n - j - 1).div_ceil(group) + 2), passes(n, 0, |step| (n - 1 - step).div_ceil(group) + 2))
+    };
+    let (shader, grid) = if private {
+        (&kernels::LU_SOLVE_PRIVATE, gpu.grid((batch * r) as u64, 64)?)
+    } else {
+        (&kernels::LU_SOLVE, gpu.grid((batch * r) as u64, 1)?)
+    };
     let phases = std::iter::once((0, (0, n)))
         .chain(forward.into_iter().map(|r| (1, r)))
         .chain(backward.into_iter().map(|r| (2, r)));
@@ -301,7 +321,7 @@ pub(crate) fn record_solve(
             shared_b: shared_b as u32,
             ..Default::default()
         };
-        gpu.dispatch(pass, &kernels::LU_SOLVE, &params, &bufs, gpu.grid((batch * r) as u64, 1)?)?;
+        gpu.dispatch(pass, shader, &params, &bufs, grid)?;
     }
     Ok(())
 }

@@ -353,32 +353,8 @@ impl<'a> LeftRight<'a> {
             }
         }
         if let Some(mut pair) = self.stack.pop() {
-            while let Some(high) = pair.left.high {
-                if self.target(high) != u {
-                    break;
-                }
-                pair.left.high = self.reference[high];
-            }
-            if pair.left.high.is_none()
-                && let Some(low) = pair.left.low
-            {
-                self.reference[low] = pair.right.low;
-                self.side[low] = -1;
-                pair.left.low = None;
-            }
-            while let Some(high) = pair.right.high {
-                if self.target(high) != u {
-                    break;
-                }
-                pair.right.high = self.reference[high];
-            }
-            if pair.right.high.is_none()
-                && let Some(low) = pair.right.low
-            {
-                self.reference[low] = pair.left.low;
-                self.side[low] = -1;
-                pair.right.low = None;
-            }
+            self.trim(&mut pair.left, pair.right.low, u);
+            self.trim(&mut pair.right, pair.left.low, u);
             self.stack.push(pair);
         }
         if self.lowpt[e] < self.height[u]
@@ -390,6 +366,24 @@ impl<'a> LeftRight<'a> {
                 (Some(l), None) => Some(l),
                 _ => hr,
             };
+        }
+    }
+
+    /// Drop the back edges of `interval` that return to `u`; an interval emptied so takes its side
+    /// from `other_low`, the lowest edge of the pair's other interval.
+    fn trim(&mut self, interval: &mut Interval, other_low: Option<usize>, u: usize) {
+        while let Some(high) = interval.high {
+            if self.target(high) != u {
+                break;
+            }
+            interval.high = self.reference[high];
+        }
+        if interval.high.is_none()
+            && let Some(low) = interval.low
+        {
+            self.reference[low] = other_low;
+            self.side[low] = -1;
+            interval.low = None;
         }
     }
 
