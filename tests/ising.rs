@@ -303,7 +303,7 @@ mod gpu {
     use ortho::ops::IsingBatch;
 
     /// The dense GPU path against the sparse f64 solver: many coupling sets on one graph, f32 on the
-    /// GPU (docs/math.md §6.6 gives the measured errors).
+    /// GPU (docs/math.md §6.5 gives the measured errors).
     #[test]
     fn batched_log_z_and_marginals_match_the_cpu_solver() {
         let mut cases: Vec<Case> = planar_graphs(30).into_iter().step_by(3).collect();
