@@ -259,6 +259,13 @@ fn every_operation_has_four_entry_points() {
         };
         let w0 = Engine::reference().expm(&skew(&gaussian(&[2, 4, 4], 0.5, 14))).unwrap();
         four_entry_points(&e, &flow, &[&w0], 1e-5);
+        let lu_input = gaussian(&[3, 6, 6], 1.0, 15);
+        four_entry_points(&e, &Lu, &[&lu_input], 1e-5);
+        let (factors, pivots, _) = Engine::reference().lu(&lu_input).unwrap();
+        four_entry_points(&e, &LuSolve, &[&factors, &pivots, &gaussian(&[3, 6, 2], 1.0, 16)], 1e-5);
+        let ids: Vec<(i64, i64)> = [(0, 1), (1, 2), (2, 0), (2, 3), (3, 4), (4, 1)].into();
+        let graph = ortho_ref::ising::Graph::new(Some(6), &ids).unwrap();
+        four_entry_points(&e, &IsingBatch::new(&graph, true).unwrap(), &[&gaussian(&[3, 6], 1.0, 17)], 1e-5);
     }
 }
 
