@@ -237,31 +237,7 @@ fn samples_follow_the_exact_distribution() {
     let j = generate::couplings(g.edges.len(), 0.1, 1.0, 22);
     let count = 4000;
     let samples = ising::sample(&g, &j, count, 23).unwrap();
-    let p = brute::probabilities(n, &g.edges, &j);
-    let mut observed = vec![0usize; p.len()];
-    for s in samples.chunks(n) {
-        // Fold the global flip: index the configuration with spin 0 = +1.
-        let index = (1..n).fold(0, |acc, i| acc | (usize::from(s[i] != s[0]) << (i - 1)));
-        observed[index] += 1;
-    }
-    // Bins with small expectations are pooled so every bin expects at least 5.
-    let (mut statistic, mut bins, mut pooled_expected, mut pooled_observed) = (0.0, 0, 0.0, 0.0);
-    for (&pi, &o) in p.iter().zip(&observed) {
-        let expected = 2.0 * pi * count as f64;
-        if expected >= 5.0 {
-            statistic += (o as f64 - expected).powi(2) / expected;
-            bins += 1;
-        } else {
-            pooled_expected += expected;
-            pooled_observed += o as f64;
-        }
-    }
-    if pooled_expected > 0.0 {
-        statistic += (pooled_observed - pooled_expected).powi(2) / pooled_expected;
-        bins += 1;
-    }
-    let df = (bins - 1) as f64;
-    assert!(bins > 20, "the test needs bins: {bins}");
+    let (statistic, df) = common::ising_chi_square(n, &g.edges, &j, &samples);
     assert!(statistic < df + 5.0 * (2.0 * df).sqrt(), "chi-square {statistic} with {df} degrees of freedom");
     // Spins are +-1 and both signs of a global flip occur.
     assert!(samples.iter().all(|&s| s == 1 || s == -1));
@@ -311,7 +287,7 @@ mod gpu {
     use ortho::ops::IsingBatch;
 
     /// The dense GPU path against the sparse f64 solver: many coupling sets on one graph, f32 on the
-    /// GPU (docs/math.md §6.5 gives the measured errors).
+    /// GPU (docs/math.md §6.6 gives the measured errors).
     #[test]
     fn batched_log_z_and_marginals_match_the_cpu_solver() {
         let mut cases: Vec<Case> = planar_graphs(30).into_iter().step_by(3).collect();

@@ -155,3 +155,33 @@ pub fn denominator_condition(
     }
     worst
 }
+
+/// Pearson's statistic and degrees of freedom of Ising samples `[count, n]` against the exact
+/// distribution by enumeration (configurations folded under the global flip; bins expecting fewer
+/// than 5 pooled).
+pub fn ising_chi_square(n: usize, edges: &[(usize, usize)], j: &[f64], samples: &[i8]) -> (f64, f64) {
+    let count = samples.len() / n;
+    let p = ortho_ref::ising::brute::probabilities(n, edges, j);
+    let mut observed = vec![0usize; p.len()];
+    for s in samples.chunks(n) {
+        let index = (1..n).fold(0, |acc, i| acc | (usize::from(s[i] != s[0]) << (i - 1)));
+        observed[index] += 1;
+    }
+    let (mut statistic, mut bins, mut pooled_expected, mut pooled_observed) = (0.0, 0, 0.0, 0.0);
+    for (&pi, &o) in p.iter().zip(&observed) {
+        let expected = 2.0 * pi * count as f64;
+        if expected >= 5.0 {
+            statistic += (o as f64 - expected).powi(2) / expected;
+            bins += 1;
+        } else {
+            pooled_expected += expected;
+            pooled_observed += o as f64;
+        }
+    }
+    if pooled_expected > 0.0 {
+        statistic += (pooled_observed - pooled_expected).powi(2) / pooled_expected;
+        bins += 1;
+    }
+    assert!(bins > 20, "the test needs bins: {bins}");
+    (statistic, (bins - 1) as f64)
+}

@@ -1,12 +1,13 @@
 //! `ortho ising`: exact `log Z`, edge marginals and samples of zero-field Ising models on planar
-//! graphs (docs/math.md §6), from .npy edge lists and couplings.
+//! graphs and graphs glued from planar and small parts (docs/math.md §6), from .npy edge lists and
+//! couplings.
 
 use crate::{Backend, npy, outputs};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ortho::ops::IsingBatch;
 use ortho::{BackendChoice, Engine, Tensor};
-use ortho_ref::ising::{Graph, Inference, Planar, Sampler};
+use ortho_ref::ising::{Glued, Graph, Inference, Sampler};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -71,7 +72,7 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
         }
     };
     let graph = Graph::new(a.nodes, &edges).map_err(|e| e.to_string())?;
-    let planar = Planar::new(&graph).map_err(|e| e.to_string())?;
+    let glued = Glued::new(&graph).map_err(|e| e.to_string())?;
     let sets: Vec<&[f64]> = if edges.is_empty() { vec![&[]; batch] } else { j.chunks(edges.len()).collect() };
     let merged = sets
         .iter()
@@ -96,7 +97,7 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
     if a.log_z.is_some() || a.marginals.is_some() {
         let (log_z, marginals) = match &engine {
             Some(engine) => on_gpu(engine, &graph, &merged, a.marginals.is_some())?,
-            None => on_cpu(&planar, &graph, &merged, a.marginals.is_some())?,
+            None => on_cpu(&glued, &graph, &merged, a.marginals.is_some())?,
         };
         let leading: &[usize] = if single { &[] } else { &[batch] };
         if a.log_z.is_some() {
@@ -127,14 +128,14 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
 }
 
 /// `log Z` per set and the marginals per listed edge, by the sparse f64 solver.
-fn on_cpu(planar: &Planar, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
+fn on_cpu(glued: &Glued, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
     let progress = bar(sets.len() as u64, "coupling sets");
     let (mut log_z, mut out) = (Vec::with_capacity(sets.len()), Vec::new());
     for (b, set) in sets.iter().enumerate() {
         let result = if marginals {
-            planar.infer(set)
+            glued.infer(set)
         } else {
-            planar.log_partition(set).map(|z| Inference { log_z: z, marginals: Vec::new() })
+            glued.log_partition(set).map(|z| Inference { log_z: z, marginals: Vec::new() })
         };
         let result = result.map_err(|e| format!("coupling set {b}: {e}"))?;
         log_z.push(result.log_z);
@@ -147,7 +148,8 @@ fn on_cpu(planar: &Planar, graph: &Graph, sets: &[Vec<f64>], marginals: bool) ->
 
 /// The same through the engine's batched dense path, every set in one call.
 fn on_gpu(engine: &Engine, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let op = IsingBatch::new(graph, marginals).map_err(|e| e.to_string())?;
+    let op = IsingBatch::new(graph, marginals)
+        .map_err(|e| format!("{e}. The GPU path takes planar graphs; without --backend the CPU solver also takes graphs glued from planar and small parts"))?;
     let values: Vec<f32> = sets.iter().flatten().map(|&x| x as f32).collect();
     let couplings = Tensor::new(&[sets.len(), graph.edges.len()], values).map_err(|e| e.to_string())?;
     let (log_z, m) = engine.ising(&op, &couplings).map_err(|e| e.to_string())?;

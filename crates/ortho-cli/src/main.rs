@@ -60,7 +60,8 @@ enum Command {
     /// state x' = sigma(W x)).
     #[command(allow_negative_numbers = true)]
     Flow(FlowArgs),
-    /// Exact log Z, edge marginals and samples of zero-field Ising models on planar graphs.
+    /// Exact log Z, edge marginals and samples of zero-field Ising models on planar graphs and graphs
+    /// glued from planar and small parts.
     #[command(allow_negative_numbers = true)]
     Ising(ising::IsingArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.

@@ -46,6 +46,102 @@ pub fn random_planar(nodes: usize, density: f64, seed: u64) -> Vec<(usize, usize
     kept
 }
 
+/// The complete graph on `n` vertices.
+pub fn complete(n: usize) -> Vec<(usize, usize)> {
+    (0..n).flat_map(|u| (u + 1..n).map(move |v| (u, v))).collect()
+}
+
+/// The Wagner graph V8: an 8-cycle with its four long diagonals (non-planar, no K5 minor).
+pub fn wagner() -> Vec<(usize, usize)> {
+    let mut edges: Vec<(usize, usize)> = (0..8).map(|i| (i.min((i + 1) % 8), i.max((i + 1) % 8))).collect();
+    edges.extend((0..4).map(|i| (i, i + 4)));
+    edges
+}
+
+/// A random member of the glued family: `parts` parts, part `p` being `part(p)` (vertex count and
+/// edges), each glued onto a random earlier part along a random shared clique of 0 to `max_shared`
+/// vertices (a vertex, an edge, a triangle; fewer when the parts lack one). Each edge of a shared
+/// clique is then kept or dropped with even odds. Planar parts and K5s glued along at most 2 vertices
+/// give K3,3-minor-free graphs; planar parts and Wagner graphs along at most 3, K5-minor-free ones.
+/// Returns the vertex count and the edges.
+pub fn glued(
+    parts: usize,
+    max_shared: usize,
+    seed: u64,
+    part: impl Fn(usize) -> (usize, Vec<(usize, usize)>),
+) -> (usize, Vec<(usize, usize)>) {
+    let mut rng = Gaussian::new(seed);
+    let mut nodes = 0;
+    let mut kept = std::collections::BTreeSet::new();
+    // Every part's edges in graph ids, dropped clique edges included: later parts glue onto them.
+    let mut part_edges: Vec<Vec<(usize, usize)>> = Vec::new();
+    for p in 0..parts {
+        let pick = |rng: &mut Gaussian, n: usize| ((rng.uniform() * n as f64) as usize).min(n - 1);
+        let (n, edges) = part(p);
+        let mut size = if p == 0 { 0 } else { pick(&mut rng, max_shared.min(3) + 1) };
+        let host = if p == 0 { 0 } else { pick(&mut rng, p) };
+        let (theirs, ours) = loop {
+            let theirs = if p == 0 { Some(vec![]) } else { random_clique(&part_edges[host], size, &mut rng) };
+            let ours = random_clique(&edges, size, &mut rng);
+            if let (Some(theirs), Some(ours)) = (theirs, ours) {
+                break (theirs, ours);
+            }
+            size -= 1;
+        };
+        let mut id = vec![usize::MAX; n];
+        for (&o, &t) in ours.iter().zip(&theirs) {
+            id[o] = t;
+        }
+        for slot in id.iter_mut().filter(|x| **x == usize::MAX) {
+            *slot = nodes;
+            nodes += 1;
+        }
+        let mapped: Vec<(usize, usize)> = edges.iter().map(|&(u, v)| (id[u].min(id[v]), id[u].max(id[v]))).collect();
+        for &(u, v) in &mapped {
+            if theirs.contains(&u) && theirs.contains(&v) {
+                if rng.uniform() < 0.5 {
+                    kept.insert((u, v));
+                } else {
+                    kept.remove(&(u, v));
+                }
+            } else {
+                kept.insert((u, v));
+            }
+        }
+        part_edges.push(mapped);
+    }
+    (nodes, kept.into_iter().collect())
+}
+
+/// A random set of `size` vertices that are pairwise adjacent in `edges`, if there is one.
+fn random_clique(edges: &[(usize, usize)], size: usize, rng: &mut Gaussian) -> Option<Vec<usize>> {
+    let set: std::collections::HashSet<(usize, usize)> = edges.iter().map(|&(u, v)| (u.min(v), u.max(v))).collect();
+    let adjacent = |u: usize, v: usize| set.contains(&(u.min(v), u.max(v)));
+    let mut found: Vec<Vec<usize>> = match size {
+        0 => vec![vec![]],
+        1 => edges.iter().flat_map(|&(u, v)| [vec![u], vec![v]]).collect(),
+        2 => edges.iter().map(|&(u, v)| vec![u, v]).collect(),
+        _ => {
+            let mut neighbours: std::collections::HashMap<usize, Vec<usize>> = std::collections::HashMap::new();
+            for &(u, v) in edges {
+                neighbours.entry(u).or_default().push(v);
+                neighbours.entry(v).or_default().push(u);
+            }
+            edges
+                .iter()
+                .flat_map(|&(u, v)| {
+                    neighbours[&v].iter().filter(move |&&w| w > v && adjacent(u, w)).map(move |&w| vec![u, v, w])
+                })
+                .collect()
+        }
+    };
+    if found.is_empty() {
+        return None;
+    }
+    let i = ((rng.uniform() * found.len() as f64) as usize).min(found.len() - 1);
+    Some(found.swap_remove(i))
+}
+
 /// Random couplings, uniform in magnitude on a log scale between `low` and `high`, random signs.
 pub fn couplings(count: usize, low: f64, high: f64, seed: u64) -> Vec<f64> {
     let mut rng = Gaussian::new(seed);

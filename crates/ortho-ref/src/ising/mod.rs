@@ -6,8 +6,10 @@
 //! gives `log Z`, the edge marginals `E[s_u s_v]` and exact samples for any number of coupling sets.
 
 pub mod brute;
+pub mod decompose;
 mod dissection;
 pub mod generate;
+mod glued;
 mod kasteleyn;
 pub mod kuratowski;
 mod pfaffian;
@@ -15,6 +17,8 @@ mod planar;
 pub mod planarity;
 mod sample;
 
+pub use decompose::{Piece, SMALL_MAX};
+pub use glued::{Aggregated, Glued};
 pub use planar::{DenseKasteleyn, Inference, Planar};
 pub use sample::{Sampler, sample};
 

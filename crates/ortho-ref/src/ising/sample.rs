@@ -2,13 +2,14 @@
 //! edge from its exact marginal given everything fixed before, contract the edge (a planar graph stays
 //! planar), repeat until no edge is left, then flip a fair coin per remaining vertex.
 
-use super::{Graph, Planar};
+use super::glued::Aggregated;
+use super::{Glued, Graph, Planar};
 use crate::error::Result;
 use crate::random::Gaussian;
 
 /// `count` independent samples of the spins, row-major `[count, nodes]`, reproducible from `seed`.
-/// `couplings` are those of the graph's distinct edges. Each sample costs one inference per
-/// contracted edge.
+/// `couplings` are those of the graph's distinct edges; the graph may be planar or glued
+/// ([`Glued`]).
 pub fn sample(graph: &Graph, couplings: &[f64], count: usize, seed: u64) -> Result<Vec<i8>> {
     let mut sampler = Sampler::new(graph, couplings, seed)?;
     let mut out = Vec::with_capacity(count * graph.nodes);
@@ -19,25 +20,27 @@ pub fn sample(graph: &Graph, couplings: &[f64], count: usize, seed: u64) -> Resu
 }
 
 /// Samples one at a time (for progress on long runs); the sequence is that of [`sample`].
-pub struct Sampler<'a> {
-    graph: &'a Graph,
-    couplings: &'a [f64],
+pub struct Sampler {
+    glued: Glued,
+    aggregated: Aggregated,
     rng: Gaussian,
 }
 
-impl<'a> Sampler<'a> {
-    pub fn new(graph: &'a Graph, couplings: &'a [f64], seed: u64) -> Result<Self> {
-        Planar::new(graph)?.log_partition(couplings)?;
-        Ok(Sampler { graph, couplings, rng: Gaussian::new(seed) })
+impl Sampler {
+    pub fn new(graph: &Graph, couplings: &[f64], seed: u64) -> Result<Self> {
+        let glued = Glued::new(graph)?;
+        let aggregated = glued.aggregate(couplings, false)?;
+        Ok(Sampler { glued, aggregated, rng: Gaussian::new(seed) })
     }
 
     /// The next sample: one spin per vertex.
     pub fn next_sample(&mut self) -> Result<Vec<i8>> {
-        one(self.graph, self.couplings, &mut self.rng)
+        self.glued.sample(&self.aggregated, &mut self.rng)
     }
 }
 
-fn one(graph: &Graph, couplings: &[f64], rng: &mut Gaussian) -> Result<Vec<i8>> {
+/// One sample of a planar graph by sequential conditioning.
+pub(super) fn one(graph: &Graph, couplings: &[f64], rng: &mut Gaussian) -> Result<Vec<i8>> {
     let n = graph.nodes;
     // Spin x is relative[x] times the spin of its representative.
     let mut representative: Vec<usize> = (0..n).collect();

@@ -1,0 +1,205 @@
+//! The glued family (docs/math.md §6.5): graphs built from planar parts, K5s and Wagner graphs glued
+//! along shared cliques of up to three vertices, against enumeration, finite differences and the
+//! exact distribution.
+
+mod common;
+use ortho_ref::ising::{self, Glued, Graph, Planar, SMALL_MAX, brute, generate};
+
+fn graph(nodes: usize, edges: &[(usize, usize)]) -> Graph {
+    let e: Vec<(i64, i64)> = edges.iter().map(|&(u, v)| (u as i64, v as i64)).collect();
+    Graph::new(Some(nodes), &e).unwrap()
+}
+
+const K5: usize = 0;
+const WAGNER: usize = 1;
+const PLANAR: usize = 2;
+
+/// Part `p` of a glued graph drawn from `seed`, of one of `kinds`: a K5, a Wagner graph, or a random
+/// planar triangulation of up to `planar` vertices (it has triangles to glue along).
+fn part(seed: u64, planar: usize, kinds: &'static [usize]) -> impl Fn(usize) -> (usize, Vec<(usize, usize)>) {
+    move |p| {
+        let s = seed * 1000 + p as u64;
+        match kinds[s as usize % kinds.len()] {
+            K5 => (5, generate::complete(5)),
+            WAGNER => (8, generate::wagner()),
+            _ => {
+                let n = 3 + (s as usize / 3) % (planar - 2);
+                (n, generate::random_planar(n, 1.0, s))
+            }
+        }
+    }
+}
+
+/// Glued graphs small enough to enumerate, and named non-planar graphs the family holds.
+fn small_cases() -> Vec<(String, Graph)> {
+    let mut out = Vec::new();
+    // K3,3-minor-free (K5s and planar parts glued along at most 2 vertices), K5-minor-free (Wagner
+    // graphs and planar parts along at most 3) and mixed.
+    let families: [(&str, usize, &'static [usize]); 3] =
+        [("K3,3-free", 2, &[K5, PLANAR]), ("K5-free", 3, &[WAGNER, PLANAR]), ("mixed", 3, &[K5, WAGNER, PLANAR])];
+    for seed in 0..48u64 {
+        let (family, shared, kinds) = families[seed as usize % 3];
+        let parts = 2 + (seed % 4) as usize;
+        let (n, edges) = generate::glued(parts, shared, seed, part(seed, 7, kinds));
+        if n <= 20 {
+            out.push((format!("{family} seed {seed} ({parts} parts)"), graph(n, &edges)));
+        }
+    }
+    let k33: Vec<(usize, usize)> = (0..3).flat_map(|u| (3..6).map(move |v| (u, v))).collect();
+    out.push(("K3,3 (triangle sums of K4s)".into(), graph(6, &k33)));
+    out.push(("K5".into(), graph(5, &generate::complete(5))));
+    out.push(("Wagner".into(), graph(8, &generate::wagner())));
+    let k44: Vec<(usize, usize)> = (0..4).flat_map(|u| (4..8).map(move |v| (u, v))).collect();
+    out.push(("K4,4".into(), graph(8, &k44)));
+    // K5 and a Wagner graph on two sides of a triangle of a planar wheel, plus a separate K5.
+    let mut edges: Vec<(usize, usize)> = (1..7).flat_map(|i| [(0, i), (i, i % 6 + 1)]).collect();
+    edges.extend(generate::complete(5).iter().map(|&(u, v)| {
+        let m = |x: usize| [0, 1, 2, 7, 8][x];
+        (m(u), m(v))
+    }));
+    edges.extend(generate::wagner().iter().map(|&(u, v)| {
+        let m = |x: usize| [3, 4, 9, 10, 11, 12, 13, 14][x];
+        (m(u), m(v))
+    }));
+    edges.extend(generate::complete(5).iter().map(|&(u, v)| (u + 15, v + 15)));
+    out.push(("wheel + K5 on a triangle + Wagner on an edge + separate K5".into(), graph(20, &edges)));
+    out
+}
+
+#[test]
+fn glued_log_z_and_marginals_match_enumeration() {
+    let cases = small_cases();
+    assert!(cases.len() > 30, "enough cases: {}", cases.len());
+    let mut non_planar = 0;
+    for (k, (name, g)) in cases.iter().enumerate() {
+        let glued = Glued::new(g).unwrap_or_else(|e| panic!("{name}: {e}"));
+        non_planar += usize::from(glued.pieces().iter().any(|p| p.small));
+        for (range, seed) in [((1e-3, 5.0), 1u64), ((1e-3, 0.1), 2), ((2.0, 5.0), 3)] {
+            let j = generate::couplings(g.edges.len(), range.0, range.1, seed + 10 * k as u64);
+            let result = glued.infer(&j).unwrap();
+            let (log_z, marginals) = brute::infer(g.nodes, &g.edges, &j);
+            assert!(
+                (result.log_z - log_z).abs() <= 1e-11 * log_z.abs().max(1.0),
+                "{name} {range:?}: log Z {} vs {log_z}",
+                result.log_z
+            );
+            assert!((glued.log_partition(&j).unwrap() - result.log_z).abs() <= 1e-12 * log_z.abs().max(1.0));
+            for (e, (a, b)) in result.marginals.iter().zip(&marginals).enumerate() {
+                assert!((a - b).abs() <= 1e-10, "{name} {range:?}: edge {e} marginal {a} vs {b}");
+            }
+        }
+    }
+    assert!(non_planar > 20, "non-planar pieces exercised: {non_planar}");
+}
+
+#[test]
+fn glued_pieces_are_planar_or_small_and_share_cliques() {
+    for seed in 0..6u64 {
+        let (n, edges) = generate::glued(30, 3, seed, part(seed, 30, &[K5, WAGNER, PLANAR]));
+        let g = graph(n, &edges);
+        let glued = Glued::new(&g).unwrap();
+        let pieces = glued.pieces();
+        let mut owned = vec![0; g.edges.len()];
+        for (p, piece) in pieces.iter().enumerate() {
+            assert!(
+                piece.small && piece.vertices.len() <= SMALL_MAX
+                    || ising::planarity::is_planar(piece.vertices.len(), &piece.edges),
+                "seed {seed}: piece {p} is neither small nor planar"
+            );
+            assert!(piece.separator.len() <= 3);
+            assert_eq!(piece.parent.is_none(), piece.separator.is_empty() && piece.parent.is_none());
+            if let Some(q) = piece.parent {
+                assert!(q < p, "parents come first");
+                for (a, &x) in piece.separator.iter().enumerate() {
+                    for &y in &piece.separator[a + 1..] {
+                        assert!(piece.edge(x, y).is_some(), "the separator is a clique in the child");
+                        let parent = &pieces[q];
+                        let (px, py) =
+                            (parent.local(piece.vertices[x]).unwrap(), parent.local(piece.vertices[y]).unwrap());
+                        assert!(parent.edge(px, py).is_some(), "the separator is a clique in the parent");
+                    }
+                }
+            }
+            for e in piece.origin.iter().flatten() {
+                owned[*e] += 1;
+            }
+        }
+        assert!(owned.iter().all(|&c| c == 1), "seed {seed}: every edge is in exactly one piece");
+        // Central differences of log Z give the marginals.
+        let j = generate::couplings(g.edges.len(), 1e-2, 2.0, seed);
+        let result = glued.infer(&j).unwrap();
+        for e in (0..g.edges.len()).step_by(7) {
+            let (mut up, mut down) = (j.clone(), j.clone());
+            let h = 1e-5;
+            up[e] += h;
+            down[e] -= h;
+            let derivative = (glued.log_partition(&up).unwrap() - glued.log_partition(&down).unwrap()) / (2.0 * h);
+            assert!(
+                (derivative - result.marginals[e]).abs() < 1e-6,
+                "seed {seed} edge {e}: {derivative} vs {}",
+                result.marginals[e]
+            );
+        }
+    }
+}
+
+#[test]
+fn glued_agrees_with_planar_on_planar_graphs() {
+    let g = graph(400, &generate::grid(20, 20));
+    let j = generate::couplings(g.edges.len(), 1e-3, 3.0, 4);
+    let a = Planar::new(&g).unwrap().infer(&j).unwrap();
+    let glued = Glued::new(&g).unwrap();
+    assert_eq!(glued.pieces().len(), 1);
+    let b = glued.infer(&j).unwrap();
+    assert!((a.log_z - b.log_z).abs() <= 1e-12 * a.log_z.abs());
+    assert_eq!(a.marginals, b.marginals);
+}
+
+#[test]
+fn glued_samples_follow_the_exact_distribution() {
+    // A K5 and a planar part sharing an edge, and a triangle of a K4 shared with the K5: 10 spins.
+    let mut edges = generate::complete(5);
+    edges.extend([(0, 5), (1, 5), (5, 6), (0, 6), (6, 7)]);
+    edges.extend([(2, 8), (3, 8), (4, 8), (8, 9), (2, 9)]);
+    let g = graph(10, &edges);
+    let glued = Glued::new(&g).unwrap();
+    assert!(glued.pieces().len() >= 3 && glued.pieces().iter().any(|p| p.small));
+    let j = generate::couplings(g.edges.len(), 0.1, 1.0, 42);
+    let samples = ising::sample(&g, &j, 4000, 43).unwrap();
+    let (statistic, df) = common::ising_chi_square(10, &g.edges, &j, &samples);
+    assert!(statistic < df + 5.0 * (2.0 * df).sqrt(), "chi-square {statistic} with {df} degrees of freedom");
+}
+
+#[test]
+fn glued_sampled_correlations_match_the_marginals() {
+    let (n, edges) = generate::glued(8, 3, 51, part(51, 8, &[K5, WAGNER, PLANAR]));
+    let g = graph(n, &edges);
+    let glued = Glued::new(&g).unwrap();
+    assert!(glued.pieces().iter().any(|p| p.small), "the graph has non-planar parts");
+    let j = generate::couplings(g.edges.len(), 1e-3, 1.5, 52);
+    let exact = glued.infer(&j).unwrap().marginals;
+    let count = 1000;
+    let samples = ising::sample(&g, &j, count, 53).unwrap();
+    assert!(samples.iter().all(|&s| s == 1 || s == -1));
+    for (e, &(u, v)) in g.edges.iter().enumerate() {
+        let mean = samples.chunks(n).map(|s| f64::from(s[u] * s[v])).sum::<f64>() / count as f64;
+        let standard_error = ((1.0 - exact[e] * exact[e]) / count as f64).sqrt().max(1e-3);
+        assert!((mean - exact[e]).abs() < 5.0 * standard_error, "edge {e}: sampled {mean} vs exact {}", exact[e]);
+    }
+}
+
+#[test]
+fn graphs_outside_the_family_name_the_part() {
+    // The 5 x 5 torus: 4-connected, 25 vertices, not planar.
+    let torus: Vec<(usize, usize)> =
+        (0..25).flat_map(|v| [(v, (v / 5) * 5 + (v + 1) % 5), (v, (v + 5) % 25)]).collect();
+    let message = Glued::new(&graph(25, &torus)).err().unwrap().to_string();
+    assert!(message.contains("a part of 25 vertices"), "{message}");
+    assert!(message.contains("no separator of at most 3 vertices"), "{message}");
+    assert!(message.contains("subdivision of K"), "{message}");
+    // The same torus hung off a planar graph by one vertex: the part is named, the rest is fine.
+    let mut edges = torus.clone();
+    edges.extend(generate::grid(4, 4).iter().map(|&(u, v)| (u + 24, v + 24)));
+    let message = Glued::new(&graph(40, &edges)).err().unwrap().to_string();
+    assert!(message.contains("a part of 25 vertices"), "{message}");
+}
