@@ -71,8 +71,9 @@ fn glued_log_z_and_marginals_match_enumeration() {
     let cases = small_cases();
     assert!(cases.len() > 30, "enough cases: {}", cases.len());
     let mut non_planar = 0;
-    for (k, (name, g)) in cases.iter().enumerate() {
-        let glued = Glued::new(g).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // Enumerated pieces of up to 10 vertices (the default) and of up to 8, which splits more.
+    for ((k, (name, g)), small_max) in cases.iter().enumerate().flat_map(|c| [(c, SMALL_MAX), (c, 8)]) {
+        let glued = Glued::with_small_max(g, small_max).unwrap_or_else(|e| panic!("{name}: {e}"));
         non_planar += usize::from(glued.pieces().iter().any(|p| p.small));
         for (range, seed) in [((1e-3, 5.0), 1u64), ((1e-3, 0.1), 2), ((2.0, 5.0), 3)] {
             let j = generate::couplings(g.edges.len(), range.0, range.1, seed + 10 * k as u64);
@@ -80,7 +81,7 @@ fn glued_log_z_and_marginals_match_enumeration() {
             let (log_z, marginals) = brute::infer(g.nodes, &g.edges, &j);
             assert!(
                 (result.log_z - log_z).abs() <= 1e-11 * log_z.abs().max(1.0),
-                "{name} {range:?}: log Z {} vs {log_z}",
+                "{name} (pieces up to {small_max}) {range:?}: log Z {} vs {log_z}",
                 result.log_z
             );
             assert!((glued.log_partition(&j).unwrap() - result.log_z).abs() <= 1e-12 * log_z.abs().max(1.0));
@@ -89,7 +90,7 @@ fn glued_log_z_and_marginals_match_enumeration() {
             }
         }
     }
-    assert!(non_planar > 20, "non-planar pieces exercised: {non_planar}");
+    assert!(non_planar > 40, "non-planar pieces exercised: {non_planar}");
 }
 
 #[test]
@@ -157,15 +158,18 @@ fn glued_agrees_with_planar_on_planar_graphs() {
 
 #[test]
 fn glued_samples_follow_the_exact_distribution() {
-    // A K5 and a planar part sharing an edge, and a triangle of a K4 shared with the K5: 10 spins.
+    // A K5 and a planar part sharing an edge, and a triangle of the K5 shared with a K4: 10 spins,
+    // enumerated only in pieces of at most 5 vertices.
     let mut edges = generate::complete(5);
     edges.extend([(0, 5), (1, 5), (5, 6), (0, 6), (6, 7)]);
     edges.extend([(2, 8), (3, 8), (4, 8), (8, 9), (2, 9)]);
     let g = graph(10, &edges);
-    let glued = Glued::new(&g).unwrap();
-    assert!(glued.pieces().len() >= 3 && glued.pieces().iter().any(|p| p.small));
+    let glued = Glued::with_small_max(&g, 5).unwrap();
+    let sizes: Vec<(usize, bool)> = glued.pieces().iter().map(|p| (p.vertices.len(), p.small)).collect();
+    assert!(sizes.len() >= 3 && sizes.contains(&(5, true)), "{sizes:?}");
     let j = generate::couplings(g.edges.len(), 0.1, 1.0, 42);
-    let samples = ising::sample(&g, &j, 4000, 43).unwrap();
+    let mut sampler = ising::Sampler::from_glued(glued, &j, 43).unwrap();
+    let samples: Vec<i8> = (0..4000).flat_map(|_| sampler.next_sample().unwrap()).collect();
     let (statistic, df) = common::ising_chi_square(10, &g.edges, &j, &samples);
     assert!(statistic < df + 5.0 * (2.0 * df).sqrt(), "chi-square {statistic} with {df} degrees of freedom");
 }

@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 use std::collections::{HashMap, HashSet};
 
 /// Pieces of at most this many vertices may be non-planar; they are solved by enumeration.
-pub const SMALL_MAX: usize = 8;
+pub const SMALL_MAX: usize = 10;
+
+/// The largest `small_max` [`decompose`] takes (enumeration of `2^20` states per separator state).
+pub const SMALL_LIMIT: usize = 20;
 
 /// One piece of the decomposition. Pieces come parents first.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +26,7 @@ pub struct Piece {
     pub parent: Option<usize>,
     /// Local ids of the vertices shared with the parent (0 to 3 of them), ascending.
     pub separator: Vec<usize>,
-    /// Non-planar and at most [`SMALL_MAX`] vertices: solved by enumeration.
+    /// Non-planar and small enough to be solved by enumeration.
     pub small: bool,
 }
 
@@ -62,9 +65,16 @@ struct Split {
     links: Vec<(usize, usize, Vec<usize>)>,
 }
 
-/// Split every connected component into pieces; a component with a piece that is neither planar nor
-/// small, and has no separator of at most three vertices, is an error naming it.
-pub fn decompose(graph: &Graph) -> Result<Vec<Piece>> {
+/// Split every connected component into pieces, non-planar ones of at most `small_max` vertices
+/// allowed; a piece that is neither planar nor small, and has no separator of at most three
+/// vertices, is an error naming it.
+pub fn decompose(graph: &Graph, small_max: usize) -> Result<Vec<Piece>> {
+    if small_max > SMALL_LIMIT {
+        return Err(Error::argument(
+            "small_max",
+            format!("enumerated pieces take at most {SMALL_LIMIT} vertices, got {small_max}"),
+        ));
+    }
     let mut d = Decomposer { local: vec![usize::MAX; graph.nodes], works: vec![] };
     let mut finals = Vec::new();
     let mut roots = Vec::new();
@@ -82,7 +92,7 @@ pub fn decompose(graph: &Graph) -> Result<Vec<Piece>> {
             d.works[w] = Some(work);
             if planar {
                 finals.push((w, false));
-            } else if n <= SMALL_MAX {
+            } else if n <= small_max {
                 finals.push((w, true));
             } else if let Some(sides) = d.split(w) {
                 let next = d.works.len();
@@ -96,7 +106,7 @@ pub fn decompose(graph: &Graph) -> Result<Vec<Piece>> {
                     "edges",
                     format!(
                         "the graph is outside the planar and glued family: a part of {n} vertices (from vertex \
-                         {first}) has no separator of at most 3 vertices, is larger than {SMALL_MAX} vertices and \
+                         {first}) has no separator of at most 3 vertices, is larger than {small_max} vertices and \
                          is not planar (it contains a subdivision of {} with branch vertices {branch:?})",
                         wit.kind
                     ),

@@ -2,7 +2,7 @@
 //! programming over the tree of pieces, each piece solved with its separator's spins fixed by
 //! contracting the separator into one vertex.
 
-use super::decompose::{Piece, decompose};
+use super::decompose::{Piece, SMALL_MAX, decompose};
 use super::{Graph, Inference, Planar, brute};
 use crate::error::{Error, Result};
 use crate::random::Gaussian;
@@ -52,7 +52,13 @@ impl Glued {
     /// Decompose the graph and analyse every piece; a graph outside the family is an error naming the
     /// part that is too large and not planar.
     pub fn new(graph: &Graph) -> Result<Glued> {
-        let pieces = decompose(graph)?;
+        Glued::with_small_max(graph, SMALL_MAX)
+    }
+
+    /// The same with non-planar pieces of up to `small_max` vertices (at most [`super::SMALL_LIMIT`])
+    /// solved by enumeration.
+    pub fn with_small_max(graph: &Graph, small_max: usize) -> Result<Glued> {
+        let pieces = decompose(graph, small_max)?;
         let contracted = pieces.iter().map(contract).collect::<Result<Vec<_>>>()?;
         Ok(Glued { graph: graph.clone(), pieces, contracted })
     }

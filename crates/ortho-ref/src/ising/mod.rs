@@ -1,13 +1,19 @@
-//! Exact inference and sampling for zero-field Ising models on planar graphs (docs/math.md §6).
+//! Exact inference and sampling for zero-field Ising models on planar graphs and graphs glued from
+//! planar and small parts (docs/math.md §6).
 //!
 //! `p(s) = exp(sum_e J_e s_u s_v) / Z` over spins `s in {-1, +1}^N`. The graph is checked and its
-//! duplicate edges merged ([`Graph`]); [`Planar`] does the work that depends only on the graph
+//! duplicate edges merged ([`Graph`]); [`Planar`] does the work that depends only on a planar graph
 //! (embedding, triangulation, Kasteleyn orientation, ordering, symbolic factorisation) once, then
-//! gives `log Z`, the edge marginals `E[s_u s_v]` and exact samples for any number of coupling sets.
+//! gives `log Z` and the edge marginals `E[s_u s_v]` for any number of coupling sets. [`Glued`] splits
+//! a graph along separators of at most three vertices into planar and small pieces and combines
+//! them; [`Sampler`] draws exact samples. [`bound`] bounds `log Z` of intractable models (such as
+//! grids with a field, [`field`]) from tractable parts.
 
+pub mod bound;
 pub mod brute;
 pub mod decompose;
 mod dissection;
+pub mod field;
 pub mod generate;
 mod glued;
 mod kasteleyn;
@@ -17,7 +23,7 @@ mod planar;
 pub mod planarity;
 mod sample;
 
-pub use decompose::{Piece, SMALL_MAX};
+pub use decompose::{Piece, SMALL_LIMIT, SMALL_MAX};
 pub use glued::{Aggregated, Glued};
 pub use planar::{DenseKasteleyn, Inference, Planar};
 pub use sample::{Sampler, sample};

@@ -28,7 +28,11 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(graph: &Graph, couplings: &[f64], seed: u64) -> Result<Self> {
-        let glued = Glued::new(graph)?;
+        Sampler::from_glued(Glued::new(graph)?, couplings, seed)
+    }
+
+    /// Samples of a graph already analysed.
+    pub fn from_glued(glued: Glued, couplings: &[f64], seed: u64) -> Result<Self> {
         let aggregated = glued.aggregate(couplings, false)?;
         Ok(Sampler { glued, aggregated, rng: Gaussian::new(seed) })
     }
