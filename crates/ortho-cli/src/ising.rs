@@ -4,7 +4,6 @@
 
 use crate::{Backend, npy, outputs};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use ortho::ops::IsingBatch;
 use ortho::{BackendChoice, Engine, Tensor};
 use ortho_ref::ising::{Glued, Graph, Inference, Sampler};
@@ -114,7 +113,7 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
         if engine.is_some() {
             eprintln!("ortho: samples are drawn on the CPU (f64)");
         }
-        let progress = bar(count as u64, "samples");
+        let progress = crate::progress_bar(count as u64, "samples");
         let mut sampler = Sampler::new(&graph, &merged[0], a.seed).map_err(|e| e.to_string())?;
         let mut spins = Vec::with_capacity(count * graph.nodes);
         for _ in 0..count {
@@ -129,7 +128,7 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
 
 /// `log Z` per set and the marginals per listed edge, by the sparse f64 solver.
 fn on_cpu(glued: &Glued, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let progress = bar(sets.len() as u64, "coupling sets");
+    let progress = crate::progress_bar(sets.len() as u64, "coupling sets");
     let (mut log_z, mut out) = (Vec::with_capacity(sets.len()), Vec::new());
     for (b, set) in sets.iter().enumerate() {
         let result = if marginals {
@@ -160,11 +159,4 @@ fn on_gpu(engine: &Engine, graph: &Graph, sets: &[Vec<f64>], marginals: bool) ->
             .collect()
     });
     Ok((log_z.data().iter().map(|&x| x as f64).collect(), spread))
-}
-
-fn bar(total: u64, what: &str) -> ProgressBar {
-    let bar = if total > 1 { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    let style = format!("{{bar:40}} {{pos}}/{{len}} {what} ({{eta}} left)");
-    bar.set_style(ProgressStyle::with_template(&style).unwrap_or_else(|_| ProgressStyle::default_bar()));
-    bar
 }

@@ -2,6 +2,7 @@
 //! reference on every adapter.
 
 mod bench;
+mod bilevel;
 mod ising;
 mod npy;
 mod tune;
@@ -64,6 +65,10 @@ enum Command {
     /// glued from planar and small parts.
     #[command(allow_negative_numbers = true)]
     Ising(ising::IsingArgs),
+    /// SGD on quadratic bi-level tasks with exact, first-order (FOM) or unbiased first-order (UFOM)
+    /// outer gradients, or a batch of gradient estimates.
+    #[command(allow_negative_numbers = true)]
+    Bilevel(bilevel::BilevelArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
     Validate(Backend),
     /// Time every kernel family on every adapter and on the CPU fallback, checked against the f64
@@ -304,6 +309,16 @@ fn devices(b: &Backend) -> Result<(), String> {
     Ok(())
 }
 
+/// A progress bar for `total` units of `what` on stderr; hidden for a single unit.
+pub(crate) fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = if total > 1 { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+    let style = format!("{{bar:40}} {{pos}}/{{len}} {what} ({{eta}} left)");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&style).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// The outputs a run writes, `(option, path)`, those not given left out.
 pub(crate) fn outputs(list: &[(&str, Option<&PathBuf>)]) -> Result<Outputs, String> {
     let present: Vec<(&str, &Path)> = list.iter().filter_map(|(what, p)| p.map(|p| (*what, p.as_path()))).collect();
@@ -434,6 +449,7 @@ fn main() -> ExitCode {
         Command::Cayley(a) => matrix_map(a, true),
         Command::Flow(a) => flow(a),
         Command::Ising(a) => ising::run(a),
+        Command::Bilevel(a) => bilevel::run(a),
         Command::Validate(b) => validate::run(b.backend),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),

@@ -978,3 +978,135 @@ fn ising_verb_matches_enumeration() {
     );
     assert!(!z_bad.exists());
 }
+
+#[test]
+fn bilevel_verb_matches_the_library() {
+    use ortho_ref::bilevel::{self, Estimator, InnerLoop, Method, Quadratic, Sgd};
+    let d = dir("bilevel");
+    let (t, n) = (3, 2);
+    // Symmetric positive definite matrices per task, and targets.
+    let a: Vec<f64> = (0..t).flat_map(|k| [2.0 + k as f64, 0.3, 0.3, 1.0]).collect();
+    let b: Vec<f64> = (0..t).flat_map(|k| [1.0, -0.2 * k as f64, -0.2 * k as f64, 0.5 + k as f64]).collect();
+    let c = gaussian(t * n, 3);
+    let target = gaussian(t * n, 4);
+    let paths: Vec<PathBuf> = ["a", "c", "b", "t", "theta0"].iter().map(|s| d.join(format!("{s}.npy"))).collect();
+    save(&paths[0], &[t, n, n], &a);
+    save(&paths[1], &[t, n], &c);
+    save(&paths[2], &[t, n, n], &b);
+    // The outer targets as numpy writes a transposed array: Fortran order.
+    let fortran: Vec<u8> = (0..t * n).flat_map(|i| target[(i % t) * n + i / t].to_le_bytes()).collect();
+    raw(&paths[3], "<f8", true, &format!("({t}, {n})"), &fortran);
+    save(&paths[4], &[n], &[0.5f64, -0.5]);
+    let tasks: Vec<Quadratic> = (0..t)
+        .map(|k| {
+            let m = |v: &[f64], s: usize| v[k * s..(k + 1) * s].to_vec();
+            Quadratic::new("task", n, m(&a, 4), m(&c, 2), m(&b, 4), m(&target, 2)).unwrap()
+        })
+        .collect();
+    let inputs = [
+        "bilevel",
+        "--inner-matrices",
+        p(&paths[0]),
+        "--inner-targets",
+        p(&paths[1]),
+        "--outer-matrices",
+        p(&paths[2]),
+        "--outer-targets",
+        p(&paths[3]),
+        "--theta0",
+        p(&paths[4]),
+        "--inner-steps",
+        "4",
+        "--inner-lr",
+        "0.2",
+    ];
+    let inner = InnerLoop { steps: 4, lr: 0.2 };
+    let out = d.join("theta.npy");
+    let run =
+        [&inputs[..], &["--outer-lr", "0.1", "--outer-steps", "30", "--method", "exact", "--tasks-per-step", "2"]]
+            .concat();
+    let o = ortho(&[&run[..], &["--seed", "5", "--out", p(&out)]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (shape, trajectory) = load_f64(&out);
+    assert_eq!(shape, vec![31, n]);
+    let mut sgd = Sgd::new(&tasks, inner, 0.1, 2, 6);
+    let mut estimator = Estimator::new(Method::Exact, 5).unwrap();
+    let (want, _) = bilevel::sgd(&mut sgd, &[0.5, -0.5], 30, &mut estimator);
+    for (x, y) in trajectory.iter().zip(want.concat()) {
+        assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+    }
+    // Estimates at theta0: UFOM's mean is the exact mean gradient within 5 standard errors.
+    let grads = d.join("grads.npy");
+    let o = ortho(
+        &[&inputs[..], &["--method", "ufom", "--q", "0.25", "--estimates", "4000", "--grads-out", p(&grads)]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (shape, g) = load_f64(&grads);
+    assert_eq!(shape, vec![4000, n]);
+    for i in 0..n {
+        let exact = tasks.iter().map(|task| bilevel::exact(task, &[0.5, -0.5], inner)[i]).sum::<f64>() / t as f64;
+        let column: Vec<f64> = g.chunks(n).map(|r| r[i]).collect();
+        let mean = column.iter().sum::<f64>() / 4000.0;
+        let se = (column.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 4000.0 / 4000.0).sqrt();
+        assert!((mean - exact).abs() < 5.0 * se, "coordinate {i}: {mean} vs {exact} (se {se})");
+    }
+    // Errors name what is wrong, and nothing is written.
+    let never = d.join("never.npy");
+    let fails = |extra: &[&str], needle: &str| {
+        let o = ortho(&[&inputs[..], extra, &["--outer-steps", "3", "--out", p(&never)]].concat());
+        assert!(!o.status.success() && stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    };
+    fails(&["--method", "ufom", "--q", "1.5"], "(0, 1]");
+    fails(&["--method", "ufom"], "needs --q");
+    fails(&["--method", "fom", "--q", "0.5"], "--q is for --method ufom");
+    let bad = d.join("bad.npy");
+    save(&bad, &[t, n, n], &[&a[..4], &[1.0, 2.0, 2.0, 1.0], &a[8..]].concat());
+    let o = ortho(
+        &[
+            &[
+                "bilevel",
+                "--inner-matrices",
+                p(&paths[0]),
+                "--inner-targets",
+                p(&paths[1]),
+                "--outer-matrices",
+                p(&bad),
+            ],
+            &inputs[7..],
+            &["--method", "fom", "--outer-steps", "3", "--out", p(&never)],
+        ]
+        .concat(),
+    );
+    assert!(
+        !o.status.success()
+            && stderr(&o).contains("task 1 outer matrix")
+            && stderr(&o).contains("not positive definite"),
+        "{}",
+        stderr(&o)
+    );
+    save(&bad, &[t, n, n], &[&a[..4], &[1.0, 0.2, 0.3, 1.0], &a[8..]].concat());
+    let o = ortho(
+        &[
+            &["bilevel", "--inner-matrices", p(&bad)],
+            &inputs[3..],
+            &["--method", "fom", "--outer-steps", "3", "--out", p(&never)],
+        ]
+        .concat(),
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("task 1 inner matrix") && stderr(&o).contains("not symmetric"),
+        "{}",
+        stderr(&o)
+    );
+    save(&bad, &[t, n], &c);
+    let o = ortho(
+        &[
+            &["bilevel", "--inner-matrices", p(&bad)],
+            &inputs[3..],
+            &["--method", "fom", "--outer-steps", "3", "--out", p(&never)],
+        ]
+        .concat(),
+    );
+    assert!(!o.status.success() && stderr(&o).contains("expected shape [T, 2, 2]"), "{}", stderr(&o));
+    assert!(!never.exists());
+}

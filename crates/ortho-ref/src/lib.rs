@@ -8,6 +8,7 @@
 // The numerics are written as index loops that mirror the formulas of docs/math.md.
 #![allow(clippy::needless_range_loop)]
 
+pub mod bilevel;
 pub mod cwy;
 pub mod error;
 pub mod expm;
