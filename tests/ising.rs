@@ -360,3 +360,35 @@ mod gpu {
         assert!(message.contains("use the CPU solver"), "{message}");
     }
 }
+
+#[test]
+fn separator_recursion_samples_follow_the_exact_distribution() {
+    // The full distribution of a 10-spin model, sampled by recursion down to 3 edges.
+    let n = 10;
+    let g = graph(n, &generate::random_planar(n, 0.9, 61));
+    let j = generate::couplings(g.edges.len(), 0.1, 1.0, 62);
+    let mut rng = ortho_ref::random::Gaussian::new(63);
+    let samples: Vec<i8> = (0..4000).flat_map(|_| ising::sample_planar(&g, &j, &mut rng, 3).unwrap()).collect();
+    let (statistic, df) = common::ising_chi_square(n, &g.edges, &j, &samples);
+    assert!(statistic < df + 5.0 * (2.0 * df).sqrt(), "chi-square {statistic} with {df} degrees of freedom");
+    // Edge correlations of a 40-spin graph and of a 12 x 12 spin glass against the exact marginals.
+    for (name, nodes, edges, strength) in [
+        ("random planar", 40, generate::random_planar(40, 0.7, 64), 1.5),
+        ("12 x 12 grid", 144, generate::grid(12, 12), 1.0),
+    ] {
+        let g = graph(nodes, &edges);
+        let j = generate::couplings(g.edges.len(), 1e-3, strength, 65);
+        let exact = Planar::new(&g).unwrap().infer(&j).unwrap().marginals;
+        let count = 600;
+        let samples: Vec<i8> = (0..count).flat_map(|_| ising::sample_planar(&g, &j, &mut rng, 8).unwrap()).collect();
+        for (e, &(u, v)) in g.edges.iter().enumerate() {
+            let mean = samples.chunks(nodes).map(|s| f64::from(s[u] * s[v])).sum::<f64>() / count as f64;
+            let standard_error = ((1.0 - exact[e] * exact[e]) / count as f64).sqrt().max(1e-3);
+            assert!(
+                (mean - exact[e]).abs() < 5.0 * standard_error,
+                "{name} edge {e}: sampled {mean} vs exact {}",
+                exact[e]
+            );
+        }
+    }
+}

@@ -347,6 +347,16 @@ fn along_separator(
     Split { sides, links }
 }
 
+/// Biconnected components of a graph (parallel edges allowed), each as its edge indices.
+pub(super) fn blocks(nodes: usize, edges: &[(usize, usize)]) -> Vec<Vec<usize>> {
+    let mut adjacency = vec![Vec::new(); nodes];
+    for (i, &(u, v)) in edges.iter().enumerate() {
+        adjacency[u].push((v, i));
+        adjacency[v].push((u, i));
+    }
+    Blocks::new(&adjacency, &vec![false; nodes]).blocks
+}
+
 /// Biconnected components (as edge ids) and cut vertices of the graph without `removed` vertices,
 /// by an iterative depth-first search with low points.
 struct Blocks {

@@ -218,7 +218,7 @@ impl Glued {
                 .collect();
             let merged = c.graph.merge_couplings("couplings", &input)?;
             let drawn = match &c.planar {
-                Some(_) => super::sample::one(&c.graph, &merged, rng)?,
+                Some(_) => super::sample::sample_planar(&c.graph, &merged, rng, super::sample::SEQUENTIAL_EDGES)?,
                 None => enumerated_sample(&c.graph, &merged, rng),
             };
             // Align the draw with the spin the parent gave the separator's first vertex.

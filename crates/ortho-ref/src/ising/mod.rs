@@ -26,7 +26,7 @@ mod sample;
 pub use decompose::{Piece, SMALL_LIMIT, SMALL_MAX};
 pub use glued::{Aggregated, Glued};
 pub use planar::{DenseKasteleyn, Inference, Planar};
-pub use sample::{Sampler, sample};
+pub use sample::{SEQUENTIAL_EDGES, Sampler, sample, sample_planar};
 
 use crate::error::{Error, Result};
 

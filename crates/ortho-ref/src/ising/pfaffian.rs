@@ -122,6 +122,24 @@ impl Symbolic {
 
     /// Factorise `matrix`; `keep` stores the panels that `inverse_diagonal` needs.
     pub fn factor(&self, matrix: &SkewPairs, keep: bool) -> Result<Factor, Breakdown> {
+        self.run(matrix, keep, false).map(|(factor, _)| factor)
+    }
+
+    /// The root front before its own eliminations: the Schur complement of `matrix` onto the root's
+    /// nodes (old numbering; its own pairs and any nodes delayed to it), row-major. Its inverse is
+    /// `K^-1` restricted to those nodes.
+    pub fn root_front(&self, matrix: &SkewPairs) -> Result<(Vec<usize>, Vec<f64>), Breakdown> {
+        let (_, root) = self.run(matrix, false, true)?;
+        Ok(root.expect("a connected pattern has a root front"))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        matrix: &SkewPairs,
+        keep: bool,
+        stop_at_root: bool,
+    ) -> Result<(Factor, Option<(Vec<usize>, Vec<f64>)>), Breakdown> {
         let nodes = 2 * self.pairs;
         let mut local = vec![usize::MAX; nodes];
         let mut pivots = Vec::with_capacity(self.pairs);
@@ -167,6 +185,9 @@ impl Symbolic {
                 }
             }
             let root = node.parent.is_none();
+            if root && stop_at_root {
+                return Ok((Factor { pivots, fronts: kept }, Some((list, front))));
+            }
             let mut done = 0;
             while done < fully_summed {
                 let Some(d) = pivot(&mut front, &mut list, size, done, fully_summed, root) else { break };
@@ -189,7 +210,7 @@ impl Symbolic {
                 updates[s] = Some((list[done..].to_vec(), update));
             }
         }
-        Ok(Factor { pivots, fronts: kept })
+        Ok((Factor { pivots, fronts: kept }, None))
     }
 
     /// `z[i] = (K^-1)[2i][2i+1]` for every old pair `i` (each diagonal block of the skew `K^-1` is

@@ -1,9 +1,12 @@
-//! Exact samples by sequential conditioning (docs/math.md §6.4): fix the agreement `s_u s_v` of one
-//! edge from its exact marginal given everything fixed before, contract the edge (a planar graph stays
-//! planar), repeat until no edge is left, then flip a fair coin per remaining vertex.
+//! Exact samples (docs/math.md §6.4). Small planar graphs: sequential conditioning (fix the agreement
+//! `s_u s_v` of one edge from its exact marginal given everything fixed before, contract the edge, a
+//! planar graph stays planar, repeat, then a fair coin per remaining vertex). Larger ones: the
+//! agreements along the elimination's top separator drawn from the root front, the separator
+//! contracted, and the blocks that leaves sampled independently, recursively.
 
 use super::glued::Aggregated;
-use super::{Glued, Graph, Planar};
+use super::planar::Ties;
+use super::{Glued, Graph, Planar, decompose};
 use crate::error::Result;
 use crate::random::Gaussian;
 
@@ -78,4 +81,116 @@ pub(super) fn one(graph: &Graph, couplings: &[f64], rng: &mut Gaussian) -> Resul
     }
     let coins: Vec<i8> = (0..n).map(|_| if rng.uniform() < 0.5 { 1 } else { -1 }).collect();
     Ok((0..n).map(|x| relative[x] * coins[representative[x]]).collect())
+}
+
+/// Planar graphs with at most this many edges are sampled edge by edge.
+pub const SEQUENTIAL_EDGES: usize = 48;
+
+/// One exact sample of a planar graph by recursion over separators (docs/math.md §6.4); graphs of at
+/// most `sequential_edges` edges, and any level whose separator fixes nothing, go edge by edge.
+pub fn sample_planar(graph: &Graph, couplings: &[f64], rng: &mut Gaussian, sequential_edges: usize) -> Result<Vec<i8>> {
+    if graph.edges.len() <= sequential_edges {
+        return one(graph, couplings, rng);
+    }
+    let planar = Planar::new(graph)?;
+    let draws = planar.draw_root_separator(couplings, rng)?;
+    if draws.iter().any(|d| d.agreements.is_empty()) {
+        return one(graph, couplings, rng);
+    }
+    let mut spins: Vec<i8> = (0..graph.nodes).map(|_| coin(rng)).collect();
+    for draw in draws {
+        let mut ties = Ties::new(draw.nodes);
+        for &(e, agreement) in &draw.agreements {
+            ties.join(draw.edges[e].0, draw.edges[e].1, agreement);
+        }
+        let reps: Vec<(usize, i8)> = (0..draw.nodes).map(|x| ties.find(x)).collect();
+        let mut id = vec![usize::MAX; draw.nodes];
+        let mut count = 0;
+        for &(r, _) in &reps {
+            if id[r] == usize::MAX {
+                id[r] = count;
+                count += 1;
+            }
+        }
+        let (mut edges, mut j) = (Vec::new(), Vec::new());
+        for (e, &(u, v)) in draw.edges.iter().enumerate() {
+            let ((ru, su), (rv, sv)) = (reps[u], reps[v]);
+            if ru != rv {
+                edges.push((id[ru], id[rv]));
+                j.push(draw.couplings[e] * f64::from(su * sv));
+            }
+        }
+        let contracted = by_blocks(count, &edges, &j, rng, sequential_edges)?;
+        for (l, &vertex) in draw.vertices.iter().enumerate() {
+            let (r, s) = reps[l];
+            spins[vertex] = s * contracted[id[r]];
+        }
+    }
+    Ok(spins)
+}
+
+/// A sample of a planar graph with parallel edges, block by block: the blocks are independent up to
+/// a global flip each (zero field), so each is drawn alone and flipped to agree at its cut vertex
+/// with the blocks drawn before it.
+fn by_blocks(
+    nodes: usize,
+    edges: &[(usize, usize)],
+    couplings: &[f64],
+    rng: &mut Gaussian,
+    sequential_edges: usize,
+) -> Result<Vec<i8>> {
+    let blocks = decompose::blocks(nodes, edges);
+    let mut of_vertex: Vec<Vec<usize>> = vec![Vec::new(); nodes];
+    let block_vertices: Vec<Vec<usize>> = blocks
+        .iter()
+        .enumerate()
+        .map(|(b, block)| {
+            let mut vs: Vec<usize> = block.iter().flat_map(|&e| [edges[e].0, edges[e].1]).collect();
+            vs.sort_unstable();
+            vs.dedup();
+            vs.iter().for_each(|&v| of_vertex[v].push(b));
+            vs
+        })
+        .collect();
+    let mut spins = vec![0i8; nodes];
+    let mut done = vec![false; blocks.len()];
+    for start in 0..blocks.len() {
+        if done[start] {
+            continue;
+        }
+        // Breadth first over blocks sharing vertices, so each later block meets a drawn cut vertex.
+        let mut queue = vec![start];
+        done[start] = true;
+        let mut head = 0;
+        while head < queue.len() {
+            let b = queue[head];
+            head += 1;
+            let vs = &block_vertices[b];
+            let local: Vec<(i64, i64)> = blocks[b]
+                .iter()
+                .map(|&e| {
+                    (vs.binary_search(&edges[e].0).unwrap() as i64, vs.binary_search(&edges[e].1).unwrap() as i64)
+                })
+                .collect();
+            let graph = Graph::new(Some(vs.len()), &local)?;
+            let j: Vec<f64> = blocks[b].iter().map(|&e| couplings[e]).collect();
+            let merged = graph.merge_couplings("couplings", &j)?;
+            let drawn = sample_planar(&graph, &merged, rng, sequential_edges)?;
+            let flip = vs.iter().zip(&drawn).find(|(v, _)| spins[**v] != 0).map_or(1, |(v, s)| spins[*v] * s);
+            for (&v, &s) in vs.iter().zip(&drawn) {
+                spins[v] = flip * s;
+                for &next in &of_vertex[v] {
+                    if !done[next] {
+                        done[next] = true;
+                        queue.push(next);
+                    }
+                }
+            }
+        }
+    }
+    Ok(spins.iter().map(|&s| if s == 0 { coin(rng) } else { s }).collect())
+}
+
+fn coin(rng: &mut Gaussian) -> i8 {
+    if rng.uniform() < 0.5 { 1 } else { -1 }
 }
