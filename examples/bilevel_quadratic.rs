@@ -4,37 +4,12 @@
 //! `cargo run --release --example bilevel_quadratic -- [n] [tasks]` (defaults 64 and 8).
 
 use ortho_ref::bilevel::{self, Estimator, InnerLoop, Method, Quadratic, Sgd};
+use ortho_ref::heap::{Counting, peak_bytes};
 use ortho_ref::random::Gaussian;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-        PEAK.fetch_max(live, Ordering::SeqCst);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// A random symmetric positive definite matrix with eigenvalues in [low, high].
-fn spd(n: usize, low: f64, high: f64, rng: &mut Gaussian) -> Vec<f64> {
-    let g: Vec<f64> = (0..n * n).map(|_| rng.sample()).collect();
-    let (q, _) = ortho_ref::linalg::qr(&g, n);
-    let eig: Vec<f64> = (0..n).map(|_| low + (high - low) * rng.uniform()).collect();
-    (0..n * n).map(|ij| (0..n).map(|k| q[ij / n * n + k] * eig[k] * q[ij % n * n + k]).sum()).collect()
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,8 +18,8 @@ fn main() {
     let mut rng = Gaussian::new(1);
     let tasks: Vec<Quadratic> = (0..count)
         .map(|_| {
-            let a = spd(n, 0.5, 3.0, &mut rng);
-            let b = spd(n, 0.2, 2.0, &mut rng);
+            let a = bilevel::random_spd(n, 0.5, 3.0, &mut rng);
+            let b = bilevel::random_spd(n, 0.2, 2.0, &mut rng);
             let c: Vec<f64> = (0..n).map(|_| rng.sample()).collect();
             let t: Vec<f64> = (0..n).map(|_| rng.sample()).collect();
             Quadratic::new("task", n, a, c, b, t).expect("random SPD tasks")
@@ -68,10 +43,8 @@ fn main() {
             row += &format!(" {:.3} ms |", 1e3 * t.elapsed().as_secs_f64() / draws as f64);
         }
         for f in [bilevel::exact, bilevel::exact_o1, bilevel::fom] {
-            let base = LIVE.load(Ordering::SeqCst);
-            PEAK.store(base, Ordering::SeqCst);
-            std::hint::black_box(f(&tasks[0], &theta, inner));
-            row += &format!(" {:.1} KiB |", (PEAK.load(Ordering::SeqCst) - base) as f64 / 1024.0);
+            let bytes = peak_bytes(|| f(&tasks[0], &theta, inner));
+            row += &format!(" {:.1} KiB |", bytes as f64 / 1024.0);
         }
         println!("{row}");
     }
@@ -79,7 +52,7 @@ fn main() {
     // SGD on a small, well-conditioned problem, where the runs settle within the time shown.
     let small: Vec<Quadratic> = (0..6)
         .map(|_| {
-            let (a, b) = (spd(4, 0.5, 3.0, &mut rng), spd(4, 0.2, 2.0, &mut rng));
+            let (a, b) = (bilevel::random_spd(4, 0.5, 3.0, &mut rng), bilevel::random_spd(4, 0.2, 2.0, &mut rng));
             let c: Vec<f64> = (0..4).map(|_| rng.sample()).collect();
             let t: Vec<f64> = (0..4).map(|_| rng.sample()).collect();
             Quadratic::new("task", 4, a, c, b, t).expect("random SPD tasks")

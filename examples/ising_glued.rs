@@ -24,14 +24,6 @@ fn graph(nodes: usize, side: usize, shared: usize, seed: u64) -> (Graph, Vec<f64
     (graph, j)
 }
 
-/// Peak resident memory of this process so far, from /proc (Linux), in MiB.
-fn peak_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
@@ -74,5 +66,5 @@ fn main() {
         e / g.nodes as f64,
         t.elapsed().as_secs_f64()
     );
-    println!("  peak RSS: {} MiB", peak_mib().map_or("-".into(), |m| format!("{m:.0}")));
+    println!("  peak RSS: {} MiB", ortho_ref::heap::peak_rss_mib().map_or("-".into(), |m| format!("{m:.0}")));
 }

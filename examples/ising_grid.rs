@@ -16,14 +16,6 @@ fn glass(side: usize, seed: u64) -> (Graph, Vec<f64>) {
     (graph, j)
 }
 
-/// Peak resident memory of this process so far, from /proc (Linux), in MiB.
-fn peak_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn scaling(largest: usize) {
     println!("| N | analysis | log Z | log Z + marginals | one sample | factor (MiB) | peak RSS (MiB) |");
     println!("|---|---|---|---|---|---|---|");
@@ -43,7 +35,7 @@ fn scaling(largest: usize) {
         Sampler::new(&graph, &j, side as u64).and_then(|mut s| s.next_sample()).expect("sampling a planar model");
         let sample = t.elapsed().as_secs_f64();
         let factor = planar.factor_size() as f64 * 8.0 / (1 << 20) as f64;
-        let peak = peak_mib().map_or("-".into(), |m| format!("{m:.0}"));
+        let peak = ortho_ref::heap::peak_rss_mib().map_or("-".into(), |m| format!("{m:.0}"));
         println!("| {side}^2 | {analysis:.3} s | {log_z:.3} s | {infer:.3} s | {sample:.3} s | {factor:.0} | {peak} |");
         points.push(((side * side) as f64, log_z));
     }

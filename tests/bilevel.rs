@@ -6,11 +6,7 @@ use ortho_ref::random::Gaussian;
 
 /// A random symmetric positive definite matrix with eigenvalues in [low, high].
 fn spd(n: usize, low: f64, high: f64, seed: u64) -> Vec<f64> {
-    let mut rng = Gaussian::new(seed);
-    let g: Vec<f64> = (0..n * n).map(|_| rng.sample()).collect();
-    let (q, _) = ortho_ref::linalg::qr(&g, n);
-    let eig: Vec<f64> = (0..n).map(|_| low + (high - low) * rng.uniform()).collect();
-    (0..n * n).map(|ij| (0..n).map(|k| q[ij / n * n + k] * eig[k] * q[ij % n * n + k]).sum()).collect()
+    bilevel::random_spd(n, low, high, &mut Gaussian::new(seed))
 }
 
 fn vector(n: usize, scale: f64, seed: u64) -> Vec<f64> {

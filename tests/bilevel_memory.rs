@@ -3,36 +3,10 @@
 //! allocator (this binary holds one test, so nothing else allocates meanwhile).
 
 use ortho_ref::bilevel::{self, InnerLoop, Quadratic};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-        PEAK.fetch_max(live, Ordering::SeqCst);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use ortho_ref::heap::{Counting, peak_bytes};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Bytes above what was live when `f` started, at its peak.
-fn peak_bytes(f: impl FnOnce() -> Vec<f64>) -> usize {
-    let base = LIVE.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
-    std::hint::black_box(f());
-    PEAK.load(Ordering::SeqCst) - base
-}
 
 #[test]
 fn recomputation_memory_is_flat_in_r_and_backpropagation_grows() {

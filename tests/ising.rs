@@ -2,6 +2,7 @@
 //! configurations, the transfer matrix of long grids, and finite differences of log Z.
 
 mod common;
+use ortho_ref::ising::field::FieldGrid;
 use ortho_ref::ising::{self, Graph, Planar, brute, generate, kuratowski, planarity};
 
 fn graph(nodes: usize, edges: &[(usize, usize)]) -> Graph {
@@ -161,35 +162,22 @@ fn log_z_and_marginals_match_enumeration() {
     }
 }
 
-/// log Z on the `width x length` grid by the transfer matrix over columns, in log space.
+/// log Z on the `width x length` grid of `generate::grid` by the transfer sweep of `FieldGrid` (zero
+/// field), which runs along the length holding `width` spins.
 fn transfer_log_z(width: usize, length: usize, couplings: &[f64]) -> f64 {
-    let edges = generate::grid(width, length);
-    let states = 1usize << width;
-    let spin = |state: usize, r: usize| if (state >> r) & 1 == 0 { 1.0 } else { -1.0 };
-    let (mut vertical, mut horizontal) = (vec![vec![0.0; length]; width], vec![vec![0.0; length]; width]);
-    for (&(u, v), &j) in edges.iter().zip(couplings) {
-        let (r, c) = (u / length, u % length);
-        if v == u + 1 { horizontal[r][c] = j } else { vertical[r][c] = j }
-    }
-    let column = |c: usize, s: usize| (0..width - 1).map(|r| vertical[r][c] * spin(s, r) * spin(s, r + 1)).sum::<f64>();
-    let log_sum_exp = |terms: &[f64]| {
-        let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln()
+    // Transposed: grid vertex (r, c) is the sweep's (c, r).
+    let mut sweep = FieldGrid {
+        height: length,
+        width,
+        fields: vec![0.0; width * length],
+        horizontal: vec![0.0; length * (width - 1)],
+        vertical: vec![0.0; (length - 1) * width],
     };
-    let mut log_alpha: Vec<f64> = (0..states).map(|s| column(0, s)).collect();
-    for c in 1..length {
-        log_alpha = (0..states)
-            .map(|s| {
-                let terms: Vec<f64> = (0..states)
-                    .map(|p| {
-                        log_alpha[p] + (0..width).map(|r| horizontal[r][c - 1] * spin(p, r) * spin(s, r)).sum::<f64>()
-                    })
-                    .collect();
-                log_sum_exp(&terms) + column(c, s)
-            })
-            .collect();
+    for (&(u, v), &j) in generate::grid(width, length).iter().zip(couplings) {
+        let (r, c) = (u / length, u % length);
+        if v == u + 1 { sweep.vertical[c * width + r] = j } else { sweep.horizontal[c * (width - 1) + r] = j }
     }
-    log_sum_exp(&log_alpha)
+    sweep.exact().unwrap().0
 }
 
 #[test]
@@ -251,11 +239,7 @@ fn sampled_edge_correlations_match_the_marginals() {
     let exact = Planar::new(&g).unwrap().infer(&j).unwrap().marginals;
     let count = 1000;
     let samples = ising::sample(&g, &j, count, 33).unwrap();
-    for (e, &(u, v)) in g.edges.iter().enumerate() {
-        let mean = samples.chunks(n).map(|s| f64::from(s[u] * s[v])).sum::<f64>() / count as f64;
-        let standard_error = ((1.0 - exact[e] * exact[e]) / count as f64).sqrt().max(1e-3);
-        assert!((mean - exact[e]).abs() < 5.0 * standard_error, "edge {e}: sampled {mean} vs exact {}", exact[e]);
-    }
+    common::assert_edge_correlations("random planar", n, &g.edges, &exact, &samples);
 }
 
 #[test]
@@ -381,14 +365,6 @@ fn separator_recursion_samples_follow_the_exact_distribution() {
         let exact = Planar::new(&g).unwrap().infer(&j).unwrap().marginals;
         let count = 600;
         let samples: Vec<i8> = (0..count).flat_map(|_| ising::sample_planar(&g, &j, &mut rng, 8).unwrap()).collect();
-        for (e, &(u, v)) in g.edges.iter().enumerate() {
-            let mean = samples.chunks(nodes).map(|s| f64::from(s[u] * s[v])).sum::<f64>() / count as f64;
-            let standard_error = ((1.0 - exact[e] * exact[e]) / count as f64).sqrt().max(1e-3);
-            assert!(
-                (mean - exact[e]).abs() < 5.0 * standard_error,
-                "{name} edge {e}: sampled {mean} vs exact {}",
-                exact[e]
-            );
-        }
+        common::assert_edge_correlations(name, nodes, &g.edges, &exact, &samples);
     }
 }

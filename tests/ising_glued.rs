@@ -185,11 +185,7 @@ fn glued_sampled_correlations_match_the_marginals() {
     let count = 1000;
     let samples = ising::sample(&g, &j, count, 53).unwrap();
     assert!(samples.iter().all(|&s| s == 1 || s == -1));
-    for (e, &(u, v)) in g.edges.iter().enumerate() {
-        let mean = samples.chunks(n).map(|s| f64::from(s[u] * s[v])).sum::<f64>() / count as f64;
-        let standard_error = ((1.0 - exact[e] * exact[e]) / count as f64).sqrt().max(1e-3);
-        assert!((mean - exact[e]).abs() < 5.0 * standard_error, "edge {e}: sampled {mean} vs exact {}", exact[e]);
-    }
+    common::assert_edge_correlations("glued", n, &g.edges, &exact, &samples);
 }
 
 #[test]

@@ -185,3 +185,18 @@ pub fn ising_chi_square(n: usize, edges: &[(usize, usize)], j: &[f64], samples: 
     assert!(bins > 20, "the test needs bins: {bins}");
     (statistic, (bins - 1) as f64)
 }
+
+/// Every edge's sampled mean of `s_u s_v` (samples `[count, nodes]`) within 5 standard errors of its
+/// exact marginal (the standard error floored at 1e-3 for edges that are nearly certain).
+pub fn assert_edge_correlations(name: &str, nodes: usize, edges: &[(usize, usize)], exact: &[f64], samples: &[i8]) {
+    let count = samples.len() / nodes;
+    for (e, &(u, v)) in edges.iter().enumerate() {
+        let mean = samples.chunks(nodes).map(|s| f64::from(s[u] * s[v])).sum::<f64>() / count as f64;
+        let standard_error = ((1.0 - exact[e] * exact[e]) / count as f64).sqrt().max(1e-3);
+        assert!(
+            (mean - exact[e]).abs() < 5.0 * standard_error,
+            "{name} edge {e}: sampled {mean} vs exact {}",
+            exact[e]
+        );
+    }
+}

@@ -1059,54 +1059,19 @@ fn bilevel_verb_matches_the_library() {
     fails(&["--method", "ufom", "--q", "1.5"], "(0, 1]");
     fails(&["--method", "ufom"], "needs --q");
     fails(&["--method", "fom", "--q", "0.5"], "--q is for --method ufom");
+    // A bad array in place of one input (`slot` is the position of its path in `inputs`).
     let bad = d.join("bad.npy");
+    let fails_with = |slot: usize, needles: &[&str]| {
+        let mut args = inputs.to_vec();
+        args[slot] = p(&bad);
+        let o = ortho(&[&args[..], &["--method", "fom", "--outer-steps", "3", "--out", p(&never)]].concat());
+        assert!(!o.status.success() && needles.iter().all(|x| stderr(&o).contains(x)), "{needles:?}: {}", stderr(&o));
+    };
     save(&bad, &[t, n, n], &[&a[..4], &[1.0, 2.0, 2.0, 1.0], &a[8..]].concat());
-    let o = ortho(
-        &[
-            &[
-                "bilevel",
-                "--inner-matrices",
-                p(&paths[0]),
-                "--inner-targets",
-                p(&paths[1]),
-                "--outer-matrices",
-                p(&bad),
-            ],
-            &inputs[7..],
-            &["--method", "fom", "--outer-steps", "3", "--out", p(&never)],
-        ]
-        .concat(),
-    );
-    assert!(
-        !o.status.success()
-            && stderr(&o).contains("task 1 outer matrix")
-            && stderr(&o).contains("not positive definite"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(6, &["task 1 outer matrix", "not positive definite"]);
     save(&bad, &[t, n, n], &[&a[..4], &[1.0, 0.2, 0.3, 1.0], &a[8..]].concat());
-    let o = ortho(
-        &[
-            &["bilevel", "--inner-matrices", p(&bad)],
-            &inputs[3..],
-            &["--method", "fom", "--outer-steps", "3", "--out", p(&never)],
-        ]
-        .concat(),
-    );
-    assert!(
-        !o.status.success() && stderr(&o).contains("task 1 inner matrix") && stderr(&o).contains("not symmetric"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(2, &["task 1 inner matrix", "not symmetric"]);
     save(&bad, &[t, n], &c);
-    let o = ortho(
-        &[
-            &["bilevel", "--inner-matrices", p(&bad)],
-            &inputs[3..],
-            &["--method", "fom", "--outer-steps", "3", "--out", p(&never)],
-        ]
-        .concat(),
-    );
-    assert!(!o.status.success() && stderr(&o).contains("expected shape [T, 2, 2]"), "{}", stderr(&o));
+    fails_with(2, &["expected shape [T, 2, 2]"]);
     assert!(!never.exists());
 }

@@ -126,6 +126,15 @@ pub fn check_spd(name: &str, a: &[f64], n: usize) -> Result<()> {
     Ok(())
 }
 
+/// A random symmetric positive definite `n x n` matrix: `Q diag(lambda) Q^T` with `Q` the Q factor
+/// of a Gaussian matrix and eigenvalues uniform in `[low, high]`.
+pub fn random_spd(n: usize, low: f64, high: f64, rng: &mut Gaussian) -> Vec<f64> {
+    let g: Vec<f64> = (0..n * n).map(|_| rng.sample()).collect();
+    let (q, _) = crate::linalg::qr(&g, n);
+    let eig: Vec<f64> = (0..n).map(|_| low + (high - low) * rng.uniform()).collect();
+    (0..n * n).map(|ij| (0..n).map(|k| q[ij / n * n + k] * eig[k] * q[ij % n * n + k]).sum()).collect()
+}
+
 /// First-order estimate: the outer gradient at `phi_r`, as if `d phi_r / d theta` were `I`.
 pub fn fom(problem: &impl Problem, theta: &[f64], inner: InnerLoop) -> Vec<f64> {
     problem.outer_gradient(&inner.run(problem, theta, inner.steps))

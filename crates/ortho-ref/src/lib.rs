@@ -14,6 +14,7 @@ pub mod error;
 pub mod expm;
 pub mod favor;
 pub mod flow;
+pub mod heap;
 pub mod ising;
 pub mod linalg;
 pub mod random;
