@@ -192,3 +192,33 @@ fn bad_problems_are_clear_errors() {
         assert!(Estimator::new(Method::Ufom(q), 0).err().unwrap().to_string().contains("(0, 1]"));
     }
 }
+
+#[test]
+fn sine_regression_gradients_and_hvps_match_finite_differences() {
+    use ortho_ref::bilevel::regression::SineTask;
+    let mut rng = Gaussian::new(31);
+    let task = SineTask::random(8, 10, &mut rng);
+    let theta = SineTask::initial(8, 32);
+    let v = vector(theta.len(), 1.0, 33);
+    let h = 1e-5;
+    let shifted = |s: f64| -> Vec<f64> { theta.iter().zip(&v).map(|(t, d)| t + s * d).collect() };
+    // The gradient along v, and the HVP as the derivative of the gradient along v.
+    let outer = task.outer_gradient(&theta);
+    let fd = (task.outer_loss(&shifted(h)) - task.outer_loss(&shifted(-h))) / (2.0 * h);
+    let along: f64 = outer.iter().zip(&v).map(|(g, d)| g * d).sum();
+    assert!((fd - along).abs() < 1e-6 * (1.0 + fd.abs()), "gradient: {fd} vs {along}");
+    let hvp = task.inner_hvp(&theta, &v);
+    let (up, down) = (task.inner_gradient(&shifted(h)), task.inner_gradient(&shifted(-h)));
+    for i in 0..theta.len() {
+        let fd = (up[i] - down[i]) / (2.0 * h);
+        assert!((fd - hvp[i]).abs() < 1e-6 * (1.0 + fd.abs()), "HVP [{i}]: {fd} vs {}", hvp[i]);
+    }
+    // The exact outer gradient through 5 inner steps against finite differences of the outer loss.
+    let inner = InnerLoop { steps: 5, lr: 0.05 };
+    let exact = bilevel::exact(&task, &theta, inner);
+    let loss = |t: &[f64]| task.outer_loss(&inner.run(&task, t, 5));
+    let fd = (loss(&shifted(h)) - loss(&shifted(-h))) / (2.0 * h);
+    let along: f64 = exact.iter().zip(&v).map(|(g, d)| g * d).sum();
+    assert!((fd - along).abs() < 1e-6 * (1.0 + fd.abs()), "outer gradient: {fd} vs {along}");
+    assert_eq!(bilevel::exact_o1(&task, &theta, inner), exact);
+}

@@ -2,6 +2,8 @@
 //! exact (backpropagation, or recomputation in O(1) memory), first-order (FOM), and unbiased
 //! first-order (UFOM: FOM plus, with probability q, the exact correction divided by q).
 
+pub mod regression;
+
 use crate::error::{Error, Result};
 use crate::random::Gaussian;
 use std::time::Instant;
