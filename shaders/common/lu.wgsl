@@ -17,17 +17,8 @@ fn lu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
     if (m >= p.batch) { return; }
     let n = p.n;
     let base = m * n * n;
-    var det_sign = 1.0;
-    var log_abs = 0.0;
-    if (p.first == 0u) {
-        for (var e = lid; e < n * n; e += LU_GROUP) {
-            factors[base + e] = a[base + e];
-        }
-        storageBarrier();
-    } else {
-        det_sign = det[2u * m];
-        log_abs = det[2u * m + 1u];
-    }
+    var running = lu_start(m, lid, LU_GROUP);
+    storageBarrier();
     for (var k = p.first; k < p.last; k++) {
         var value = -1.0;
         var row = k;
@@ -60,10 +51,7 @@ fn lu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
         storageBarrier();
         let d = factors[base + k * n + k];
         if (lid == 0u) {
-            pivots[m * n + k] = f32(pivot);
-            if (pivot != k) { det_sign = -det_sign; }
-            det_sign *= sign(d);
-            log_abs += log(abs(d));
+            running = lu_pivot(m, k, pivot, d, running);
         }
         if (d != 0.0) {
             for (var i = k + 1u + lid; i < n; i += LU_GROUP) {
@@ -82,7 +70,7 @@ fn lu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
         storageBarrier();
     }
     if (lid == 0u) {
-        det[2u * m] = det_sign;
-        det[2u * m + 1u] = log_abs;
+        det[2u * m] = running.x;
+        det[2u * m + 1u] = running.y;
     }
 }

@@ -8,16 +8,7 @@ fn lu_private(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     if (m >= p.batch) { return; }
     let n = p.n;
     let base = m * n * n;
-    var det_sign = 1.0;
-    var log_abs = 0.0;
-    if (p.first == 0u) {
-        for (var e = 0u; e < n * n; e++) {
-            factors[base + e] = a[base + e];
-        }
-    } else {
-        det_sign = det[2u * m];
-        log_abs = det[2u * m + 1u];
-    }
+    var running = lu_start(m, 0u, 1u);
     for (var k = p.first; k < p.last; k++) {
         var pivot = k;
         var value = abs(factors[base + k * n + k]);
@@ -26,17 +17,14 @@ fn lu_private(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
             if (x > value) { value = x; pivot = i; }
         }
         if (pivot != k) {
-            det_sign = -det_sign;
             for (var c = 0u; c < n; c++) {
                 let t = factors[base + k * n + c];
                 factors[base + k * n + c] = factors[base + pivot * n + c];
                 factors[base + pivot * n + c] = t;
             }
         }
-        pivots[m * n + k] = f32(pivot);
         let d = factors[base + k * n + k];
-        det_sign *= sign(d);
-        log_abs += log(abs(d));
+        running = lu_pivot(m, k, pivot, d, running);
         if (d != 0.0) {
             for (var i = k + 1u; i < n; i++) {
                 let l = factors[base + i * n + k] / d;
@@ -47,6 +35,6 @@ fn lu_private(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
             }
         }
     }
-    det[2u * m] = det_sign;
-    det[2u * m + 1u] = log_abs;
+    det[2u * m] = running.x;
+    det[2u * m + 1u] = running.y;
 }

@@ -9,21 +9,14 @@ fn lu_solve_private(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     if (e >= p.batch * p.columns) { return; }
     let n = p.n;
     let r = p.columns;
-    let m = e / r;
-    let f = m * n * n;
-    let xb = m * n * r + e % r;
-    // A shared right-hand side ([n, r]) is read by every matrix.
-    let bb = select(xb, e % r, p.shared_b != 0u);
+    let c = solve_column(e);
+    let f = c.f;
+    let xb = c.xb;
     if (p.phase == 0u) {
         for (var row = 0u; row < n; row++) {
-            x[xb + row * r] = b[bb + row * r];
+            x[xb + row * r] = b[c.bb + row * r];
         }
-        for (var row = 0u; row < n; row++) {
-            let q = u32(pivots[m * n + row]);
-            let t = x[xb + row * r];
-            x[xb + row * r] = x[xb + q * r];
-            x[xb + q * r] = t;
-        }
+        swap_rows(c);
     } else if (p.phase == 1u) {
         for (var row = p.first; row < p.last; row++) {
             var s = x[xb + row * r];

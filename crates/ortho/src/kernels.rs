@@ -188,14 +188,25 @@ macro_rules! shaders {
 }
 
 /// The helper files of `shaders/` (no entry point) that shaders call, by path.
-pub const LIBRARIES: &[&str] =
-    &["common/reduce", "common/operand", "common/gemm_store", "common/gemm_rows_body", "flow/expm_polynomial"];
+pub const LIBRARIES: &[&str] = &[
+    "common/reduce",
+    "common/operand",
+    "common/gemm_store",
+    "common/gemm_rows_body",
+    "flow/expm_polynomial",
+    "common/lu_steps",
+    "common/lu_solve_steps",
+];
 /// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
 const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
 /// `base`: where batch `z` of a strided GEMM operand starts.
 const OPERAND: &str = include_str!("../../../shaders/common/operand.wgsl");
 /// `store_c`: the epilogue of every product variant.
 const GEMM_STORE: &str = include_str!("../../../shaders/common/gemm_store.wgsl");
+/// `lu_start`, `lu_pivot`: the steps both LU factorisations share.
+const LU_STEPS: &str = include_str!("../../../shaders/common/lu_steps.wgsl");
+/// `solve_column`, `swap_rows`: the steps both LU solves share.
+const LU_SOLVE_STEPS: &str = include_str!("../../../shaders/common/lu_solve_steps.wgsl");
 /// `gemm_rows_body`: the product without workgroup memory, given an `a_rows`.
 const GEMM_ROWS_BODY: &str = include_str!("../../../shaders/common/gemm_rows_body.wgsl");
 /// `exp_plan` and `exp_polynomial`: the exponential's scaling and Taylor stage, given a `product` and a
@@ -284,10 +295,10 @@ shaders! {
     EXPM_PRIVATE: "flow/expm_private" + EXPM_POLYNOMIAL, Expm, ["a: read", "out: read_write"];
     COMBINE: "flow/combine", Combine, ["x0: read", "x1: read", "x2: read", "x3: read", "out: read_write"];
     ACTIVATE: "flow/activate", Activate, ["x: read", "out: read_write"];
-    LU: "common/lu", Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
-    LU_SOLVE: "common/lu_solve", Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
-    LU_PRIVATE: "common/lu_private", Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
-    LU_SOLVE_PRIVATE: "common/lu_solve_private", Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
+    LU: "common/lu" + LU_STEPS, Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
+    LU_SOLVE: "common/lu_solve" + LU_SOLVE_STEPS, Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
+    LU_PRIVATE: "common/lu_private" + LU_STEPS, Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
+    LU_SOLVE_PRIVATE: "common/lu_solve_private" + LU_SOLVE_STEPS, Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
     KASTELEYN: "ising/kasteleyn", IsingDense, ["couplings: read", "entries: read u32", "k: read_write"];
     READOUT: "ising/readout", IsingDense,
         ["couplings: read", "det: read", "x: read", "pairs: read u32", "log_z: read_write", "marginals: read_write"];
