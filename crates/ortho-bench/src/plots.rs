@@ -3,6 +3,7 @@
 
 use crate::ratios::distinct;
 use crate::report::Record;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
 /// A plot: which records, which figure against which size, and the axes' names.
@@ -147,11 +148,11 @@ fn draw_gflops(records: &[Record]) -> Result<Option<String>, String> {
     Ok(Some(svg))
 }
 
-/// A line of a plot: its legend, its colour (the backend's) and its points.
-struct Series {
-    label: String,
-    colour: usize,
-    points: Vec<(f64, f64)>,
+/// A line of a plot: its legend, its colour (an index into the palette) and its points.
+pub struct Series {
+    pub label: String,
+    pub colour: usize,
+    pub points: Vec<(f64, f64)>,
 }
 
 /// One series per (case without its size, backend); `None` where no record has a positive figure.
@@ -170,39 +171,60 @@ fn draw(p: &Plot, records: &[Record]) -> Result<Option<String>, String> {
             None => series.push(Series { label, colour, points: vec![(x, y)] }),
         }
     }
-    let points = series.iter().flat_map(|s| s.points.iter());
-    let (x0, x1, y0, y1) = points
-        .fold((f64::MAX, 0.0f64, f64::MAX, 0.0f64), |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)));
     if series.is_empty() {
         return Ok(None);
     }
+    line_plot(p.title, (p.x, p.y), series, true).map(Some)
+}
+
+/// An SVG of `series` as lines with points, a legend, a log-scale x axis and a log-scale (`y_log`) or
+/// linear y axis; `axes` are the x and y descriptions. Consecutive series alternate line widths.
+pub fn line_plot(title: &str, axes: (&str, &str), series: Vec<Series>, y_log: bool) -> Result<String, String> {
+    let points = series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1, y0, y1) = points
+        .fold((f64::MAX, 0.0f64, f64::MAX, 0.0f64), |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)));
     let e = |e: DrawingAreaErrorKind<_>| e.to_string();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
         root.fill(&WHITE).map_err(e)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(p.title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d((x0 / 1.5..x1 * 1.5).log_scale(), (y0 / 2.0..y1 * 2.0).log_scale())
-            .map_err(e)?;
-        chart.configure_mesh().x_desc(p.x).y_desc(p.y).draw().map_err(e)?;
-        for (i, Series { label, colour, mut points }) in series.into_iter().enumerate() {
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // A colour per backend; consecutive cases of one backend alternate line widths.
-            let style = ShapeStyle::from(&COLOURS[colour % COLOURS.len()]).stroke_width(1 + (i % 2) as u32);
-            chart
-                .draw_series(LineSeries::new(points, style).point_size(3))
-                .map_err(e)?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        let mut builder = ChartBuilder::on(&root);
+        builder.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(48).y_label_area_size(72);
+        let x_range = (x0 / 1.5..x1 * 1.5).log_scale();
+        if y_log {
+            let chart = builder.build_cartesian_2d(x_range, (y0 / 2.0..y1 * 2.0).log_scale()).map_err(e)?;
+            draw_series(chart, axes, series)?;
+        } else {
+            let chart = builder.build_cartesian_2d(x_range, 0.0..y1 * 1.1).map_err(e)?;
+            draw_series(chart, axes, series)?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(e)?;
         root.present().map_err(e)?;
     }
-    Ok(Some(svg))
+    Ok(svg)
+}
+
+fn draw_series<'a, X, Y>(
+    mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    (x, y): (&str, &str),
+    series: Vec<Series>,
+) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    chart.configure_mesh().x_desc(x).y_desc(y).draw().map_err(e)?;
+    for (i, Series { label, colour, mut points }) in series.into_iter().enumerate() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let style = ShapeStyle::from(&COLOURS[colour % COLOURS.len()]).stroke_width(1 + (i % 2) as u32);
+        chart
+            .draw_series(LineSeries::new(points, style).point_size(3))
+            .map_err(e)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(e)?;
+    Ok(())
 }
 
 /// A case's name without the size it is plotted against (`favor+ L=1024` -> `favor+`).

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bilevel;
+mod express;
 mod ising;
 mod npy;
 mod tune;
@@ -69,6 +70,9 @@ enum Command {
     /// outer gradients, or a batch of gradient estimates.
     #[command(allow_negative_numbers = true)]
     Bilevel(bilevel::BilevelArgs),
+    /// Inputs X and fixed weights W_Q, W_K whose attention row-softmax reproduces a sparse pattern
+    /// within (epsilon, delta), with d = O(log L).
+    Express(express::ExpressArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
     Validate(Backend),
     /// Time every kernel family on every adapter and on the CPU fallback, checked against the f64
@@ -450,6 +454,7 @@ fn main() -> ExitCode {
         Command::Flow(a) => flow(a),
         Command::Ising(a) => ising::run(a),
         Command::Bilevel(a) => bilevel::run(a),
+        Command::Express(a) => express::run(a),
         Command::Validate(b) => validate::run(b.backend),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),

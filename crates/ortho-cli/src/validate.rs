@@ -261,6 +261,45 @@ fn cases() -> Vec<Case> {
         }
     }
     cases.extend(ising_cases());
+    cases.extend(express_cases());
+    cases
+}
+
+/// The expressivity check (per-row epsilon and delta) and the refinement's gradient of the paper's
+/// `X` (scaled down so that rows fall on both sides of the mass target) against the f64 twin.
+fn express_cases() -> Vec<Case> {
+    use ortho::express::{ExpressFit, Pattern, Tolerances, paper, weights};
+    let mut cases = Vec::new();
+    for (i, (len, dim)) in [(33, 3), (200, 8)].into_iter().enumerate() {
+        let a = Tensor::from_fn(&[len, len], |e| {
+            let (r, c) = (e / len, e % len);
+            if c == (r * 5 + 2) % len || c == (r + 1) % len { 0.2 + 0.1 * (r % 7) as f64 } else { 0.0 }
+        });
+        let pattern = std::sync::Arc::new(Pattern::from_dense(&a).expect("a valid pattern"));
+        let tol = Tolerances { epsilon: 0.5, delta: 0.05 };
+        for gradient in [false, true] {
+            let pattern = pattern.clone();
+            cases.push(Case {
+                kernel: if gradient { "express gradient".into() } else { "express check".into() },
+                shape: format!("L{len} N2 d{dim}"),
+                bound: 1e-4,
+                run: Box::new(move |e| {
+                    let (wq, wk) = weights(dim, i as u64)?;
+                    let x = paper::construct(&pattern, tol, &wq, &wk, 7).map(|v| 0.4 * v);
+                    let op = if gradient {
+                        ExpressFit::gradient(pattern.clone(), tol.delta)?
+                    } else {
+                        ExpressFit::check(pattern.clone())
+                    };
+                    let inputs = [x.to_f32(), wq.to_f32(), wk.to_f32()];
+                    let got = e.run(&op, &inputs.iter().collect::<Vec<_>>())?.remove(0);
+                    let want = ortho::Operation::reference(&op, &[x, wq, wk])?.remove(0);
+                    Ok((got, want))
+                }),
+                variant: None,
+            });
+        }
+    }
     cases
 }
 

@@ -1075,3 +1075,60 @@ fn bilevel_verb_matches_the_library() {
     fails_with(2, &["expected shape [T, 2, 2]"]);
     assert!(!never.exists());
 }
+
+#[test]
+fn express_verb_writes_inputs_that_pass_the_check() {
+    use ortho_ref::express::{Achieved, Pattern, Tolerances, check};
+    let d = dir("express");
+    let len = 40;
+    // Two nonzeros per row, as numpy writes a transposed float32 array (Fortran order).
+    let a: Vec<f64> = (0..len * len)
+        .map(|e| {
+            let (i, j) = (e / len, e % len);
+            if j == (i * 3 + 1) % len || j == (i + 7) % len { 0.2 + (i % 5) as f64 * 0.2 } else { 0.0 }
+        })
+        .collect();
+    let pattern_path = d.join("a.npy");
+    let fortran: Vec<u8> = (0..len * len).flat_map(|e| (a[(e % len) * len + e / len] as f32).to_le_bytes()).collect();
+    raw(&pattern_path, "<f4", true, &format!("({len}, {len})"), &fortran);
+    let [x, wq, wk] = ["x", "wq", "wk"].map(|s| d.join(format!("{s}.npy")));
+    let args = ["express", "--pattern", p(&pattern_path), "--epsilon", "0.5", "--delta", "0.05"];
+    let outs = ["--x", p(&x), "--wq", p(&wq), "--wk", p(&wk)];
+    let o = ortho(&[&args[..], &["--seed", "2"], &outs[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(printed.contains("N = 2") && printed.contains("tries"), "{printed}");
+    let f64s = |t: Tensor<f32>| t.to_f64();
+    let (x, wq, wk) = (f64s(load(&x)), f64s(load(&wq)), f64s(load(&wk)));
+    let dim = wq.shape()[1];
+    assert_eq!((x.shape(), wq.shape()), (&[len, 2 * dim][..], &[2 * dim, dim][..]));
+    assert!(printed.contains(&format!("d = {dim}")), "{printed}");
+    let pattern = Pattern::from_dense(&Tensor::new(&[len, len], a).unwrap()).unwrap();
+    let rows = check(&pattern, &x, &wq, &wk).unwrap();
+    let got = Achieved::worst(rows.data().chunks(2).map(|r| [r[0], r[1]]));
+    assert!(got.meets(Tolerances::new(0.5, 0.05).unwrap()), "{got:?}");
+    // Errors name what is wrong, and nothing is written.
+    let [never, never2, never3] = ["never", "never2", "never3"].map(|s| d.join(format!("{s}.npy")));
+    let bad = d.join("bad.npy");
+    let fails = |extra: &[&str], needle: &str| {
+        let o = ortho(
+            &[
+                &["express", "--pattern", p(&bad)][..],
+                extra,
+                &["--x", p(&never), "--wq", p(&never2), "--wk", p(&never3)],
+            ]
+            .concat(),
+        );
+        assert!(!o.status.success() && stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    };
+    save(&bad, &[2, 2], &[1.0f64, -1.0, 0.0, 1.0]);
+    fails(&["--epsilon", "0.5", "--delta", "0.05"], "nonnegative");
+    save(&bad, &[2, 3], &[1.0f64; 6]);
+    fails(&["--epsilon", "0.5", "--delta", "0.05"], "square");
+    save(&bad, &[2, 2], &[1.0f64, 0.0, 0.0, 0.0]);
+    fails(&["--epsilon", "0.5", "--delta", "0.05"], "row 1 has no nonzero");
+    save(&bad, &[2, 2], &[1.0f64, 0.0, 0.0, 1.0]);
+    fails(&["--epsilon", "0.5", "--delta", "1.5"], "(0, 1)");
+    fails(&["--epsilon", "0.5", "--delta", "0.05", "--method", "sparse"], "paper, optimized");
+    assert!(!never.exists() && !never2.exists() && !never3.exists());
+}

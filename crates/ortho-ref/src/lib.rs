@@ -12,6 +12,7 @@ pub mod bilevel;
 pub mod cwy;
 pub mod error;
 pub mod expm;
+pub mod express;
 pub mod favor;
 pub mod flow;
 pub mod heap;

@@ -264,6 +264,8 @@ params! {
     Activate { count: u32, activation: u32, _pad0: u32, _pad1: u32 }
     Lu { batch: u32, n: u32, columns: u32, phase: u32, first: u32, last: u32, shared_b: u32, _pad: u32 }
     IsingDense { batch: u32, first: u32, order: u32, entries: u32, edges: u32, added: u32, marginals: u32, _pad: u32 }
+    ExpressRows { len: u32, row0: u32, rows: u32, first: u32, entries: u32, tau: f32, _pad0: u32, _pad1: u32 }
+    Adam { count: u32, lr: f32, beta1: f32, beta2: f32, c1: f32, c2: f32, eps: f32, _pad: u32 }
 }
 
 shaders! {
@@ -302,4 +304,12 @@ shaders! {
     KASTELEYN: "ising/kasteleyn", IsingDense, ["couplings: read", "entries: read u32", "k: read_write"];
     READOUT: "ising/readout", IsingDense,
         ["couplings: read", "det: read", "x: read", "pairs: read u32", "log_z: read_write", "marginals: read_write"];
+    SUPPORT_GATHER: "express/support_gather", ExpressRows,
+        ["entry_rows: read u32", "columns: read u32", "z: read_write", "support: read_write"];
+    SUPPORT_SCATTER: "express/support_scatter", ExpressRows,
+        ["entry_rows: read u32", "columns: read u32", "targets: read", "fits: read", "support: read", "z: read_write"];
+    ROW_FIT: "express/row_fit" + REDUCE, ExpressRows,
+        ["starts: read u32", "targets: read", "z: read", "support: read", "stats: read_write", "fits: read_write"];
+    ROW_GRADIENT: "express/row_gradient", ExpressRows, ["fits: read", "z: read_write"];
+    ADAM: "express/adam", Adam, ["g: read", "m: read_write", "v: read_write", "x: read_write"];
 }

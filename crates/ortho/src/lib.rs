@@ -31,6 +31,7 @@ mod cwy;
 mod engine;
 mod error;
 mod exact;
+pub mod express;
 mod favor;
 mod flow;
 mod gemm;
@@ -65,6 +66,7 @@ pub use ortho_ref::{Tensor, random};
 pub mod ops {
     pub use crate::cwy::{Cwy, CwyApply, CwyApplyBackward, CwyBackward, HouseholderProduct};
     pub use crate::exact::ExactAttention;
+    pub use crate::express::ExpressFit;
     pub use crate::favor::{Favor, FavorBackward};
     pub use crate::flow::MatrixMap;
     pub use crate::gemm::Matmul;

@@ -1,0 +1,162 @@
+//! Sparse patterns from a fixed attention module (docs/math.md §9): the GPU check and gradient against
+//! the CPU twin over many shapes and in blocks of rows, both constructions end to end with an
+//! independent f64 recomputation, and weights that never depend on the pattern.
+
+mod common;
+use ortho::express::{ExpressFit, Method, Options, Pattern, Tolerances};
+use ortho::{Engine, Tensor};
+use ortho_ref::express::{Achieved, check, paper, weights};
+use ortho_ref::random::Gaussian;
+use ortho_ref::tensor::relative_frobenius;
+use std::sync::Arc;
+
+/// A random `[L, L]` pattern with `n` nonzeros per row and per column (a sum of `n` random
+/// permutations, so a row may hold fewer where they agree), values in `[0.1, 1]`.
+pub fn random_pattern(len: usize, n: usize, seed: u64) -> Tensor<f64> {
+    let mut g = Gaussian::new(seed);
+    let mut a = vec![0.0; len * len];
+    for _ in 0..n {
+        let mut perm: Vec<usize> = (0..len).collect();
+        for i in (1..len).rev() {
+            perm.swap(i, (g.uniform() * (i + 1) as f64) as usize);
+        }
+        for (i, &j) in perm.iter().enumerate() {
+            a[i * len + j] += 0.1 + 0.9 * g.uniform();
+        }
+    }
+    Tensor::new(&[len, len], a).unwrap()
+}
+
+fn worst(stats: &Tensor<f64>) -> Achieved {
+    Achieved::worst(stats.data().chunks(2).map(|r| [r[0], r[1]]))
+}
+
+/// The GPU's `[epsilon_i, delta_i]` and `dloss/dX` against the twin's on the paper's `X` (scaled
+/// down, so that rows sit on both sides of the mass target).
+fn compare_fit(engine: &Engine, len: usize, n: usize, dim: usize, seed: u64) {
+    let pattern = Arc::new(Pattern::from_dense(&random_pattern(len, n, seed)).unwrap());
+    let tol = Tolerances::new(0.5, 0.05).unwrap();
+    let (wq, wk) = weights(dim, seed).unwrap();
+    let x = paper::construct(&pattern, tol, &wq, &wk, seed + 1).map(|v| v * 0.4);
+    let inputs = [x.to_f32(), wq.to_f32(), wk.to_f32()];
+    let refs: Vec<&Tensor<f32>> = inputs.iter().collect();
+    let exact = [x, wq, wk];
+    let case = format!("{} L = {len}, N = {n}, d = {dim}", engine.describe());
+    let op = ExpressFit::check(pattern.clone());
+    let got = engine.run(&op, &refs).unwrap().remove(0).to_f64();
+    let want = ortho::Operation::reference(&op, &exact).unwrap().remove(0);
+    // Ratios of f32 logits of magnitude up to ~30: 1e-5 relative each, a few in the worst row.
+    let err = got.data().iter().zip(want.data()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(err < 2e-4, "{case}: check off by {err}");
+    let op = ExpressFit::gradient(pattern, 0.05).unwrap();
+    let got = engine.run(&op, &refs).unwrap();
+    let want = ortho::Operation::reference(&op, &exact).unwrap();
+    let err = relative_frobenius(got[0].data(), want[0].data());
+    assert!(err < 1e-4, "{case}: gradient off by {err} (relative Frobenius)");
+}
+
+#[test]
+fn check_and_gradient_match_the_twin_over_shapes() {
+    for engine in common::gpu_engines() {
+        for (case, &(len, n, dim)) in
+            [(7, 1, 1), (33, 2, 3), (64, 4, 8), (150, 3, 5), (257, 16, 16), (300, 1, 2)].iter().enumerate()
+        {
+            compare_fit(&engine, len, n, dim, case as u64);
+        }
+    }
+}
+
+#[test]
+fn blocks_of_rows_give_the_whole_answer() {
+    // A 64 KiB binding holds 54 rows of 300 logits: six blocks, and the support gathered per block.
+    for engine in common::engines_with_limits(|l| l.max_storage_buffer_binding_size = 64 << 10) {
+        compare_fit(&engine, 300, 3, 4, 11);
+    }
+}
+
+/// Runs `method` at `dim` and rechecks the answer in f64 from scratch.
+fn express_and_recheck(engine: &Engine, len: usize, n: usize, dim: usize, method: Method) -> ortho::express::Search {
+    let a = random_pattern(len, n, len as u64 + n as u64);
+    let pattern = Pattern::from_dense(&a).unwrap();
+    let tol = Tolerances::new(0.5, 0.05).unwrap();
+    let options = Options { dim: Some(dim), method, seed: 3, ..Options::new(tol) };
+    let found = engine.express(&pattern, &options, |_| {}).unwrap();
+    let e = &found.expressed;
+    let recheck = worst(&check(&pattern, &e.x, &e.wq, &e.wk).unwrap());
+    assert!(recheck.meets(tol), "{} L = {len}: {recheck:?} after {e:?}", engine.describe());
+    found
+}
+
+#[test]
+fn the_optimized_method_meets_the_tolerances_at_small_d() {
+    for engine in common::gpu_engines() {
+        let found = express_and_recheck(&engine, 512, 2, 8, Method::Optimized);
+        eprintln!("{}: {} tries, {} iterations", engine.describe(), found.expressed.tries, found.expressed.iterations);
+    }
+}
+
+#[test]
+fn both_methods_reach_l_4096() {
+    // One nonzero per row: the paper's construction needs a few hundred dimensions there (§9.2).
+    for engine in common::gpu_engines() {
+        express_and_recheck(&engine, 4096, 1, 256, Method::Paper);
+        express_and_recheck(&engine, 4096, 1, 16, Method::Optimized);
+    }
+}
+
+#[test]
+fn the_search_returns_the_smallest_dimension_it_saw_succeed() {
+    for engine in common::gpu_engines() {
+        let pattern = Pattern::from_dense(&random_pattern(96, 3, 21)).unwrap();
+        let tol = Tolerances::new(0.5, 0.05).unwrap();
+        let found = engine.express(&pattern, &Options { seed: 5, ..Options::new(tol) }, |_| {}).unwrap();
+        let e = &found.expressed;
+        assert!(worst(&check(&pattern, &e.x, &e.wq, &e.wk).unwrap()).meets(tol));
+        assert!(found.trials.iter().all(|t| t.succeeded == (t.dim >= e.dim)), "{:?}", found.trials);
+        assert!(found.trials.iter().any(|t| t.dim == e.dim - 1 && !t.succeeded), "{:?}", found.trials);
+        assert!(e.dim < 96 / 4, "d = {}", e.dim);
+        eprintln!("{}: {:?}", engine.describe(), found.trials);
+    }
+}
+
+#[test]
+fn weights_never_depend_on_the_pattern() {
+    let tol = Tolerances::new(0.5, 0.05).unwrap();
+    let options = Options { dim: Some(6), seed: 17, ..Options::new(tol) };
+    let mut engines = common::gpu_engines();
+    engines.push(Engine::reference());
+    for engine in &engines {
+        let one = engine.express(&Pattern::from_dense(&random_pattern(96, 2, 1)).unwrap(), &options, |_| {});
+        let two = engine.express(&Pattern::from_dense(&random_pattern(96, 3, 2)).unwrap(), &options, |_| {});
+        let (one, two) = (one.unwrap().expressed, two.unwrap().expressed);
+        let bits = |t: &Tensor<f64>| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one.wq), bits(&two.wq));
+        assert_eq!(bits(&one.wk), bits(&two.wk));
+        assert_ne!(bits(&one.x), bits(&two.x));
+    }
+}
+
+#[test]
+fn bad_patterns_are_named() {
+    let fails = |a: Tensor<f64>, needle: &str| {
+        let e = Pattern::from_dense(&a).unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    };
+    fails(Tensor::from_fn(&[3, 4], |_| 1.0), "square");
+    fails(Tensor::from_fn(&[3, 3], |e| if e == 4 { -0.5 } else { 1.0 }), "entry (1, 1) is -0.5");
+    fails(Tensor::from_fn(&[3, 3], |e| if e / 3 == 2 { 0.0 } else { 1.0 }), "row 2 has no nonzero");
+    fails(Tensor::from_fn(&[2, 2], |e| if e == 1 { f64::NAN } else { 1.0 }), "non-finite");
+    let tol = Tolerances::new(0.5, 0.05).unwrap();
+    let pattern = Pattern::from_dense(&random_pattern(16, 1, 0)).unwrap();
+    let never = Options {
+        dim: Some(1),
+        max_tries: 2,
+        max_iterations: 20,
+        ..Options::new(Tolerances::new(1e-9, 1e-9).unwrap())
+    };
+    let e = Engine::reference().express(&pattern, &never, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("no draw of 2 at d = 1") && e.contains("closest"), "{e}");
+    assert!(Tolerances::new(0.5, 1.0).is_err() && Tolerances::new(-1.0, 0.5).is_err());
+    let zero = Options { dim: Some(0), ..Options::new(tol) };
+    assert!(Engine::reference().express(&pattern, &zero, |_| {}).unwrap_err().to_string().contains("at least 1"));
+}
