@@ -10,28 +10,16 @@
 //! Prints a markdown table as it goes (d, the success rate of `--rate-draws` fresh draws at that d,
 //! the search's draws and time; for the paper's method also the d its proof asks for) and the slope of
 //! d against log2 L per series; writes `express_dims.json` and `express_dims.svg` into `--out`.
+//! `--plot-from A.json,B.json` draws the runs of several such files into one plot instead.
 
 use ortho::Engine;
 use ortho::express::{Method, Options, Pattern, Tolerances, paper};
 use ortho_bench::plots::{Series, line_plot};
-use ortho_ref::random::Gaussian;
-use ortho_ref::tensor::Tensor;
 use std::time::Instant;
 
-/// A random `[L, L]` pattern: the sum of `n` random permutation matrices with values in `[0.1, 1]`.
+/// `ortho_ref::express::random_pattern`, read as a pattern.
 fn random_pattern(len: usize, n: usize, seed: u64) -> Pattern {
-    let mut g = Gaussian::new(seed);
-    let mut a = vec![0.0; len * len];
-    for _ in 0..n {
-        let mut perm: Vec<usize> = (0..len).collect();
-        for i in (1..len).rev() {
-            perm.swap(i, (g.uniform() * (i + 1) as f64) as usize);
-        }
-        for (i, &j) in perm.iter().enumerate() {
-            a[i * len + j] += 0.1 + 0.9 * g.uniform();
-        }
-    }
-    Pattern::from_dense(&Tensor::new(&[len, len], a).expect("a square matrix")).expect("a valid pattern")
+    Pattern::from_dense(&ortho_ref::express::random_pattern(len, n, seed)).expect("a valid pattern")
 }
 
 fn list(args: &[String], name: &str, default: &str) -> Vec<String> {
@@ -63,15 +51,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let max_dim: usize = list(&args, "--max-dim", "1024")[0].parse()?;
     let out = std::path::PathBuf::from(&list(&args, "--out", "express-report")[0]);
     std::fs::create_dir_all(&out)?;
+    if args.iter().any(|a| a == "--plot-from") {
+        let mut rows = Vec::new();
+        for file in list(&args, "--plot-from", "") {
+            let runs: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+            rows.extend(runs);
+        }
+        return plot(&rows, &out);
+    }
     let engine = Engine::new()?;
     let tol = Tolerances::new(0.5, 0.05)?;
     println!("# {} — (epsilon, delta) = (0.5, 0.05)\n", engine.describe());
     println!("| method | N | L | d | d / L | success at d | search draws | seconds | proof's d (p = 1/2) |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let (mut rows, mut series) = (Vec::new(), Vec::new());
-    for (m, &method) in methods.iter().enumerate() {
+    let mut rows = Vec::new();
+    for &method in &methods {
         for &n in &sparsities {
-            let mut points = Vec::new();
             let mut start = 1;
             for &len in &lengths {
                 let pattern = random_pattern(len, n, (len * 100 + n) as u64);
@@ -100,24 +95,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!(
                     "| {method:?} | {n} | {len} | {shown} | {ratio} | {rate} | {draws} | {seconds:.1} | {proof:.3e} |"
                 );
-                if let Some(d) = dim {
-                    points.push((len as f64, d as f64));
-                    start = d;
-                }
+                start = dim.unwrap_or(start);
                 rows.push(serde_json::json!({
                     "method": format!("{method:?}"), "n": n, "len": len, "dim": dim, "success": rate,
                     "search_draws": draws, "seconds": seconds, "proof_dim": proof,
                 }));
             }
-            if points.len() >= 2 {
-                println!("\nslope of d against log2 L ({method:?}, N = {n}): {:.2}\n", slope(&points));
-            }
-            if !points.is_empty() {
-                series.push(Series { label: format!("{method:?}, N = {n}"), colour: m * 3 + series.len() % 3, points });
-            }
         }
     }
     std::fs::write(out.join("express_dims.json"), serde_json::to_string_pretty(&rows)?)?;
+    plot(&rows, &out)
+}
+
+/// The plot of `d` against `L`, a series per (method, N), and each series' slope against log2 L.
+fn plot(rows: &[serde_json::Value], out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut series: Vec<Series> = Vec::new();
+    for row in rows {
+        let (Some(len), Some(dim)) = (row["len"].as_f64(), row["dim"].as_f64()) else { continue };
+        let label = format!("{}, N = {}", row["method"].as_str().unwrap_or("?"), row["n"]);
+        match series.iter_mut().find(|s| s.label == label) {
+            Some(s) => s.points.push((len, dim)),
+            None => series.push(Series { colour: series.len(), label, points: vec![(len, dim)] }),
+        }
+    }
+    for s in &series {
+        if s.points.len() >= 2 {
+            println!("slope of d against log2 L ({}): {:.2}", s.label, slope(&s.points));
+        }
+    }
     let svg = line_plot("Smallest d against L (epsilon 0.5, delta 0.05)", ("L (log scale)", "d"), series, false)?;
     std::fs::write(out.join("express_dims.svg"), svg)?;
     Ok(())

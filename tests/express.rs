@@ -5,27 +5,9 @@
 mod common;
 use ortho::express::{ExpressFit, Method, Options, Pattern, Tolerances};
 use ortho::{Engine, Tensor};
-use ortho_ref::express::{Achieved, check, paper, weights};
-use ortho_ref::random::Gaussian;
+use ortho_ref::express::{Achieved, check, paper, random_pattern, weights};
 use ortho_ref::tensor::relative_frobenius;
 use std::sync::Arc;
-
-/// A random `[L, L]` pattern with `n` nonzeros per row and per column (a sum of `n` random
-/// permutations, so a row may hold fewer where they agree), values in `[0.1, 1]`.
-pub fn random_pattern(len: usize, n: usize, seed: u64) -> Tensor<f64> {
-    let mut g = Gaussian::new(seed);
-    let mut a = vec![0.0; len * len];
-    for _ in 0..n {
-        let mut perm: Vec<usize> = (0..len).collect();
-        for i in (1..len).rev() {
-            perm.swap(i, (g.uniform() * (i + 1) as f64) as usize);
-        }
-        for (i, &j) in perm.iter().enumerate() {
-            a[i * len + j] += 0.1 + 0.9 * g.uniform();
-        }
-    }
-    Tensor::new(&[len, len], a).unwrap()
-}
 
 fn worst(stats: &Tensor<f64>) -> Achieved {
     Achieved::worst(stats.data().chunks(2).map(|r| [r[0], r[1]]))

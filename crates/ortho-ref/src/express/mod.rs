@@ -228,6 +228,23 @@ pub fn check(pattern: &Pattern, x: &Tensor<f64>, wq: &Tensor<f64>, wk: &Tensor<f
     Tensor::new(&[pattern.len, 2], out)
 }
 
+/// A random `[L, L]` pattern with at most `n` nonzeros in every row and column: the sum of `n`
+/// random permutation matrices with values uniform in `[0.1, 1]` (where two agree, their values add).
+pub fn random_pattern(len: usize, n: usize, seed: u64) -> Tensor<f64> {
+    let mut g = crate::random::Gaussian::new(seed);
+    let mut a = vec![0.0; len * len];
+    for _ in 0..n {
+        let mut perm: Vec<usize> = (0..len).collect();
+        for i in (1..len).rev() {
+            perm.swap(i, (g.uniform() * (i + 1) as f64) as usize);
+        }
+        for (i, &j) in perm.iter().enumerate() {
+            a[i * len + j] += 0.1 + 0.9 * g.uniform();
+        }
+    }
+    Tensor::from_fn(&[len, len], |e| a[e])
+}
+
 /// How `X` is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Method {
