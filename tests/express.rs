@@ -56,6 +56,23 @@ fn blocks_of_rows_give_the_whole_answer() {
     }
 }
 
+#[test]
+fn adam_steps_on_the_gpu_follow_the_twin() {
+    // Twenty steps that cannot meet their tolerances, from the same draw: the GPU's f32 X against the
+    // twin's f64 one (Adam divides by the gradient's running scale, so rounding moves a step by a
+    // small fraction of the learning rate at most).
+    let pattern = Pattern::from_dense(&random_pattern(60, 3, 4)).unwrap();
+    let options = Options { max_iterations: 20, patience: 1000, ..Options::new(Tolerances::new(1e-6, 1e-6).unwrap()) };
+    let (wq, wk) = weights(4, 8).unwrap();
+    let want = ortho_ref::express::search::attempt(&pattern, &options, &wq, &wk, 9).unwrap();
+    for engine in common::gpu_engines() {
+        let got = engine.express_draw(&Arc::new(pattern.clone()), &options, &wq, &wk, 9).unwrap();
+        assert_eq!((got.iterations, want.iterations), (20, 20));
+        let err = relative_frobenius(got.x.data(), want.x.data());
+        assert!(err < 1e-5, "{}: X after 20 steps off by {err}", engine.describe());
+    }
+}
+
 /// Runs `method` at `dim` and rechecks the answer in f64 from scratch.
 fn express_and_recheck(engine: &Engine, len: usize, n: usize, dim: usize, method: Method) -> ortho::express::Search {
     let a = random_pattern(len, n, len as u64 + n as u64);

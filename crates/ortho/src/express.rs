@@ -90,7 +90,7 @@ impl Engine {
         let found = search::search(
             options,
             |_, wq, wk, draw| {
-                self.express_attempt(&pattern, options, wq, wk, draw).map_err(|e| {
+                self.express_draw(&pattern, options, wq, wk, draw).map_err(|e| {
                     let message = e.to_string();
                     failure = Some(e);
                     InputError::argument("express", message)
@@ -105,9 +105,10 @@ impl Engine {
         }
     }
 
-    /// One draw on the GPU: the paper's `X`, checked; optimized: then Adam steps, [`CHECK_EVERY`] to
-    /// a submission followed by a check, until [`Progress`] stops it.
-    fn express_attempt(
+    /// One draw on the GPU (`draw` seeds `R`, see [`search::draw_seed`]): the paper's `X`, checked;
+    /// optimized: then Adam steps, [`CHECK_EVERY`] to a submission followed by a check, until
+    /// [`Progress`] stops it. The CPU twin is `ortho_ref::express::search::attempt`.
+    pub fn express_draw(
         &self,
         pattern: &Arc<Pattern>,
         options: &Options,
