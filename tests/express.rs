@@ -156,6 +156,8 @@ fn bad_patterns_are_named() {
     let e = Engine::reference().express(&pattern, &never, |_| {}).unwrap_err().to_string();
     assert!(e.contains("no draw of 2 at d = 1") && e.contains("closest"), "{e}");
     assert!(Tolerances::new(0.5, 1.0).is_err() && Tolerances::new(-1.0, 0.5).is_err());
+    let unchecked = Options { tol: Tolerances { epsilon: 0.5, delta: 2.0 }, ..Options::new(tol) };
+    assert!(Engine::reference().express(&pattern, &unchecked, |_| {}).unwrap_err().to_string().contains("(0, 1)"));
     let zero = Options { dim: Some(0), ..Options::new(tol) };
     assert!(Engine::reference().express(&pattern, &zero, |_| {}).unwrap_err().to_string().contains("at least 1"));
 }

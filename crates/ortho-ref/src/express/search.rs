@@ -57,6 +57,10 @@ impl Options {
         if self.max_tries == 0 || self.search_tries == 0 {
             return Err(Error::argument("tries", "at least one draw is needed"));
         }
+        if self.patience == 0 {
+            return Err(Error::argument("patience", "at least one step is needed"));
+        }
+        Tolerances::new(self.tol.epsilon, self.tol.delta)?;
         Adam::new(self.learning_rate).map(|_| ())
     }
 
