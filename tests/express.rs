@@ -52,7 +52,12 @@ fn check_and_gradient_match_the_twin_over_shapes() {
 fn blocks_of_rows_give_the_whole_answer() {
     // A 64 KiB binding holds 54 rows of 300 logits: six blocks, and the support gathered per block.
     for engine in common::engines_with_limits(|l| l.max_storage_buffer_binding_size = 64 << 10) {
+        engine.reset_peak();
         compare_fit(&engine, 300, 3, 4, 11);
+        // Everything the check and the gradient held at once, inputs included, stays under the
+        // 352 KiB that the 300 x 300 logits alone would take.
+        let peak = engine.pool_stats().peak_bytes;
+        assert!(peak < 300 * 300 * 4 / 2, "{}: peak {peak} bytes", engine.describe());
     }
 }
 
@@ -115,6 +120,28 @@ fn the_search_returns_the_smallest_dimension_it_saw_succeed() {
         assert!(found.trials.iter().any(|t| t.dim == e.dim - 1 && !t.succeeded), "{:?}", found.trials);
         assert!(e.dim < 96 / 4, "d = {}", e.dim);
         eprintln!("{}: {:?}", engine.describe(), found.trials);
+    }
+}
+
+#[test]
+fn threads_share_one_engine() {
+    // Four searches at once on one engine, each its own pattern: the same answers as one at a time.
+    for engine in common::gpu_engines() {
+        let tol = Tolerances::new(0.5, 0.05).unwrap();
+        let options = Options { dim: Some(6), seed: 2, ..Options::new(tol) };
+        let patterns: Vec<Pattern> =
+            (0..4).map(|s| Pattern::from_dense(&random_pattern(80, 2, 40 + s)).unwrap()).collect();
+        let alone: Vec<_> = patterns.iter().map(|p| engine.express(p, &options, |_| {}).unwrap().expressed).collect();
+        let together: Vec<_> = std::thread::scope(|s| {
+            let runs: Vec<_> =
+                patterns.iter().map(|p| s.spawn(|| engine.express(p, &options, |_| {}).unwrap().expressed)).collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for ((p, a), t) in patterns.iter().zip(&alone).zip(&together) {
+            assert_eq!((a.tries, a.iterations), (t.tries, t.iterations), "{}", engine.describe());
+            assert!(relative_frobenius(a.x.data(), t.x.data()) < 1e-6, "{}", engine.describe());
+            assert!(worst(&check(p, &t.x, &t.wq, &t.wk).unwrap()).meets(tol));
+        }
     }
 }
 

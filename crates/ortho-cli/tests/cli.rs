@@ -1103,10 +1103,30 @@ fn express_verb_writes_inputs_that_pass_the_check() {
     let dim = wq.shape()[1];
     assert_eq!((x.shape(), wq.shape()), (&[len, 2 * dim][..], &[2 * dim, dim][..]));
     assert!(printed.contains(&format!("d = {dim}")), "{printed}");
-    let pattern = Pattern::from_dense(&Tensor::new(&[len, len], a).unwrap()).unwrap();
+    let pattern = Pattern::from_dense(&Tensor::new(&[len, len], a.clone()).unwrap()).unwrap();
     let rows = check(&pattern, &x, &wq, &wk).unwrap();
     let got = Achieved::worst(rows.data().chunks(2).map(|r| [r[0], r[1]]));
     assert!(got.meets(Tolerances::new(0.5, 0.05).unwrap()), "{got:?}");
+    // A 0/1 adjacency pattern as int64, at a given d: the same check passes.
+    let ones: Vec<i64> = a.iter().map(|&v| i64::from(v > 0.0)).collect();
+    let int_path = d.join("adjacency.npy");
+    save(&int_path, &[len, len], &ones);
+    let o = ortho(
+        &[&["express", "--pattern", p(&int_path), "--epsilon", "0.5", "--delta", "0.05", "--dim", "6"][..], &outs[..]]
+            .concat(),
+    );
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("d = 6"), "{}", stderr(&o));
+    let adjacency = Tensor::new(&[len, len], ones.iter().map(|&v| v as f64).collect()).unwrap();
+    let rows = check(
+        &Pattern::from_dense(&adjacency).unwrap(),
+        &f64s(load(&d.join("x.npy"))),
+        &f64s(load(&d.join("wq.npy"))),
+        &f64s(load(&d.join("wk.npy"))),
+    );
+    assert!(
+        Achieved::worst(rows.unwrap().data().chunks(2).map(|r| [r[0], r[1]]))
+            .meets(Tolerances::new(0.5, 0.05).unwrap())
+    );
     // Errors name what is wrong, and nothing is written.
     let [never, never2, never3] = ["never", "never2", "never3"].map(|s| d.join(format!("{s}.npy")));
     let bad = d.join("bad.npy");

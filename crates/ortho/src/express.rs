@@ -1,6 +1,6 @@
 //! Sparse patterns from a fixed self-attention module (docs/math.md §9) on the GPU: the check and the
 //! refinement's gradient stream blocks of rows of logits through the GEMM and a row reduction
-//! (`shaders/express/`), so no `L x L` buffer exists; [`Engine::express`] runs the Las Vegas search of
+//! (`shaders/express/`), one block of at most 64 MiB (or one binding) at a time; [`Engine::express`] runs the Las Vegas search of
 //! `ortho_ref::express::search` with them. The CPU twin is `ortho_ref::express`.
 
 use crate::engine::Engine;
