@@ -273,6 +273,12 @@ fn every_operation_has_four_entry_points() {
         let inputs: Vec<&Tensor<f32>> = inputs.iter().collect();
         four_entry_points(&e, &ExpressFit::check(pattern.clone()), &inputs, 1e-5);
         four_entry_points(&e, &ExpressFit::gradient(pattern, 0.05).unwrap(), &inputs, 1e-4);
+        let (phi, v) = (gaussian(&[4, 13], 0.5, 21), gaussian(&[4, 13], 0.5, 22));
+        let (support, query) = (gaussian(&[4, 6, 2], 1.0, 23), gaussian(&[4, 5, 2], 1.0, 24));
+        four_entry_points(&e, &RegressionDerivatives { hidden: 4 }, &[&phi, &support, &v], 1e-5);
+        let inner = ortho::bilevel::InnerLoop { steps: 3, lr: 0.05 };
+        let op = MetaGradient { hidden: 4, inner, method: ortho::bilevel::OuterGradient::Exact };
+        four_entry_points(&e, &op, &[&gaussian(&[13], 0.5, 25), &support, &query], 1e-5);
     }
 }
 

@@ -11,13 +11,14 @@ fn reference(a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Tensor<f32> 
 /// Every GEMM variant the engine's device runs (`all`), or one of each tiling (the subgroup forms
 /// where it has them), forced in turn.
 fn variant_engines(engines: Vec<ortho::Engine>, all: bool) -> impl Iterator<Item = (ortho::Engine, String)> {
-    use ortho::GemmVariant::{Rows, Tiled};
+    use ortho::GemmVariant::{Lanes, Rows, Tiled};
     engines.into_iter().flat_map(move |engine| {
         let variants = engine.gemm_variants();
         let subgroups = variants.iter().any(|v| matches!(v, Rows { subgroup: true, .. }));
         let tiling = move |v: &ortho::GemmVariant| match *v {
             Tiled { depth } => depth == 16,
             Rows { subgroup, .. } => subgroup == subgroups,
+            Lanes { rows } => rows == 8,
         };
         variants.into_iter().filter(move |v| all || tiling(v)).map(move |v| {
             engine.force_gemm_variant(Some(v)).unwrap();

@@ -262,6 +262,55 @@ fn cases() -> Vec<Case> {
     }
     cases.extend(ising_cases());
     cases.extend(express_cases());
+    cases.extend(bilevel_cases());
+    cases
+}
+
+/// The few-shot regression network's gradient and Hessian-vector product, and the outer gradients
+/// through its inner loop, for a batch of tasks against the f64 twin.
+fn bilevel_cases() -> Vec<Case> {
+    use ortho::Operation;
+    use ortho::bilevel::{InnerLoop, MetaGradient, OuterGradient, RegressionDerivatives, SineTask, task_points};
+    let (count, hidden, shots, steps) = (32, 40, 10, 5);
+    let mut rng = ortho_ref::random::Gaussian::new(1700);
+    let tasks: Vec<SineTask> = (0..count).map(|_| SineTask::random(hidden, shots, &mut rng)).collect();
+    let (support, query) = task_points(&tasks).expect("tasks of one shape");
+    let theta = Tensor::new(&[3 * hidden + 1], SineTask::initial(hidden, 1701).iter().map(|&x| x as f32).collect())
+        .expect("a vector");
+    let shape = format!("T{count} hidden{hidden} S{shots}");
+    let mut cases = Vec::new();
+    for (output, name) in [(1, "gradient"), (2, "hvp")] {
+        let phi = gaussian(&[count, 3 * hidden + 1], 0.5, 1702);
+        let v = gaussian(&[count, 3 * hidden + 1], 0.5, 1703);
+        let support = support.clone();
+        cases.push(Case {
+            kernel: format!("regression {name}"),
+            shape: shape.clone(),
+            bound: 1e-5,
+            run: Box::new(move |e| {
+                let op = RegressionDerivatives { hidden };
+                let got = e.run(&op, &[&phi, &support, &v])?.remove(output);
+                Ok((got, op.reference(&[phi.to_f64(), support.to_f64(), v.to_f64()])?.remove(output)))
+            }),
+            variant: None,
+        });
+    }
+    for (method, name) in
+        [(OuterGradient::Exact, "exact"), (OuterGradient::ExactO1, "exact-o1"), (OuterGradient::Fom, "fom")]
+    {
+        let (theta, support, query) = (theta.clone(), support.clone(), query.clone());
+        cases.push(Case {
+            kernel: format!("meta gradient {name}"),
+            shape: format!("{shape} r{steps}"),
+            bound: 1e-4,
+            run: Box::new(move |e| {
+                let op = MetaGradient { hidden, inner: InnerLoop { steps, lr: 0.02 }, method };
+                let got = e.run(&op, &[&theta, &support, &query])?.remove(0);
+                Ok((got, op.reference(&[theta.to_f64(), support.to_f64(), query.to_f64()])?.remove(0)))
+            }),
+            variant: None,
+        });
+    }
     cases
 }
 

@@ -21,7 +21,7 @@ use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
 use crate::operation::{Operation, run_batches};
 use crate::pool::{PooledBuffer, Recorded};
-use crate::recording::Recording;
+use crate::recording::{Blocks, Recording};
 use crate::scratch::ScratchSize;
 use crate::tensor::GpuTensor;
 use ortho_ref::favor::{AttentionShape, Kernel};
@@ -306,15 +306,4 @@ struct Checkpointed<'a> {
     states: &'a wgpu::Buffer,
     every: usize,
     count: usize,
-}
-
-/// `outer x inner` blocks of `len` floats; `src` and `dst` are `[offset, outer stride, inner
-/// stride]` (see `common/copy.wgsl`).
-#[derive(Clone, Copy)]
-struct Blocks {
-    outer: usize,
-    inner: usize,
-    len: usize,
-    src: [usize; 3],
-    dst: [usize; 3],
 }

@@ -87,6 +87,9 @@ pub enum GemmVariant {
     /// multiple of 8, at most 64) rows of C by 8 columns per invocation, of one product or (`packed`)
     /// of 64 / `lanes` products of the batch.
     Rows { rows: u32, lanes: u32, subgroup: bool, packed: bool },
+    /// `gemm_lanes.wgsl`: one element of C per invocation, a workgroup `rows x (64 / rows)` of one
+    /// product (`rows` 1, 8 or 64): batches of small products.
+    Lanes { rows: u32 },
 }
 
 impl GemmVariant {
@@ -94,7 +97,7 @@ impl GemmVariant {
     pub const DEFAULT: GemmVariant = GemmVariant::Tiled { depth: 16 };
 
     /// Every variant, in the order tuning times them.
-    pub const ALL: [GemmVariant; 11] = [
+    pub const ALL: [GemmVariant; 14] = [
         GemmVariant::Tiled { depth: 16 },
         GemmVariant::Tiled { depth: 8 },
         GemmVariant::Tiled { depth: 32 },
@@ -106,14 +109,18 @@ impl GemmVariant {
         GemmVariant::Rows { rows: 64, lanes: 8, subgroup: true, packed: false },
         GemmVariant::Rows { rows: 16, lanes: 8, subgroup: true, packed: false },
         GemmVariant::Rows { rows: 32, lanes: 8, subgroup: true, packed: true },
+        GemmVariant::Lanes { rows: 8 },
+        GemmVariant::Lanes { rows: 64 },
+        GemmVariant::Lanes { rows: 1 },
     ];
 
-    /// `tiled-16`, `rows-64x512`, `rows-512x64-subgroup` (a workgroup's rows x columns of C),
-    /// `rows-32x64-packed8` (of each of 8 products), ...
+    /// `tiled-16`, `rows-64x512`, `rows-512x64-subgroup`, `lanes-8x8` (a workgroup's rows x columns
+    /// of C), `rows-32x64-packed8` (of each of 8 products), ...
     pub fn name(&self) -> String {
         let (rows, cols) = self.tile();
         match *self {
             GemmVariant::Tiled { depth } => format!("tiled-{depth}"),
+            GemmVariant::Lanes { .. } => format!("lanes-{rows}x{cols}"),
             GemmVariant::Rows { subgroup, .. } => {
                 let pack = self.pack();
                 let packed = if pack > 1 { format!("-packed{pack}") } else { String::new() };
@@ -141,6 +148,7 @@ impl GemmVariant {
     pub fn supported(&self, device: &wgpu::Device, info: &wgpu::AdapterInfo) -> bool {
         match *self {
             GemmVariant::Tiled { .. } => device.limits().max_compute_workgroup_storage_size >= 16 * 1024,
+            GemmVariant::Lanes { .. } => true,
             GemmVariant::Rows { lanes, subgroup, .. } => {
                 !subgroup
                     || (device.features().contains(wgpu::Features::SUBGROUP)
@@ -156,6 +164,7 @@ impl GemmVariant {
             GemmVariant::Tiled { .. } => (TILE, TILE),
             GemmVariant::Rows { rows, lanes, packed: true, .. } => (rows as usize, 8 * lanes as usize),
             GemmVariant::Rows { rows, lanes, .. } => ((rows * 64 / lanes) as usize, 8 * lanes as usize),
+            GemmVariant::Lanes { rows } => (rows as usize, 64 / rows as usize),
         }
     }
 }
@@ -352,6 +361,9 @@ fn record_block(
                 let shader = if subgroup { &kernels::GEMM_ROWS_SUBGROUP } else { &kernels::GEMM_ROWS };
                 let constants = [("ROWS", rows as f64), ("LANES", lanes as f64), ("PACKED", packed as u8 as f64)];
                 gpu.dispatch_with(pass, shader, &constants, &params, &buffers, groups)?
+            }
+            GemmVariant::Lanes { rows } => {
+                gpu.dispatch_with(pass, &kernels::GEMM_LANES, &[("LANE_ROWS", rows as f64)], &params, &buffers, groups)?
             }
         }
     }

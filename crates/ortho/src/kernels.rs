@@ -266,6 +266,7 @@ params! {
     IsingDense { batch: u32, first: u32, order: u32, entries: u32, edges: u32, added: u32, marginals: u32, _pad: u32 }
     ExpressRows { len: u32, row0: u32, rows: u32, first: u32, entries: u32, tau: f32, _pad0: u32, _pad1: u32 }
     Adam { count: u32, lr: f32, beta1: f32, beta2: f32, c1: f32, c2: f32, eps: f32, _pad: u32 }
+    Regression { tasks: u32, points: u32, hidden: u32, params: u32, phi_off: u32, v_off: u32, scale: f32, _pad: u32 }
 }
 
 shaders! {
@@ -273,6 +274,7 @@ shaders! {
     GEMM_ROWS: "common/gemm_rows" + OPERAND + GEMM_STORE + GEMM_ROWS_BODY, Gemm, ["a: read", "b: read", "c: read_write"];
     GEMM_ROWS_SUBGROUP: "common/gemm_rows_subgroup" + OPERAND + GEMM_STORE + GEMM_ROWS_BODY, Gemm,
         ["a: read", "b: read", "c: read_write"];
+    GEMM_LANES: "common/gemm_lanes" + OPERAND + GEMM_STORE, Gemm, ["a: read", "b: read", "c: read_write"];
     GEMM_SUM: "common/gemm_sum" + OPERAND, GemmSum, ["partials: read", "c: read_write"];
     FILL: "common/fill", Fill, ["values: read_write"];
     SCAN_MAX: "common/scan_max", Scan, ["values: read", "prefix: read_write", "before: read_write", "carried: read_write"];
@@ -312,4 +314,9 @@ shaders! {
         ["starts: read u32", "targets: read", "z: read", "support: read", "stats: read_write", "fits: read_write"];
     ROW_GRADIENT: "express/row_gradient", ExpressRows, ["fits: read", "z: read_write"];
     ADAM: "express/adam", Adam, ["g: read", "m: read_write", "v: read_write", "x: read_write"];
+    REGRESSION_RESIDUAL: "bilevel/regression_residual", Regression, ["points: read", "r: read_write", "loss: read_write"];
+    HIDDEN_GRADIENT: "bilevel/hidden_gradient", Regression, ["r: read", "a: read", "phi: read", "g: read_write"];
+    HIDDEN_TANGENT: "bilevel/hidden_tangent", Regression, ["a: read", "ra: read_write"];
+    HIDDEN_HVP: "bilevel/hidden_hvp", Regression,
+        ["r: read", "rr: read", "a: read", "ra: read", "phi: read", "v: read", "g: read_write"];
 }

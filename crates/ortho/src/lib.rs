@@ -26,6 +26,7 @@
 //! # Ok::<(), ortho::Error>(())
 //! ```
 
+pub mod bilevel;
 mod cpu;
 mod cwy;
 mod engine;
@@ -64,6 +65,7 @@ pub use ortho_ref::{Tensor, random};
 
 /// The operations of [`Engine::run`], [`Engine::run_async`], [`Engine::run_gpu`] and [`Engine::record`].
 pub mod ops {
+    pub use crate::bilevel::{MetaGradient, RegressionDerivatives};
     pub use crate::cwy::{Cwy, CwyApply, CwyApplyBackward, CwyBackward, HouseholderProduct};
     pub use crate::exact::ExactAttention;
     pub use crate::express::ExpressFit;

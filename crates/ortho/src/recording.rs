@@ -275,3 +275,41 @@ impl std::ops::Deref for Recording<'_> {
         self.gpu
     }
 }
+
+/// `outer x inner` blocks of `len` floats; `src` and `dst` are `[offset, outer stride, inner
+/// stride]` (see `common/copy.wgsl`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blocks {
+    pub outer: usize,
+    pub inner: usize,
+    pub len: usize,
+    pub src: [usize; 3],
+    pub dst: [usize; 3],
+}
+
+impl Recording<'_> {
+    /// Records the copy of `b` from `src` to `dst`.
+    pub fn copy(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        b: Blocks,
+    ) -> Result<()> {
+        let u = |x: usize| x as u32;
+        let params = crate::kernels::CopyBlocks {
+            outer: u(b.outer),
+            inner: u(b.inner),
+            len: u(b.len),
+            src_off: u(b.src[0]),
+            src_outer: u(b.src[1]),
+            src_inner: u(b.src[2]),
+            dst_off: u(b.dst[0]),
+            dst_outer: u(b.dst[1]),
+            dst_inner: u(b.dst[2]),
+            ..Default::default()
+        };
+        let n = (b.outer * b.inner * b.len) as u64;
+        self.dispatch(pass, &crate::kernels::COPY, &params, &[src, dst], self.grid(n, 256)?)
+    }
+}

@@ -105,12 +105,21 @@ impl GemmClass {
 }
 
 /// The variant used with tuning off. On CPU adapters (lavapipe), from what `ortho tune` measured
-/// there: a batch of products of at most 64 columns packs 8 per workgroup, a single one takes
-/// 128 x 64 tiles, one of at most 256 columns 512 x 64 tiles, wider ones 64 x 512 (each in its
-/// subgroup form where the adapter has it); elsewhere the workgroup-memory tiles.
+/// there: a batch of products of at most 4 columns and an inner dimension of at most 64 takes one
+/// element per invocation in columns of 64 rows, of one row in rows of 64 columns; other batches of products of at most 64 columns pack
+/// 8 per workgroup, a single one takes 128 x 64 tiles, one of at most 256 columns 512 x 64 tiles,
+/// wider ones 64 x 512 (each in its subgroup form where the adapter has it); elsewhere the
+/// workgroup-memory tiles.
 pub fn default_variant(device: &wgpu::Device, info: &wgpu::AdapterInfo, class: GemmClass) -> GemmVariant {
     if info.device_type != wgpu::DeviceType::Cpu {
         return GemmVariant::DEFAULT;
+    }
+    let small = class.batch >= bucket(8) && class.k <= bucket(64);
+    if small && class.n <= bucket(4) {
+        return GemmVariant::Lanes { rows: 64 };
+    }
+    if small && class.m == bucket(1) {
+        return GemmVariant::Lanes { rows: 1 };
     }
     let (rows, lanes, packed) = match (class.batch, class.n) {
         (b, n) if b >= bucket(8) && n <= bucket(64) => (32, 8, true),

@@ -1,8 +1,10 @@
 //! The cases of the sweep, one per kernel, setting and size: [`attention`] (FAVOR+, FAVOR and relu
 //! features in both directions, exact attention, gradients), [`orthogonal`] (compact WY and its
-//! baseline, the group maps, the flows) and the GEMM.
+//! baseline, the group maps, the flows), [`bilevel`] (few-shot regression's outer gradients) and the
+//! GEMM.
 
 mod attention;
+mod bilevel;
 mod orthogonal;
 
 use crate::inputs::{GEMM_BOUND, gaussian};
@@ -141,6 +143,7 @@ pub fn sweep(sweep: Sweep) -> Vec<Case> {
     }
     attention::cases(sweep, &mut cases);
     orthogonal::cases(sweep, &mut cases);
+    bilevel::cases(sweep, &mut cases);
     cases
 }
 
@@ -163,6 +166,7 @@ mod tests {
             "expm",
             "cayley",
             "flow",
+            "bilevel",
         ];
         for s in [Sweep::Quick, Sweep::Full] {
             let cases = sweep(s);

@@ -234,20 +234,36 @@ impl Estimator {
                 let t = Instant::now();
                 let first = fom(problem, theta, inner);
                 let fom_seconds = t.elapsed().as_secs_f64();
-                if self.rng.uniform() >= self.q {
+                if !self.draw() {
                     return first;
                 }
                 let t = Instant::now();
                 let full = exact_o1(problem, theta, inner);
-                let exact_seconds = t.elapsed().as_secs_f64();
-                let correction = difference(&full, &first);
-                let q = self.q;
-                if self.method == Method::UfomAdaptive {
-                    self.learn(&correction, &full, fom_seconds, exact_seconds);
-                }
-                first.iter().zip(&correction).map(|(f, c)| f + c / q).collect()
+                self.corrected(&first, &full, [fom_seconds, t.elapsed().as_secs_f64()])
             }
         }
+    }
+
+    /// The method estimates are drawn by.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Tosses the next UFOM estimate's coin: whether it adds the exact correction (probability q).
+    pub fn draw(&mut self) -> bool {
+        self.rng.uniform() < self.q
+    }
+
+    /// A UFOM estimate whose coin came up: `first + (full - first) / q` with the FOM estimate `first`
+    /// and the exact gradient `full`, which cost `seconds` (FOM pass, exact pass); the adaptive
+    /// scheme learns from them after q is used.
+    pub fn corrected(&mut self, first: &[f64], full: &[f64], [fom_seconds, exact_seconds]: [f64; 2]) -> Vec<f64> {
+        let correction = difference(full, first);
+        let q = self.q;
+        if self.method == Method::UfomAdaptive {
+            self.learn(&correction, full, fom_seconds, exact_seconds);
+        }
+        first.iter().zip(&correction).map(|(f, c)| f + c / q).collect()
     }
 
     /// Update the running estimates and choose the q that minimises expected cost times the

@@ -46,8 +46,9 @@ impl SineTask {
     }
 }
 
-/// Mean squared error over `points`, its gradient, and (with `v`) the Hessian-vector product.
-fn mse(theta: &[f64], hidden: usize, points: &[(f64, f64)], v: Option<&[f64]>) -> (f64, Vec<f64>, Vec<f64>) {
+/// Mean squared error over `points` of the network with parameters `theta`, its gradient, and (with
+/// `v`) the Hessian-vector product (empty without `v`).
+pub fn mse(theta: &[f64], hidden: usize, points: &[(f64, f64)], v: Option<&[f64]>) -> (f64, Vec<f64>, Vec<f64>) {
     let h = hidden;
     let (w1, b1, w2, b2) = (&theta[..h], &theta[h..2 * h], &theta[2 * h..3 * h], theta[3 * h]);
     let scale = 1.0 / points.len() as f64;

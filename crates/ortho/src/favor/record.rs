@@ -365,7 +365,7 @@ impl Recorder<'_, '_, '_> {
     }
 
     pub(super) fn copy(&mut self, src: &wgpu::Buffer, dst: &wgpu::Buffer, b: Blocks) -> Result<()> {
-        record_copy(self.gpu, self.pass, src, dst, b)
+        self.gpu.copy(self.pass, src, dst, b)
     }
 
     /// Keeps what the backward pass needs of a group: the denominators `D_t`, the prefix maxima
@@ -396,30 +396,6 @@ impl Recorder<'_, '_, '_> {
         }
         Ok(())
     }
-}
-
-pub(super) fn record_copy(
-    gpu: &Recording,
-    pass: &mut wgpu::ComputePass<'_>,
-    src: &wgpu::Buffer,
-    dst: &wgpu::Buffer,
-    b: Blocks,
-) -> Result<()> {
-    let u = |x: usize| x as u32;
-    let params = kernels::CopyBlocks {
-        outer: u(b.outer),
-        inner: u(b.inner),
-        len: u(b.len),
-        src_off: u(b.src[0]),
-        src_outer: u(b.src[1]),
-        src_inner: u(b.src[2]),
-        dst_off: u(b.dst[0]),
-        dst_outer: u(b.dst[1]),
-        dst_inner: u(b.dst[2]),
-        ..Default::default()
-    };
-    let n = (b.outer * b.inner * b.len) as u64;
-    gpu.dispatch(pass, &kernels::COPY, &params, &[src, dst], gpu.grid(n, 256)?)
 }
 
 /// Sets a causal state to "no tokens": `S = 0`, `gamma = LOWEST`.
