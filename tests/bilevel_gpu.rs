@@ -49,7 +49,8 @@ fn derivatives_match_the_twin_over_shapes() {
 #[test]
 fn meta_gradients_match_the_twin() {
     for engine in common::gpu_engines() {
-        for (case, &(count, hidden, shots, steps)) in [(1, 3, 4, 1), (9, 8, 10, 5), (32, 40, 10, 20)].iter().enumerate()
+        for (case, &(count, hidden, shots, steps)) in
+            [(1, 3, 4, 1), (9, 8, 10, 5), (32, 40, 10, 20), (4, 2, 3, 0)].iter().enumerate()
         {
             let tasks = tasks(count, hidden, shots, 40 + case as u64);
             let (support, query) = task_points(&tasks).unwrap();

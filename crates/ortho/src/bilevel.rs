@@ -206,8 +206,8 @@ impl Operation for MetaGradient {
     }
 }
 
-/// Pieces of [`MetaGradient`]'s work one submission of [`Engine::run`] takes (a piece is at most 17
-/// dispatches).
+/// Pieces of [`MetaGradient`]'s work one submission of [`Engine::run`] takes (a piece is at most a
+/// dozen dispatches).
 const WORK_PER_SUBMISSION: usize = 512;
 
 /// One piece of [`MetaGradient`]'s work, in order.
@@ -256,8 +256,8 @@ impl MetaGradient {
     fn iterates(&self, engine: &Engine, i: &[&GpuTensor]) -> Result<[GpuTensor; 2]> {
         let (tasks, _) = points_shape("support", i[1].shape(), None)?;
         let shape = [tasks, i[0].len()];
-        let stored =
-            if self.method == OuterGradient::Exact { vec![self.inner.steps, tasks, i[0].len()] } else { vec![1] };
+        let exact = self.method == OuterGradient::Exact && self.inner.steps > 0;
+        let stored = if exact { vec![self.inner.steps, tasks, i[0].len()] } else { vec![1] };
         Ok([engine.empty(&shape)?, engine.empty(&stored)?])
     }
 
