@@ -278,3 +278,36 @@ fn many_tasks_split_into_runs_that_fit() {
         assert_eq!((&g, &l), (grads, losses), "{}", small.describe());
     }
 }
+
+/// Recorded into an application's encoder between its own copies (theta written just before, the
+/// gradients read just after), the meta gradient equals what `run` returns.
+#[test]
+fn recorded_between_an_applications_own_work() {
+    let (hidden, inner) = (6, InnerLoop { steps: 4, lr: 0.05 });
+    let tasks = tasks(8, hidden, 5, 60);
+    let (support, query) = task_points(&tasks).unwrap();
+    let theta = SineTask::initial(hidden, 61);
+    let theta = Tensor::new(&[theta.len()], theta.iter().map(|&x| x as f32).collect()).unwrap();
+    let op = MetaGradient { hidden, inner, method: OuterGradient::ExactO1 };
+    for engine in common::gpu_engines() {
+        let want = engine.run(&op, &[&theta, &support, &query]).unwrap();
+        let source = engine.upload("theta", &theta).unwrap();
+        let inputs = [
+            engine.empty(theta.shape()).unwrap(),
+            engine.upload("s", &support).unwrap(),
+            engine.upload("q", &query).unwrap(),
+        ];
+        let outputs = [engine.empty(want[0].shape()).unwrap(), engine.empty(want[1].shape()).unwrap()];
+        let copy = engine.empty(want[0].shape()).unwrap();
+        let mut encoder = engine.device().unwrap().create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(source.buffer(), 0, inputs[0].buffer(), 0, source.byte_len());
+        let recorded = engine
+            .record(&mut encoder, &op, &inputs.iter().collect::<Vec<_>>(), &outputs.iter().collect::<Vec<_>>())
+            .unwrap();
+        encoder.copy_buffer_to_buffer(outputs[0].buffer(), 0, copy.buffer(), 0, outputs[0].byte_len());
+        engine.queue().unwrap().submit([encoder.finish()]);
+        recorded.submitted();
+        assert_eq!(engine.download(&copy).unwrap(), want[0], "{}", engine.describe());
+        assert_eq!(engine.download(&outputs[1]).unwrap(), want[1], "{}", engine.describe());
+    }
+}
