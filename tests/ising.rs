@@ -200,6 +200,42 @@ fn log_z_matches_the_transfer_matrix_on_long_grids() {
     }
 }
 
+/// The multifrontal QR (the GPU's sparse path, here its f64 twin) needs no pivoting: `log Z` and the
+/// marginals of its selected inversion against enumeration on every planar case, and against the
+/// transfer matrix and the pivoted solver on long grids, frustrated ones too.
+#[test]
+fn frontal_qr_matches_enumeration_and_the_transfer_matrix() {
+    for (k, (name, n, edges)) in planar_graphs(18).into_iter().enumerate() {
+        let g = graph(n, &edges);
+        let planar = Planar::new(&g).unwrap();
+        let frontal = planar.frontal();
+        for (range, seed) in [((1e-3, 5.0), 1u64), ((1e-3, 0.1), 2), ((2.0, 5.0), 3)] {
+            let j = generate::couplings(g.edges.len(), range.0, range.1, seed + 10 * k as u64);
+            let result = planar.infer_frontal(&frontal, &j).unwrap();
+            let (oracle, marginals) = brute::infer(n, &g.edges, &j);
+            let log_z = result.log_z;
+            assert!((log_z - oracle).abs() <= 1e-11 * oracle.abs().max(1.0), "{name} {range:?}: {log_z} vs {oracle}");
+            assert_eq!(planar.log_partition_frontal(&frontal, &j).unwrap(), log_z);
+            for (e, (a, b)) in result.marginals.iter().zip(&marginals).enumerate() {
+                assert!((a - b).abs() <= 1e-9, "{name} {range:?}: edge {e} marginal {a} vs {b}");
+            }
+        }
+    }
+    for &(w, l, low, high) in &[(8usize, 150usize, 1e-3, 5.0), (8, 300, 1.0, 1.0), (5, 200, 1e-3, 1.0)] {
+        let g = graph(w * l, &generate::grid(w, l));
+        let planar = Planar::new(&g).unwrap();
+        let j = generate::couplings(g.edges.len(), low, high, (w * l) as u64);
+        let result = planar.infer_frontal(&planar.frontal(), &j).unwrap();
+        let oracle = transfer_log_z(w, l, &j);
+        let log_z = result.log_z;
+        assert!((log_z - oracle).abs() <= 1e-11 * oracle.abs(), "{w}x{l} up to {high}: {log_z} vs {oracle}");
+        let pivoted = planar.infer(&j).unwrap().marginals;
+        for (e, (a, b)) in result.marginals.iter().zip(&pivoted).enumerate() {
+            assert!((a - b).abs() <= 1e-9, "{w}x{l} up to {high}: edge {e} marginal {a} vs {b}");
+        }
+    }
+}
+
 #[test]
 fn marginals_are_the_derivative_of_log_z() {
     let (w, l) = (20, 25);
@@ -268,7 +304,7 @@ fn bad_graphs_and_couplings_are_clear_errors() {
 
 mod gpu {
     use super::*;
-    use ortho::ops::IsingBatch;
+    use ortho::ops::{Factorisation, IsingBatch};
 
     /// The dense GPU path against the sparse f64 solver: many coupling sets on one graph, f32 on the
     /// GPU (docs/math.md §6.6 gives the measured errors).
@@ -287,7 +323,8 @@ mod gpu {
                     .map(|&x| x as f32)
                     .collect();
                 let couplings = ortho::Tensor::new(&[batch, g.edges.len()], j).unwrap();
-                let (log_z, marginals) = engine.ising(&IsingBatch::new(&g, true).unwrap(), &couplings).unwrap();
+                let op = IsingBatch::with_factorisation(&g, true, Factorisation::Dense).unwrap();
+                let (log_z, marginals) = engine.ising(&op, &couplings).unwrap();
                 let marginals = marginals.unwrap();
                 let planar = Planar::new(&g).unwrap();
                 for b in 0..batch {
@@ -316,6 +353,71 @@ mod gpu {
         }
     }
 
+    /// The frontal QR path against the f64 oracle and its own f64 twin: `log Z` and the marginals
+    /// (its reverse pass) on planar graphs, grids past the dense path's order, frustrated couplings up
+    /// to 5, batches of 1 to 4; every other case asks for `log Z` alone.
+    #[test]
+    fn frontal_log_z_and_marginals_match_the_cpu_solver() {
+        let mut cases: Vec<Case> = planar_graphs(30).into_iter().step_by(2).collect();
+        cases.push(("grid 6x7".into(), 42, generate::grid(6, 7)));
+        cases.push(("grid 3x40".into(), 120, generate::grid(3, 40)));
+        cases.push(("grid 20x20".into(), 400, generate::grid(20, 20)));
+        for engine in common::gpu_engines() {
+            let (mut worst_z, mut worst_m) = (0.0f64, 0.0f64);
+            for (k, (name, n, edges)) in cases.iter().enumerate() {
+                let g = graph(*n, edges);
+                let batch = 1 + k % 4;
+                let high = if k % 2 == 0 { 2.0 } else { 5.0 };
+                let j: Vec<f32> = generate::couplings(batch * g.edges.len(), 1e-3, high, 190 + k as u64)
+                    .iter()
+                    .map(|&x| x as f32)
+                    .collect();
+                let couplings = ortho::Tensor::new(&[batch, g.edges.len()], j).unwrap();
+                let with_marginals = k % 2 == 0 || k + 1 == cases.len();
+                let op = IsingBatch::with_factorisation(&g, with_marginals, Factorisation::Frontal).unwrap();
+                let (log_z, marginals) = engine.ising(&op, &couplings).unwrap();
+                assert_eq!(marginals.is_some(), with_marginals);
+                let planar = Planar::new(&g).unwrap();
+                let frontal = planar.frontal();
+                let d = engine.describe();
+                for b in 0..batch {
+                    let row: Vec<f64> = couplings.data()[b * g.edges.len()..(b + 1) * g.edges.len()]
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect();
+                    let want = planar.infer(&row).unwrap();
+                    let twin = planar.infer_frontal(&frontal, &row).unwrap();
+                    let scale = want.log_z.abs().max(1.0);
+                    assert!(
+                        (twin.log_z - want.log_z).abs() <= 1e-11 * scale,
+                        "{name}: twin {} vs {}",
+                        twin.log_z,
+                        want.log_z
+                    );
+                    let err = (log_z.data()[b] as f64 - want.log_z).abs() / scale;
+                    assert!(err < 1e-5, "{d} {name} set {b}: log Z {} vs {}", log_z.data()[b], want.log_z);
+                    worst_z = worst_z.max(err);
+                    for (e, &m) in want.marginals.iter().enumerate() {
+                        assert!(
+                            (twin.marginals[e] - m).abs() <= 1e-9,
+                            "{name}: twin edge {e} {} vs {m}",
+                            twin.marginals[e]
+                        );
+                        if let Some(marginals) = &marginals {
+                            let got = marginals.data()[b * g.edges.len() + e] as f64;
+                            assert!((got - m).abs() < 1e-5, "{d} {name} set {b} edge {e}: {got} vs {m}");
+                            worst_m = worst_m.max((got - m).abs());
+                        }
+                    }
+                }
+            }
+            eprintln!(
+                "{d}: frontal worst log Z relative error {worst_z:.1e}, marginal {worst_m:.1e}",
+                d = engine.describe()
+            );
+        }
+    }
+
     #[test]
     fn one_set_log_z_only_and_limits() {
         // A path, a triangle and two isolated vertices; couplings [E], log Z only.
@@ -340,8 +442,8 @@ mod gpu {
             assert!(message.contains("one per distinct edge"), "{message}");
         }
         let big = graph(400, &generate::grid(20, 20));
-        let message = IsingBatch::new(&big, true).err().unwrap().to_string();
-        assert!(message.contains("use the CPU solver"), "{message}");
+        let message = IsingBatch::with_factorisation(&big, true, Factorisation::Dense).err().unwrap().to_string();
+        assert!(message.contains("Factorisation::Frontal"), "{message}");
     }
 }
 

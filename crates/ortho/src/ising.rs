@@ -1,8 +1,11 @@
-//! Exact `log Z` and edge marginals of many coupling sets on one planar graph (docs/math.md §6): each
-//! component's scaled Kasteleyn matrix is assembled on the GPU (`ising/kasteleyn`), factored densely
-//! by `common/lu` and, for the marginals, solved against the columns `e_{2i+1}` by `common/lu_solve`;
-//! `ising/readout` turns determinants and solves into `log Z` and `E[s_u s_v]`. The CPU twin is
-//! `ortho_ref::ising::Planar` (sparse, f64), which also serves graphs too large for dense matrices.
+//! Exact `log Z` and edge marginals of many coupling sets on one planar graph (docs/math.md §6). Dense
+//! path: each component's scaled Kasteleyn matrix is assembled on the GPU (`ising/kasteleyn`),
+//! factored by `common/lu` and, for the marginals, solved against the columns `e_{2i+1}` by
+//! `common/lu_solve`; `ising/readout` turns determinants and solves into `log Z` and `E[s_u s_v]`.
+//! Sparse path (`log Z` only): the multifrontal QR of [`frontal`]. The oracle is
+//! `ortho_ref::ising::Planar` (sparse pivoted `L D L^T`, f64), which also serves single large graphs.
+
+pub(crate) mod frontal;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -12,6 +15,7 @@ use crate::operation::{Operation, run_batches};
 use crate::pool::Recorded;
 use crate::recording::Recording;
 use crate::tensor::GpuTensor;
+use frontal::FrontalPlan;
 use ortho_ref::Tensor;
 use ortho_ref::ising::{DenseKasteleyn, Graph, Planar};
 use std::sync::Arc;
@@ -19,31 +23,68 @@ use std::sync::Arc;
 /// An entry index meaning "no coupling" (an edge the triangulation added).
 pub(crate) const NO_EDGE: u32 = u32::MAX;
 
+/// How [`IsingBatch`] factors a component's Kasteleyn matrix on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factorisation {
+    /// Dense LU with partial pivoting (`n^3` work, order at most [`LU_MAX_N`]).
+    Dense,
+    /// Multifrontal QR over nested dissection (about `N^1.5` work on grids); the marginals by
+    /// reverse-mode differentiation of its reflections.
+    Frontal,
+    /// Dense for components of Kasteleyn order at most [`DENSE_AUTO_MAX`], frontal above.
+    Auto,
+}
+
+/// The largest Kasteleyn order [`Factorisation::Auto`] factors densely (one invocation per matrix
+/// there, faster than the fronts' workgroups).
+pub const DENSE_AUTO_MAX: usize = 128;
+
 /// `log Z` (and the marginals, when asked) of every row of couplings `[batch, E]` (or `[E]`), `E`
 /// the graph's distinct edges ([`Graph::merge_couplings`] adds up duplicates). Outputs `log_z`
-/// (`[batch]` or `[]`) and `marginals` (the couplings' shape). Each component's Kasteleyn matrix is
-/// dense on the GPU, so a component may have at most 1024 edges after triangulation (about 340
-/// vertices); larger graphs are for the CPU solver, `ortho_ref::ising::Planar`.
+/// (`[batch]` or `[]`) and `marginals` (the couplings' shape). Any planar graph whose fronts fit a
+/// storage binding (one coupling set at a time); single large graphs are for the CPU solver,
+/// `ortho_ref::ising::Planar`.
 #[derive(Clone)]
 pub struct IsingBatch {
     planar: Arc<Planar>,
     dense: Arc<Vec<DenseKasteleyn>>,
+    frontal: Option<Arc<FrontalPlan>>,
+    /// `log 2` per frontal component less `log 2` per vertex its triangulation added.
+    frontal_constant: f64,
     marginals: bool,
 }
 
 impl IsingBatch {
     pub fn new(graph: &Graph, marginals: bool) -> Result<Self> {
+        Self::with_factorisation(graph, marginals, Factorisation::Auto)
+    }
+
+    pub fn with_factorisation(graph: &Graph, marginals: bool, factorisation: Factorisation) -> Result<Self> {
         let planar = Planar::new(graph)?;
-        let dense = planar.dense();
-        if let Some(c) = dense.iter().find(|c| 2 * c.pair_edges.len() > LU_MAX_N) {
-            return Err(Error::Unsupported(format!(
-                "a component of the graph has {} edges after triangulation; the GPU factors its Kasteleyn \
-                 matrix densely, of order at most {LU_MAX_N} (1024 edges): use the CPU solver \
-                 (ortho_ref::ising::Planar, --backend cpu)",
-                c.pair_edges.len()
-            )));
+        let frontal_qr = planar.frontal();
+        let (mut dense, mut sparse) = (Vec::new(), Vec::new());
+        for (component, qr) in planar.dense().into_iter().zip(&frontal_qr) {
+            let order = 2 * component.pair_edges.len();
+            let is_dense = match factorisation {
+                Factorisation::Dense => true,
+                Factorisation::Frontal => false,
+                Factorisation::Auto => order <= DENSE_AUTO_MAX,
+            };
+            if is_dense && order > LU_MAX_N {
+                return Err(Error::Unsupported(format!(
+                    "a component of the graph has {} edges after triangulation; the dense factorisation takes \
+                     Kasteleyn orders up to {LU_MAX_N} (1024 edges): use Factorisation::Frontal or Auto",
+                    component.pair_edges.len()
+                )));
+            }
+            if is_dense { dense.push(component) } else { sparse.push((qr, component)) }
         }
-        Ok(IsingBatch { planar: Arc::new(planar), dense: Arc::new(dense), marginals })
+        let frontal_constant = sparse.iter().map(|(_, c)| (1.0 - c.added_nodes as f64) * std::f64::consts::LN_2).sum();
+        let frontal = (!sparse.is_empty()).then(|| {
+            let parts: Vec<_> = sparse.iter().map(|(qr, c)| (*qr, c)).collect();
+            Arc::new(FrontalPlan::new(&parts, marginals))
+        });
+        Ok(IsingBatch { planar: Arc::new(planar), dense: Arc::new(dense), frontal, frontal_constant, marginals })
     }
 
     fn edges(&self) -> usize {
@@ -149,12 +190,16 @@ impl Engine {
         let gpu = self.recording("ising", &tensors)?;
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("ising"), timestamp_writes: None });
-        let value = op.planar.isolated() as f32 * std::f32::consts::LN_2;
+        let value = (op.planar.isolated() as f64 * std::f64::consts::LN_2 + op.frontal_constant) as f32;
         let fill = kernels::Fill { count: batch as u32, value, ..Default::default() };
         gpu.dispatch(&mut pass, &kernels::FILL, &fill, &[log_z.buffer()], gpu.grid(batch as u64, 256)?)?;
         let outputs = (couplings.buffer(), log_z.buffer(), marginals.map(|m| m.buffer()));
         for component in op.dense.iter() {
             record_component(&gpu, &mut pass, component, op.edges(), batch, outputs)?;
+        }
+        if let Some(frontal) = &op.frontal {
+            let outputs = (log_z.buffer(), marginals.map(|m| m.buffer()));
+            frontal.record(&gpu, &mut pass, op.edges(), batch, couplings.buffer(), outputs)?;
         }
         drop(pass);
         Ok(gpu.finish())

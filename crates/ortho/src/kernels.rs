@@ -90,6 +90,11 @@ pub fn shared_constants() -> String {
         u("ACT_TANH", 0),
         u("ACT_RELU", 1),
         u("NO_EDGE", crate::ising::NO_EDGE as usize),
+        u("FRONT_WORDS", crate::ising::frontal::FRONT_WORDS),
+        u("CHILD_WORDS", crate::ising::frontal::CHILD_WORDS),
+        u("ENTRY_WORDS", crate::ising::frontal::ENTRY_WORDS),
+        u("FRONT_GROUP", crate::ising::frontal::FRONT_GROUP),
+        u("ROOT_FRONT", crate::ising::frontal::ROOT_FRONT as usize),
         format!("const LN_2: f32 = {:?};\n", std::f32::consts::LN_2),
     ]
     .concat()
@@ -196,6 +201,7 @@ pub const LIBRARIES: &[&str] = &[
     "flow/expm_polynomial",
     "common/lu_steps",
     "common/lu_solve_steps",
+    "ising/entry",
 ];
 /// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
 const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
@@ -207,6 +213,8 @@ const GEMM_STORE: &str = include_str!("../../../shaders/common/gemm_store.wgsl")
 const LU_STEPS: &str = include_str!("../../../shaders/common/lu_steps.wgsl");
 /// `solve_column`, `swap_rows`: the steps both LU solves share.
 const LU_SOLVE_STEPS: &str = include_str!("../../../shaders/common/lu_solve_steps.wgsl");
+/// `kasteleyn_entry`: an entry of the scaled Kasteleyn matrix from the couplings.
+const ISING_ENTRY: &str = include_str!("../../../shaders/ising/entry.wgsl");
 /// `gemm_rows_body`: the product without workgroup memory, given an `a_rows`.
 const GEMM_ROWS_BODY: &str = include_str!("../../../shaders/common/gemm_rows_body.wgsl");
 /// `exp_plan` and `exp_polynomial`: the exponential's scaling and Taylor stage, given a `product` and a
@@ -264,6 +272,11 @@ params! {
     Activate { count: u32, activation: u32, _pad0: u32, _pad1: u32 }
     Lu { batch: u32, n: u32, columns: u32, phase: u32, first: u32, last: u32, shared_b: u32, _pad: u32 }
     IsingDense { batch: u32, first: u32, order: u32, entries: u32, edges: u32, added: u32, marginals: u32, _pad: u32 }
+    IsingFronts {
+        first: u32, edges: u32, arena: u32, fronts: u32, level_first: u32, entries_at: u32, children_at: u32,
+        step_first: u32, step_last: u32, adjoint: u32, sets: u32, pairs: u32, pairs_at: u32, terms_at: u32,
+        _pad0: u32, _pad1: u32,
+    }
     ExpressRows { len: u32, row0: u32, rows: u32, first: u32, entries: u32, tau: f32, _pad0: u32, _pad1: u32 }
     Adam { count: u32, lr: f32, beta1: f32, beta2: f32, c1: f32, c2: f32, eps: f32, _pad: u32 }
     Regression { tasks: u32, points: u32, hidden: u32, params: u32, phi_off: u32, v_off: u32, scale: f32, _pad: u32 }
@@ -303,7 +316,12 @@ shaders! {
     LU_SOLVE: "common/lu_solve" + LU_SOLVE_STEPS, Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
     LU_PRIVATE: "common/lu_private" + LU_STEPS, Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
     LU_SOLVE_PRIVATE: "common/lu_solve_private" + LU_SOLVE_STEPS, Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
-    KASTELEYN: "ising/kasteleyn", IsingDense, ["couplings: read", "entries: read u32", "k: read_write"];
+    KASTELEYN: "ising/kasteleyn" + ISING_ENTRY, IsingDense, ["couplings: read", "entries: read u32", "k: read_write"];
+    FRONT_QR: "ising/front_qr" + ISING_ENTRY, IsingFronts,
+        ["couplings: read", "table: read u32", "arena: read_write", "slots: read_write"];
+    FRONT_QR_ADJOINT: "ising/front_qr_adjoint", IsingFronts, ["table: read u32", "arena: read_write", "adjoint: read_write"];
+    FRONT_MARGINALS: "ising/front_marginals" + ISING_ENTRY, IsingFronts,
+        ["couplings: read", "table: read u32", "adjoint: read", "marginals: read_write"];
     READOUT: "ising/readout", IsingDense,
         ["couplings: read", "det: read", "x: read", "pairs: read u32", "log_z: read_write", "marginals: read_write"];
     SUPPORT_GATHER: "express/support_gather", ExpressRows,

@@ -72,7 +72,7 @@ pub mod ops {
     pub use crate::favor::{Favor, FavorBackward};
     pub use crate::flow::MatrixMap;
     pub use crate::gemm::Matmul;
-    pub use crate::ising::IsingBatch;
+    pub use crate::ising::{DENSE_AUTO_MAX, Factorisation, IsingBatch};
     pub use crate::lu::{Lu, LuSolve};
     pub use ortho_ref::flow::Flow;
 }

@@ -14,6 +14,7 @@ pub mod brute;
 pub mod decompose;
 mod dissection;
 pub mod field;
+pub mod frontal_qr;
 pub mod generate;
 mod glued;
 mod kasteleyn;
@@ -24,6 +25,7 @@ pub mod planarity;
 mod sample;
 
 pub use decompose::{Piece, SMALL_LIMIT, SMALL_MAX};
+pub use frontal_qr::FrontalQr;
 pub use glued::{Aggregated, Glued};
 pub use planar::{DenseKasteleyn, Inference, Planar};
 pub use sample::{SEQUENTIAL_EDGES, Sampler, sample, sample_planar};

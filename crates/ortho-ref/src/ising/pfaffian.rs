@@ -24,12 +24,12 @@ pub struct Breakdown {
     pub pivot: f64,
 }
 
-struct Supernode {
+pub(super) struct Supernode {
     /// Pivot pairs, then the structure below them (new numbering, ascending).
-    rows: Vec<usize>,
-    columns: usize,
-    parent: Option<usize>,
-    children: Vec<usize>,
+    pub rows: Vec<usize>,
+    pub columns: usize,
+    pub parent: Option<usize>,
+    pub children: Vec<usize>,
     /// Old pairs whose diagonal blocks, and indices of `off` entries, this front assembles.
     diagonal: Vec<usize>,
     entries: Vec<usize>,
@@ -41,6 +41,53 @@ pub struct Symbolic {
     /// `order[k]` is the old pair eliminated k-th.
     order: Vec<usize>,
     supernodes: Vec<Supernode>,
+}
+
+/// A nested dissection ordering of a pattern, its elimination tree and its fundamental supernodes
+/// (children before parents), the analysis shared by the skew `L D L^T` and the frontal QR.
+pub(super) struct Tree {
+    /// `order[k]` is the old index eliminated k-th; `position` is its inverse.
+    pub order: Vec<usize>,
+    pub position: Vec<usize>,
+    pub supernodes: Vec<Supernode>,
+    /// The supernode eliminating each position.
+    pub supernode_of: Vec<usize>,
+}
+
+impl Tree {
+    pub fn new(adjacency: &[Vec<usize>]) -> Tree {
+        let n = adjacency.len();
+        let order = nested_dissection(adjacency);
+        let mut position = vec![0; n];
+        for (k, &old) in order.iter().enumerate() {
+            position[old] = k;
+        }
+        let neighbours: Vec<Vec<usize>> = order
+            .iter()
+            .map(|&old| {
+                let mut list: Vec<usize> = adjacency[old].iter().map(|&w| position[w]).collect();
+                list.sort_unstable();
+                list
+            })
+            .collect();
+        let parent = elimination_tree(&neighbours);
+        let mut supernodes = fronts(&neighbours, &parent);
+        let mut supernode_of = vec![0; n];
+        for (s, node) in supernodes.iter().enumerate() {
+            for &column in &node.rows[..node.columns] {
+                supernode_of[column] = s;
+            }
+        }
+        for s in 0..supernodes.len() {
+            let last = supernodes[s].rows[supernodes[s].columns - 1];
+            if parent[last] != usize::MAX {
+                let p = supernode_of[parent[last]];
+                supernodes[s].parent = Some(p);
+                supernodes[p].children.push(s);
+            }
+        }
+        Tree { order, position, supernodes, supernode_of }
+    }
 }
 
 /// One front after elimination: its nodes (old numbering) in the order the eliminations left them,
@@ -76,35 +123,7 @@ impl Symbolic {
     /// scalar entries' positions.
     pub fn new(adjacency: &[Vec<usize>], off: &[(usize, usize, f64)]) -> Self {
         let n = adjacency.len();
-        let order = nested_dissection(adjacency);
-        let mut position = vec![0; n];
-        for (k, &old) in order.iter().enumerate() {
-            position[old] = k;
-        }
-        let neighbours: Vec<Vec<usize>> = order
-            .iter()
-            .map(|&old| {
-                let mut list: Vec<usize> = adjacency[old].iter().map(|&w| position[w]).collect();
-                list.sort_unstable();
-                list
-            })
-            .collect();
-        let parent = elimination_tree(&neighbours);
-        let mut supernodes = fronts(&neighbours, &parent);
-        let mut supernode_of = vec![0; n];
-        for (s, node) in supernodes.iter().enumerate() {
-            for &column in &node.rows[..node.columns] {
-                supernode_of[column] = s;
-            }
-        }
-        for s in 0..supernodes.len() {
-            let last = supernodes[s].rows[supernodes[s].columns - 1];
-            if parent[last] != usize::MAX {
-                let p = supernode_of[parent[last]];
-                supernodes[s].parent = Some(p);
-                supernodes[p].children.push(s);
-            }
-        }
+        let Tree { order, position, mut supernodes, supernode_of } = Tree::new(adjacency);
         for old in 0..n {
             supernodes[supernode_of[position[old]]].diagonal.push(old);
         }

@@ -2,6 +2,7 @@
 //! dual's Kasteleyn matrix, component by component (docs/math.md §6.2-6.3).
 
 use super::Graph;
+use super::frontal_qr::{FrontalQr, Source};
 use super::kasteleyn::Kasteleyn;
 use super::kuratowski::witness;
 use super::pfaffian::{SkewPairs, Symbolic};
@@ -108,6 +109,67 @@ impl Planar {
                 }
             })
             .collect()
+    }
+
+    /// Every component's multifrontal QR analysis, in the order of [`Planar::dense`].
+    pub fn frontal(&self) -> Vec<FrontalQr> {
+        self.components
+            .iter()
+            .map(|c| {
+                let positions: Vec<(usize, usize)> = c.kasteleyn.intra.iter().map(|&(a, b, _)| (a, b)).collect();
+                FrontalQr::new(c.kasteleyn.pairs(), &positions)
+            })
+            .collect()
+    }
+
+    /// `log Z` by the multifrontal QR of [`Planar::frontal`] in f64: the twin of the GPU's sparse
+    /// path (the pivoted `L D L^T` of [`Planar::log_partition`] is the oracle).
+    pub fn log_partition_frontal(&self, frontal: &[FrontalQr], couplings: &[f64]) -> Result<f64> {
+        Ok(self.run_frontal(frontal, couplings, false)?.log_z)
+    }
+
+    /// `log Z` and every edge marginal by the multifrontal QR and its selected inversion, in f64.
+    pub fn infer_frontal(&self, frontal: &[FrontalQr], couplings: &[f64]) -> Result<Inference> {
+        self.run_frontal(frontal, couplings, true)
+    }
+
+    fn run_frontal(&self, frontal: &[FrontalQr], couplings: &[f64], marginals: bool) -> Result<Inference> {
+        if couplings.len() != self.graph.edges.len() {
+            return Err(Error::shape("couplings", format!("[{}]", self.graph.edges.len()), &[couplings.len()]));
+        }
+        let mut log_z = self.isolated as f64 * LN_2;
+        let mut out = vec![0.0; if marginals { couplings.len() } else { 0 }];
+        for (component, qr) in self.components.iter().zip(frontal) {
+            let k = &component.kasteleyn;
+            let (_, diag, off) = scaled(component, couplings);
+            let matrix = SkewPairs { diag: &diag, off: &off };
+            let log_pf = if marginals {
+                let (log_pf, gradient) = qr.gradient(&matrix);
+                // E[s_u s_v] = d log Z / d J_i: K'_e = +-exp(J_i) on pair i's external entries and
+                // exp(-(J_a + J_b) / 2) on the intra entries beside it.
+                let mut d = vec![0.0; k.pairs()];
+                for (front, g) in qr.fronts.iter().zip(&gradient) {
+                    for (e, &ge) in front.entries.iter().zip(g) {
+                        match e.source {
+                            Source::External { pair, .. } => d[pair] += ge,
+                            Source::Intra { index, .. } => {
+                                let (a, b, _) = off[index];
+                                d[a / 2] -= 0.5 * ge;
+                                d[b / 2] -= 0.5 * ge;
+                            }
+                        }
+                    }
+                }
+                for (i, &e) in component.edges.iter().enumerate() {
+                    out[e] = d[i].clamp(-1.0, 1.0);
+                }
+                log_pf
+            } else {
+                qr.log_abs_pfaffian(&matrix)
+            };
+            log_z += LN_2 + log_pf - k.added_nodes as f64 * LN_2;
+        }
+        Ok(Inference { log_z, marginals: out })
     }
 
     /// Scalars the factorisations hold (the memory that grows as N log N on planar graphs).
