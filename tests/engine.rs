@@ -266,6 +266,8 @@ fn every_operation_has_four_entry_points() {
         let ids: Vec<(i64, i64)> = [(0, 1), (1, 2), (2, 0), (2, 3), (3, 4), (4, 1)].into();
         let graph = ortho_ref::ising::Graph::new(Some(6), &ids).unwrap();
         four_entry_points(&e, &IsingBatch::new(&graph, true).unwrap(), &[&gaussian(&[3, 6], 1.0, 17)], 1e-5);
+        let frontal = IsingBatch::with_factorisation(&graph, true, Factorisation::Frontal).unwrap();
+        four_entry_points(&e, &frontal, &[&gaussian(&[3, 6], 1.0, 21)], 1e-5);
         let a = ortho_ref::express::random_pattern(20, 2, 18);
         let pattern = std::sync::Arc::new(ortho::express::Pattern::from_dense(&a).unwrap());
         let (wq, wk) = ortho::express::weights(4, 19).unwrap();

@@ -418,6 +418,20 @@ mod gpu {
         }
     }
 
+    /// A coupling past f32's `exp` makes the frontal path's outputs non-finite: a clear error.
+    #[test]
+    fn frontal_overflow_is_a_clear_error() {
+        let g = graph(64, &generate::grid(8, 8));
+        let mut j = vec![0.5f32; g.edges.len()];
+        j[7] = 200.0;
+        let op = IsingBatch::with_factorisation(&g, true, Factorisation::Frontal).unwrap();
+        for engine in common::gpu_engines() {
+            let couplings = ortho::Tensor::new(&[g.edges.len()], j.clone()).unwrap();
+            let message = engine.ising(&op, &couplings).unwrap_err().to_string();
+            assert!(message.contains("not finite") && message.contains("overflowed"), "{message}");
+        }
+    }
+
     #[test]
     fn one_set_log_z_only_and_limits() {
         // A path, a triangle and two isolated vertices; couplings [E], log Z only.

@@ -80,7 +80,7 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     // Without --backend (or with cpu) the sparse f64 solver answers; a GPU backend batches the sets
-    // through dense f32 factorisations.
+    // through f32 factorisations (dense LU for small components, the multifrontal QR above).
     let engine = match a.backend.backend {
         None | Some(BackendChoice::Cpu) => None,
         Some(_) => Some(crate::engine(&a.backend)?).filter(|e| e.fallback_reason().is_none()),
@@ -145,7 +145,7 @@ fn on_cpu(glued: &Glued, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> R
     Ok((log_z, out))
 }
 
-/// The same through the engine's batched dense path, every set in one call.
+/// The same through the engine's batched path, every set in one call.
 fn on_gpu(engine: &Engine, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
     let op = IsingBatch::new(graph, marginals)
         .map_err(|e| format!("{e}. The GPU path takes planar graphs; without --backend the CPU solver also takes graphs glued from planar and small parts"))?;

@@ -352,10 +352,10 @@ fn express_cases() -> Vec<Case> {
     cases
 }
 
-/// Zero-field Ising `log Z` and marginals of a batch of coupling sets (the GPU's dense f32 path, the
-/// CPU's sparse solver) against the f64 solver.
+/// Zero-field Ising `log Z` and marginals of a batch of coupling sets (the GPU's dense and frontal f32
+/// paths, the CPU's sparse solver) against the f64 solver.
 fn ising_cases() -> Vec<Case> {
-    use ortho::ops::IsingBatch;
+    use ortho::ops::{Factorisation, IsingBatch};
     use ortho_ref::ising::{Graph, Planar, generate};
     let mut cases = Vec::new();
     for (i, (name, n, edges)) in
@@ -369,30 +369,32 @@ fn ising_cases() -> Vec<Case> {
         let j = ortho_ref::ising::generate::couplings(batch * graph.edges.len(), 1e-3, 2.0, 1600 + i as u64);
         let couplings = Tensor::new(&[batch, graph.edges.len()], j.iter().map(|&x| x as f32).collect())
             .expect("couplings of the graph's edges");
-        for marginals in [false, true] {
-            let (graph, couplings) = (graph.clone(), couplings.clone());
-            cases.push(Case {
-                kernel: if marginals { "ising marginals".into() } else { "ising log Z".into() },
-                shape: format!("{name} N{n} E{} batch{batch}", graph.edges.len()),
-                bound: 1e-5,
-                run: Box::new(move |e| {
-                    let op = IsingBatch::new(&graph, true)?;
-                    let (log_z, m) = e.ising(&op, &couplings)?;
-                    let planar = Planar::new(&graph)?;
-                    let (mut want_z, mut want_m) = (Vec::new(), Vec::new());
-                    for row in couplings.to_f64().data().chunks(graph.edges.len()) {
-                        let result = planar.infer(row)?;
-                        want_z.push(result.log_z);
-                        want_m.extend(result.marginals);
-                    }
-                    Ok(if marginals {
-                        (m.expect("asked for"), ortho_ref::Tensor::new(couplings.shape(), want_m)?)
-                    } else {
-                        (log_z, ortho_ref::Tensor::new(&[batch], want_z)?)
-                    })
-                }),
-                variant: None,
-            });
+        for (path, factorisation) in [("dense", Factorisation::Dense), ("frontal", Factorisation::Frontal)] {
+            for marginals in [false, true] {
+                let (graph, couplings) = (graph.clone(), couplings.clone());
+                cases.push(Case {
+                    kernel: format!("ising {path} {}", if marginals { "marginals" } else { "log Z" }),
+                    shape: format!("{name} N{n} E{} batch{batch}", graph.edges.len()),
+                    bound: 1e-5,
+                    run: Box::new(move |e| {
+                        let op = IsingBatch::with_factorisation(&graph, true, factorisation)?;
+                        let (log_z, m) = e.ising(&op, &couplings)?;
+                        let planar = Planar::new(&graph)?;
+                        let (mut want_z, mut want_m) = (Vec::new(), Vec::new());
+                        for row in couplings.to_f64().data().chunks(graph.edges.len()) {
+                            let result = planar.infer(row)?;
+                            want_z.push(result.log_z);
+                            want_m.extend(result.marginals);
+                        }
+                        Ok(if marginals {
+                            (m.expect("asked for"), ortho_ref::Tensor::new(couplings.shape(), want_m)?)
+                        } else {
+                            (log_z, ortho_ref::Tensor::new(&[batch], want_z)?)
+                        })
+                    }),
+                    variant: None,
+                });
+            }
         }
     }
     cases

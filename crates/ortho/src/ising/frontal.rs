@@ -227,8 +227,7 @@ fn build_table(
     }
     let pair_base: Vec<usize> =
         components.iter().scan(0, |n, (_, d)| Some(std::mem::replace(n, *n + d.pair_edges.len()))).collect();
-    let mut terms: Vec<Vec<[u32; 5]>> =
-        vec![Vec::new(); pair_base.last().map_or(0, |b| b + components.last().unwrap().1.pair_edges.len())];
+    let mut terms: Vec<Vec<[u32; 5]>> = vec![Vec::new(); components.iter().map(|(_, d)| d.pair_edges.len()).sum()];
     let (mut fronts, mut entries, mut children, mut maps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (s, &(_, c, f)) in all.iter().enumerate() {
         let (qr, dense) = components[c];
@@ -243,7 +242,7 @@ fn build_table(
         for e in &front.entries {
             // d K_e / d J: K_e itself for the pair's external entries, -K_e / 2 for each pair an intra
             // entry joins; log Z = log |det K| / 2 + constants.
-            let (ja, jb, kind, pairs, coefficient) = match e.source {
+            let (ja, jb, kind, touched, coefficient) = match e.source {
                 Source::External { pair, negate } => {
                     let positive = (dense.sign[pair] > 0.0) != negate;
                     (edge(pair), edge(pair), if positive { 1 } else { 2 }, vec![pair], 0.5f32)
@@ -255,7 +254,7 @@ fn build_table(
             };
             entries.extend([e.row as u32, e.column as u32, ja, jb, kind]);
             let position = (adjoint_offsets[s] + e.column * front.rows + e.row) as u32;
-            for pair in pairs {
+            for pair in touched {
                 terms[pair_base[c] + pair].push([position, ja, jb, kind, coefficient.to_bits()]);
             }
         }
