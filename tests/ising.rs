@@ -304,6 +304,12 @@ fn bad_graphs_and_couplings_are_clear_errors() {
 
 mod gpu {
     use super::*;
+
+    /// `batch` sets of couplings of both signs, `|J|` in 1e-3 ... `high`, as f32.
+    fn coupling_sets(g: &Graph, batch: usize, high: f64, seed: u64) -> ortho::Tensor<f32> {
+        let j = generate::couplings(batch * g.edges.len(), 1e-3, high, seed);
+        ortho::Tensor::new(&[batch, g.edges.len()], j.iter().map(|&x| x as f32).collect()).unwrap()
+    }
     use ortho::ops::{Factorisation, IsingBatch};
 
     /// The dense GPU path against the sparse f64 solver: many coupling sets on one graph, f32 on the
@@ -318,11 +324,7 @@ mod gpu {
                 let g = graph(*n, edges);
                 let batch = 1 + k % 4;
                 let high = if k % 2 == 0 { 2.0 } else { 5.0 };
-                let j: Vec<f32> = generate::couplings(batch * g.edges.len(), 1e-3, high, 90 + k as u64)
-                    .iter()
-                    .map(|&x| x as f32)
-                    .collect();
-                let couplings = ortho::Tensor::new(&[batch, g.edges.len()], j).unwrap();
+                let couplings = coupling_sets(&g, batch, high, 90 + k as u64);
                 let op = IsingBatch::with_factorisation(&g, true, Factorisation::Dense).unwrap();
                 let (log_z, marginals) = engine.ising(&op, &couplings).unwrap();
                 let marginals = marginals.unwrap();
@@ -368,11 +370,7 @@ mod gpu {
                 let g = graph(*n, edges);
                 let batch = 1 + k % 4;
                 let high = if k % 2 == 0 { 2.0 } else { 5.0 };
-                let j: Vec<f32> = generate::couplings(batch * g.edges.len(), 1e-3, high, 190 + k as u64)
-                    .iter()
-                    .map(|&x| x as f32)
-                    .collect();
-                let couplings = ortho::Tensor::new(&[batch, g.edges.len()], j).unwrap();
+                let couplings = coupling_sets(&g, batch, high, 190 + k as u64);
                 let with_marginals = k % 2 == 0 || k + 1 == cases.len();
                 let op = IsingBatch::with_factorisation(&g, with_marginals, Factorisation::Frontal).unwrap();
                 let (log_z, marginals) = engine.ising(&op, &couplings).unwrap();

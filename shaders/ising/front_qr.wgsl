@@ -35,18 +35,20 @@ fn measure(col: u32, top: u32, m: u32) {
 }
 
 // The front from K's entries (its rows of K) and its children's blocks; zero elsewhere.
-fn assemble(base: u32, at: u32, problem: u32, lid: u32) {
-    let m = table[at + 1u];
-    for (var i = lid; i < m * table[at + 2u]; i += FRONT_GROUP) { arena[base + i] = 0.0; }
+fn assemble(front: Front, lid: u32) {
+    let at = front.at;
+    let base = front.base;
+    let m = front.rows;
+    for (var i = lid; i < m * front.columns; i += FRONT_GROUP) { arena[base + i] = 0.0; }
     storageBarrier();
     for (var e = table[at + 4u] + lid; e < table[at + 4u] + table[at + 5u]; e += FRONT_GROUP) {
         let r = p.entries_at + ENTRY_WORDS * e;
-        let value = kasteleyn_entry(problem, table[r + 2u], table[r + 3u], table[r + 4u]);
+        let value = kasteleyn_entry(front.problem, table[r + 2u], table[r + 3u], table[r + 4u]);
         arena[base + table[r + 1u] * m + table[r]] = value;
     }
     for (var c = table[at + 6u]; c < table[at + 6u] + table[at + 7u]; c++) {
         let r = p.children_at + CHILD_WORDS * c;
-        let child = problem * p.arena + table[r];
+        let child = front.problem * p.arena + table[r];
         let child_rows = table[r + 1u];
         let child_pivots = table[r + 2u];
         let rows = table[r + 3u];
@@ -64,16 +66,13 @@ fn assemble(base: u32, at: u32, problem: u32, lid: u32) {
 
 @compute @workgroup_size(64)
 fn front_qr(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let front = p.level_first + wg.x;
-    let problem = wg.y;
-    let at = FRONT_WORDS * front;
-    let base = problem * p.arena + table[at];
-    let m = table[at + 1u];
-    let n = table[at + 2u];
-    let pivots = table[at + 3u];
-    let steps = min(pivots, p.step_last);
+    let front = front_of(wg);
+    let base = front.base;
+    let m = front.rows;
+    let n = front.columns;
+    let steps = min(front.pivots, p.step_last);
     if (p.step_first >= steps) { return; }
-    if (p.step_first == 0u) { assemble(base, at, problem, lid); }
+    if (p.step_first == 0u) { assemble(front, lid); }
     if (lid == 0u) { measure(base + p.step_first * m, p.step_first, m); }
     workgroupBarrier();
     var log_det = 0.0;
@@ -87,8 +86,7 @@ fn front_qr(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         let v0 = head - alpha;
         log_det += log(abs(alpha));
         let col_j = base + j * m;
-        let first = j + 1u + (lid + FRONT_GROUP - (j + 1u) % FRONT_GROUP) % FRONT_GROUP;
-        for (var k = first; k < n; k += FRONT_GROUP) {
+        for (var k = first_owned(j, lid); k < n; k += FRONT_GROUP) {
             let col_k = base + k * m;
             if (sigma > 0.0) {
                 var w = v0 * arena[col_k + j];
@@ -106,6 +104,6 @@ fn front_qr(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
         storageBarrier();
         workgroupBarrier();
     }
-    let slot = problem * p.fronts + front;
+    let slot = front.problem * p.fronts + p.level_first + wg.x;
     if (lid == 0u) { slots[slot] = select(slots[slot], 0.0, p.step_first == 0u) + log_det; }
 }

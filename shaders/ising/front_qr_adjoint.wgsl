@@ -14,17 +14,17 @@
 // step_last - 1 down to step_first, cut like `front_qr`'s.
 
 // bar from its seeds: 1 / R_jj on the diagonal, the parent's adjoint on the block it assembled.
-fn seed(bar: u32, base: u32, at: u32, problem: u32, lid: u32) {
-    let m = table[at + 1u];
-    let pivots = table[at + 3u];
-    for (var i = lid; i < m * table[at + 2u]; i += FRONT_GROUP) { adjoint[bar + i] = 0.0; }
+fn seed(bar: u32, front: Front, lid: u32) {
+    let m = front.rows;
+    let pivots = front.pivots;
+    for (var i = lid; i < m * front.columns; i += FRONT_GROUP) { adjoint[bar + i] = 0.0; }
     storageBarrier();
-    for (var j = lid; j < pivots; j += FRONT_GROUP) { adjoint[bar + j * m + j] = 1.0 / arena[base + j * m + j]; }
-    let record = table[at + 9u];
+    for (var j = lid; j < pivots; j += FRONT_GROUP) { adjoint[bar + j * m + j] = 1.0 / arena[front.base + j * m + j]; }
+    let record = table[front.at + 9u];
     if (record != ROOT_FRONT) {
         let r = p.children_at + CHILD_WORDS * record;
         let parent_at = FRONT_WORDS * table[r + 7u];
-        let parent_bar = problem * p.adjoint + table[parent_at + 8u];
+        let parent_bar = front.problem * p.adjoint + table[parent_at + 8u];
         let parent_rows = table[parent_at + 1u];
         let rows = table[r + 3u];
         let first_row = table[r + 5u];
@@ -40,20 +40,18 @@ fn seed(bar: u32, base: u32, at: u32, problem: u32, lid: u32) {
 
 @compute @workgroup_size(64)
 fn front_qr_adjoint(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let front = p.level_first + wg.x;
-    let problem = wg.y;
-    let at = FRONT_WORDS * front;
-    let base = problem * p.arena + table[at];
-    let m = table[at + 1u];
-    let n = table[at + 2u];
-    let pivots = table[at + 3u];
-    let bar = problem * p.adjoint + table[at + 8u];
+    let front = front_of(wg);
+    let base = front.base;
+    let m = front.rows;
+    let n = front.columns;
+    let pivots = front.pivots;
+    let bar = front.problem * p.adjoint + table[front.at + 8u];
     let c_at = bar + m * n;
     let d_at = c_at + n;
     let vbar_at = d_at + n;
     let top = min(pivots, p.step_last);
     if (p.step_first >= top) { return; }
-    if (top == pivots) { seed(bar, base, at, problem, lid); }
+    if (top == pivots) { seed(bar, front, lid); }
     for (var t = top; t > p.step_first; t--) {
         let j = t - 1u;
         let col_j = base + j * m;
@@ -62,7 +60,7 @@ fn front_qr_adjoint(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         let sigma = abs(alpha);
         let h = sigma * (sigma + abs(head));
         let v0 = head - alpha;
-        let first = j + 1u + (lid + FRONT_GROUP - (j + 1u) % FRONT_GROUP) % FRONT_GROUP;
+        let first = first_owned(j, lid);
         for (var k = first; k < n; k += FRONT_GROUP) {
             let col_k = base + k * m;
             let bar_k = bar + k * m;

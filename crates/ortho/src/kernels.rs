@@ -202,6 +202,7 @@ pub const LIBRARIES: &[&str] = &[
     "common/lu_steps",
     "common/lu_solve_steps",
     "ising/entry",
+    "ising/front",
 ];
 /// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
 const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
@@ -215,6 +216,8 @@ const LU_STEPS: &str = include_str!("../../../shaders/common/lu_steps.wgsl");
 const LU_SOLVE_STEPS: &str = include_str!("../../../shaders/common/lu_solve_steps.wgsl");
 /// `kasteleyn_entry`: an entry of the scaled Kasteleyn matrix from the couplings.
 const ISING_ENTRY: &str = include_str!("../../../shaders/ising/entry.wgsl");
+/// `front_of`, `first_owned`: a front kernel's workgroup and its columns.
+const ISING_FRONT: &str = include_str!("../../../shaders/ising/front.wgsl");
 /// `gemm_rows_body`: the product without workgroup memory, given an `a_rows`.
 const GEMM_ROWS_BODY: &str = include_str!("../../../shaders/common/gemm_rows_body.wgsl");
 /// `exp_plan` and `exp_polynomial`: the exponential's scaling and Taylor stage, given a `product` and a
@@ -317,9 +320,9 @@ shaders! {
     LU_PRIVATE: "common/lu_private" + LU_STEPS, Lu, ["a: read", "factors: read_write", "pivots: read_write", "det: read_write"];
     LU_SOLVE_PRIVATE: "common/lu_solve_private" + LU_SOLVE_STEPS, Lu, ["factors: read", "pivots: read", "b: read", "x: read_write"];
     KASTELEYN: "ising/kasteleyn" + ISING_ENTRY, IsingDense, ["couplings: read", "entries: read u32", "k: read_write"];
-    FRONT_QR: "ising/front_qr" + ISING_ENTRY, IsingFronts,
+    FRONT_QR: "ising/front_qr" + ISING_ENTRY + ISING_FRONT, IsingFronts,
         ["couplings: read", "table: read u32", "arena: read_write", "slots: read_write"];
-    FRONT_QR_ADJOINT: "ising/front_qr_adjoint", IsingFronts, ["table: read u32", "arena: read_write", "adjoint: read_write"];
+    FRONT_QR_ADJOINT: "ising/front_qr_adjoint" + ISING_FRONT, IsingFronts, ["table: read u32", "arena: read_write", "adjoint: read_write"];
     FRONT_MARGINALS: "ising/front_marginals" + ISING_ENTRY, IsingFronts,
         ["couplings: read", "table: read u32", "adjoint: read", "marginals: read_write"];
     READOUT: "ising/readout", IsingDense,
