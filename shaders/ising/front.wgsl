@@ -1,5 +1,9 @@
 // What `front_qr` and `front_qr_adjoint` share: a workgroup's front (its record in `table`, laid
-// out as `front_qr.wgsl` says, and its place in the set's arena) and the column ownership.
+// out as `front_qr.wgsl` says, and its place in the set's arena) and the column ownership. The
+// workgroup is FRONT_GROUP invocations: 64 on GPUs, 8 (one SIMD vector) on CPU adapters, where the
+// idle invocations of a wide workgroup on a small front still pay for every barrier.
+
+override FRONT_GROUP: u32 = 64u;
 
 struct Front { at: u32, problem: u32, base: u32, rows: u32, columns: u32, pivots: u32 }
 

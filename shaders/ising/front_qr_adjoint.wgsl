@@ -38,7 +38,7 @@ fn seed(bar: u32, front: Front, lid: u32) {
     storageBarrier();
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(FRONT_GROUP)
 fn front_qr_adjoint(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let front = front_of(wg);
     let base = front.base;

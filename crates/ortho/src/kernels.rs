@@ -93,7 +93,6 @@ pub fn shared_constants() -> String {
         u("FRONT_WORDS", crate::ising::frontal::FRONT_WORDS),
         u("CHILD_WORDS", crate::ising::frontal::CHILD_WORDS),
         u("ENTRY_WORDS", crate::ising::frontal::ENTRY_WORDS),
-        u("FRONT_GROUP", crate::ising::frontal::FRONT_GROUP),
         u("ROOT_FRONT", crate::ising::frontal::ROOT_FRONT as usize),
         format!("const LN_2: f32 = {:?};\n", std::f32::consts::LN_2),
     ]

@@ -104,6 +104,12 @@ impl Recording<'_> {
         limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
     }
 
+    /// Whether the adapter is a CPU rasteriser (lavapipe, llvmpipe): a workgroup's invocations run
+    /// eight at a time there, and barriers cost every one of them.
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.gpu.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// Workgroups one dimension of a dispatch may have (65,535 on most devices).
     pub fn max_groups(&self) -> usize {
         self.gpu.device.limits().max_compute_workgroups_per_dimension as usize

@@ -19,19 +19,21 @@ pub(crate) const CHILD_WORDS: usize = 8;
 pub(crate) const ENTRY_WORDS: usize = 5;
 /// The child record of a front without a parent.
 pub(crate) const ROOT_FRONT: u32 = u32::MAX;
-/// Invocations of the front kernels per front.
-pub(crate) const FRONT_GROUP: usize = 64;
+/// Invocations of the front kernels per front (`FRONT_GROUP` in `shaders/ising/front.wgsl`): 8 on
+/// CPU adapters, 64 elsewhere.
+const FRONT_GROUPS: [usize; 2] = [8, 64];
 /// Loop iterations one invocation may run in a dispatch (llvmpipe ends an invocation's loops after
 /// 65,535 in all).
 const ITERATIONS_PER_PASS: usize = 32_768;
 
 /// The fronts of one level and the reflection steps `(first, last)` of each of its dispatches, for
-/// the factorisation and (root first, last steps first) for its adjoint.
+/// the factorisation and (root first, last steps first) for its adjoint, for each of
+/// [`FRONT_GROUPS`].
 struct Level {
     first: usize,
     fronts: usize,
-    passes: Vec<(usize, usize)>,
-    adjoint_passes: Vec<(usize, usize)>,
+    passes: [Vec<(usize, usize)>; 2],
+    adjoint_passes: [Vec<(usize, usize)>; 2],
 }
 
 /// The fronts of every component, sorted by level, as the shaders' table.
@@ -77,14 +79,19 @@ impl FrontalPlan {
         let mut levels: Vec<Level> = Vec::new();
         for (s, &(level, _, _)) in all.iter().enumerate() {
             if levels.len() <= level {
-                levels.push(Level { first: s, fronts: 0, passes: Vec::new(), adjoint_passes: Vec::new() });
+                levels.push(Level {
+                    first: s,
+                    fronts: 0,
+                    passes: Default::default(),
+                    adjoint_passes: Default::default(),
+                });
             }
             levels[level].fronts += 1;
         }
         for level in &mut levels {
             let fronts: Vec<&QrFront> = (level.first..level.first + level.fronts).map(front).collect();
-            level.passes = passes(&fronts);
-            level.adjoint_passes = adjoint_passes(&fronts);
+            level.passes = FRONT_GROUPS.map(|group| passes(&fronts, group));
+            level.adjoint_passes = FRONT_GROUPS.map(|group| adjoint_passes(&fronts, group));
         }
         let end = |offsets: &[usize], size: &dyn Fn(&QrFront) -> usize| {
             (0..all.len()).map(|s| offsets[s] + size(front(s))).max().unwrap_or(0)
@@ -148,8 +155,10 @@ impl FrontalPlan {
                 ..Default::default()
             };
             let bufs = [couplings, table.buffer(), arena.buffer(), slots.buffer()];
+            let group = usize::from(!gpu.is_cpu_adapter());
             for level in &self.levels {
-                self.record_level(gpu, pass, &kernels::FRONT_QR, params, level, &level.passes, count, &bufs)?;
+                let passes = (FRONT_GROUPS[group], &level.passes[group][..]);
+                self.record_level(gpu, pass, &kernels::FRONT_QR, params, level, passes, count, &bufs)?;
             }
             let sum = Gemm { alpha: 0.5, beta: 1.0, ones_col: Some(0), ..Gemm::new(1, count, 1, self.fronts) };
             let a = Operand::rows(slots.buffer(), count, self.fronts);
@@ -159,7 +168,8 @@ impl FrontalPlan {
                 let bufs = [table.buffer(), arena.buffer(), adjoint.buffer()];
                 for level in self.levels.iter().rev() {
                     let shader = &kernels::FRONT_QR_ADJOINT;
-                    self.record_level(gpu, pass, shader, params, level, &level.adjoint_passes, count, &bufs)?;
+                    let passes = (FRONT_GROUPS[group], &level.adjoint_passes[group][..]);
+                    self.record_level(gpu, pass, shader, params, level, passes, count, &bufs)?;
                 }
                 let bufs = [couplings, table.buffer(), adjoint.buffer(), marginals];
                 let grid = gpu.grid((count * self.pairs) as u64, 256)?;
@@ -169,8 +179,8 @@ impl FrontalPlan {
         Ok(())
     }
 
-    /// One level's dispatches of `shader`, a pass of steps at a time, its fronts split by the
-    /// device's workgroups per dimension.
+    /// One level's dispatches of `shader` in workgroups of `group`, a pass of steps at a time, its
+    /// fronts split by the device's workgroups per dimension.
     #[allow(clippy::too_many_arguments)]
     fn record_level(
         &self,
@@ -179,7 +189,7 @@ impl FrontalPlan {
         shader: &kernels::Shader<kernels::IsingFronts>,
         params: kernels::IsingFronts,
         level: &Level,
-        passes: &[(usize, usize)],
+        (group, passes): (usize, &[(usize, usize)]),
         count: usize,
         bufs: &[&wgpu::Buffer],
     ) -> Result<()> {
@@ -192,7 +202,7 @@ impl FrontalPlan {
                     ..params
                 };
                 let groups = [(level.fronts - part).min(gpu.max_groups()) as u32, count as u32, 1];
-                gpu.dispatch(pass, shader, &params, bufs, groups)?;
+                gpu.dispatch_with(pass, shader, &[("FRONT_GROUP", group as f64)], &params, bufs, groups)?;
             }
         }
         Ok(())
@@ -345,13 +355,11 @@ fn cut(
     out
 }
 
-fn share(count: usize) -> usize {
-    count.div_ceil(FRONT_GROUP)
-}
-
-/// `front_qr`'s passes: a front's first step also assembles it; every pass measures its first
-/// column; step `j` costs the owner of the most columns its dot products and updates.
-fn passes(fronts: &[&QrFront]) -> Vec<(usize, usize)> {
+/// `front_qr`'s passes in workgroups of `group`: a front's first step also assembles it; every pass
+/// measures its first column; step `j` costs the owner of the most columns its dot products and
+/// updates.
+fn passes(fronts: &[&QrFront], group: usize) -> Vec<(usize, usize)> {
+    let share = |count: usize| count.div_ceil(group);
     let steps = fronts.iter().map(|f| f.pivots).max().unwrap_or(0);
     let start = |f: &QrFront| {
         let children: usize = f.children.iter().map(|c| 1 + share(c.columns.len() * f.rows)).sum();
@@ -362,10 +370,11 @@ fn passes(fronts: &[&QrFront]) -> Vec<(usize, usize)> {
     cuts.iter().map(|c| (c[0], c[c.len() - 1] + 1)).collect()
 }
 
-/// `front_qr_adjoint`'s passes, last steps first: a front's last step also seeds its adjoint; step
-/// `j` costs two dot products and two updates per owned column and a sum over the later columns
-/// per owned row.
-fn adjoint_passes(fronts: &[&QrFront]) -> Vec<(usize, usize)> {
+/// `front_qr_adjoint`'s passes in workgroups of `group`, last steps first: a front's last step also
+/// seeds its adjoint; step `j` costs two dot products and two updates per owned column and a sum
+/// over the later columns per owned row.
+fn adjoint_passes(fronts: &[&QrFront], group: usize) -> Vec<(usize, usize)> {
+    let share = |count: usize| count.div_ceil(group);
     let steps = fronts.iter().map(|f| f.pivots).max().unwrap_or(0);
     let start = |f: &QrFront| share(f.rows * f.columns) + share(f.pivots) + share(f.rows * f.columns) + 2;
     let step = |f: &QrFront, j: usize| {
