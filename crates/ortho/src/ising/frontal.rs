@@ -292,8 +292,16 @@ fn build_table(
     for record in children.chunks_mut(CHILD_WORDS) {
         record[6] += maps_at as u32;
     }
-    let mut pairs = Vec::new();
-    let mut flat = Vec::new();
+    let (pairs, flat) = pair_records(components, &terms);
+    let pairs_at = maps_at + maps.len();
+    let terms_at = pairs_at + pairs.len();
+    let sections = Sections { entries_at, children_at, pairs_at, terms_at, pairs: pairs.len() / 3 };
+    ([fronts, entries, children, maps, pairs, flat].concat(), sections)
+}
+
+/// Per pair with a graph edge its record (edge, first term, terms), and the terms laid end to end.
+fn pair_records(components: &[(&FrontalQr, &DenseKasteleyn)], terms: &[Vec<[u32; 5]>]) -> (Vec<u32>, Vec<u32>) {
+    let (mut pairs, mut flat) = (Vec::new(), Vec::new());
     let edges = components.iter().flat_map(|(_, d)| d.pair_edges.iter());
     for (list, e) in terms.iter().zip(edges) {
         if let Some(e) = e {
@@ -301,10 +309,7 @@ fn build_table(
             flat.extend(list.iter().flatten());
         }
     }
-    let pairs_at = maps_at + maps.len();
-    let terms_at = pairs_at + pairs.len();
-    let sections = Sections { entries_at, children_at, pairs_at, terms_at, pairs: pairs.len() / 3 };
-    ([fronts, entries, children, maps, pairs, flat].concat(), sections)
+    (pairs, flat)
 }
 
 /// Offsets of consecutive blocks of `size(s)` words.
