@@ -8,24 +8,38 @@
 //!                                                 for one adapter)
 //!     cargo bench --bench ising -- paths         (both factorisations on small grids: where
 //!                                                 `Factorisation::Auto` switches)
+//!     cargo bench --bench ising -- glued PARTS   (a graph glued from PARTS parts: K5s, Wagner
+//!                                                 graphs and 8 x 8 triangulated grids)
 
 #[path = "common/mod.rs"]
 mod common;
 use common::*;
 use ortho::ops::{DENSE_AUTO_MAX, Factorisation, IsingBatch};
 use ortho::{MeasureOptions, Tensor};
-use ortho_ref::ising::{Graph, Planar, generate};
+use ortho_ref::ising::{Glued, Graph, Inference, Planar, generate};
 use std::time::Instant;
+
+const BATCH: usize = 1024;
+
+fn graph(edges: &[(usize, usize)]) -> Graph {
+    let ids: Vec<(i64, i64)> = edges.iter().map(|&(u, v)| (u as i64, v as i64)).collect();
+    Graph::new(None, &ids).expect("a valid graph")
+}
 
 /// 1024 sets of `|J|` in 1e-3 ... 1 on a `w x h` grid, and the first two of them (the warm-up).
 fn coupling_sets(w: usize, h: usize, seed: u64) -> (Graph, Tensor<f32>, Tensor<f32>) {
-    let ids: Vec<(i64, i64)> = generate::grid(w, h).iter().map(|&(u, v)| (u as i64, v as i64)).collect();
-    let graph = Graph::new(None, &ids).expect("a grid");
+    let graph = graph(&generate::grid(w, h));
+    let (couplings, warm) = sets_of(&graph, seed);
+    (graph, couplings, warm)
+}
+
+/// 1024 sets of `|J|` in 1e-3 ... 1 for the graph's edges, and the first two of them.
+fn sets_of(graph: &Graph, seed: u64) -> (Tensor<f32>, Tensor<f32>) {
     let e = graph.edges.len();
     let j = generate::couplings(1024 * e, 1e-3, 1.0, seed);
     let couplings = Tensor::new(&[1024, e], j.iter().map(|&x| x as f32).collect()).expect("couplings");
     let warm = Tensor::new(&[2, e], couplings.data()[..2 * e].to_vec()).expect("two sets");
-    (graph, couplings, warm)
+    (couplings, warm)
 }
 
 /// One timed run after a warm-up: GPU seconds and the pool's peak bytes.
@@ -54,20 +68,79 @@ fn paths() {
     }
 }
 
+/// A graph glued from `parts` parts (K5s, Wagner graphs and 8 x 8 grids with a diagonal per square)
+/// along shared cliques of up to three vertices.
+fn glued_graph(parts: usize) -> Graph {
+    let square = generate::grid(8, 8);
+    let mut triangulated = square.clone();
+    triangulated.extend((0..7).flat_map(|r| (0..7).map(move |c| (r * 8 + c, (r + 1) * 8 + c + 1))));
+    let part = |p: usize| match p % 4 {
+        0 => (5, generate::complete(5)),
+        1 => (8, generate::wagner()),
+        _ => (64, triangulated.clone()),
+    };
+    let (_, edges) = generate::glued(parts, 3, 7, part);
+    graph(&edges)
+}
+
+/// The table's header.
+fn header() {
+    println!(
+        "| graph | path | adapter | GPU batch | per set | CPU one by one | CPU / GPU | peak pool MiB | worst error |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+}
+
+/// `log Z` and every marginal of the 1024 sets on every adapter against `solve` (f64, one set at a
+/// time), one table row per adapter.
+fn compare(name: &str, path: &str, graph: &Graph, seed: u64, solve: impl Fn(&[f64]) -> Inference) {
+    let (couplings, warm) = sets_of(graph, seed);
+    let e = graph.edges.len();
+    let start = Instant::now();
+    let want: Vec<Inference> = couplings.to_f64().data().chunks(e).map(&solve).collect();
+    let cpu = start.elapsed().as_secs_f64();
+    let op = IsingBatch::new(graph, true).expect("a graph of the family");
+    for engine in engines() {
+        let (gpu, peak) = gpu_time(&engine, &op, &warm, &couplings);
+        let (log_z, marginals) = engine.ising(&op, &couplings).expect("batched inference");
+        let marginals = marginals.expect("asked for");
+        let mut error = 0.0f64;
+        for (b, w) in want.iter().enumerate() {
+            error = error.max((log_z.data()[b] as f64 - w.log_z).abs() / w.log_z.abs());
+            for (&g, &x) in marginals.data()[b * e..(b + 1) * e].iter().zip(&w.marginals) {
+                error = error.max((g as f64 - x).abs());
+            }
+        }
+        println!(
+            "| {name} | {path} | {} | {:.3} s | {:.2} ms | {cpu:.3} s | {:.2}x | {:.0} | {error:.1e} |",
+            engine.describe(),
+            gpu,
+            1e3 * gpu / BATCH as f64,
+            cpu / gpu,
+            peak as f64 / (1u64 << 20) as f64
+        );
+        assert!(error < 1e-5, "{}: error {error:e} against the f64 solver", engine.describe());
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "paths") {
         return paths();
     }
-    let batch = 1024;
-    let sides: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sides = if sides.is_empty() { vec![4, 8, 16, 32] } else { sides };
-    println!(
-        "| grid | Kasteleyn order | path | adapter | GPU batch | per set | CPU one by one | CPU / GPU | peak pool MiB | worst error |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let numbers: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    header();
+    if std::env::args().any(|a| a == "glued") {
+        let parts = numbers.first().copied().unwrap_or(16);
+        let graph = glued_graph(parts);
+        let glued = Glued::new(&graph).expect("a glued graph");
+        let small = glued.pieces().iter().filter(|p| p.small).count();
+        let name = format!("glued, {parts} parts: N = {}, E = {}", graph.nodes, graph.edges.len());
+        let path = format!("{} pieces ({small} enumerated)", glued.pieces().len());
+        return compare(&name, &path, &graph, 3, |row| glued.infer(row).expect("finite"));
+    }
+    let sides = if numbers.is_empty() { vec![4, 8, 16, 32] } else { numbers };
     for side in sides {
-        let (graph, couplings, warm) = coupling_sets(side, side, side as u64);
-        let e = graph.edges.len();
+        let graph = graph(&generate::grid(side, side));
         let planar = Planar::new(&graph).expect("planar");
         let order: usize = planar.dense().iter().map(|c| 2 * c.pair_edges.len()).sum();
         let path = if order <= DENSE_AUTO_MAX {
@@ -76,30 +149,7 @@ fn main() {
             let frontal = planar.frontal();
             format!("{} fronts, {} levels", frontal[0].fronts.len(), frontal[0].levels())
         };
-        let start = Instant::now();
-        let want: Vec<_> = couplings.to_f64().data().chunks(e).map(|row| planar.infer(row).expect("finite")).collect();
-        let cpu = start.elapsed().as_secs_f64();
-        let op = IsingBatch::new(&graph, true).expect("a planar graph");
-        for engine in engines() {
-            let (gpu, peak) = gpu_time(&engine, &op, &warm, &couplings);
-            let (log_z, marginals) = engine.ising(&op, &couplings).expect("batched inference");
-            let marginals = marginals.expect("asked for");
-            let mut error = 0.0f64;
-            for (b, w) in want.iter().enumerate() {
-                error = error.max((log_z.data()[b] as f64 - w.log_z).abs() / w.log_z.abs());
-                for (&g, &x) in marginals.data()[b * e..(b + 1) * e].iter().zip(&w.marginals) {
-                    error = error.max((g as f64 - x).abs());
-                }
-            }
-            println!(
-                "| {side}x{side} | {order} | {path} | {} | {:.3} s | {:.2} ms | {cpu:.3} s | {:.2}x | {:.0} | {error:.1e} |",
-                engine.describe(),
-                gpu,
-                1e3 * gpu / batch as f64,
-                cpu / gpu,
-                peak as f64 / (1u64 << 20) as f64
-            );
-            assert!(error < 1e-5, "{}: error {error:e} against the f64 solver", engine.describe());
-        }
+        let name = format!("{side}x{side} grid (Kasteleyn order {order})");
+        compare(&name, &path, &graph, side as u64, |row| planar.infer(row).expect("finite"));
     }
 }

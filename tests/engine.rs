@@ -268,6 +268,11 @@ fn every_operation_has_four_entry_points() {
         four_entry_points(&e, &IsingBatch::new(&graph, true).unwrap(), &[&gaussian(&[3, 6], 1.0, 17)], 1e-5);
         let frontal = IsingBatch::with_factorisation(&graph, true, Factorisation::Frontal).unwrap();
         four_entry_points(&e, &frontal, &[&gaussian(&[3, 6], 1.0, 21)], 1e-5);
+        // K5 with a triangle shared with a planar wheel: an enumerated and a planar piece.
+        let mut k5_wheel: Vec<(i64, i64)> = (0..5).flat_map(|u| (u + 1..5).map(move |v| (u, v))).collect();
+        k5_wheel.extend([(0, 5), (1, 5), (2, 5), (5, 6), (0, 6)]);
+        let glued = ortho_ref::ising::Graph::new(Some(7), &k5_wheel).unwrap();
+        four_entry_points(&e, &IsingBatch::new(&glued, true).unwrap(), &[&gaussian(&[3, 15], 0.7, 25)], 1e-5);
         let a = ortho_ref::express::random_pattern(20, 2, 18);
         let pattern = std::sync::Arc::new(ortho::express::Pattern::from_dense(&a).unwrap());
         let (wq, wk) = ortho::express::weights(4, 19).unwrap();

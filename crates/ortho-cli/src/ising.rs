@@ -80,7 +80,8 @@ pub fn run(a: &IsingArgs) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     // Without --backend (or with cpu) the sparse f64 solver answers; a GPU backend batches the sets
-    // through f32 factorisations (dense LU for small components, the multifrontal QR above).
+    // through f32 factorisations (dense LU for small components, the multifrontal QR above; glued
+    // graphs piece by piece, small non-planar pieces enumerated).
     let engine = match a.backend.backend {
         None | Some(BackendChoice::Cpu) => None,
         Some(_) => Some(crate::engine(&a.backend)?).filter(|e| e.fallback_reason().is_none()),
@@ -147,8 +148,7 @@ fn on_cpu(glued: &Glued, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> R
 
 /// The same through the engine's batched path, every set in one call.
 fn on_gpu(engine: &Engine, graph: &Graph, sets: &[Vec<f64>], marginals: bool) -> Result<(Vec<f64>, Vec<f64>), String> {
-    let op = IsingBatch::new(graph, marginals)
-        .map_err(|e| format!("{e}. The GPU path takes planar graphs; without --backend the CPU solver also takes graphs glued from planar and small parts"))?;
+    let op = IsingBatch::new(graph, marginals).map_err(|e| e.to_string())?;
     let values: Vec<f32> = sets.iter().flatten().map(|&x| x as f32).collect();
     let couplings = Tensor::new(&[sets.len(), graph.edges.len()], values).map_err(|e| e.to_string())?;
     let (log_z, m) = engine.ising(&op, &couplings).map_err(|e| e.to_string())?;

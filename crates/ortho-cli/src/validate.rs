@@ -353,16 +353,25 @@ fn express_cases() -> Vec<Case> {
 }
 
 /// Zero-field Ising `log Z` and marginals of a batch of coupling sets (the GPU's dense and frontal f32
-/// paths, the CPU's sparse solver) against the f64 solver.
+/// paths, on planar graphs and on the planar pieces of a glued graph; the CPU's sparse solver) against
+/// the f64 solver.
 fn ising_cases() -> Vec<Case> {
     use ortho::ops::{Factorisation, IsingBatch};
-    use ortho_ref::ising::{Graph, Planar, generate};
+    use ortho_ref::ising::{Glued, Graph, generate};
+    // A glued graph: K5s and Wagner graphs on planar parts (enumerated and planar pieces).
+    let part = |p: usize| match p % 3 {
+        0 => (5, generate::complete(5)),
+        1 => (8, generate::wagner()),
+        _ => (10, generate::random_planar(10, 1.0, p as u64)),
+    };
+    let (glued_n, glued_edges) = generate::glued(9, 3, 17, part);
     let mut cases = Vec::new();
-    for (i, (name, n, edges)) in
-        [("grid 6x8", 48, generate::grid(6, 8)), ("random planar", 40, generate::random_planar(40, 0.8, 7))]
-            .into_iter()
-            .enumerate()
-    {
+    let graphs = [
+        ("grid 6x8", 48, generate::grid(6, 8)),
+        ("random planar", 40, generate::random_planar(40, 0.8, 7)),
+        ("glued K5 + Wagner + planar", glued_n, glued_edges),
+    ];
+    for (i, (name, n, edges)) in graphs.into_iter().enumerate() {
         let ids: Vec<(i64, i64)> = edges.iter().map(|&(u, v)| (u as i64, v as i64)).collect();
         let graph = Graph::new(Some(n), &ids).expect("a valid graph");
         let batch = 8;
@@ -377,12 +386,13 @@ fn ising_cases() -> Vec<Case> {
                     shape: format!("{name} N{n} E{} batch{batch}", graph.edges.len()),
                     bound: 1e-5,
                     run: Box::new(move |e| {
-                        let op = IsingBatch::with_factorisation(&graph, true, factorisation)?;
+                        let op = IsingBatch::with_factorisation(&graph, marginals, factorisation)?;
                         let (log_z, m) = e.ising(&op, &couplings)?;
-                        let planar = Planar::new(&graph)?;
+                        // The glued solver is the planar one on a planar graph (one piece).
+                        let oracle = Glued::new(&graph)?;
                         let (mut want_z, mut want_m) = (Vec::new(), Vec::new());
                         for row in couplings.to_f64().data().chunks(graph.edges.len()) {
-                            let result = planar.infer(row)?;
+                            let result = oracle.infer(row)?;
                             want_z.push(result.log_z);
                             want_m.extend(result.marginals);
                         }

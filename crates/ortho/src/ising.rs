@@ -1,11 +1,13 @@
-//! Exact `log Z` and edge marginals of many coupling sets on one planar graph (docs/math.md §6). Dense
-//! path: each component's scaled Kasteleyn matrix is assembled on the GPU (`ising/kasteleyn`),
-//! factored by `common/lu` and, for the marginals, solved against the columns `e_{2i+1}` by
-//! `common/lu_solve`; `ising/readout` turns determinants and solves into `log Z` and `E[s_u s_v]`.
-//! Sparse path (`log Z` only): the multifrontal QR of [`frontal`]. The oracle is
-//! `ortho_ref::ising::Planar` (sparse pivoted `L D L^T`, f64), which also serves single large graphs.
+//! Exact `log Z` and edge marginals of many coupling sets on one planar or glued graph (docs/math.md
+//! §6). Dense path: each component's scaled Kasteleyn matrix is assembled on the GPU
+//! (`ising/kasteleyn`), factored by `common/lu` and, for the marginals, solved against the columns
+//! `e_{2i+1}` by `common/lu_solve`; `ising/readout` turns determinants and solves into `log Z` and
+//! `E[s_u s_v]`. Sparse path: the multifrontal QR of [`frontal`]. Glued graphs: [`glued`], each
+//! piece by one of these or by enumeration. The oracles are `ortho_ref::ising::Planar` (sparse
+//! pivoted `L D L^T`, f64) and `Glued`, which also serve single large graphs.
 
 pub(crate) mod frontal;
+pub(crate) mod glued;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -16,8 +18,10 @@ use crate::pool::Recorded;
 use crate::recording::Recording;
 use crate::tensor::GpuTensor;
 use frontal::FrontalPlan;
+use glued::{GluedPlan, SeparatorStates};
 use ortho_ref::Tensor;
-use ortho_ref::ising::{DenseKasteleyn, Graph, Planar};
+use ortho_ref::ising::{DenseKasteleyn, Glued, Graph, Inference, Planar};
+use std::f64::consts::LN_2;
 use std::sync::Arc;
 
 /// An entry index meaning "no coupling" (an edge the triangulation added).
@@ -41,16 +45,30 @@ pub const DENSE_AUTO_MAX: usize = 128;
 
 /// `log Z` (and the marginals, when asked) of every row of couplings `[batch, E]` (or `[E]`), `E`
 /// the graph's distinct edges ([`Graph::merge_couplings`] adds up duplicates). Outputs `log_z`
-/// (`[batch]` or `[]`) and `marginals` (the couplings' shape). Any planar graph whose fronts fit a
-/// storage binding (one coupling set at a time); single large graphs are for the CPU solver,
-/// `ortho_ref::ising::Planar`.
+/// (`[batch]` or `[]`) and `marginals` (the couplings' shape). Planar graphs, and graphs glued from
+/// planar and small pieces along separators of at most three vertices (K3,3-free, K5-free: dynamic
+/// programming over the pieces, [`glued`]), whose fronts fit a storage binding (one coupling set at a
+/// time); single large graphs are for the CPU solvers, `ortho_ref::ising::{Planar, Glued}`.
 #[derive(Clone)]
 pub struct IsingBatch {
-    planar: Arc<Planar>,
-    dense: Arc<Vec<DenseKasteleyn>>,
-    frontal: Option<Arc<FrontalPlan>>,
-    /// `log 2` per frontal component less `log 2` per vertex its triangulation added.
-    frontal_constant: f64,
+    model: Model,
+    edges: usize,
+    marginals: bool,
+}
+
+#[derive(Clone)]
+enum Model {
+    Planar(Arc<Planar>, Arc<PlanarPlan>),
+    Glued(Arc<Glued>, Arc<GluedPlan>),
+}
+
+/// The GPU factorisations of one planar graph's components.
+pub(crate) struct PlanarPlan {
+    dense: Vec<DenseKasteleyn>,
+    frontal: Option<FrontalPlan>,
+    /// `log 2` per isolated vertex and per frontal component, less `log 2` per vertex the
+    /// triangulations of the frontal components added.
+    constant: f64,
     marginals: bool,
 }
 
@@ -59,8 +77,46 @@ impl IsingBatch {
         Self::with_factorisation(graph, marginals, Factorisation::Auto)
     }
 
+    /// With `factorisation` for every planar component (of the graph, or of each planar piece of a
+    /// glued graph).
     pub fn with_factorisation(graph: &Graph, marginals: bool, factorisation: Factorisation) -> Result<Self> {
-        let planar = Planar::new(graph)?;
+        let model = match Planar::new(graph) {
+            Ok(planar) => {
+                let plan = PlanarPlan::new(&planar, marginals, factorisation)?;
+                Model::Planar(Arc::new(planar), Arc::new(plan))
+            }
+            Err(_) => {
+                // Not planar: the decomposition's error names the piece that is too large when the
+                // graph is outside the glued family.
+                let glued = Glued::new(graph)?;
+                let plan = GluedPlan::new(&glued, marginals, factorisation)?;
+                Model::Glued(Arc::new(glued), Arc::new(plan))
+            }
+        };
+        Ok(IsingBatch { model, edges: graph.edges.len(), marginals })
+    }
+
+    fn edges(&self) -> usize {
+        self.edges
+    }
+
+    fn batch(&self, shape: &[usize]) -> Result<usize> {
+        let e = self.edges();
+        match *shape {
+            [n] if n == e => Ok(1),
+            [b, n] if n == e => Ok(b),
+            _ => Err(ortho_ref::Error::shape(
+                "couplings",
+                format!("[{e}] or [batch, {e}] (one per distinct edge)"),
+                shape,
+            )
+            .into()),
+        }
+    }
+}
+
+impl PlanarPlan {
+    pub fn new(planar: &Planar, marginals: bool, factorisation: Factorisation) -> Result<Self> {
         let frontal_qr = planar.frontal();
         let (mut dense, mut sparse) = (Vec::new(), Vec::new());
         for (component, qr) in planar.dense().into_iter().zip(&frontal_qr) {
@@ -79,30 +135,40 @@ impl IsingBatch {
             }
             if is_dense { dense.push(component) } else { sparse.push((qr, component)) }
         }
-        let frontal_constant = sparse.iter().map(|(_, c)| (1.0 - c.added_nodes as f64) * std::f64::consts::LN_2).sum();
+        let frontal_constant: f64 = sparse.iter().map(|(_, c)| (1.0 - c.added_nodes as f64) * LN_2).sum();
         let frontal = (!sparse.is_empty()).then(|| {
             let parts: Vec<_> = sparse.iter().map(|(qr, c)| (*qr, c)).collect();
-            Arc::new(FrontalPlan::new(&parts, marginals))
+            FrontalPlan::new(&parts, marginals)
         });
-        Ok(IsingBatch { planar: Arc::new(planar), dense: Arc::new(dense), frontal, frontal_constant, marginals })
+        let constant = planar.isolated() as f64 * LN_2 + frontal_constant;
+        Ok(PlanarPlan { dense, frontal, constant, marginals })
     }
 
-    fn edges(&self) -> usize {
-        self.planar.graph().edges.len()
-    }
-
-    fn batch(&self, shape: &[usize]) -> Result<usize> {
-        let e = self.edges();
-        match *shape {
-            [n] if n == e => Ok(1),
-            [b, n] if n == e => Ok(b),
-            _ => Err(ortho_ref::Error::shape(
-                "couplings",
-                format!("[{e}] or [batch, {e}] (one per distinct edge)"),
-                shape,
-            )
-            .into()),
+    /// Records `log_z[i]` (and, with marginals, `marginals[i]`) of the graph for the `rows` coupling
+    /// sets of `couplings` (`[rows, edges]`); with `states` (a glued piece's rows, one per separator
+    /// state of each set), `log_z` holds their Hadamard combinations instead.
+    pub fn record(
+        &self,
+        gpu: &Recording,
+        pass: &mut wgpu::ComputePass<'_>,
+        (edges, rows): (usize, usize),
+        couplings: &wgpu::Buffer,
+        (log_z, marginals): (&wgpu::Buffer, Option<&wgpu::Buffer>),
+        states: Option<&SeparatorStates>,
+    ) -> Result<()> {
+        let marginals = marginals.filter(|_| self.marginals);
+        let fill = kernels::Fill { count: rows as u32, value: self.constant as f32, ..Default::default() };
+        gpu.dispatch(pass, &kernels::FILL, &fill, &[log_z], gpu.grid(rows as u64, 256)?)?;
+        for component in &self.dense {
+            record_component(gpu, pass, component, edges, rows, (couplings, log_z, marginals))?;
         }
+        if let Some(states) = states {
+            states.record(gpu, pass, log_z, rows / states.states(), 1)?;
+        }
+        if let Some(frontal) = &self.frontal {
+            frontal.record(gpu, pass, (edges, rows), couplings, (log_z, marginals), states)?;
+        }
+        Ok(())
     }
 }
 
@@ -134,12 +200,11 @@ impl Operation for IsingBatch {
         let shapes = self.output_shapes(&[i[0].shape()])?;
         let (mut log_z, mut marginals) = (Vec::new(), Vec::new());
         for set in i[0].data().chunks(self.edges().max(1)).take(self.batch(i[0].shape())?) {
-            let result = if self.marginals {
-                self.planar.infer(set)?
-            } else {
-                self.planar
-                    .log_partition(set)
-                    .map(|z| ortho_ref::ising::Inference { log_z: z, marginals: Vec::new() })?
+            let result = match (&self.model, self.marginals) {
+                (Model::Planar(planar, _), true) => planar.infer(set)?,
+                (Model::Glued(glued, _), true) => glued.infer(set)?,
+                (Model::Planar(planar, _), false) => Inference { log_z: planar.log_partition(set)?, marginals: vec![] },
+                (Model::Glued(glued, _), false) => Inference { log_z: glued.log_partition(set)?, marginals: vec![] },
             };
             log_z.push(result.log_z);
             marginals.extend(result.marginals);
@@ -190,16 +255,12 @@ impl Engine {
         let gpu = self.recording("ising", &tensors)?;
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("ising"), timestamp_writes: None });
-        let value = (op.planar.isolated() as f64 * std::f64::consts::LN_2 + op.frontal_constant) as f32;
-        let fill = kernels::Fill { count: batch as u32, value, ..Default::default() };
-        gpu.dispatch(&mut pass, &kernels::FILL, &fill, &[log_z.buffer()], gpu.grid(batch as u64, 256)?)?;
-        let outputs = (couplings.buffer(), log_z.buffer(), marginals.map(|m| m.buffer()));
-        for component in op.dense.iter() {
-            record_component(&gpu, &mut pass, component, op.edges(), batch, outputs)?;
-        }
-        if let Some(frontal) = &op.frontal {
-            let outputs = (log_z.buffer(), marginals.map(|m| m.buffer()));
-            frontal.record(&gpu, &mut pass, op.edges(), batch, couplings.buffer(), outputs)?;
+        let outputs = (log_z.buffer(), marginals.map(|m| m.buffer()));
+        match &op.model {
+            Model::Planar(_, plan) => {
+                plan.record(&gpu, &mut pass, (op.edges(), batch), couplings.buffer(), outputs, None)?
+            }
+            Model::Glued(_, plan) => plan.record(&gpu, &mut pass, (op.edges(), batch), couplings.buffer(), outputs)?,
         }
         drop(pass);
         Ok(gpu.finish())

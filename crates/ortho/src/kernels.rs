@@ -202,6 +202,7 @@ pub const LIBRARIES: &[&str] = &[
     "common/lu_solve_steps",
     "ising/entry",
     "ising/front",
+    "ising/separator",
 ];
 /// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
 const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
@@ -217,6 +218,8 @@ const LU_SOLVE_STEPS: &str = include_str!("../../../shaders/common/lu_solve_step
 const ISING_ENTRY: &str = include_str!("../../../shaders/ising/entry.wgsl");
 /// `front_of`, `first_owned`: a front kernel's workgroup and its columns.
 const ISING_FRONT: &str = include_str!("../../../shaders/ising/front.wgsl");
+/// `separator_spin`, `pair_sign`, `pair_edge`: a glued piece's separator states and pairs.
+const ISING_SEPARATOR: &str = include_str!("../../../shaders/ising/separator.wgsl");
 /// `gemm_rows_body`: the product without workgroup memory, given an `a_rows`.
 const GEMM_ROWS_BODY: &str = include_str!("../../../shaders/common/gemm_rows_body.wgsl");
 /// `exp_plan` and `exp_polynomial`: the exponential's scaling and Taylor stage, given a `product` and a
@@ -279,6 +282,11 @@ params! {
         step_first: u32, step_last: u32, adjoint: u32, sets: u32, pairs: u32, pairs_at: u32, terms_at: u32,
         _pad0: u32, _pad1: u32,
     }
+    IsingGlued {
+        sets: u32, first: u32, edges: u32, stride: u32, offset: u32, piece_edges: u32, states: u32, contracted: u32,
+        gather_at: u32, separator: u32, pairs: u32, t01: u32, t02: u32, t12: u32, fixed: f32, configs: u32,
+        width: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    }
     ExpressRows { len: u32, row0: u32, rows: u32, first: u32, entries: u32, tau: f32, _pad0: u32, _pad1: u32 }
     Adam { count: u32, lr: f32, beta1: f32, beta2: f32, c1: f32, c2: f32, eps: f32, _pad: u32 }
     Regression { tasks: u32, points: u32, hidden: u32, params: u32, phi_off: u32, v_off: u32, scale: f32, _pad: u32 }
@@ -324,6 +332,15 @@ shaders! {
     FRONT_QR_ADJOINT: "ising/front_qr_adjoint" + ISING_FRONT, IsingFronts, ["table: read u32", "arena: read_write", "adjoint: read_write"];
     FRONT_MARGINALS: "ising/front_marginals" + ISING_ENTRY, IsingFronts,
         ["couplings: read", "table: read u32", "adjoint: read", "marginals: read_write"];
+    GLUED_COUPLINGS: "ising/glued_couplings", IsingGlued, ["couplings: read", "table: read u32", "agg: read_write"];
+    GLUED_GATHER: "ising/glued_gather", IsingGlued,
+        ["table: read u32", "agg: read", "x: read_write", "constant: read_write"];
+    GLUED_FOLD: "ising/glued_fold" + ISING_SEPARATOR, IsingGlued,
+        ["piece_log_z: read", "constant: read", "total: read_write", "agg: read_write"];
+    GLUED_MARGINALS: "ising/glued_marginals" + ISING_SEPARATOR, IsingGlued,
+        ["table: read u32", "conditional: read", "piece_marginals: read_write", "marginals: read_write"];
+    SEPARATOR_STATES: "ising/separator_states" + ISING_SEPARATOR, IsingGlued, ["values: read_write"];
+    ENUMERATED_ROWS: "ising/enumerated_rows" + REDUCE, IsingGlued, ["energies: read_write", "piece_log_z: read_write"];
     READOUT: "ising/readout", IsingDense,
         ["couplings: read", "det: read", "x: read", "pairs: read u32", "log_z: read_write", "marginals: read_write"];
     SUPPORT_GATHER: "express/support_gather", ExpressRows,

@@ -18,19 +18,19 @@ pub struct Glued {
 
 /// A piece with its separator merged into the separator's first vertex: one graph for every state of
 /// the separator's spins, which only flip signs of couplings.
-struct Contracted {
-    graph: Graph,
+pub struct Contracted {
+    pub graph: Graph,
     /// Per piece edge: its input edge in `graph`, or `None` when both ends are in the separator.
-    input: Vec<Option<usize>>,
+    pub input: Vec<Option<usize>>,
     /// Per piece vertex: its vertex in `graph`.
-    image: Vec<usize>,
+    pub image: Vec<usize>,
     /// Enumerated (a small non-planar piece), else planar.
-    planar: Option<Planar>,
+    pub planar: Option<Planar>,
 }
 
 /// Spins of a piece's separator relative to its first vertex: one state per spin pattern up to a
 /// global flip.
-fn states(size: usize) -> &'static [&'static [i8]] {
+pub fn states(size: usize) -> &'static [&'static [i8]] {
     match size {
         0 => &[&[]],
         1 => &[&[1]],
@@ -70,6 +70,11 @@ impl Glued {
     /// The pieces, parents first.
     pub fn pieces(&self) -> &[Piece] {
         &self.pieces
+    }
+
+    /// Each piece with its separator contracted, as [`Glued::pieces`].
+    pub fn contracted(&self) -> &[Contracted] {
+        &self.contracted
     }
 
     /// `log Z` for couplings of the distinct edges.
@@ -238,7 +243,7 @@ impl Aggregated {
 }
 
 /// Per piece vertex: its spin relative to its image in the contracted graph.
-fn signs(piece: &Piece, state: &[i8]) -> Vec<i8> {
+pub fn signs(piece: &Piece, state: &[i8]) -> Vec<i8> {
     let mut sign = vec![1i8; piece.vertices.len()];
     for (&l, &s) in piece.separator.iter().zip(state) {
         sign[l] = s;

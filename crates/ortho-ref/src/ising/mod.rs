@@ -26,7 +26,7 @@ mod sample;
 
 pub use decompose::{Piece, SMALL_LIMIT, SMALL_MAX};
 pub use frontal_qr::FrontalQr;
-pub use glued::{Aggregated, Glued};
+pub use glued::{Aggregated, Contracted, Glued, signs, states};
 pub use planar::{DenseKasteleyn, Inference, Planar};
 pub use sample::{SEQUENTIAL_EDGES, Sampler, sample, sample_planar};
 

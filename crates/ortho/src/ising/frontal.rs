@@ -6,6 +6,7 @@
 //! `ising/front_marginals` gathers each edge's derivative.
 
 use super::NO_EDGE;
+use super::glued::SeparatorStates;
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
@@ -115,15 +116,16 @@ impl FrontalPlan {
     }
 
     /// Records `log_z[first + i] += (1/2) log |det K|` summed over the components for `batch` sets,
-    /// and with marginals each edge's `E[s_u s_v]`.
+    /// and with marginals each edge's `E[s_u s_v]`. With `states` (the rows of a glued piece, one per
+    /// separator state), the sums are of the fronts' Hadamard combinations over the states.
     pub fn record(
         &self,
         gpu: &Recording,
         pass: &mut wgpu::ComputePass<'_>,
-        edges: usize,
-        batch: usize,
+        (edges, batch): (usize, usize),
         couplings: &wgpu::Buffer,
         (log_z, marginals): (&wgpu::Buffer, Option<&wgpu::Buffer>),
+        states: Option<&SeparatorStates>,
     ) -> Result<()> {
         let per_set = 4 * self.arena.max(self.adjoint).max(self.fronts) as u64;
         if per_set > gpu.binding_limit() {
@@ -135,6 +137,9 @@ impl FrontalPlan {
             });
         }
         let chunk = ((gpu.binding_limit() / per_set) as usize).clamp(1, batch.min(gpu.max_groups()));
+        // A glued piece's rows of one coupling set (one per separator state) stay in one chunk.
+        let per_problem = states.map_or(1, SeparatorStates::states);
+        let chunk = (chunk / per_problem).max(1) * per_problem;
         let table = gpu.upload(bytemuck::cast_slice(&self.table));
         let sizes = [chunk * self.arena.max(1), chunk * self.fronts, chunk * self.adjoint.max(1)];
         let [arena, slots, adjoint] = gpu.allocate("ising", &sizes)?;
@@ -159,6 +164,9 @@ impl FrontalPlan {
             for level in &self.levels {
                 let passes = (FRONT_GROUPS[group], &level.passes[group][..]);
                 self.record_level(gpu, pass, &kernels::FRONT_QR, params, level, passes, count, &bufs)?;
+            }
+            if let Some(states) = states {
+                states.record(gpu, pass, slots.buffer(), count / per_problem, self.fronts)?;
             }
             let sum = Gemm { alpha: 0.5, beta: 1.0, ones_col: Some(0), ..Gemm::new(1, count, 1, self.fronts) };
             let a = Operand::rows(slots.buffer(), count, self.fronts);
