@@ -160,7 +160,7 @@ impl PlanarPlan {
         let fill = kernels::Fill { count: rows as u32, value: self.constant as f32, ..Default::default() };
         gpu.dispatch(pass, &kernels::FILL, &fill, &[log_z], gpu.grid(rows as u64, 256)?)?;
         for component in &self.dense {
-            record_component(gpu, pass, component, edges, rows, (couplings, log_z, marginals))?;
+            gpu.reusing(|| record_component(gpu, pass, component, edges, rows, (couplings, log_z, marginals)))?;
         }
         if let Some(states) = states {
             states.record(gpu, pass, log_z, rows / states.states(), 1)?;

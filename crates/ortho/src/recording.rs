@@ -43,6 +43,10 @@ pub(crate) struct Recording<'g> {
     /// The partial products of split GEMMs, one buffer that every split product of the recording
     /// reuses (its dispatches run in order).
     partials: RefCell<Option<PooledBuffer>>,
+    /// Scratch taken so far (what [`Recording::reusing`] releases) and scratch released: the
+    /// recording's dispatches run in order, so what is recorded later may take it again.
+    taken: RefCell<Vec<PooledBuffer>>,
+    spare: RefCell<Vec<PooledBuffer>>,
 }
 
 impl Engine {
@@ -54,6 +58,8 @@ impl Engine {
             kept: RefCell::default(),
             uniforms: RefCell::default(),
             partials: RefCell::default(),
+            taken: RefCell::default(),
+            spare: RefCell::default(),
         };
         recording.keep(tensors);
         Ok(recording)
@@ -61,17 +67,42 @@ impl Engine {
 }
 
 impl Recording<'_> {
-    /// A pooled storage buffer of at least `bytes` (4 at the least), kept until the work has run.
+    /// A storage buffer of at least `bytes` (4 at the least) for the recorded commands to write, kept
+    /// until the work has run: scratch that [`Recording::reusing`] released, else a pooled buffer.
     pub fn scratch(&self, bytes: u64) -> PooledBuffer {
+        let bytes = bytes.max(4);
+        let mut spare = self.spare.borrow_mut();
+        let fitting = (0..spare.len()).filter(|&i| spare[i].buffer().size() >= bytes);
+        let buffer = match fitting.min_by_key(|&i| spare[i].buffer().size()) {
+            Some(i) => spare.swap_remove(i),
+            None => self.fresh(bytes),
+        };
+        self.taken.borrow_mut().push(buffer.clone());
+        buffer
+    }
+
+    /// A pooled storage buffer no other use of this recording shares, kept until the work has run.
+    fn fresh(&self, bytes: u64) -> PooledBuffer {
         let buffer = self.gpu.pool.get(BufferKind::Storage, bytes.max(4));
         self.kept.borrow_mut().push(buffer.clone());
         buffer
     }
 
+    /// Records `f`, then releases the scratch it took to what is recorded after it (the dispatches
+    /// run in recording order). `f`'s results must lie in buffers taken before.
+    pub fn reusing<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mark = self.taken.borrow().len();
+        let out = f();
+        let released: Vec<PooledBuffer> = self.taken.borrow_mut().drain(mark..).collect();
+        self.spare.borrow_mut().extend(released);
+        out
+    }
+
     /// A pooled storage buffer holding `data`, written through the queue now (a pooled buffer is free
     /// of earlier work, and the write lands before any later submission), kept until the work has run.
+    /// Never reused within the recording: every write lands before any of its dispatches runs.
     pub fn upload(&self, data: &[u8]) -> PooledBuffer {
-        let buffer = self.scratch(data.len() as u64);
+        let buffer = self.fresh(data.len() as u64);
         self.gpu.queue.write_buffer(buffer.buffer(), 0, data);
         buffer
     }
@@ -79,7 +110,7 @@ impl Recording<'_> {
     /// The recording's buffer for the partial products of split GEMMs, `bytes` long (the same
     /// `bytes` on every call).
     pub fn partials(&self, bytes: u64) -> PooledBuffer {
-        self.partials.borrow_mut().get_or_insert_with(|| self.scratch(bytes)).clone()
+        self.partials.borrow_mut().get_or_insert_with(|| self.fresh(bytes)).clone()
     }
 
     /// The scratch buffers of `sizes`, after checking that each fits one binding (`what` names the

@@ -155,7 +155,8 @@ impl GluedPlan {
                 let grid = gpu.grid((count * params.states as usize * width) as u64, 256)?;
                 gpu.dispatch(pass, &kernels::GLUED_GATHER, &params, &bufs, grid)?;
                 let cond = marginals.map(|_| conditional[q].buffer());
-                piece.solve(gpu, pass, &params, &solved, products[q].as_ref(), cond)?;
+                // The solve's own scratch serves the next pieces.
+                gpu.reusing(|| piece.solve(gpu, pass, &params, &solved, products[q].as_ref(), cond))?;
                 let bufs = [piece_log_z.buffer(), constant.buffer(), log_z, agg.buffer()];
                 let grid = gpu.grid((count * (1 + params.pairs as usize)) as u64, 64)?;
                 gpu.dispatch(pass, &kernels::GLUED_FOLD, &params, &bufs, grid)?;
