@@ -23,6 +23,7 @@ mod pfaffian;
 mod planar;
 pub mod planarity;
 mod sample;
+mod skew_front;
 
 pub use decompose::{Piece, SMALL_LIMIT, SMALL_MAX};
 pub use frontal_qr::FrontalQr;

@@ -8,6 +8,7 @@
 //! assembles a dense front, eliminates its pivots and hands the skew Schur complement to its parent.
 
 use super::dissection::nested_dissection;
+use super::skew_front::eliminate_front;
 
 /// A sparse skew-symmetric matrix of order 2n with a perfect pairing. `K[2i][2i+1] = diag[i]`, and
 /// `K[a][b] = v`, `K[b][a] = -v` for each `(a, b, v)` in `off` (a and b in different pairs; entries
@@ -111,12 +112,6 @@ impl Factor {
         self.pivots.iter().map(|d| d.abs().ln()).sum()
     }
 }
-
-/// A 2x2 pivot is taken only when its entry is at least this fraction of the largest entry in its two
-/// rows; when no fully summed pair qualifies, the front's remaining nodes go up to the parent, whose
-/// front holds more choices (the threshold partial pivoting of multifrontal solvers, on skew 2x2
-/// blocks). Each accepted pivot multiplies entries by at most 1 + 2 / THRESHOLD.
-const THRESHOLD: f64 = 0.1;
 
 impl Symbolic {
     /// Analyse the pattern given by the pair adjacency (symmetric, without self-loops) and the
@@ -283,142 +278,6 @@ impl Symbolic {
             }
         }
         z
-    }
-}
-
-/// Choose the next pivot among the fully summed nodes `done..fully_summed`: the entry `F[a][b]`
-/// largest relative to the largest entries of rows `a` and `b`, moved to `done, done + 1` by symmetric
-/// swaps. `None` when even that one fails the threshold (never at a root, which has nowhere to delay
-/// to; there the largest entry is taken).
-fn pivot(
-    front: &mut [f64],
-    list: &mut [usize],
-    size: usize,
-    done: usize,
-    fully_summed: usize,
-    root: bool,
-) -> Option<f64> {
-    let largest: Vec<f64> = (done..fully_summed)
-        .map(|r| front[r * size + done..(r + 1) * size].iter().fold(0.0f64, |m, v| m.max(v.abs())))
-        .collect();
-    let (mut best, mut a, mut b) = (-1.0, done, done + 1);
-    for i in done..fully_summed {
-        for j in i + 1..fully_summed {
-            let v = front[i * size + j].abs();
-            let score = if root { v } else { v / largest[i - done].max(largest[j - done]).max(f64::MIN_POSITIVE) };
-            if score > best {
-                (best, a, b) = (score, i, j);
-            }
-        }
-    }
-    if !root && best < THRESHOLD {
-        return None;
-    }
-    swap(front, list, size, done, a);
-    swap(front, list, size, done + 1, if b == done { a } else { b });
-    Some(0.5 * (front[done * size + done + 1] - front[(done + 1) * size + done]))
-}
-
-fn swap(front: &mut [f64], list: &mut [usize], size: usize, i: usize, j: usize) {
-    if i == j {
-        return;
-    }
-    list.swap(i, j);
-    for r in 0..size {
-        front.swap(r * size + i, r * size + j);
-    }
-    for c in 0..size {
-        front.swap(i * size + c, j * size + c);
-    }
-}
-
-/// Eliminates a front's pivots, threshold pivoting among its `fully_summed` first nodes (§6.3), and
-/// returns how many nodes it eliminated. The fully summed rows are updated at every pivot, since the
-/// pivot search reads them; the block past them, most of a large front, is updated once at the end
-/// by one matrix product of the pivot rows `u = F[pivot][.] / d` (its rows' entries are those
-/// columns' by skew symmetry): `F[r][c] += sum_t d_t (u1_t[r] u0_t[c] - u0_t[r] u1_t[c])`. The
-/// trailing rows' fully summed columns then follow from the fully summed rows, `F[r][c] = -F[c][r]`.
-fn eliminate_front(
-    front: &mut [f64],
-    list: &mut [usize],
-    (size, fully_summed): (usize, usize),
-    root: bool,
-    pivots: &mut Vec<f64>,
-) -> Result<usize, Breakdown> {
-    let trailing = size - fully_summed;
-    // Per pivot, the trailing parts of u0 then u1.
-    let mut u: Vec<f64> = Vec::new();
-    let mut taken: Vec<f64> = Vec::new();
-    let mut done = 0;
-    while done < fully_summed {
-        let Some(d) = pivot(front, list, size, done, fully_summed, root) else { break };
-        if !(d.is_finite() && d != 0.0) {
-            return Err(Breakdown { pair: list[done] / 2, pivot: d });
-        }
-        eliminate(front, size, done / 2, d, fully_summed);
-        for row in [done, done + 1] {
-            u.extend(front[row * size + fully_summed..(row + 1) * size].iter().map(|v| v / d));
-        }
-        taken.push(d);
-        pivots.push(d);
-        done += 2;
-    }
-    if trailing > 0 && !taken.is_empty() {
-        let k = 2 * taken.len();
-        let mut left = vec![0.0; trailing * k];
-        for (t, &d) in taken.iter().enumerate() {
-            let (u0, u1) = u[2 * t * trailing..(2 * t + 2) * trailing].split_at(trailing);
-            for r in 0..trailing {
-                left[r * k + 2 * t] = d * u1[r];
-                left[r * k + 2 * t + 1] = -d * u0[r];
-            }
-        }
-        let block = &mut front[fully_summed * size + fully_summed..];
-        // SAFETY: left is trailing x k, u is k x trailing, and the block's trailing rows of stride
-        // `size` end within the front (it is size x size).
-        unsafe {
-            matrixmultiply::dgemm(
-                trailing,
-                k,
-                trailing,
-                1.0,
-                left.as_ptr(),
-                k as isize,
-                1,
-                u.as_ptr(),
-                trailing as isize,
-                1,
-                1.0,
-                block.as_mut_ptr(),
-                size as isize,
-                1,
-            );
-        }
-        for r in fully_summed..size {
-            for c in 0..fully_summed {
-                front[r * size + c] = -front[c * size + r];
-            }
-        }
-    }
-    Ok(done)
-}
-
-/// Eliminate pivot `t` (nodes `2t, 2t + 1`) of a dense skew front from the rows after it up to
-/// `rows_end`: `F[r][c] -= (F[r][2t+1] F[2t][c] - F[r][2t] F[2t+1][c]) / d` for every column after it.
-fn eliminate(front: &mut [f64], size: usize, t: usize, d: f64, rows_end: usize) {
-    let (r0, r1) = (2 * t, 2 * t + 1);
-    let start = r1 + 1;
-    let u0: Vec<f64> = front[r0 * size + start..(r0 + 1) * size].iter().map(|v| v / d).collect();
-    let u1: Vec<f64> = front[r1 * size + start..(r1 + 1) * size].iter().map(|v| v / d).collect();
-    for r in start..rows_end {
-        let row = &mut front[r * size..(r + 1) * size];
-        let (a, b) = (row[r0], row[r1]);
-        if a == 0.0 && b == 0.0 {
-            continue;
-        }
-        for ((x, &v0), &v1) in row[start..].iter_mut().zip(&u0).zip(&u1) {
-            *x -= b * v0 - a * v1;
-        }
     }
 }
 
