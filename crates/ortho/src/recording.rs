@@ -350,3 +350,36 @@ impl Recording<'_> {
         self.dispatch(pass, &crate::kernels::COPY, &params, &[src, dst], self.grid(n, 256)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{Engine, EngineOptions};
+
+    /// What [`super::Recording::reusing`] releases goes to later scratch of the same recording only:
+    /// never to an upload (written before any dispatch runs), to the split products' buffer, or to
+    /// anything taken outside the scope.
+    #[test]
+    fn reusing_hands_released_scratch_only_to_later_scratch() {
+        let options = EngineOptions::from_env().expect("ORTHO_BACKEND");
+        let Ok(engine) = Engine::with_options(&EngineOptions { require_gpu: true, ..options.clone() }) else {
+            assert!(!options.require_gpu, "ORTHO_REQUIRE_GPU=1 but no GPU adapter could be opened");
+            return;
+        };
+        let gpu = engine.recording("test", &[]).unwrap();
+        let before = gpu.scratch(4096);
+        let (released, upload_inside) = gpu.reusing(|| (gpu.scratch(4096), gpu.upload(&[0; 4096])));
+        // Released and free: still not for an upload or the split products' buffer.
+        let upload = gpu.upload(&[0; 4096]);
+        let partials = gpu.partials(4096);
+        for other in [&before, &upload_inside, &upload, &partials] {
+            assert!(other.buffer() != released.buffer());
+        }
+        let again = gpu.scratch(3000);
+        assert_eq!(again.buffer(), released.buffer(), "released scratch is taken again");
+        let held = [&before, &upload_inside, &upload, &partials, &again].map(|b| b.buffer().clone());
+        for _ in 0..4 {
+            assert!(!held.contains(gpu.scratch(4096).buffer()));
+        }
+        drop(gpu.finish());
+    }
+}
