@@ -249,6 +249,16 @@ fn pivoted_and_frontal_agree_on_large_glasses() {
         let frontal = planar.log_partition_frontal(&planar.frontal(), &j).unwrap();
         assert!((pivoted - frontal).abs() <= 1e-12 * frontal.abs(), "{side}^2 up to {high}: {pivoted} vs {frontal}");
     }
+    // The marginals: the pivoted solver's selected inversion (in blocks of pivots on fronts this
+    // large) against the reverse pass of the QR.
+    let g = graph(40 * 40, &generate::grid(40, 40));
+    let planar = Planar::new(&g).unwrap();
+    let j = generate::couplings(g.edges.len(), 1e-3, 5.0, 40);
+    let pivoted = planar.infer(&j).unwrap();
+    let frontal = planar.infer_frontal(&planar.frontal(), &j).unwrap();
+    for (e, (a, b)) in pivoted.marginals.iter().zip(&frontal.marginals).enumerate() {
+        assert!((a - b).abs() <= 1e-9, "40^2 edge {e}: {a} vs {b}");
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! assembles a dense front, eliminates its pivots and hands the skew Schur complement to its parent.
 
 use super::dissection::nested_dissection;
-use super::skew_front::eliminate_front;
+use super::skew_front::{self, eliminate_front};
 
 /// A sparse skew-symmetric matrix of order 2n with a perfect pairing. `K[2i][2i+1] = diag[i]`, and
 /// `K[a][b] = v`, `K[b][a] = -v` for each `(a, b, v)` in `off` (a and b in different pairs; entries
@@ -253,9 +253,8 @@ impl Symbolic {
                     local[g] = usize::MAX;
                 }
             }
-            for t in (0..done / 2).rev() {
-                invert_pivot(&mut inverse, size, &front.panel, done, t, factor.pivots[first_pivot[s] + t]);
-            }
+            let pivots = &factor.pivots[first_pivot[s]..first_pivot[s] + done / 2];
+            invert_pivots(&mut inverse, size, &front.panel, pivots);
             for (l, &g) in front.nodes.iter().enumerate() {
                 local[g] = l;
             }
@@ -281,39 +280,74 @@ impl Symbolic {
     }
 }
 
-/// One step of selected inversion for pivot `t`, with the inverse already known on the rows and
-/// columns after it: `Z[r][t] = -sum_k Z[r][k] L[k][t]`, `Z[t][t] = D^-1 + Z[.][t]^T L[.][t]` with
-/// `L[k][t] = x_k D^-1`, `x_k` the eliminated columns (the panel, `width` wide).
-fn invert_pivot(inverse: &mut [f64], size: usize, panel: &[f64], width: usize, t: usize, d: f64) {
-    let (r0, r1) = (2 * t, 2 * t + 1);
-    let start = r1 + 1;
+/// Pivots per block of the selected inversion: the sums over the nodes past a block are one matrix
+/// product per block.
+const INVERT_BLOCK: usize = 32;
+
+/// Selected inversion of a front's pivots, last first, with the inverse already known on the nodes
+/// after them (`Z[r][t] = -sum_k Z[r][k] L[k][t]`, `Z[t][t] = D^-1 + Z[.][t]^T L[.][t]` with
+/// `L[k][t] = x_k D_t^-1`, `x_k` the eliminated columns, the panel). A block of pivots at a time: for
+/// rows and columns `k` past the block the sums are `W = Z[S][S] L[S][block]`, one product.
+fn invert_pivots(inverse: &mut [f64], size: usize, panel: &[f64], pivots: &[f64]) {
+    let width = 2 * pivots.len();
     // x D^-1 with D^-1 = [[0, -1/d], [1/d, 0]].
-    let l: Vec<[f64; 2]> = (start..size).map(|k| [panel[k * width + r1] / d, -panel[k * width + r0] / d]).collect();
-    let mut column = vec![[0.0; 2]; size - start];
-    for (r, out) in (start..size).zip(column.iter_mut()) {
-        let row = &inverse[r * size + start..(r + 1) * size];
-        for (z, lk) in row.iter().zip(&l) {
-            out[0] -= z * lk[0];
-            out[1] -= z * lk[1];
-        }
-    }
-    let mut block = [[0.0, -1.0 / d], [1.0 / d, 0.0]];
-    for (c, lk) in column.iter().zip(&l) {
-        for i in 0..2 {
-            for j in 0..2 {
-                block[i][j] += c[i] * lk[j];
+    let l_of = |k: usize, t: usize| [panel[k * width + 2 * t + 1] / pivots[t], -panel[k * width + 2 * t] / pivots[t]];
+    let mut last = pivots.len();
+    while last > 0 {
+        let first = last.saturating_sub(INVERT_BLOCK);
+        let (later, b) = (2 * last, 2 * (last - first));
+        let s = size - later;
+        let mut ls = vec![0.0; s * b];
+        for k in later..size {
+            for t in first..last {
+                let l = l_of(k, t);
+                ls[(k - later) * b + 2 * (t - first)..][..2].copy_from_slice(&l);
             }
         }
+        let mut w = vec![0.0; s * b];
+        if s > 0 {
+            skew_front::gemm_add((&inverse[later * size + later..], size), &ls, (&mut w, b), (s, b, s));
+        }
+        for t in (first..last).rev() {
+            let (r0, r1) = (2 * t, 2 * t + 1);
+            let start = r1 + 1;
+            let l: Vec<[f64; 2]> = (start..size).map(|k| l_of(k, t)).collect();
+            let mut column = vec![[0.0; 2]; size - start];
+            for (r, out) in (start..size).zip(column.iter_mut()) {
+                // Rows past the block take the columns past it from W.
+                let end = if r >= later { later } else { size };
+                let row = &inverse[r * size + start..r * size + end];
+                for (z, lk) in row.iter().zip(&l) {
+                    out[0] -= z * lk[0];
+                    out[1] -= z * lk[1];
+                }
+                if r >= later {
+                    let wr = &w[(r - later) * b + 2 * (t - first)..];
+                    out[0] -= wr[0];
+                    out[1] -= wr[1];
+                }
+            }
+            let d = pivots[t];
+            let mut block = [[0.0, -1.0 / d], [1.0 / d, 0.0]];
+            for (c, lk) in column.iter().zip(&l) {
+                for i in 0..2 {
+                    for j in 0..2 {
+                        block[i][j] += c[i] * lk[j];
+                    }
+                }
+            }
+            let zt = 0.5 * (block[0][1] - block[1][0]);
+            for (r, c) in (start..size).zip(&column) {
+                inverse[r * size + r0] = c[0];
+                inverse[r * size + r1] = c[1];
+                inverse[r0 * size + r] = -c[0];
+                inverse[r1 * size + r] = -c[1];
+            }
+            inverse[r0 * size + r1] = zt;
+            inverse[r1 * size + r0] = -zt;
+        }
+        last = first;
     }
-    let zt = 0.5 * (block[0][1] - block[1][0]);
-    for (r, c) in (start..size).zip(&column) {
-        inverse[r * size + r0] = c[0];
-        inverse[r * size + r1] = c[1];
-        inverse[r0 * size + r] = -c[0];
-        inverse[r1 * size + r] = -c[1];
-    }
-    inverse[r0 * size + r1] = zt;
-    inverse[r1 * size + r0] = -zt;
 }
 
 /// Liu's elimination tree of a symmetric pattern (neighbours in the new numbering).

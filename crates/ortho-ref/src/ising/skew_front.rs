@@ -68,14 +68,23 @@ impl Panel {
             right[2 * t * n..(2 * t + 1) * n].copy_from_slice(&u0[columns..]);
             right[(2 * t + 1) * n..(2 * t + 2) * n].copy_from_slice(&u1[columns..]);
         }
-        gemm_add(&left, &right, &mut front[rows.start * size + columns..], (m, n, k), size);
+        gemm_add((&left, k), &right, (&mut front[rows.start * size + columns..], size), (m, n, k));
     }
 }
 
-/// `c += a b`, `a` m x k and `b` k x n row-major, `c` m x n with row stride `stride`.
-fn gemm_add(a: &[f64], b: &[f64], c: &mut [f64], (m, n, k): (usize, usize, usize), stride: usize) {
-    assert!(a.len() >= m * k && b.len() >= k * n && (m == 0 || c.len() >= (m - 1) * stride + n));
-    // SAFETY: the assertion bounds every element the product reads and writes.
+/// `c += a b`: `a` m x k with row stride `lda`, `b` k x n row-major, `c` m x n with row stride `ldc`.
+pub(super) fn gemm_add(
+    (a, lda): (&[f64], usize),
+    b: &[f64],
+    (c, ldc): (&mut [f64], usize),
+    (m, n, k): (usize, usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(lda >= k && ldc >= n && b.len() >= k * n);
+    assert!(a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n);
+    // SAFETY: the assertions bound every element the product reads and writes.
     unsafe {
         matrixmultiply::dgemm(
             m,
@@ -83,14 +92,14 @@ fn gemm_add(a: &[f64], b: &[f64], c: &mut [f64], (m, n, k): (usize, usize, usize
             n,
             1.0,
             a.as_ptr(),
-            k as isize,
+            lda as isize,
             1,
             b.as_ptr(),
             n as isize,
             1,
             1.0,
             c.as_mut_ptr(),
-            stride as isize,
+            ldc as isize,
             1,
         );
     }
@@ -267,7 +276,7 @@ pub(super) fn eliminate_front(
             }
         }
         let block = &mut front[fully_summed * size + fully_summed..];
-        gemm_add(&left, &u, block, (trailing, trailing, k), size);
+        gemm_add((&left, k), &u, (block, size), (trailing, trailing, k));
         for r in fully_summed..size {
             for c in 0..fully_summed {
                 front[r * size + c] = -front[c * size + r];
