@@ -325,3 +325,48 @@ mod gpu {
         assert!(message.contains("a part of 25 vertices"), "{message}");
     }
 }
+
+mod gpu_limits {
+    use super::*;
+    use ortho::ops::IsingBatch;
+
+    /// A 32 KiB storage binding: the call is split by sets, and each split runs the pieces in chunks
+    /// of sets (later chunks start past set 0), answering as the f64 solver does; four threads on one
+    /// engine answer exactly as one.
+    #[test]
+    fn glued_batches_past_the_binding_and_from_threads() {
+        let (n, edges) = generate::glued(6, 3, 71, part(71, 10, &[K5, WAGNER, PLANAR]));
+        let g = graph(n, &edges);
+        let glued = Glued::new(&g).unwrap();
+        assert!(glued.pieces().iter().any(|p| p.small) && glued.pieces().len() >= 4);
+        let batch = 200;
+        let j = generate::couplings(batch * g.edges.len(), 1e-3, 2.0, 72);
+        let values: Vec<f32> = j.iter().map(|&x| x as f32).collect();
+        let couplings = ortho::Tensor::new(&[batch, g.edges.len()], values.clone()).unwrap();
+        let op = IsingBatch::new(&g, true).unwrap();
+        for engine in common::engines_with_limits(|l| l.max_storage_buffer_binding_size = 32 << 10) {
+            let d = engine.describe();
+            let (log_z, marginals) = engine.ising(&op, &couplings).unwrap();
+            let marginals = marginals.unwrap();
+            for b in 0..batch {
+                let row: Vec<f64> =
+                    values[b * g.edges.len()..(b + 1) * g.edges.len()].iter().map(|&x| x as f64).collect();
+                let want = glued.infer(&row).unwrap();
+                let err = (log_z.data()[b] as f64 - want.log_z).abs() / want.log_z.abs().max(1.0);
+                assert!(err < 1e-5, "{d} set {b}: log Z {} vs {}", log_z.data()[b], want.log_z);
+                for (e, &m) in want.marginals.iter().enumerate() {
+                    let got = marginals.data()[b * g.edges.len() + e] as f64;
+                    assert!((got - m).abs() < 5e-6, "{d} set {b} edge {e}: {got} vs {m}");
+                }
+            }
+            let threads: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4).map(|_| s.spawn(|| engine.ising(&op, &couplings).unwrap())).collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (z, m) in threads {
+                assert_eq!(z.data(), log_z.data(), "{d}: a thread's log Z");
+                assert_eq!(m.unwrap().data(), marginals.data(), "{d}: a thread's marginals");
+            }
+        }
+    }
+}

@@ -113,3 +113,24 @@ fn singular_and_misshapen_inputs_are_clear_errors() {
         assert!(message.contains("not a row index below 3"), "{message}");
     }
 }
+
+/// Past a 32 KiB storage binding the batch runs in pieces: every output (the factors, and the pivots
+/// and determinants, one row per matrix) and the solve (its pivots split with its factors) equal one
+/// whole call's.
+#[test]
+fn batches_past_the_binding_equal_one_call() {
+    let (batch, n) = (200, 8);
+    let a = gaussian(&[batch, n, n], 1.0, 41);
+    let b = gaussian(&[batch, n, 3], 1.0, 42);
+    let lowered = engines_with_limits(|l| l.max_storage_buffer_binding_size = 32 << 10);
+    for (whole, split) in gpu_engines().iter().zip(&lowered) {
+        let d = whole.describe();
+        let (factors, pivots, det) = whole.lu(&a).unwrap();
+        let (f2, p2, d2) = split.lu(&a).unwrap();
+        assert_eq!(f2.data(), factors.data(), "{d}: factors");
+        assert_eq!(p2.data(), pivots.data(), "{d}: pivots");
+        assert_eq!(d2.data(), det.data(), "{d}: determinants");
+        let x = whole.lu_solve(&factors, &pivots, &b).unwrap();
+        assert_eq!(split.lu_solve(&factors, &pivots, &b).unwrap().data(), x.data(), "{d}: solve");
+    }
+}

@@ -30,7 +30,7 @@ impl Operation for ExactAttention {
     const INPUTS: &'static [&'static str] = &["q", "k", "v"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 4).await
+        run_batches(engine, self, inputs, &[4]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {

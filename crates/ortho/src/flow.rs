@@ -134,7 +134,7 @@ impl Operation for MatrixMap {
     const INPUTS: &'static [&'static str] = &["a"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {

@@ -412,7 +412,7 @@ impl Operation for Matmul {
     const INPUTS: &'static [&'static str] = &["a", "b"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3]).await
     }
 
     fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {

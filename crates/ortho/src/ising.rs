@@ -177,7 +177,7 @@ impl Operation for IsingBatch {
     const INPUTS: &'static [&'static str] = &["couplings"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 2).await
+        run_batches(engine, self, inputs, &[2, 1]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {

@@ -65,7 +65,7 @@ impl Operation for Lu {
     const INPUTS: &'static [&'static str] = &["a"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3, 2]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
@@ -138,7 +138,7 @@ impl Operation for LuSolve {
         if inputs[0].shape().len() != 3 {
             return None;
         }
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3, 2]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {

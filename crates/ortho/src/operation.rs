@@ -76,24 +76,25 @@ pub trait Operation {
 }
 
 /// [`Operation::run_split`] for an operation whose work is independent along the leading (batch)
-/// axis of its inputs and outputs of rank `rank`: as many batch indices a piece as keep each split
-/// tensor within one binding. Inputs of other ranks are shared by every piece, and outputs of other
-/// ranks (the gradient of a shared input) are summed over the pieces. `None` when no input has
-/// that rank, or one index is already too large.
+/// axis of its inputs and outputs whose rank is one of `ranks` (the first: the rank that says the
+/// call is batched, and gives the batch): as many batch indices a piece as keep each split tensor
+/// within one binding. Inputs of other ranks are shared by every piece, and outputs of other ranks
+/// (the gradient of a shared input) are summed over the pieces. `None` when no input has the first
+/// rank, or one index is already too large.
 pub(crate) async fn run_batches<O: Operation + Clone>(
     engine: &Engine,
     op: &O,
     inputs: &[&Tensor<f32>],
-    rank: usize,
+    ranks: &[usize],
 ) -> Option<Result<Vec<Tensor<f32>>>> {
-    let split: Vec<bool> = inputs.iter().map(|t| t.shape().len() == rank).collect();
-    let batch = inputs.iter().find(|t| t.shape().len() == rank)?.shape()[0];
+    let batch = inputs.iter().find(|t| t.shape().len() == ranks[0])?.shape()[0];
+    let split: Vec<bool> = inputs.iter().map(|t| ranks.contains(&t.shape().len())).collect();
     let outputs = op.output_shapes(&inputs.iter().map(|t| t.shape()).collect::<Vec<_>>()).ok()?;
     let per_index = inputs
         .iter()
-        .filter(|t| t.shape().len() == rank)
+        .filter(|t| ranks.contains(&t.shape().len()))
         .map(|t| t.len())
-        .chain(outputs.iter().filter(|s| s.len() == rank).map(|s| s.iter().product()))
+        .chain(outputs.iter().filter(|s| ranks.contains(&s.len())).map(|s| s.iter().product()))
         .max()?
         / batch.max(1);
     let step = batch_step(engine, per_index)?;
@@ -101,7 +102,7 @@ pub(crate) async fn run_batches<O: Operation + Clone>(
         // The split tensors fit whole: what passes the limit is not along the batch.
         return None;
     }
-    let joined = Joined::new(&outputs, outputs.iter().map(|s| s.len() == rank).collect());
+    let joined = Joined::new(&outputs, outputs.iter().map(|s| ranks.contains(&s.len())).collect());
     Some(
         run_pieces(engine, inputs, batch, step, joined, |first, count| {
             (op.clone(), inputs.iter().zip(&split).map(|(t, s)| s.then(|| leading(t, first, count))).collect())

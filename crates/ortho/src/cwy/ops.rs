@@ -23,7 +23,7 @@ impl Operation for Cwy {
     const INPUTS: &'static [&'static str] = &["u"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
@@ -65,7 +65,7 @@ impl Operation for CwyApply {
     const INPUTS: &'static [&'static str] = &["u", "x"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
@@ -104,7 +104,7 @@ impl Operation for CwyBackward {
     const INPUTS: &'static [&'static str] = &["u", "grad"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
@@ -148,7 +148,7 @@ impl Operation for CwyApplyBackward {
     const INPUTS: &'static [&'static str] = &["u", "x", "grad"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
@@ -188,7 +188,7 @@ impl Operation for HouseholderProduct {
     const INPUTS: &'static [&'static str] = &["u"];
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        run_batches(engine, self, inputs, 3).await
+        run_batches(engine, self, inputs, &[3]).await
     }
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {

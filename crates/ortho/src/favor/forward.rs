@@ -15,7 +15,7 @@ impl Operation for Favor {
     /// Batches a slice at a time where one batch entry fits a binding, else the sequence in
     /// segments (`segments.rs`).
     async fn run_split(&self, engine: &Engine, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        if let Some(outputs) = run_batches(engine, self, i, 4).await {
+        if let Some(outputs) = run_batches(engine, self, i, &[4]).await {
             return Some(outputs);
         }
         Some(engine.favor_segments([i[0], i[1], i[2], i[3]], &self.0).await?.map(|out| vec![out]))
