@@ -44,7 +44,7 @@ fn sets_of(graph: &Graph, seed: u64) -> (Tensor<f32>, Tensor<f32>) {
 
 /// One timed run after a warm-up: GPU seconds and the pool's peak bytes.
 fn gpu_time(engine: &ortho::Engine, op: &IsingBatch, warm: &Tensor<f32>, couplings: &Tensor<f32>) -> (f64, u64) {
-    let once = MeasureOptions { warmup: 0, repeats: 1 };
+    let once = MeasureOptions { warmup: 0, repeats: 1, ..Default::default() };
     engine.time_device(op, &[warm], once).expect("warm-up");
     let times = engine.time_device(op, &[couplings], once).expect("batched inference");
     (times.seconds[0], times.peak_bytes)

@@ -26,7 +26,7 @@ fn main() {
                 group.throughput(Throughput::Elements(case.flops as u64));
                 group.bench_function(&case.name, |b| {
                     b.iter_custom(|iters| {
-                        let o = MeasureOptions { warmup: 0, repeats: iters as usize };
+                        let o = MeasureOptions { warmup: 0, repeats: iters as usize, ..Default::default() };
                         let t = case.time_device(&engine, o).expect("the case runs");
                         Duration::from_secs_f64(t.seconds.iter().sum())
                     })

@@ -170,7 +170,7 @@ fn measurements_of_an_operation() {
     let (a, b) = (gaussian(&[2, 65, 17], 1.0, 1), gaussian(&[2, 17, 63], 1.0, 2));
     let [q, k, v] = attention_inputs((1, 2, 100, 16, 8, 0), 0.5, 3);
     let w = gaussian(&[32, 16], 1.0, 4);
-    let o = MeasureOptions { warmup: 1, repeats: 3 };
+    let o = MeasureOptions { warmup: 1, repeats: 3, ..Default::default() };
     let positive = |m: &Measurement| m.device_seconds.iter().chain(&m.call_seconds).all(|&s| s > 0.0 && s < 60.0);
     for e in gpu_engines() {
         let timestamps = e.device().unwrap().features().contains(ortho::wgpu::Features::TIMESTAMP_QUERY);

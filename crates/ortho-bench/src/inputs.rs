@@ -10,6 +10,10 @@ pub const FORWARD_BOUND: f64 = 1e-5;
 /// Gradients (a forward pass and a backward pass of products in f32).
 pub const GRADIENT_BOUND: f64 = 1e-4;
 
+/// What rounding an f32 output to f16 (to nearest) adds to the relative error: each value moves by
+/// at most 2^-11 of itself.
+pub const F16_ROUNDING: f64 = 1.0 / 2048.0;
+
 /// The bound of `exp(A)` for `|A|_1 = norm`: [`FORWARD_BOUND`] where no squaring is needed, each
 /// squaring allowed to double it (docs/math.md §3.3).
 pub fn expm_bound(norm: f64) -> f64 {

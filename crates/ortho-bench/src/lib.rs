@@ -9,6 +9,7 @@ pub mod inputs;
 pub mod plots;
 pub mod ratios;
 pub mod report;
+pub mod storage;
 
 pub use cases::{Case, Sweep, sweep};
 pub use report::{Record, Report};

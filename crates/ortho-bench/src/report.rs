@@ -277,7 +277,7 @@ mod tests {
     fn reports_read_back() {
         let cases = crate::sweep(crate::Sweep::Quick);
         let cpu = Engine::cpu("test");
-        let o = ortho::MeasureOptions { warmup: 0, repeats: 1 };
+        let o = ortho::MeasureOptions { warmup: 0, repeats: 1, ..Default::default() };
         let ran = Record::of(&cases[0], &cpu, cases[0].run(&cpu, o));
         let failed = Record::of(&cases[0], &cpu, Err(ortho::Error::Unsupported("not here".into())));
         let report = Report::new(vec![ran.clone(), failed], "ortho bench".into());

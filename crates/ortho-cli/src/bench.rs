@@ -6,7 +6,7 @@
 use crate::validate::engines;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ortho::{BackendChoice, MeasureOptions};
+use ortho::{BackendChoice, DType, MeasureOptions};
 use ortho_bench::{Record, Report, Sweep, sweep};
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// written).
     #[arg(long, value_name = "FILE")]
     splice: Vec<PathBuf>,
+    /// Storage of every case's inputs and outputs: f32, or f16 (inputs rounded to f16, the
+    /// conversions timed with the work, each bound widened by the output rounding, 2^-11).
+    #[arg(long, default_value = "f32", value_parser = |s: &str| s.parse::<DType>().map_err(|e| e.to_string()))]
+    dtype: DType,
     /// Multiplies every case's error bound (below 1 to make validation stricter).
     #[arg(long, default_value_t = 1.0, hide = true)]
     bound_scale: f64,
@@ -54,6 +58,10 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     cases.retain(|c| filter.as_ref().is_none_or(|f| f.is_match(&c.path())));
     for case in &mut cases {
         case.bound *= a.bound_scale;
+        if a.dtype == DType::F16 {
+            case.bound += ortho_bench::inputs::F16_ROUNDING;
+            case.bytes /= 2.0;
+        }
     }
     if cases.is_empty() {
         return Err("--filter matches no case".into());
@@ -62,7 +70,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let total = engines.len() * cases.len();
     // The checked call and the timed calls before the device repeats compile the pipelines and fill
     // the pool: they are the warm-up.
-    let o = MeasureOptions { warmup: 0, repeats: a.repeats };
+    let o = MeasureOptions { warmup: 0, repeats: a.repeats, dtype: a.dtype };
     let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed} elapsed, ~{eta} left] {msg}")
             .expect("a valid template"),

@@ -6,16 +6,18 @@ mod bilevel;
 mod express;
 mod ising;
 mod npy;
+mod storage;
 mod tune;
 mod validate;
 
 use clap::{Args, Parser, Subcommand};
 use npy::Outputs;
 use ortho::random::{Scaling, projection};
-use ortho::{BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, Kernel, Schedule};
+use ortho::{BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, GroupMap, Kernel, Schedule, ops};
 use ortho_ref::flow::{Activation, Flow, Generator, Method};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use storage::Storage;
 
 #[derive(Parser)]
 #[command(name = "ortho", version, about = "GPU kernels for random-feature attention and orthogonal matrices")]
@@ -74,13 +76,22 @@ enum Command {
     /// within (epsilon, delta), with d = O(log L).
     Express(express::ExpressArgs),
     /// Run every kernel on every adapter and on the CPU against the f64 reference.
-    Validate(Backend),
+    Validate(ValidateArgs),
     /// Time every kernel family on every adapter and on the CPU fallback, checked against the f64
     /// reference as it is timed; writes results.json and report.md.
     Bench(bench::BenchArgs),
     /// Time every GEMM variant on each GPU adapter for the shape classes of ortho's products and
     /// cache the fastest (ORTHO_TUNE_CACHE, else ~/.cache/ortho/tune.json), printing what won.
     Tune(tune::TuneArgs),
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    backend: Backend,
+    /// f16: every family in f16 storage instead, against the twin on the f16 inputs.
+    #[command(flatten)]
+    storage: Storage,
 }
 
 #[derive(Args)]
@@ -119,6 +130,8 @@ struct FlowArgs {
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
+    storage: Storage,
+    #[command(flatten)]
     backend: Backend,
 }
 
@@ -130,6 +143,8 @@ struct MatrixArgs {
     /// Where to write the result (f32).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    storage: Storage,
     #[command(flatten)]
     backend: Backend,
 }
@@ -151,6 +166,8 @@ struct CwyArgs {
     /// Where to write the result (f32).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    storage: Storage,
     #[command(flatten)]
     backend: Backend,
 }
@@ -192,6 +209,8 @@ struct FavorArgs {
     save_projection: Option<PathBuf>,
     #[command(flatten)]
     attention: AttentionKind,
+    #[command(flatten)]
+    storage: Storage,
     #[command(flatten)]
     backend: Backend,
 }
@@ -258,6 +277,8 @@ struct FavorGradArgs {
     #[arg(long)]
     dw: Option<PathBuf>,
     #[command(flatten)]
+    storage: Storage,
+    #[command(flatten)]
     backend: Backend,
 }
 
@@ -267,6 +288,8 @@ struct AttentionArgs {
     qkv: Qkv,
     #[arg(long)]
     causal: bool,
+    #[command(flatten)]
+    storage: Storage,
     #[command(flatten)]
     backend: Backend,
 }
@@ -331,81 +354,74 @@ pub(crate) fn outputs(list: &[(&str, Option<&PathBuf>)]) -> Result<Outputs, Stri
 
 fn favor(a: &FavorArgs) -> Result<(), String> {
     let mut out = outputs(&[("out", Some(&a.qkv.out)), ("save-projection", a.save_projection.as_ref())])?;
-    let q = npy::read(&a.qkv.q, "q")?;
-    let k = npy::read(&a.qkv.k, "k")?;
-    let v = npy::read(&a.qkv.v, "v")?;
+    let st = a.storage;
+    let [q, k, v] = [(&a.qkv.q, "q"), (&a.qkv.k, "k"), (&a.qkv.v, "v")].map(|(path, name)| st.read(path, name));
+    let (q, k, v) = (q?, k?, v?);
     let w = match (&a.projection, a.features) {
-        (Some(path), _) => npy::read(path, "projection")?,
+        (Some(path), _) => st.read(path, "projection")?,
         (None, Some(m)) => {
             let d = *q.shape().last().ok_or("q: expected shape [L, d] or [B, H, L, d], got []")?;
-            let w = projection(m, d, a.scaling, a.seed).map_err(|e| e.to_string())?.to_f32();
+            let w = st.made(projection(m, d, a.scaling, a.seed).map_err(|e| e.to_string())?.to_f32());
             if a.save_projection.is_some() {
-                out.write(1, &w)?;
+                w.write(&mut out, 1)?;
             }
             w
         }
         (None, None) => return Err("give --projection W.npy or --features M".into()),
     };
     let engine = engine(&a.backend)?;
-    let options = a.attention.options();
-    out.write(0, &engine.favor(&q, &k, &v, &w, &options).map_err(|e| e.to_string())?)?;
+    st.run(&engine, &ops::Favor(a.attention.options()), &[q, k, v, w], &mut out, 1)?;
     out.commit()
 }
 
 fn favor_grad(a: &FavorGradArgs) -> Result<(), String> {
     let mut out = outputs(&[("dq", Some(&a.dq)), ("dk", Some(&a.dk)), ("dv", Some(&a.dv)), ("dw", a.dw.as_ref())])?;
-    let q = npy::read(&a.q, "q")?;
-    let k = npy::read(&a.k, "k")?;
-    let v = npy::read(&a.v, "v")?;
-    let w = npy::read(&a.projection, "projection")?;
-    let g = npy::read(&a.grad_out, "grad")?;
+    let st = a.storage;
+    let paths = [(&a.q, "q"), (&a.k, "k"), (&a.v, "v"), (&a.projection, "projection"), (&a.grad_out, "grad")];
+    let inputs = paths.iter().map(|(path, name)| st.read(path, name)).collect::<Result<Vec<_>, _>>()?;
     let engine = engine(&a.backend)?;
     let options = FavorOptions { checkpoints: a.checkpoints, ..a.attention.options() };
-    let grads = engine.favor_backward(&q, &k, &v, &w, &options, &g).map_err(|e| e.to_string())?;
-    let wanted = if a.dw.is_some() { 4 } else { 3 };
-    for (i, t) in grads.iter().take(wanted).enumerate() {
-        out.write(i, t)?;
-    }
+    st.run(&engine, &ops::FavorBackward(options), &inputs, &mut out, if a.dw.is_some() { 4 } else { 3 })?;
     out.commit()
 }
 
 fn attention(a: &AttentionArgs) -> Result<(), String> {
     let mut out = outputs(&[("out", Some(&a.qkv.out))])?;
-    let q = npy::read(&a.qkv.q, "q")?;
-    let k = npy::read(&a.qkv.k, "k")?;
-    let v = npy::read(&a.qkv.v, "v")?;
+    let st = a.storage;
+    let paths = [(&a.qkv.q, "q"), (&a.qkv.k, "k"), (&a.qkv.v, "v")];
+    let inputs = paths.iter().map(|(path, name)| st.read(path, name)).collect::<Result<Vec<_>, _>>()?;
     let engine = engine(&a.backend)?;
-    out.write(0, &engine.exact_attention(&q, &k, &v, a.causal).map_err(|e| e.to_string())?)?;
+    st.run(&engine, &ops::ExactAttention { causal: a.causal }, &inputs, &mut out, 1)?;
     out.commit()
 }
 
 fn cwy(a: &CwyArgs) -> Result<(), String> {
     let mut out = outputs(&[("out", Some(&a.out))])?;
-    let u = npy::read(&a.u, "u")?;
-    let x = a.apply.as_ref().map(|path| npy::read(path, "x")).transpose()?;
+    let st = a.storage;
+    let u = st.read(&a.u, "u")?;
     let engine = engine(&a.backend)?;
-    let result = match &x {
-        Some(x) => engine.cwy_apply(&u, x, a.transpose),
-        None if a.stiefel => engine.tcwy(&u),
-        None => engine.cwy(&u),
+    match &a.apply {
+        Some(path) => {
+            let x = st.read(path, "x")?;
+            st.run(&engine, &ops::CwyApply { transpose: a.transpose }, &[u, x], &mut out, 1)?
+        }
+        None => st.run(&engine, &ops::Cwy { stiefel: a.stiefel }, &[u], &mut out, 1)?,
     }
-    .map_err(|e| e.to_string())?;
-    out.write(0, &result)?;
     out.commit()
 }
 
 fn matrix_map(a: &MatrixArgs, cayley: bool) -> Result<(), String> {
     let mut out = outputs(&[("out", Some(&a.out))])?;
-    let input = npy::read(&a.input, "a")?;
+    let input = a.storage.read(&a.input, "a")?;
     let engine = engine(&a.backend)?;
-    let result = if cayley { engine.cayley(&input) } else { engine.expm(&input) }.map_err(|e| e.to_string())?;
-    out.write(0, &result)?;
+    let map = if cayley { GroupMap::Cayley } else { GroupMap::Exp };
+    a.storage.run(&engine, &ops::MatrixMap(map), &[input], &mut out, 1)?;
     out.commit()
 }
 
 fn flow(a: &FlowArgs) -> Result<(), String> {
     let mut out = outputs(&[("out", Some(&a.out)), ("x-out", a.x_out.as_ref())])?;
-    let w0 = npy::read(&a.w0, "w0")?;
+    let w0 = a.storage.read(&a.w0, "w0")?;
     let generator = match (&a.isospectral, &a.generators) {
         (Some(paths), _) => Generator::Isospectral {
             qs: npy::read(&paths[0], "qs")?.to_f64(),
@@ -427,11 +443,7 @@ fn flow(a: &FlowArgs) -> Result<(), String> {
         state,
     };
     let engine = engine(&a.backend)?;
-    let (w, x) = engine.flow(&flow, &w0).map_err(|e| e.to_string())?;
-    out.write(0, &w)?;
-    if let Some(x) = x.filter(|_| a.x_out.is_some()) {
-        out.write(1, &x)?;
-    }
+    a.storage.run(&engine, &flow, &[w0], &mut out, if a.x_out.is_some() { 2 } else { 1 })?;
     out.commit()
 }
 
@@ -455,7 +467,7 @@ fn main() -> ExitCode {
         Command::Ising(a) => ising::run(a),
         Command::Bilevel(a) => bilevel::run(a),
         Command::Express(a) => express::run(a),
-        Command::Validate(b) => validate::run(b.backend),
+        Command::Validate(a) => validate::run(a.backend.backend, a.storage.dtype),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),
     };

@@ -6,7 +6,7 @@
 //! the file holds before anything is allocated, so a truncated file or a lying header is an error,
 //! not a panic or an unbounded allocation.
 //!
-//! Outputs are f32 and all or nothing: see [`Outputs`].
+//! Outputs are all or nothing: see [`Outputs`].
 
 use npyz::{TypeChar, WriterBuilder};
 use ortho::Tensor;
@@ -21,6 +21,20 @@ pub fn read(path: &Path, name: &str) -> Result<Tensor<f32>, String> {
     let data = if fortran { c_order(&shape, &data) } else { data };
     let t = Tensor::new(&shape, data).map_err(|e| at(&e))?;
     Ok(t)
+}
+
+/// A float or integer array as f16: f16 files exactly, others rounded to the nearest f16 (ties to
+/// even, from the file's own values), a finite value past f16's range (65504) refused.
+pub fn read_f16(path: &Path, name: &str) -> Result<Tensor<half::f16>, String> {
+    let at = |e: &dyn std::fmt::Display| format!("{name} ({}): {e}", path.display());
+    let (shape, data) = read_f64(path, name)?;
+    if let Some(i) = data.iter().position(|x| x.is_finite() && !half::f16::from_f64(*x).is_finite()) {
+        return Err(at(&format!(
+            "value {:e} at flat index {i} does not fit in f16 (largest 65504); run with --dtype f32",
+            data[i]
+        )));
+    }
+    Tensor::new(&shape, data.into_iter().map(half::f16::from_f64).collect()).map_err(|e| at(&e))
 }
 
 /// A float or integer array as f64 (integers only where f64 holds them exactly), in C order.

@@ -3,12 +3,13 @@
 
 use ortho::random::{Scaling, projection, projection_per_head};
 use ortho::{
-    BackendChoice, Checkpoints, Engine, EngineOptions, FavorOptions, GemmVariant, Kernel, MatmulOptions, Schedule,
-    Tensor,
+    BackendChoice, Checkpoints, DType, Engine, EngineOptions, FavorOptions, GemmVariant, Kernel, MatmulOptions,
+    Schedule, Tensor,
 };
 use ortho_bench::inputs::{
     FORWARD_BOUND, GEMM_BOUND, GRADIENT_BOUND, expm_bound, gaussian, identities, skew, symmetric,
 };
+use ortho_bench::storage::storage_cases;
 use ortho_ref::cwy;
 use ortho_ref::favor as reference;
 use ortho_ref::flow::{Flow, Generator, Method};
@@ -442,8 +443,11 @@ pub fn engines(backend: Option<BackendChoice>) -> Result<Vec<Engine>, String> {
     Ok(engines)
 }
 
-pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
+pub fn run(backend: Option<BackendChoice>, dtype: DType) -> Result<(), String> {
     let engines = engines(backend)?;
+    if dtype == DType::F16 {
+        return run_f16(&engines);
+    }
     let cases = cases();
     let width = cases.iter().map(|c| c.shape.len()).max().unwrap_or(5).max(5);
     println!("{:<22} {:<40} {:<w$} {:>10} {:>8} result", "kernel", "backend", "shape", "rel error", "bound", w = width);
@@ -483,6 +487,43 @@ pub fn run(backend: Option<BackendChoice>) -> Result<(), String> {
                 case.bound,
                 w = width
             );
+        }
+    }
+    println!("{} passed, {failures} failed", total - failures);
+    if failures > 0 { Err(format!("{failures} of {total} validation cases failed")) } else { Ok(()) }
+}
+
+/// `--dtype f16`: every case of [`storage_cases`] on every engine, each output's error against the
+/// twin on the f16 inputs (bounded) and on the f32 inputs before rounding (reported).
+fn run_f16(engines: &[Engine]) -> Result<(), String> {
+    let cases = storage_cases();
+    println!(
+        "{:<46} {:<40} {:>6} {:>10} {:>8} {:>14} result",
+        "kernel (f16 storage)", "backend", "output", "rel error", "bound", "vs f32 inputs"
+    );
+    let (mut failures, mut total) = (0, 0);
+    for engine in engines {
+        for case in &cases {
+            let results = case.run(engine);
+            for (i, output) in case.outputs.iter().enumerate() {
+                total += 1;
+                let (error, unrounded, verdict) = match &results {
+                    Ok(results) => {
+                        let r = &results[i];
+                        let err = relative_frobenius(r.output.data(), r.want.data());
+                        let unrounded = relative_frobenius(r.output.data(), r.want_unrounded.data());
+                        let verdict = if err <= case.bound { "pass".to_string() } else { "FAIL".to_string() };
+                        (format!("{err:10.2e}"), format!("{unrounded:14.2e}"), verdict)
+                    }
+                    Err(e) => ("-".into(), "-".into(), format!("FAIL: {e}")),
+                };
+                failures += verdict.starts_with("FAIL") as usize;
+                let name = engine.describe();
+                println!(
+                    "{:<46} {name:<40} {output:>6} {error:>10} {:>8.1e} {unrounded:>14} {verdict}",
+                    case.name, case.bound
+                );
+            }
         }
     }
     println!("{} passed, {failures} failed", total - failures);

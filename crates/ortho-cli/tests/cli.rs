@@ -1163,3 +1163,60 @@ fn express_verb_writes_inputs_that_pass_the_check() {
     fails(&["--epsilon", "0.5", "--delta", "0.05", "--method", "sparse"], "paper, optimized");
     assert!(!never.exists() && !never2.exists() && !never3.exists());
 }
+
+/// `--dtype f16`: inputs of any dtype read as f16, the work in f16 storage, f16 files written; the
+/// same values as the library's `run_f16`; a value past f16's range refused by name.
+#[test]
+fn dtype_f16_reads_and_writes_f16() {
+    let d = dir("dtype-f16");
+    let [q, k, v] = inputs(&d, &[1, 2, 20, 8], 5);
+    let u = d.join("u.npy");
+    save(&u, &[12, 5], &gaussian(60, 9));
+    let read_f16 = |path: &Path| -> Tensor<half::f16> {
+        let bytes = std::fs::read(path).unwrap();
+        let f = npyz::NpyFile::new(&bytes[..]).unwrap();
+        assert_eq!(f.dtype().descr().trim_matches('\''), "<f2", "{}", path.display());
+        let shape: Vec<usize> = f.shape().iter().map(|&n| n as usize).collect();
+        Tensor::new(&shape, f.into_vec::<half::f16>().unwrap()).unwrap()
+    };
+    let as_f16 = |path: &Path, shape: &[usize]| -> Tensor<half::f16> {
+        let bytes = std::fs::read(path).unwrap();
+        let f = npyz::NpyFile::new(&bytes[..]).unwrap();
+        let data: Vec<f64> = match f.dtype().descr().trim_matches('\'') {
+            "<f8" => f.into_vec::<f64>().unwrap(),
+            "<f2" => f.into_vec::<half::f16>().unwrap().into_iter().map(f64::from).collect(),
+            _ => f.into_vec::<f32>().unwrap().into_iter().map(f64::from).collect(),
+        };
+        Tensor::new(shape, data).unwrap().to_f16()
+    };
+    for backend in backends() {
+        let engine = ortho::Engine::with_options(&ortho::EngineOptions {
+            backend: backend.parse().unwrap(),
+            tune: ortho::TuneOptions { mode: ortho::TuneMode::Off, cache: None },
+            ..ortho::EngineOptions::default()
+        })
+        .unwrap();
+        let (out, w) = (d.join(format!("o-{backend}.npy")), d.join(format!("w-{backend}.npy")));
+        let args = ["favor", "--q", p(&q), "--k", p(&k), "--v", p(&v), "--features", "16", "--save-projection"];
+        let o = ortho(&[&args[..], &[p(&w), "--out", p(&out), "--dtype", "f16", "--backend", backend]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (got, w) = (read_f16(&out), read_f16(&w));
+        let inputs = [as_f16(&q, &[1, 2, 20, 8]), as_f16(&k, &[1, 2, 20, 8]), as_f16(&v, &[1, 2, 20, 5]), w];
+        let op = ortho::ops::Favor(ortho::FavorOptions::new(ortho::Kernel::Softmax));
+        let want = engine.run_f16(&op, &inputs.iter().collect::<Vec<_>>()).unwrap().remove(0);
+        assert_eq!(got, want, "{backend}: favor");
+
+        let out = d.join(format!("cwy-{backend}.npy"));
+        let o = ortho(&["cwy", "--u", p(&u), "--out", p(&out), "--dtype", "f16", "--backend", backend]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let want = engine.run_f16(&ortho::ops::Cwy::default(), &[&as_f16(&u, &[12, 5])]).unwrap().remove(0);
+        assert_eq!(read_f16(&out), want, "{backend}: cwy");
+    }
+    let big = d.join("big.npy");
+    save(&big, &[2, 2], &[1.0f64, 2.0, 7.0e4, 3.0]);
+    let o = ortho(&["expm", "--input", p(&big), "--out", p(&d.join("e.npy")), "--dtype", "f16"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("7e4 at flat index 2 does not fit in f16 (largest 65504)"), "{}", stderr(&o));
+    let o = ortho(&["expm", "--input", p(&big), "--out", p(&d.join("e.npy")), "--dtype", "bf16"]);
+    assert!(!o.status.success() && stderr(&o).contains("'bf16' is not one of f32, f16"), "{}", stderr(&o));
+}

@@ -12,6 +12,9 @@ pub struct Tensor<T> {
 pub trait Element: Copy + PartialEq + std::fmt::Debug + Default + Send + Sync + 'static {
     fn to_f64(self) -> f64;
     fn from_f64(x: f64) -> Self;
+    fn is_finite(self) -> bool {
+        self.to_f64().is_finite()
+    }
 }
 
 impl Element for f32 {
@@ -29,6 +32,20 @@ impl Element for f64 {
     }
     fn from_f64(x: f64) -> Self {
         x
+    }
+}
+
+/// f16 storage: every f16 is an f64 exactly; an f64 becomes the nearest f16 (ties to even), and
+/// one past f16's range (65504) becomes infinite.
+impl Element for half::f16 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(x: f64) -> Self {
+        half::f16::from_f64(x)
+    }
+    fn is_finite(self) -> bool {
+        half::f16::is_finite(self)
     }
 }
 
@@ -106,6 +123,12 @@ impl<T: Element> Tensor<T> {
         self.map(|x| x.to_f64() as f32)
     }
 
+    /// The nearest f16 values (ties to even; past f16's range 65504, infinite: see
+    /// [`Tensor::check_finite`]).
+    pub fn to_f16(&self) -> Tensor<half::f16> {
+        self.map(|x| half::f16::from_f64(x.to_f64()))
+    }
+
     /// The multi-index of a flat position.
     pub fn unravel(&self, mut flat: usize) -> Vec<usize> {
         let mut index = vec![0; self.shape.len()];
@@ -120,7 +143,7 @@ impl<T: Element> Tensor<T> {
 
     /// Rejects NaN and infinities, naming the tensor and the first bad index.
     pub fn check_finite(&self, name: &str) -> Result<()> {
-        match self.data.iter().position(|x| !x.to_f64().is_finite()) {
+        match self.data.iter().position(|x| !x.is_finite()) {
             None => Ok(()),
             Some(flat) => Err(Error::NonFinite {
                 tensor: name.to_string(),

@@ -150,6 +150,7 @@ impl Operation for RegressionDerivatives {
 impl Operation for MetaGradient {
     const NAME: &'static str = "meta gradient";
     const INPUTS: &'static [&'static str] = &["theta", "support", "query"];
+    const SUBMITS_IN_PIECES: bool = true;
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         params_shape("theta", i[0], self.hidden, &[])?;

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::pool::{BufferKind, BufferPool, PoolStats, Recorded};
 use crate::shaders::PipelineCache;
-use crate::tensor::GpuTensor;
+use crate::tensor::{DType, GpuTensor};
 use crate::tune::{TuneOptions, Tuner};
 use ortho_ref::Tensor;
 use std::future::Future;
@@ -382,21 +382,22 @@ impl Engine {
 
     /// A pooled storage tensor; its contents are unspecified until written.
     pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
-        self.named_empty("a tensor", shape)
+        self.named_empty("a tensor", shape, DType::F32)
     }
 
-    fn named_empty(&self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
-        let bytes = 4 * shape.iter().product::<usize>() as u64;
+    pub(crate) fn named_empty(&self, name: &str, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let bytes = dtype.bytes(shape.iter().product());
         let what = format!("{name} of shape {shape:?} (split the work into smaller calls, or run it on the CPU)");
-        self.check_binding(&what, bytes)?;
+        // Kernels work on f32 copies of f16 tensors, so those must fit one binding too.
+        self.check_binding(&what, DType::F32.bytes(shape.iter().product()))?;
         let gpu = self.gpu("allocating a tensor")?;
-        Ok(GpuTensor::pooled(gpu.pool.get(BufferKind::Storage, bytes), shape))
+        Ok(GpuTensor::pooled(gpu.pool.get(BufferKind::Storage, bytes), shape, dtype))
     }
 
     /// Copies a host tensor to the GPU, rejecting non-finite values.
     pub fn upload(&self, name: &str, t: &Tensor<f32>) -> Result<GpuTensor> {
         t.check_finite(name)?;
-        let out = self.named_empty(name, t.shape())?;
+        let out = self.named_empty(name, t.shape(), DType::F32)?;
         let gpu = self.gpu("upload")?;
         if !t.is_empty() {
             gpu.queue.write_buffer(out.buffer(), 0, bytemuck::cast_slice(t.data()));
@@ -412,10 +413,23 @@ impl Engine {
     /// drive the device meanwhile (see [`Engine::poll_device`]); the blocking [`Engine::download`]
     /// does so itself.
     pub async fn download_async(&self, t: &GpuTensor) -> Result<Tensor<f32>> {
+        if t.dtype() != DType::F32 {
+            return Err(Error::Unsupported(format!(
+                "download of {t:?}: the tensor holds {} values; read it with Engine::download_f16",
+                t.dtype().name()
+            )));
+        }
+        let data = self.read_back(t, |bytes| bytemuck::cast_slice::<u8, f32>(bytes)[..t.len()].to_vec()).await?;
+        Ok(Tensor::new(t.shape(), data)?)
+    }
+
+    /// Copies `t`'s bytes back and decodes them with `decode` (the future resolves as
+    /// [`Engine::download_async`]'s does).
+    pub(crate) async fn read_back<T>(&self, t: &GpuTensor, decode: impl FnOnce(&[u8]) -> T) -> Result<T> {
         let gpu = self.gpu("download")?;
         let bytes = t.byte_len();
         if bytes == 0 {
-            return Ok(Tensor::zeros(t.shape()));
+            return Ok(decode(&[]));
         }
         let staging = gpu.pool.get(BufferKind::Readback, bytes);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
@@ -430,10 +444,10 @@ impl Engine {
         rx.await.map_err(|e| gpu_err(e.to_string()))?.map_err(|e| gpu_err(e.to_string()))?;
         let data = {
             let view = slice.get_mapped_range().map_err(|e| gpu_err(e.to_string()))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+            decode(&view)
         };
         staging.buffer().unmap();
-        Ok(Tensor::new(t.shape(), data)?)
+        Ok(data)
     }
 
     /// Drives the device once: runs the callbacks of completed work, which wakes the futures of the

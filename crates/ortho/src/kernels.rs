@@ -236,6 +236,7 @@ params! {
     }
     GemmSum { m: u32, n: u32, batch: u32, splits: u32, c: GemmOperand, beta: f32, diag: f32, _pad0: u32, _pad1: u32 }
     Fill { count: u32, off: u32, value: f32, _pad: u32 }
+    Convert { count: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
     Scan { rows: u32, problems: u32, row_stride: u32, _pad: u32 }
     CopyBlocks {
         outer: u32, inner: u32, len: u32, src_off: u32, src_outer: u32, src_inner: u32,
@@ -300,6 +301,8 @@ shaders! {
     GEMM_LANES: "common/gemm_lanes" + OPERAND + GEMM_STORE, Gemm, ["a: read", "b: read", "c: read_write"];
     GEMM_SUM: "common/gemm_sum" + OPERAND, GemmSum, ["partials: read", "c: read_write"];
     FILL: "common/fill", Fill, ["values: read_write"];
+    TO_F16: "common/to_f16", Convert, ["src: read", "dst: read_write u32"];
+    FROM_F16: "common/from_f16", Convert, ["src: read u32", "dst: read_write"];
     SCAN_MAX: "common/scan_max", Scan, ["values: read", "prefix: read_write", "before: read_write", "carried: read_write"];
     COPY: "common/copy", CopyBlocks, ["src: read", "dst: read_write"];
     ROW_STATS: "favor/row_stats" + REDUCE, RowStats, ["x: read", "a: read", "row_max: read_write", "offset: read_write"];

@@ -29,6 +29,7 @@
 pub mod bilevel;
 mod cpu;
 mod cwy;
+mod dtype;
 mod engine;
 mod error;
 mod exact;
@@ -77,9 +78,11 @@ pub mod ops {
     pub use ortho_ref::flow::Flow;
 }
 pub use pool::{PoolStats, Recorded};
-pub use tensor::GpuTensor;
+pub use tensor::{DType, GpuTensor};
 pub use timing::Timing;
 pub use tune::{GemmClass, TuneMode, TuneOptions, TuneResult, default_variant};
 
+/// Re-exported for f16 storage ([`Engine::run_f16`], [`Engine::upload_f16`]).
+pub use half;
 /// Re-exported so that applications embedding ortho use the same wgpu.
 pub use wgpu;

@@ -6,6 +6,7 @@
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::operation::Operation;
+use crate::tensor::{DType, GpuTensor};
 use ortho_ref::Tensor;
 use ortho_ref::tensor::relative_frobenius;
 use std::time::Instant;
@@ -17,11 +18,14 @@ pub struct MeasureOptions {
     pub warmup: usize,
     /// Timed runs, of the recorded work and of the whole host call each (at least 1).
     pub repeats: usize,
+    /// The storage of the inputs and outputs: with [`DType::F16`], the inputs are rounded to f16
+    /// ([`Engine::run_f16`]; on the device, the conversions are part of the timed work).
+    pub dtype: DType,
 }
 
 impl Default for MeasureOptions {
     fn default() -> Self {
-        MeasureOptions { warmup: 1, repeats: 5 }
+        MeasureOptions { warmup: 1, repeats: 5, dtype: DType::F32 }
     }
 }
 
@@ -90,7 +94,7 @@ impl Engine {
     }
 
     /// [`Engine::measure`] with the f64 twin's outputs `want` already computed (a sweep computes them
-    /// once for every engine).
+    /// once for every engine). In f16 storage, `want` is the twin's on the f16-rounded inputs.
     pub fn measure_against<O: Operation>(
         &self,
         op: &O,
@@ -98,12 +102,12 @@ impl Engine {
         want: &[Tensor<f64>],
         o: MeasureOptions,
     ) -> Result<Measurement> {
-        let got = self.run(op, inputs)?;
-        let error = got.iter().zip(want).map(|(g, w)| relative_frobenius(g.data(), w.data())).fold(0.0, f64::max);
+        let calls = HostCalls::new(inputs, o.dtype);
+        let error = calls.error(self, op, want)?;
         let mut call_seconds = Vec::with_capacity(o.repeats.max(1));
         for _ in 0..o.repeats.max(1) {
             let start = Instant::now();
-            self.run(op, inputs)?;
+            calls.run(self, op)?;
             call_seconds.push(start.elapsed().as_secs_f64());
         }
         let device = if self.is_gpu() {
@@ -121,25 +125,33 @@ impl Engine {
         })
     }
 
-    /// Times `op`'s recorded work on uploaded copies of `inputs`: `o.warmup` untimed runs, then
-    /// `o.repeats` timed ones (on the CPU fallback, whole calls by the wall clock).
+    /// Times `op`'s recorded work on uploaded copies of `inputs` (of `o.dtype`): `o.warmup` untimed
+    /// runs, then `o.repeats` timed ones (on the CPU fallback, whole calls by the wall clock).
     pub fn time_device<O: Operation>(&self, op: &O, inputs: &[&Tensor<f32>], o: MeasureOptions) -> Result<DeviceTimes> {
         if !self.is_gpu() {
+            let calls = HostCalls::new(inputs, o.dtype);
             for _ in 0..o.warmup {
-                self.run(op, inputs)?;
+                calls.run(self, op)?;
             }
             let mut seconds = Vec::with_capacity(o.repeats.max(1));
             for _ in 0..o.repeats.max(1) {
                 let start = Instant::now();
-                self.run(op, inputs)?;
+                calls.run(self, op)?;
                 seconds.push(start.elapsed().as_secs_f64());
             }
             return Ok(DeviceTimes { seconds, timestamps: false, peak_bytes: 0, scratch_bytes: 0 });
         }
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
         let names = O::INPUTS.iter().chain(std::iter::repeat(&"input"));
-        let uploaded = inputs.iter().zip(names).map(|(t, name)| self.upload(name, t)).collect::<Result<Vec<_>>>()?;
-        let outputs = op.output_shapes(&shapes)?.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;
+        let upload = |t: &Tensor<f32>, name: &str| -> Result<GpuTensor> {
+            match o.dtype {
+                DType::F32 => self.upload(name, t),
+                DType::F16 => self.upload_f16(name, &t.to_f16()),
+            }
+        };
+        let uploaded = inputs.iter().zip(names).map(|(t, name)| upload(t, name)).collect::<Result<Vec<_>>>()?;
+        let empty = |s: &Vec<usize>| self.named_empty("an output", s, o.dtype);
+        let outputs = op.output_shapes(&shapes)?.iter().map(empty).collect::<Result<Vec<_>>>()?;
         let (ins, outs) = (uploaded.iter().collect::<Vec<_>>(), outputs.iter().collect::<Vec<_>>());
         for _ in 0..o.warmup {
             self.time(|enc| self.record(enc, op, &ins, &outs))?;
@@ -155,5 +167,35 @@ impl Engine {
         }
         let peak_bytes = self.pool_stats().peak_bytes;
         Ok(DeviceTimes { seconds, timestamps, peak_bytes, scratch_bytes: peak_bytes.saturating_sub(live) })
+    }
+}
+
+/// Host calls of a measurement: [`Engine::run`], or in f16 storage [`Engine::run_f16`] on the inputs
+/// rounded to f16 once.
+struct HostCalls<'a> {
+    inputs: &'a [&'a Tensor<f32>],
+    halves: Option<Vec<Tensor<half::f16>>>,
+}
+
+impl<'a> HostCalls<'a> {
+    fn new(inputs: &'a [&'a Tensor<f32>], dtype: DType) -> Self {
+        let halves = (dtype == DType::F16).then(|| inputs.iter().map(|t| t.to_f16()).collect());
+        HostCalls { inputs, halves }
+    }
+
+    fn run<O: Operation>(&self, engine: &Engine, op: &O) -> Result<()> {
+        match &self.halves {
+            None => engine.run(op, self.inputs).map(drop),
+            Some(h) => engine.run_f16(op, &h.iter().collect::<Vec<_>>()).map(drop),
+        }
+    }
+
+    /// The largest relative Frobenius error of an output against `want`.
+    fn error<O: Operation>(&self, engine: &Engine, op: &O, want: &[Tensor<f64>]) -> Result<f64> {
+        let got: Vec<Tensor<f64>> = match &self.halves {
+            None => engine.run(op, self.inputs)?.iter().map(Tensor::to_f64).collect(),
+            Some(h) => engine.run_f16(op, &h.iter().collect::<Vec<_>>())?.iter().map(Tensor::to_f64).collect(),
+        };
+        Ok(got.iter().zip(want).map(|(g, w)| relative_frobenius(g.data(), w.data())).fold(0.0, f64::max))
     }
 }

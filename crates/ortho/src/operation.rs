@@ -9,7 +9,9 @@
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::pool::Recorded;
+use crate::tensor::DType;
 use crate::tensor::GpuTensor;
+use ortho_ref::tensor::Element;
 use ortho_ref::{Error as InputError, Tensor};
 
 /// An operation of the engine (see the module docs): its inputs, outputs, recording and CPU twin.
@@ -18,6 +20,9 @@ pub trait Operation {
     const NAME: &'static str;
     /// The names of its tensor inputs, in order.
     const INPUTS: &'static [&'static str];
+    /// Whether [`Operation::submit`] submits the work in several pieces (then f16 storage converts
+    /// in submissions of their own; otherwise in the operation's one).
+    const SUBMITS_IN_PIECES: bool = false;
 
     /// Checks the shapes of the inputs and returns those of the outputs.
     fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>>;
@@ -175,12 +180,17 @@ pub(crate) fn leading(t: &Tensor<f32>, first: usize, count: usize) -> Tensor<f32
     t.slice_axis(0, first, count)
 }
 
-/// Refuses outputs holding NaN or infinity: the host entry points never return one.
-fn check_outputs<O: Operation>(op: &O, outputs: Vec<Tensor<f32>>) -> Result<Vec<Tensor<f32>>> {
+/// Refuses outputs holding NaN or infinity: the host entry points never return one. `also` adds to
+/// the operation's own cause (f16 storage: a value past f16's range).
+pub(crate) fn check_outputs<O: Operation, T: Element>(
+    op: &O,
+    outputs: Vec<Tensor<T>>,
+    also: &str,
+) -> Result<Vec<Tensor<T>>> {
     for (output, t) in outputs.iter().enumerate() {
         let count = t.data().iter().filter(|x| !x.is_finite()).count();
         if count > 0 {
-            let cause = op.non_finite_cause().to_string();
+            let cause = [op.non_finite_cause(), also].join(" ").trim_end().to_string();
             return Err(Error::NonFinite { op: O::NAME.to_string(), output, count, total: t.len(), cause });
         }
     }
@@ -188,7 +198,7 @@ fn check_outputs<O: Operation>(op: &O, outputs: Vec<Tensor<f32>>) -> Result<Vec<
 }
 
 /// The inputs' shapes, once there are as many as `O` takes.
-fn input_shapes<O: Operation>(shapes: Vec<&[usize]>) -> Result<Vec<&[usize]>> {
+pub(crate) fn input_shapes<O: Operation>(shapes: Vec<&[usize]>) -> Result<Vec<&[usize]>> {
     if shapes.len() != O::INPUTS.len() {
         return Err(InputError::argument(
             O::NAME,
@@ -217,17 +227,17 @@ impl Engine {
             if !self.is_reference()
                 && let Some(outputs) = op.cpu(inputs)
             {
-                return check_outputs(op, outputs?);
+                return check_outputs(op, outputs?, "");
             }
             let inputs: Vec<Tensor<f64>> = inputs.iter().map(|t| t.to_f64()).collect();
-            return check_outputs(op, op.reference(&inputs)?.iter().map(Tensor::to_f32).collect());
+            return check_outputs(op, op.reference(&inputs)?.iter().map(Tensor::to_f32).collect(), "");
         }
         let binding = self.binding_limit()?;
         let sizes = inputs.iter().map(|t| t.len()).chain(outputs.iter().map(|s| s.iter().product()));
         if sizes.map(|n| 4 * n as u64).any(|bytes| bytes > binding)
             && let Some(outputs) = Box::pin(op.run_split(self, inputs)).await
         {
-            return check_outputs(op, outputs?);
+            return check_outputs(op, outputs?, "");
         }
         let inputs = inputs.iter().zip(O::INPUTS).map(|(t, name)| self.upload(name, t)).collect::<Result<Vec<_>>>()?;
         let outputs = outputs.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;
@@ -237,22 +247,28 @@ impl Engine {
         for out in &outputs {
             host.push(self.download_async(out).await?);
         }
-        check_outputs(op, host)
+        check_outputs(op, host, "")
     }
 
     /// Runs `op` on device-resident tensors into new device tensors (neither inputs nor outputs are
-    /// read back, so their values are not checked).
+    /// read back, so their values are not checked). Given any f16 input, the outputs are f16 too
+    /// (f16 storage: see [`crate::DType::F16`]).
     pub fn run_gpu<O: Operation>(&self, op: &O, inputs: &[&GpuTensor]) -> Result<Vec<GpuTensor>> {
         let outputs = op.output_shapes(&input_shapes::<O>(inputs.iter().map(|t| t.shape()).collect())?)?;
-        let outputs = outputs.iter().map(|s| self.empty(s)).collect::<Result<Vec<_>>>()?;
+        let dtype = if inputs.iter().any(|t| t.dtype() == DType::F16) { DType::F16 } else { DType::F32 };
+        let outputs = outputs.iter().map(|s| self.named_empty("an output", s, dtype)).collect::<Result<Vec<_>>>()?;
         let outs = outputs.iter().collect::<Vec<_>>();
         self.gpu(O::NAME)?;
-        self.block_on(op.submit(self, inputs, &outs))?;
+        match dtype {
+            DType::F32 => self.block_on(op.submit(self, inputs, &outs))?,
+            DType::F16 => self.block_on(self.submit_any(op, inputs, &outs))?,
+        }
         Ok(outputs)
     }
 
     /// Records `op` into the caller's encoder, writing `outputs`; keep the returned guard until the
-    /// encoder is submitted.
+    /// encoder is submitted. Inputs and outputs may be f16 storage, each on its own: f32 working
+    /// copies are converted in the same encoder.
     pub fn record<O: Operation>(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -272,6 +288,9 @@ impl Engine {
             }
         }
         self.gpu(O::NAME)?;
+        if inputs.iter().chain(outputs).any(|t| t.dtype() != DType::F32) {
+            return self.record_any(encoder, op, inputs, outputs);
+        }
         op.record(self, encoder, inputs, outputs)
     }
 }

@@ -7,7 +7,7 @@ use crate::kernels::{Params, Shader};
 use crate::pool::{BufferKind, PooledBuffer, Recorded};
 use crate::scratch::ScratchSize;
 use crate::shaders::{Constants, Pipeline};
-use crate::tensor::GpuTensor;
+use crate::tensor::{DType, GpuTensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +53,14 @@ impl Engine {
     /// The device for recording `op`, keeping `tensors` (the call's inputs and outputs) with the
     /// scratch it takes until the recorded commands have run.
     pub(crate) fn recording(&self, op: &str, tensors: &[&GpuTensor]) -> Result<Recording<'_>> {
+        if let Some(t) = tensors.iter().find(|t| t.dtype() != DType::F32) {
+            return Err(Error::Unsupported(format!(
+                "{op} records f32 tensors, and {t:?} holds {}: pass it to Engine::run_gpu or Engine::record \
+                 with the operation (ortho::ops), which convert it on the device, or convert it with \
+                 Engine::convert_gpu",
+                t.dtype().name()
+            )));
+        }
         let recording = Recording {
             gpu: self.gpu(op)?,
             kept: RefCell::default(),

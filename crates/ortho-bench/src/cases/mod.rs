@@ -9,7 +9,7 @@ mod orthogonal;
 
 use crate::inputs::{GEMM_BOUND, gaussian};
 use ortho::ops::Matmul;
-use ortho::{DeviceTimes, Engine, MeasureOptions, Measurement, Operation, Result, Tensor};
+use ortho::{DType, DeviceTimes, Engine, MeasureOptions, Measurement, Operation, Result, Tensor};
 use std::sync::OnceLock;
 
 /// An operation as a case holds it: its f64 twin, and its measurement against the twin's outputs.
@@ -61,8 +61,9 @@ pub struct Case {
     pub bound: f64,
     inputs: Vec<Tensor<f32>>,
     op: Box<dyn Measured>,
-    /// The twin's outputs, computed once for every engine the case runs on.
-    reference: OnceLock<Vec<Tensor<f64>>>,
+    /// The twin's outputs, computed once for every engine the case runs on: on the inputs, and on
+    /// the inputs rounded to f16 (what a run in f16 storage computes from).
+    reference: [OnceLock<Vec<Tensor<f64>>>; 2],
 }
 
 impl Case {
@@ -81,7 +82,17 @@ impl Case {
             outs.iter().map(|s| s.iter().product::<usize>()).sum()
         };
         let bytes = 4.0 * (inputs.iter().map(|t| t.len()).sum::<usize>() + outputs) as f64;
-        Case { family, name, size, flops, bytes, bound, inputs, op: Box::new(op), reference: OnceLock::new() }
+        Case {
+            family,
+            name,
+            size,
+            flops,
+            bytes,
+            bound,
+            inputs,
+            op: Box::new(op),
+            reference: [OnceLock::new(), OnceLock::new()],
+        }
     }
 
     /// `family/name`, what `--filter` matches.
@@ -91,12 +102,16 @@ impl Case {
 
     /// Measures the case on `engine` against its f64 twin.
     pub fn run(&self, engine: &Engine, o: MeasureOptions) -> Result<Measurement> {
-        let want = match self.reference.get() {
+        let reference = &self.reference[(o.dtype == DType::F16) as usize];
+        let want = match reference.get() {
             Some(want) => want,
             None => {
-                let inputs: Vec<Tensor<f64>> = self.inputs.iter().map(|t| t.to_f64()).collect();
-                let _ = self.reference.set(self.op.reference(&inputs)?);
-                self.reference.get().expect("set just now")
+                let inputs: Vec<Tensor<f64>> = match o.dtype {
+                    DType::F32 => self.inputs.iter().map(|t| t.to_f64()).collect(),
+                    DType::F16 => self.inputs.iter().map(|t| t.to_f16().to_f64()).collect(),
+                };
+                let _ = reference.set(self.op.reference(&inputs)?);
+                reference.get().expect("set just now")
             }
         };
         self.op.measure(engine, &self.inputs(), want, o)

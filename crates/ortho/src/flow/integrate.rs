@@ -360,6 +360,7 @@ fn record_steps(
 impl Operation for Flow {
     const NAME: &'static str = "flow";
     const INPUTS: &'static [&'static str] = &["w0"];
+    const SUBMITS_IN_PIECES: bool = true;
 
     fn output_shapes(&self, i: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         let (b, n) = self.check_shape(i[0])?;
