@@ -1,6 +1,8 @@
 //! Times the CPU fallback's fast paths (`Engine::cpu`) against the f64 twins (`Engine::reference()`)
 //! on the shapes `scripts/peers.py` times with PyTorch: FAVOR+ at L = 16384 (d = 64, m = 256),
-//! bidirectional and causal; CWY at N = L = 1024; expm and the Cayley map of 65536 3 x 3 matrices.
+//! bidirectional and causal; CWY at N = L = 1024; expm and the Cayley map of 65536 3 x 3 matrices;
+//! the gradients of FAVOR+ at L = 2048 (the f64 twin's are quadratic in L) and, the fast path alone,
+//! at L = 16384.
 //! Median of 5 calls after one untimed call, the call as a user makes it (input and output checks
 //! included).
 //!
@@ -45,6 +47,22 @@ fn main() -> ortho::Result<()> {
         let fast = median(|| engine_call(&Engine::cpu("timed")))?;
         let twin = median(|| engine_call(&Engine::reference()))?;
         println!("{name:<42} {:>9.1} ms {:>9.1} ms {:>7.1}x", fast * 1e3, twin * 1e3, twin / fast);
+    }
+    let g = gaussian(&[16384, 64], 1.0, 7);
+    for (l, twin) in [(2048, true), (16384, false)] {
+        let rows = |t: &Tensor<f32>| t.slice_axis(0, 0, l);
+        let (q, k, v, g) = (rows(&q), rows(&k), rows(&v), rows(&g));
+        for (setting, options) in [("", bidirectional), (" causal C=64", causal)] {
+            let grads = |e: &Engine| e.favor_backward(&q, &k, &v, &w, &options, &g).map(|[dq, ..]| dq);
+            let fast = median(|| grads(&Engine::cpu("timed")))?;
+            let name = format!("favor+{setting} gradients L={l}");
+            if twin {
+                let twin = median(|| grads(&Engine::reference()))?;
+                println!("{name:<42} {:>9.1} ms {:>9.1} ms {:>7.1}x", fast * 1e3, twin * 1e3, twin / fast);
+            } else {
+                println!("{name:<42} {:>9.1} ms {:>12} {:>8}", fast * 1e3, "-", "-");
+            }
+        }
     }
     Ok(())
 }

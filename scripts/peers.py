@@ -93,7 +93,19 @@ def cases(gen):
             attn = FastAttention(dim_heads=64, nb_features=256, causal=causal)
             name = f"performer-pytorch favor+{' causal' if causal else ''} L={l} d=64 m=256"
             out.append((name, None, lambda attn=attn, q=q, k=k, v=v: attn(q, k, v)))
+            g = torch.randn(1, 1, l, 64, generator=gen)
+            grads = f"performer-pytorch favor+{' causal' if causal else ''} gradients L={l} d=64 m=256"
+            out.append((grads, None, lambda attn=attn, q=q, k=k, v=v, g=g: gradients(attn, q, k, v, g)))
     return out
+
+
+def gradients(attn, q, k, v, g):
+    """The forward pass and the gradients of q, k and v for the upstream gradient g (what
+    `Engine::favor_backward` computes, less the projection's)."""
+    with torch.enable_grad():
+        q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+        attn(q, k, v).backward(g)
+    return q.grad, k.grad, v.grad
 
 
 def main():

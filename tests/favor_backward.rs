@@ -1,5 +1,5 @@
-//! Gradients of random-feature attention: the GPU's bidirectional backward pass against the f64
-//! reference (itself checked against finite differences in `ortho_ref`), and clear refusals.
+//! Gradients of random-feature attention: the GPU's backward passes and the CPU fallback's against
+//! the f64 reference (itself checked against finite differences in `ortho_ref`), and clear refusals.
 mod common;
 use common::*;
 use ortho::random::{Scaling, projection};
@@ -12,7 +12,7 @@ const KERNELS: [Kernel; 3] = [Kernel::Softmax, Kernel::Trig, Kernel::Relu { eps:
 fn bidirectional_gradients_match_reference() {
     // (B, H, L, d, dv, m): ones, sizes off the tiles, per-head projections.
     let shapes = [(1, 1, 1, 1, 1, 1), (1, 2, 9, 4, 3, 8), (2, 1, 70, 16, 9, 33), (1, 2, 130, 32, 16, 64)];
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, &(b, h, l, d, dv, m)) in shapes.iter().enumerate() {
             let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
             let g = gaussian(&[b, h, l, dv], 1.0, 10 * i as u64 + 3);
@@ -72,7 +72,7 @@ fn long_bidirectional_gradients_match_reference() {
         Tensor::from_fn(&[period * r, row], |e| t.data()[e % (period * row)])
     };
     let [lq, lk, lv, lg] = [&q, &k, &v, &g].map(repeat);
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         let got = engine.favor_backward(&lq, &lk, &lv, &w, &FavorOptions::default(), &lg).unwrap();
         for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
             let err = gradient_error(&got[i], &repeat(&want[i].to_f32()).to_f64());
@@ -101,7 +101,7 @@ fn gradients_stay_finite_at_large_exponents() {
             let o = FavorOptions::new(kernel);
             let want = Engine::reference().favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
             assert!(want.iter().all(|t| t.data().iter().all(|x| x.is_finite())), "reference {kernel:?} {scale}");
-            for engine in gpu_engines() {
+            for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
                 let grads = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
                 for (name, (a, b)) in ["dq", "dk", "dv", "dw"].iter().zip(grads.iter().zip(&want)) {
                     assert!(a.data().iter().all(|x| x.is_finite()), "{} {kernel:?} {scale} {name}", engine.describe());
@@ -138,7 +138,7 @@ const SETTINGS: [(Schedule, Checkpoints); 5] = [
 
 #[test]
 fn causal_gradients_match_reference_for_every_checkpoint_setting() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, &(b, h, l, d, dv, m, chunk)) in CAUSAL_CASES.iter().enumerate() {
             let [q, k, v] = attention_inputs((b, h, l, d, dv, m), 0.5, 10 * i as u64);
             let g = gaussian(&[b, h, l, dv], 1.0, 10 * i as u64 + 3);
@@ -184,7 +184,7 @@ fn causal_gradients_survive_a_huge_late_key() {
     let g = gaussian(&[l, dv], 1.0, 9);
     let (q64, k64, v64, w64) = (q.to_f64(), k.to_f64(), v.to_f64(), w.to_f64());
     let want = reference::favor_backward(&q64, &k64, &v64, &w64, Kernel::Softmax, true, &g.to_f64()).unwrap();
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (schedule, checkpoints) in SETTINGS {
             let o = causal(Kernel::Softmax, 16, schedule, checkpoints);
             let got = engine.favor_backward(&q, &k, &v, &w, &o, &g).unwrap();
@@ -243,7 +243,7 @@ fn bad_gradient_arguments() {
     assert!("0".parse::<Checkpoints>().is_err());
     assert_eq!("every".parse::<Checkpoints>().unwrap(), Checkpoints::Every(1));
     assert_eq!("16".parse::<Checkpoints>().unwrap(), Checkpoints::Every(16));
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         let bad = Tensor::<f32>::zeros(&[5, 3]);
         let err = engine.favor_backward(&q, &q, &q, &w, &FavorOptions::default(), &bad).unwrap_err().to_string();
         assert!(err.starts_with("grad: expected shape [6, 3]"), "{err}");

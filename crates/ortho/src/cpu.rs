@@ -5,6 +5,9 @@
 use ortho_ref::Tensor;
 use ortho_ref::favor::{AttentionShape, Kernel};
 
+mod favor_backward;
+pub(crate) use favor_backward::favor_backward;
+
 /// A row-major or strided operand: `data[i * rows + j * cols]` is element `(i, j)`.
 #[derive(Clone, Copy)]
 pub(crate) struct View<'a> {
@@ -55,9 +58,20 @@ pub(crate) fn gemm((m, k, n): (usize, usize, usize), alpha: f32, a: View, b: Vie
     }
 }
 
-/// One problem's features (docs/math.md §1.5) as `ortho_ref::favor::causal_features` computes them:
-/// query features `[L, f]`, key features `[L, f]` each with its own offset, and the offsets `g`.
-fn features(kernel: Kernel, q: &[f32], k: &[f32], w: &[f32], (l, d, m): (usize, usize, usize)) -> [Vec<f32>; 3] {
+/// One problem's features (docs/math.md §1.5) as `ortho_ref::favor::causal_features` computes them.
+pub(crate) struct Features {
+    /// Query features `[L, f]`, each row shifted by its own offset (which cancels in the output).
+    pub pq: Vec<f32>,
+    /// Key features `[L, f]`, row `j` scaled by `exp(-g_j)`.
+    pub pk: Vec<f32>,
+    /// The key offsets `g`: `[L]`.
+    pub g: Vec<f32>,
+    /// The projections `a = x~ W^T` of the queries and keys: `[L, m]`.
+    pub aq: Vec<f32>,
+    pub ak: Vec<f32>,
+}
+
+pub(crate) fn features(kernel: Kernel, q: &[f32], k: &[f32], w: &[f32], (l, d, m): (usize, usize, usize)) -> Features {
     let scale = (d as f32).powf(-0.25);
     let project = |x: &[f32]| {
         let mut a = vec![0.0; l * m];
@@ -103,14 +117,14 @@ fn features(kernel: Kernel, q: &[f32], k: &[f32], w: &[f32], (l, d, m): (usize, 
             });
         }
     });
-    [pq, pk, g]
+    Features { pq, pk, g, aq, ak }
 }
 
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn max(x: &[f32]) -> f32 {
+pub(crate) fn max(x: &[f32]) -> f32 {
     x.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
@@ -120,7 +134,7 @@ fn normalise(num: f32, den: f32) -> f32 {
 }
 
 /// `[v | 1]`: `[L, dv + 1]`.
-fn with_ones(v: &[f32], l: usize, dv: usize) -> Vec<f32> {
+pub(crate) fn with_ones(v: &[f32], l: usize, dv: usize) -> Vec<f32> {
     let mut out = vec![1.0; l * (dv + 1)];
     for t in 0..l {
         out[t * (dv + 1)..t * (dv + 1) + dv].copy_from_slice(&v[t * dv..(t + 1) * dv]);
@@ -143,7 +157,7 @@ pub(crate) fn favor(
     let mut out = vec![0.0; s.problems() * l * dv];
     for (z, o) in out.chunks_mut(l * dv).enumerate() {
         let wh = (z % s.heads) % s.projection_heads;
-        let [pq, pk, g] = features(
+        let Features { pq, pk, g, .. } = features(
             kernel,
             &q.data()[z * l * d..(z + 1) * l * d],
             &k.data()[z * l * d..(z + 1) * l * d],
@@ -160,19 +174,41 @@ pub(crate) fn favor(
     Tensor::new(&s.output_shape(q.shape().len()), out)
 }
 
-/// `o = phi(Q) (phi(K)^T [V | 1])`, normalised; the key rows share one scale `exp(g_j - max g)`.
-fn bidirectional(pq: &[f32], mut pk: Vec<f32>, g: &[f32], v: &[f32], (l, f, dv): (usize, usize, usize), o: &mut [f32]) {
+/// `o = phi(Q) (phi(K)^T [V | 1])`, normalised.
+fn bidirectional(pq: &[f32], pk: Vec<f32>, g: &[f32], v: &[f32], sizes: (usize, usize, usize), o: &mut [f32]) {
+    let sums = bidirectional_sums(pq, pk, g, v, sizes);
+    write_rows(&sums.acc, sizes.2, o);
+}
+
+/// What bidirectional attention sums (relative to the largest key offset).
+pub(crate) struct Sums {
+    /// The key features, row `j` scaled by `exp(g_j - max g)`: `[L, f]`.
+    pub keys: Vec<f32>,
+    /// `S = keys^T [V | 1]`: `[f, dv + 1]`.
+    pub state: Vec<f32>,
+    /// Each row's `[numerator | denominator]`: `[L, dv + 1]`.
+    pub acc: Vec<f32>,
+}
+
+/// The key rows share one scale `exp(g_j - max g)`.
+pub(crate) fn bidirectional_sums(
+    pq: &[f32],
+    mut pk: Vec<f32>,
+    g: &[f32],
+    v: &[f32],
+    (l, f, dv): (usize, usize, usize),
+) -> Sums {
     let top = max(g);
     for (row, gj) in pk.chunks_mut(f).zip(g) {
         let scale = (gj - top).exp();
         row.iter_mut().for_each(|x| *x *= scale);
     }
     let width = dv + 1;
-    let mut kv = vec![0.0; f * width];
-    gemm((f, l, width), 1.0, View::new(&pk, f).t(), View::new(v, width), 0.0, &mut kv);
+    let mut state = vec![0.0; f * width];
+    gemm((f, l, width), 1.0, View::new(&pk, f).t(), View::new(v, width), 0.0, &mut state);
     let mut acc = vec![0.0; l * width];
-    gemm((l, f, width), 1.0, View::new(pq, f), View::new(&kv, width), 0.0, &mut acc);
-    write_rows(&acc, dv, o);
+    gemm((l, f, width), 1.0, View::new(pq, f), View::new(&state, width), 0.0, &mut acc);
+    Sums { keys: pk, state, acc }
 }
 
 fn write_rows(acc: &[f32], dv: usize, o: &mut [f32]) {
@@ -181,17 +217,55 @@ fn write_rows(acc: &[f32], dv: usize, o: &mut [f32]) {
     }
 }
 
-/// Causal attention chunk by chunk (docs/math.md §1.6): the carried state times each row's decay
-/// `exp(gamma - gamma_t)`, plus the masked chunk block with `exp(g_j - gamma_t)`; then the state
-/// decays to the chunk's new prefix max and takes the chunk's keys.
+/// Causal attention chunk by chunk: each chunk's rows normalised from [`walk_chunks`]'s sums.
 fn causal_chunks(
+    pq: &[f32],
+    pk: &[f32],
+    g: &[f32],
+    v: &[f32],
+    sizes: (usize, usize, usize),
+    chunk: usize,
+    o: &mut [f32],
+) {
+    let dv = sizes.2;
+    walk_chunks(pq, pk, g, v, sizes, chunk, |step| {
+        write_rows(step.acc, dv, &mut o[step.c0 * dv..(step.c0 + step.c) * dv]);
+    });
+}
+
+/// A chunk's `[c, c]` block times `exp(g_j - gamma_t)` where `j <= t`, zero above the diagonal.
+pub(crate) fn decay_mask(block: &mut [f32], c: usize, g: &[f32], prefix: &[f32]) {
+    for (t, row) in block.chunks_mut(c).enumerate() {
+        for (j, x) in row.iter_mut().enumerate() {
+            *x *= if j <= t { (g[j] - prefix[t]).exp() } else { 0.0 };
+        }
+    }
+}
+
+/// One chunk of [`walk_chunks`]: rows `c0..c0 + c`.
+pub(crate) struct ChunkStep<'a> {
+    pub c0: usize,
+    pub c: usize,
+    /// The prefix maxima `gamma_t` of the key offsets at the chunk's rows, and `gamma` before it.
+    pub prefix: &'a [f32],
+    pub gamma: f32,
+    /// The state entering the chunk, `sum_j exp(g_j - gamma) phi(k_j) [v_j | 1]^T`: `[f, dv + 1]`.
+    pub state: &'a [f32],
+    /// Each row's `[numerator | denominator]` relative to its `gamma_t`: `[c, dv + 1]`.
+    pub acc: &'a [f32],
+}
+
+/// Causal attention's sums chunk by chunk (docs/math.md §1.6): the carried state times each row's
+/// decay `exp(gamma - gamma_t)`, plus the masked chunk block with `exp(g_j - gamma_t)`; `step` sees
+/// each chunk before the state decays to the chunk's new prefix max and takes the chunk's keys.
+pub(crate) fn walk_chunks(
     pq: &[f32],
     pk: &[f32],
     g: &[f32],
     v: &[f32],
     (l, f, dv): (usize, usize, usize),
     chunk: usize,
-    o: &mut [f32],
+    mut step: impl FnMut(ChunkStep),
 ) {
     let width = dv + 1;
     let mut state = vec![0.0; f * width];
@@ -216,13 +290,9 @@ fn causal_chunks(
         }
         let kc = &pk[c0 * f..(c0 + c) * f];
         gemm((c, f, c), 1.0, View::new(q, f), View::new(kc, f).t(), 0.0, &mut scores[..c * c]);
-        for t in 0..c {
-            for j in 0..c {
-                scores[t * c + j] *= if j <= t { (g[c0 + j] - prefix[t]).exp() } else { 0.0 };
-            }
-        }
+        decay_mask(&mut scores[..c * c], c, &g[c0..c0 + c], &prefix);
         gemm((c, c, width), 1.0, View::new(&scores[..c * c], c), View::new(vc, width), 1.0, &mut acc[..c * width]);
-        write_rows(&acc[..c * width], dv, &mut o[c0 * dv..(c0 + c) * dv]);
+        step(ChunkStep { c0, c, prefix: &prefix, gamma, state: &state, acc: &acc[..c * width] });
         let new_gamma = prefix[c - 1];
         for (j, row) in keys.chunks_mut(f).take(c).enumerate() {
             let scale = (g[c0 + j] - new_gamma).exp();

@@ -387,6 +387,12 @@ impl Operation for FavorBackward {
         Ok(forward.and(backward))
     }
 
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        let chunk = self.0.causal.then(|| self.0.chunk.unwrap_or(DEFAULT_CHUNK));
+        let grads = crate::cpu::favor_backward([i[0], i[1], i[2], i[3], i[4]], self.0.kernel, chunk);
+        Some(grads.map(Vec::from).map_err(Into::into))
+    }
+
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
         let o = self.0;
         Ok(ortho_ref::favor::favor_backward(&i[0], &i[1], &i[2], &i[3], o.kernel, o.causal, &i[4])?.into())
@@ -396,7 +402,7 @@ impl Operation for FavorBackward {
 impl Engine {
     /// Gradients `[dq, dk, dv, dw]` of random-feature attention on host tensors (see
     /// [`FavorBackward`]): on a GPU engine [`Engine::favor_forward_gpu`] then
-    /// [`Engine::favor_backward_gpu`], the f64 reference on the CPU.
+    /// [`Engine::favor_backward_gpu`], on the CPU fallback its linear-time f32 path (`cpu.rs`).
     pub fn favor_backward(
         &self,
         q: &Tensor<f32>,
