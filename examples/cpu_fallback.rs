@@ -2,7 +2,7 @@
 //! on the shapes `scripts/peers.py` times with PyTorch: FAVOR+ at L = 16384 (d = 64, m = 256),
 //! bidirectional and causal; CWY at N = L = 1024; expm and the Cayley map of 65536 3 x 3 matrices;
 //! the gradients of FAVOR+ at L = 2048 (the f64 twin's are quadratic in L) and, the fast path alone,
-//! at L = 16384.
+//! at L = 16384; CWY's apply and gradients at N = L = 512.
 //! Median of 5 calls after one untimed call, the call as a user makes it (input and output checks
 //! included).
 //!
@@ -36,6 +36,8 @@ fn main() -> ortho::Result<()> {
     let u = gaussian(&[1024, 1024], 1.0, 5);
     let a = gaussian(&[65536, 3, 3], 0.3, 6);
     let (bidirectional, causal) = (FavorOptions::new(Kernel::Softmax), FavorOptions::causal(Kernel::Softmax));
+    let (u512, x512) = (gaussian(&[512, 512], 1.0, 8), gaussian(&[512, 64], 1.0, 9));
+    let g512 = gaussian(&[512, 512], 1.0, 10);
     println!("{:<42} {:>12} {:>12} {:>8}", "case", "fast path", "f64 twin", "ratio");
     for (name, engine_call) in [
         ("favor+ L=16384 d=64 m=256", &(|e: &Engine| e.favor(&q, &k, &v, &w, &bidirectional)) as &dyn Fn(&Engine) -> _),
@@ -43,6 +45,11 @@ fn main() -> ortho::Result<()> {
         ("cwy N=L=1024", &|e: &Engine| e.cwy(&u)),
         ("expm batch=65536 n=3", &|e: &Engine| e.expm(&a)),
         ("cayley batch=65536 n=3", &|e: &Engine| e.cayley(&a)),
+        ("cwy apply N=L=512 K=64", &|e: &Engine| e.cwy_apply(&u512, &x512, false)),
+        ("cwy gradients N=L=512", &|e: &Engine| e.cwy_backward(&u512, &g512)),
+        ("cwy apply gradients N=L=512 K=64", &|e: &Engine| {
+            e.cwy_apply_backward(&u512, &x512, &x512, false).map(|(du, _)| du)
+        }),
     ] {
         let fast = median(|| engine_call(&Engine::cpu("timed")))?;
         let twin = median(|| engine_call(&Engine::reference()))?;

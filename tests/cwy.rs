@@ -68,7 +68,7 @@ fn nearly_parallel_vectors_stay_orthogonal() {
 
 #[test]
 fn apply_matches_reference() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, &(b, n, l)) in SHAPES.iter().enumerate() {
             let u = gaussian(&[b, n, l], 1.0, 100 + i as u64);
             let x = gaussian(&[b, n, 3 + i], 1.0, 200 + i as u64);
@@ -135,7 +135,7 @@ fn gradient_error(got: &Tensor<f32>, want: &Tensor<f64>) -> f64 {
 
 #[test]
 fn gradients_match_reference() {
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, &(b, n, l)) in SHAPES.iter().enumerate() {
             let u = gaussian(&[b, n, l], 1.0, 400 + i as u64);
             let (u64_, k) = (u.to_f64(), 2 + i % 3);

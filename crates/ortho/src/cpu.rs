@@ -5,7 +5,9 @@
 use ortho_ref::Tensor;
 use ortho_ref::favor::{AttentionShape, Kernel};
 
+mod cwy;
 mod favor_backward;
+pub(crate) use cwy::{cwy, cwy_apply, cwy_apply_backward, cwy_backward};
 pub(crate) use favor_backward::favor_backward;
 
 /// A row-major or strided operand: `data[i * rows + j * cols]` is element `(i, j)`.
@@ -301,98 +303,6 @@ pub(crate) fn walk_chunks(
         let decay = (gamma - new_gamma).exp();
         gemm((f, c, width), 1.0, View::new(&keys[..c * f], f).t(), View::new(vc, width), decay, &mut state);
         gamma = new_gamma;
-    }
-}
-
-/// `Q = I - U S^(-1) U^T` (`[.., N, N]`), or with `stiefel` its first L columns
-/// `Omega = [I_L; 0] - U S^(-1) U_1^T` (`[.., N, L]`), `S = striu(U^T U) + diag(U^T U) / 2`
-/// (docs/math.md §2), for `u: [N, L]` or `[batch, N, L]` already checked (no zero column), its columns
-/// first made unit as on the GPU. `S^(-1)` is never formed: a blocked triangular solve gives
-/// `S^(-1) U^T`.
-pub(crate) fn cwy(u: &Tensor<f32>, stiefel: bool) -> ortho_ref::Result<Tensor<f32>> {
-    let (b, n, l) = match *u.shape() {
-        [n, l] => (1, n, l),
-        [b, n, l] => (b, n, l),
-        _ => return Err(ortho_ref::Error::shape("u", "[N, L] or [batch, N, L]", u.shape())),
-    };
-    let cols = if stiefel { l } else { n };
-    let mut out = vec![0.0; b * n * cols];
-    for (z, q) in out.chunks_mut(n * cols).enumerate() {
-        let uz = &unit_columns(&u.data()[z * n * l..(z + 1) * n * l], n, l);
-        // S's upper triangle, a block of columns at a time (rows up to the block's last).
-        let mut s = vec![0.0; l * l];
-        let mut block = vec![0.0; l * SOLVE_BLOCK];
-        for r0 in (0..l).step_by(SOLVE_BLOCK) {
-            let r1 = (r0 + SOLVE_BLOCK).min(l);
-            let w = r1 - r0;
-            gemm((r1, n, w), 1.0, View::new(uz, l).t(), View::new(&uz[r0..], l), 0.0, &mut block[..r1 * w]);
-            for (i, row) in block.chunks(w).take(r1).enumerate() {
-                s[i * l + r0..i * l + r1].copy_from_slice(row);
-            }
-        }
-        for i in 0..l {
-            s[i * l..i * l + i].fill(0.0);
-            s[i * l + i] /= 2.0;
-        }
-        // Y = S^(-1) U^T, or S^(-1) U_1^T: the first `cols` columns of U^T.
-        let mut y = vec![0.0; l * cols];
-        for (i, row) in y.chunks_mut(cols).enumerate() {
-            row.iter_mut().enumerate().for_each(|(j, x)| *x = uz[j * l + i]);
-        }
-        solve_upper(&s, l, &mut y, cols);
-        for i in 0..cols {
-            q[i * cols + i] = 1.0;
-        }
-        gemm((n, l, cols), -1.0, View::new(uz, l), View::new(&y, cols), 1.0, q);
-    }
-    let mut shape = u.shape()[..u.shape().len() - 2].to_vec();
-    shape.extend([n, cols]);
-    Tensor::new(&shape, out)
-}
-
-/// The columns of `u: [n, l]` divided by their lengths, each length taken as
-/// `max|u_i| * |u / max|u_i||` so that no square overflows or underflows (docs/math.md §2.3).
-fn unit_columns(u: &[f32], n: usize, l: usize) -> Vec<f32> {
-    let mut top = vec![0.0f32; l];
-    for row in u.chunks(l).take(n) {
-        top.iter_mut().zip(row).for_each(|(t, x)| *t = t.max(x.abs()));
-    }
-    let mut sums = vec![0.0f32; l];
-    for row in u.chunks(l).take(n) {
-        sums.iter_mut().zip(row).zip(&top).for_each(|((s, x), t)| *s += (x / t).powi(2));
-    }
-    let norms: Vec<f32> = top.iter().zip(&sums).map(|(t, s)| t * s.sqrt()).collect();
-    let mut out = u[..n * l].to_vec();
-    for row in out.chunks_mut(l) {
-        row.iter_mut().zip(&norms).for_each(|(x, norm)| *x /= norm);
-    }
-    out
-}
-
-/// Rows of a triangular solve's diagonal blocks; the rest of the work is products.
-const SOLVE_BLOCK: usize = 64;
-
-/// `y <- S^(-1) y` for upper-triangular `s: [l, l]` and `y: [l, cols]`, bottom block first: each
-/// block of rows loses the product of its part of S with the rows already solved, then is solved by
-/// back substitution.
-fn solve_upper(s: &[f32], l: usize, y: &mut [f32], cols: usize) {
-    for r0 in (0..l).step_by(SOLVE_BLOCK).rev() {
-        let r1 = (r0 + SOLVE_BLOCK).min(l);
-        let (head, solved) = y.split_at_mut(r1 * cols);
-        let block = &mut head[r0 * cols..];
-        if r1 < l {
-            gemm((r1 - r0, l - r1, cols), -1.0, View::new(&s[r0 * l + r1..], l), View::new(solved, cols), 1.0, block);
-        }
-        for i in (0..r1 - r0).rev() {
-            let (row, below) = block.split_at_mut((i + 1) * cols);
-            let row = &mut row[i * cols..];
-            for k in i + 1..r1 - r0 {
-                let f = s[(r0 + i) * l + r0 + k];
-                row.iter_mut().zip(&below[(k - i - 1) * cols..(k - i) * cols]).for_each(|(x, y)| *x -= f * y);
-            }
-            let inverse = 1.0 / s[(r0 + i) * l + r0 + i];
-            row.iter_mut().for_each(|x| *x *= inverse);
-        }
     }
 }
 

@@ -88,6 +88,10 @@ impl Operation for CwyApply {
         engine.record_cwy_apply(enc, i[0], i[1], o[0], self.transpose)
     }
 
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        Some(crate::cpu::cwy_apply(i[0], i[1], self.transpose).map(|y| vec![y]).map_err(Into::into))
+    }
+
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
         Ok(vec![reference::apply(&i[0], &i[1], self.transpose)?])
     }
@@ -127,6 +131,10 @@ impl Operation for CwyBackward {
         o: &[&GpuTensor],
     ) -> Result<Recorded> {
         engine.record_cwy_backward(enc, i[0], i[1], o[0], self.stiefel)
+    }
+
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        Some(crate::cpu::cwy_backward(i[0], i[1], self.stiefel).map(|du| vec![du]).map_err(Into::into))
     }
 
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
@@ -171,6 +179,11 @@ impl Operation for CwyApplyBackward {
         o: &[&GpuTensor],
     ) -> Result<Recorded> {
         engine.record_cwy_apply_backward(enc, i[0], i[1], i[2], self.transpose, o[0], o[1])
+    }
+
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        let grads = crate::cpu::cwy_apply_backward(i[0], i[1], i[2], self.transpose);
+        Some(grads.map(Vec::from).map_err(Into::into))
     }
 
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
