@@ -7,8 +7,12 @@ use ortho_ref::favor::{AttentionShape, Kernel};
 
 mod cwy;
 mod favor_backward;
+mod flow;
+mod matrices;
 pub(crate) use cwy::{cwy, cwy_apply, cwy_apply_backward, cwy_backward};
 pub(crate) use favor_backward::favor_backward;
+pub(crate) use flow::flow;
+pub(crate) use matrices::group_map;
 
 /// A row-major or strided operand: `data[i * rows + j * cols]` is element `(i, j)`.
 #[derive(Clone, Copy)]
@@ -307,118 +311,6 @@ pub(crate) fn walk_chunks(
 }
 
 /// The largest n of the group maps' fast path.
-pub(crate) const SMALL_N: usize = 8;
-
-/// An n x n matrix, n <= [`SMALL_N`], on the stack.
-#[derive(Clone, Copy)]
-struct Small {
-    n: usize,
-    data: [f32; SMALL_N * SMALL_N],
-}
-
-impl Small {
-    fn eye(n: usize, c: f32) -> Self {
-        let mut data = [0.0; SMALL_N * SMALL_N];
-        (0..n).for_each(|i| data[i * n + i] = c);
-        Small { n, data }
-    }
-
-    fn one_norm(&self) -> f64 {
-        let n = self.n;
-        (0..n).map(|j| (0..n).map(|i| self.data[i * n + j].abs() as f64).sum::<f64>()).fold(0.0, f64::max)
-    }
-}
-
-impl ortho_ref::expm::Ring for Small {
-    fn identity_like(&self) -> Self {
-        Small::eye(self.n, 1.0)
-    }
-    fn add(&self, o: &Self) -> Self {
-        let mut r = *self;
-        r.data.iter_mut().zip(&o.data).for_each(|(a, b)| *a += b);
-        r
-    }
-    fn scale(&self, s: f64) -> Self {
-        let mut r = *self;
-        r.data.iter_mut().for_each(|a| *a *= s as f32);
-        r
-    }
-    fn mul(&self, o: &Self) -> Self {
-        let n = self.n;
-        let mut r = Small::eye(n, 0.0);
-        for i in 0..n {
-            for k in 0..n {
-                let a = self.data[i * n + k];
-                for j in 0..n {
-                    r.data[i * n + j] += a * o.data[k * n + j];
-                }
-            }
-        }
-        r
-    }
-}
-
-/// `cay(A) - I = (I - A/2)^(-1) A` by Gauss–Jordan elimination with partial pivoting, or `None` if
-/// `I - A/2` is singular.
-fn cayley_increment(a: &Small) -> Option<Small> {
-    let n = a.n;
-    let (mut l, mut r) = (Small::eye(n, 1.0), *a);
-    l.data.iter_mut().zip(&a.data).for_each(|(x, y)| *x -= 0.5 * y);
-    for c in 0..n {
-        let p = (c..n).fold(c, |p, i| if l.data[i * n + c].abs() > l.data[p * n + c].abs() { i } else { p });
-        if l.data[p * n + c] == 0.0 {
-            return None;
-        }
-        for j in 0..n {
-            l.data.swap(c * n + j, p * n + j);
-            r.data.swap(c * n + j, p * n + j);
-        }
-        let inverse = 1.0 / l.data[c * n + c];
-        for j in 0..n {
-            l.data[c * n + j] *= inverse;
-            r.data[c * n + j] *= inverse;
-        }
-        for i in (0..n).filter(|&i| i != c) {
-            let f = l.data[i * n + c];
-            for j in 0..n {
-                l.data[i * n + j] -= f * l.data[c * n + j];
-                r.data[i * n + j] -= f * r.data[c * n + j];
-            }
-        }
-    }
-    Some(r)
-}
-
-/// `exp(A)` or `cay(A)` of every matrix of `a` (`[.., n, n]`, n <= [`SMALL_N`]) in f32 with the
-/// GPU's switch points, the batch split over the threads. A singular `I - A/2` gives NaN, which the
-/// caller reports.
-pub(crate) fn group_map(a: &Tensor<f32>, cayley: bool) -> Tensor<f32> {
-    use ortho_ref::expm::{Ring, THETA_F32, increment_of};
-    let n = a.shape()[a.shape().len() - 1];
-    let mut out = vec![0.0; a.len()];
-    let per_thread = (a.len() / (n * n)).div_ceil(threads()).max(1) * n * n;
-    std::thread::scope(|scope| {
-        for (dst, src) in out.chunks_mut(per_thread).zip(a.data().chunks(per_thread)) {
-            scope.spawn(move || {
-                for (dst, src) in dst.chunks_mut(n * n).zip(src.chunks(n * n)) {
-                    let mut m = Small::eye(n, 0.0);
-                    m.data[..n * n].copy_from_slice(src);
-                    let map = if cayley {
-                        cayley_increment(&m).map(|d| d.add(&m.identity_like()))
-                    } else {
-                        Some(increment_of(&m, m.one_norm(), &THETA_F32).add(&m.identity_like()))
-                    };
-                    match map {
-                        Some(e) => dst.copy_from_slice(&e.data[..n * n]),
-                        None => dst.fill(f32::NAN),
-                    }
-                }
-            });
-        }
-    });
-    Tensor::new(a.shape(), out).expect("the input's shape")
-}
-
 /// `A B` for every batch `z` of `a` (`[.., m, k]`, or `[.., k, m]` with `transpose_a`) and of `b`
 /// (`[.., k, n]` or `[.., n, k]`; a 2-D `b` is shared by every batch), row-major `[z, m, n]`.
 pub(crate) fn matmul(

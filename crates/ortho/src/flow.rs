@@ -153,8 +153,7 @@ impl Operation for MatrixMap {
     }
 
     fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
-        let n = *i[0].shape().last()?;
-        (n <= crate::cpu::SMALL_N).then(|| Ok(vec![crate::cpu::group_map(i[0], self.0 == GroupMap::Cayley)]))
+        Some(Ok(vec![crate::cpu::group_map(i[0], self.0 == GroupMap::Cayley)]))
     }
 
     fn non_finite_cause(&self) -> &'static str {

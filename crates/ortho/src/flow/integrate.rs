@@ -368,6 +368,10 @@ impl Operation for Flow {
         Ok([Some(i[0].to_vec()), self.state.as_ref().map(|_| vec![b, n])].into_iter().flatten().collect())
     }
 
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        Some(crate::cpu::flow(self, i[0]).map_err(Into::into))
+    }
+
     fn record(
         &self,
         engine: &Engine,
