@@ -14,11 +14,15 @@ fn temp_cache(name: &str) -> std::path::PathBuf {
 
 /// An engine like `engine` (same adapter) that tunes into `cache`.
 fn tuning_engine(engine: &Engine, cache: &std::path::Path) -> Engine {
+    tuning_engine_as(engine, cache, TuneMode::On)
+}
+
+fn tuning_engine_as(engine: &Engine, cache: &std::path::Path, mode: TuneMode) -> Engine {
     let e = Engine::with_options(&EngineOptions {
         backend: engine.describe().split(" / ").next().unwrap().to_lowercase().parse().unwrap(),
         adapter_name: engine.describe().split(" / ").nth(1).map(String::from),
         require_gpu: true,
-        tune: TuneOptions { mode: TuneMode::On, cache: Some(cache.to_path_buf()) },
+        tune: TuneOptions { mode, cache: Some(cache.to_path_buf()) },
     })
     .unwrap();
     assert_eq!(e.describe(), engine.describe());
@@ -162,6 +166,53 @@ fn tuning_inside_an_applications_encoder_and_from_threads() {
             file["entries"].as_array().unwrap().iter().map(|e| &e["result"]["class"]).collect();
         assert_eq!(classes.len(), 2, "{name}: {classes:?}");
         assert_ne!(classes[0], classes[1]);
+        let _ = std::fs::remove_file(&cache);
+    }
+}
+
+/// Causal attention given no chunk takes the one tuning chose for its class: every candidate timed
+/// once, the fastest kept and cached, a new engine reading the cache (an edited choice wins, bit
+/// for bit the same as asking for that chunk); with tuning off, the default chunk. (The products use
+/// one pinned variant, so that only the chunk is tuned.)
+#[test]
+fn the_causal_chunk_is_tuned_per_class() {
+    use ortho::{CHUNK_CANDIDATES, ChunkClass, DEFAULT_CHUNK, Schedule};
+    let (l, d, dv, m) = (300, 16, 8, 32);
+    let [q, k, v] = attention_inputs((1, 1, l, d, dv, m), 0.5, 1);
+    let w = ortho::random::projection(m, d, ortho::random::Scaling::Chi, 2).unwrap().to_f32();
+    let causal = FavorOptions::causal(Kernel::Softmax);
+    let want =
+        ortho_ref::favor::favor_quadratic(&q.to_f64(), &k.to_f64(), &v.to_f64(), &w.to_f64(), Kernel::Softmax, true)
+            .unwrap();
+    let with_chunk =
+        |e: &Engine, c: usize| e.favor(&q, &k, &v, &w, &FavorOptions { chunk: Some(c), ..causal }).unwrap();
+    for engine in gpu_engines() {
+        let name = engine.describe().replace([' ', '/'], "_") + "-chunk";
+        let cache = temp_cache(&name);
+        let _ = std::fs::remove_file(&cache);
+        let pinned = TuneMode::Fixed(GemmVariant::DEFAULT);
+        let tuner = tuning_engine_as(&engine, &cache, pinned);
+        let got = tuner.favor(&q, &k, &v, &w, &causal).unwrap();
+        assert!(relative_frobenius(got.data(), want.data()) < 1e-5, "{name}");
+        let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+        let chunks = file["chunks"].as_array().unwrap();
+        assert_eq!(chunks.len(), 1, "{name}: one class met");
+        let result: ortho::ChunkResult = serde_json::from_value(chunks[0]["result"].clone()).unwrap();
+        assert_eq!(result.class, ChunkClass::new(Kernel::Softmax, d, m, dv, Schedule::Auto));
+        let timed: Vec<usize> = result.seconds.iter().map(|(c, _)| *c).collect();
+        assert_eq!(timed, CHUNK_CANDIDATES);
+        let fastest = result.seconds.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+        assert_eq!(result.chosen, fastest, "{name}");
+        assert_eq!(got.data(), with_chunk(&tuner, result.chosen).data(), "{name}: the chosen chunk");
+
+        let edited = if result.chosen == 16 { 32 } else { 16 };
+        let mut file = file.clone();
+        file["chunks"][0]["result"]["chosen"] = edited.into();
+        std::fs::write(&cache, file.to_string()).unwrap();
+        let reader = tuning_engine_as(&engine, &cache, pinned);
+        let got = reader.favor(&q, &k, &v, &w, &causal).unwrap();
+        assert_eq!(got.data(), with_chunk(&reader, edited).data(), "{name}: the cached choice");
+        assert_eq!(engine.favor(&q, &k, &v, &w, &causal).unwrap().data(), with_chunk(&engine, DEFAULT_CHUNK).data());
         let _ = std::fs::remove_file(&cache);
     }
 }

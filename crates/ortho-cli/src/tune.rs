@@ -1,9 +1,9 @@
-//! `ortho tune`: times every GEMM variant on the shape classes of ortho's products on each GPU
-//! adapter, caches the fastest (as the engine would on first meeting each class) and prints what
-//! won and by how much.
+//! `ortho tune`: times every GEMM variant on the shape classes of ortho's products, and every
+//! candidate chunk of causal attention, on each GPU adapter, caches the fastest (as the engine would
+//! on first meeting each class) and prints what won and by how much.
 
 use clap::Args;
-use ortho::{BackendChoice, GemmClass, GemmVariant};
+use ortho::{BackendChoice, ChunkClass, DEFAULT_CHUNK, Engine, GemmClass, GemmVariant, Kernel, Schedule};
 
 #[derive(Args)]
 pub struct TuneArgs {
@@ -11,9 +11,15 @@ pub struct TuneArgs {
     #[arg(long, value_parser = crate::parse_backend)]
     backend: Option<BackendChoice>,
     /// A class to tune, `batch,m,n,k` with `t` after m or n for a transposed operand
-    /// (`1,4096t,256,64`); repeatable. Default: the classes of the engine's products below.
+    /// (`1,4096t,256,64`); repeatable. Default: the classes of the engine's products below, then
+    /// the causal chunk of FAVOR+ at d = 64, m = 256, dv = 64 in the auto and sequential schedules.
     #[arg(long = "class", value_parser = parse_class)]
     classes: Vec<GemmClass>,
+}
+
+/// Causal attention as the benchmarks run it: FAVOR+, d = dv = 64, m = 256.
+fn default_chunk_classes() -> Vec<ChunkClass> {
+    [Schedule::Auto, Schedule::Sequential].map(|s| ChunkClass::new(Kernel::Softmax, 64, 256, 64, s)).to_vec()
 }
 
 /// The products the kernels record most: a square GEMM, FAVOR's feature map (L x d times d x m,
@@ -67,6 +73,44 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
                 runner_up / chosen
             );
             let all: Vec<String> = r.seconds.iter().map(|(v, s)| format!("{v} {:.3} ms", s * 1e3)).collect();
+            eprintln!("  {}", all.join(", "));
+        }
+    }
+    if args.classes.is_empty() {
+        tune_chunks(&engines)?;
+    }
+    Ok(())
+}
+
+/// The causal chunk of each default class on every engine: chosen, its time, and its speed-up over
+/// the untuned default and over the runner-up.
+fn tune_chunks(engines: &[Engine]) -> Result<(), String> {
+    println!(
+        "{:<40} {:<42} {:<24} {:>10} {:>12} {:>13}",
+        "adapter",
+        "causal attention (timed shape)",
+        "chosen chunk",
+        "ms",
+        format!("x C={DEFAULT_CHUNK}"),
+        "x runner-up"
+    );
+    for engine in engines {
+        for class in default_chunk_classes() {
+            eprintln!("ortho: tuning the causal chunk on {}: {}", engine.describe(), class.describe());
+            let r = engine.tune_causal_chunk(class).map_err(|e| e.to_string())?;
+            let chosen = r.seconds.iter().find(|(c, _)| *c == r.chosen).map_or(f64::NAN, |(_, s)| *s);
+            let runner_up =
+                r.seconds.iter().filter(|(c, _)| *c != r.chosen).map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+            println!(
+                "{:<40} {:<42} {:<24} {:>10.3} {:>12.2} {:>13.2}",
+                engine.describe(),
+                class.describe(),
+                r.chosen,
+                chosen * 1e3,
+                r.speedup_over(DEFAULT_CHUNK).unwrap_or(f64::NAN),
+                runner_up / chosen
+            );
+            let all: Vec<String> = r.seconds.iter().map(|(c, s)| format!("C={c} {:.3} ms", s * 1e3)).collect();
             eprintln!("  {}", all.join(", "));
         }
     }

@@ -44,7 +44,8 @@ use record::*;
 pub use saved::{FavorGrads, FavorSaved};
 
 /// How causal attention walks its chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// The most parallel schedule whose scratch fits [`AUTO_SCRATCH_BYTES`].
     #[default]
@@ -113,7 +114,7 @@ const WALK_MAX_CHUNK: usize = 256;
 pub(crate) const WALK_TILE: usize = 4;
 /// Chunks one dispatch of the on-chip walk takes before handing its state to the next.
 const WALK_CHUNKS_PER_DISPATCH: usize = 8;
-/// The chunk size when none is given.
+/// The chunk size when none is given and nothing is tuned (`ORTHO_TUNE=off`, the CPU fallback).
 pub const DEFAULT_CHUNK: usize = 64;
 
 /// Options of [`Engine::favor`].
@@ -122,7 +123,8 @@ pub struct FavorOptions {
     pub kernel: Kernel,
     /// Causal (`j <= t`) attention through prefix sums.
     pub causal: bool,
-    /// Tokens per chunk of causal attention (default [`DEFAULT_CHUNK`]). Bidirectional attention
+    /// Tokens per chunk of causal attention (default: tuned per adapter and class of shapes, or
+    /// [`DEFAULT_CHUNK`] with tuning off and on the CPU). Bidirectional attention
     /// takes its rows in groups of at most this many (default: as many as [`AUTO_SCRATCH_BYTES`] of
     /// scratch holds).
     pub chunk: Option<usize>,

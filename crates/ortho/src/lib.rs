@@ -80,7 +80,10 @@ pub mod ops {
 pub use pool::{PoolStats, Recorded};
 pub use tensor::{DType, GpuTensor};
 pub use timing::Timing;
-pub use tune::{GemmClass, TuneMode, TuneOptions, TuneResult, default_variant};
+pub use tune::{
+    CHUNK_CANDIDATES, ChunkClass, ChunkResult, FeatureMap, GemmClass, TuneMode, TuneOptions, TuneResult,
+    default_variant,
+};
 
 /// Re-exported for f16 storage ([`Engine::run_f16`], [`Engine::upload_f16`]).
 pub use half;

@@ -1,7 +1,11 @@
 //! Autotuning: the engine times every [`GemmVariant`] the device supports the first time it meets a
 //! shape class of product, keeps the fastest for that class, and remembers it on disk, keyed by
-//! adapter, driver, ortho version and the list of variants. `ORTHO_TUNE=off` uses
-//! [`default_variant`] instead; `ortho tune` fills the cache ahead of time.
+//! adapter, driver, ortho version and the list of variants; causal attention's default chunk is
+//! tuned the same way (`chunk`). `ORTHO_TUNE=off` uses [`default_variant`] and `DEFAULT_CHUNK`
+//! instead; `ortho tune` fills the cache ahead of time.
+
+mod chunk;
+pub use chunk::{CHUNK_CANDIDATES, ChunkClass, ChunkResult, FeatureMap};
 
 use crate::engine::{Engine, Gpu};
 use crate::error::{Error, Result};
@@ -176,6 +180,8 @@ impl Entry {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheFile {
     entries: Vec<Entry>,
+    #[serde(default)]
+    chunks: Vec<chunk::ChunkEntry>,
 }
 
 #[derive(Default)]
@@ -190,6 +196,7 @@ struct State {
 pub(crate) struct Tuner {
     options: Mutex<TuneOptions>,
     state: Mutex<State>,
+    chunks: Mutex<chunk::ChunkChoices>,
 }
 
 /// `(adapter, driver)` as the cache file keys them.
@@ -303,27 +310,18 @@ fn tune(gpu: &Arc<Gpu>, class: GemmClass) -> Result<TuneResult> {
     Ok(TuneResult { class, chosen, seconds })
 }
 
-/// This adapter's results in the cache file (none when it is missing or unreadable: they are
-/// measured again).
-fn load(options: &TuneOptions, info: &wgpu::AdapterInfo) -> Vec<TuneResult> {
-    let Some(text) = options.path().and_then(|p| std::fs::read_to_string(p).ok()) else {
-        return Vec::new();
-    };
-    let (adapter, driver) = adapter_key(info);
-    let file: CacheFile = serde_json::from_str(&text).unwrap_or_default();
-    file.entries.into_iter().filter(|e| e.matches(&adapter, &driver)).map(|e| e.result).collect()
+/// The cache file (empty when it is missing or unreadable: its choices are measured again).
+fn read_cache(options: &TuneOptions) -> CacheFile {
+    let text = options.path().and_then(|p| std::fs::read_to_string(p).ok());
+    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
 }
 
-/// Adds `result` to the cache file through a temporary file and a rename, so that a reader never
-/// sees half a file; a cache that cannot be written only costs tuning again next time.
-fn save(options: &TuneOptions, info: &wgpu::AdapterInfo, result: &TuneResult) {
+/// Changes the cache file by `change`, written through a temporary file and a rename so that a
+/// reader never sees half a file; a cache that cannot be written only costs tuning again next time.
+fn write_cache(options: &TuneOptions, change: impl FnOnce(&mut CacheFile)) {
     let Some(path) = options.path() else { return };
-    let (adapter, driver) = adapter_key(info);
-    let mut file: CacheFile =
-        std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-    file.entries.retain(|e| !(e.matches(&adapter, &driver) && e.result.class == result.class));
-    let (ortho, variants) = (env!("CARGO_PKG_VERSION").to_string(), variant_list());
-    file.entries.push(Entry { adapter, driver, ortho, variants, result: result.clone() });
+    let mut file = read_cache(options);
+    change(&mut file);
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -335,6 +333,22 @@ fn save(options: &TuneOptions, info: &wgpu::AdapterInfo, result: &TuneResult) {
     if let Err(e) = write() {
         eprintln!("ortho: could not write the tuning cache {}: {e}", path.display());
     }
+}
+
+/// This adapter's GEMM results in the cache file.
+fn load(options: &TuneOptions, info: &wgpu::AdapterInfo) -> Vec<TuneResult> {
+    let (adapter, driver) = adapter_key(info);
+    read_cache(options).entries.into_iter().filter(|e| e.matches(&adapter, &driver)).map(|e| e.result).collect()
+}
+
+/// Adds `result` to the cache file.
+fn save(options: &TuneOptions, info: &wgpu::AdapterInfo, result: &TuneResult) {
+    let (adapter, driver) = adapter_key(info);
+    write_cache(options, |file| {
+        file.entries.retain(|e| !(e.matches(&adapter, &driver) && e.result.class == result.class));
+        let (ortho, variants) = (env!("CARGO_PKG_VERSION").to_string(), variant_list());
+        file.entries.push(Entry { adapter, driver, ortho, variants, result: result.clone() });
+    });
 }
 
 impl Engine {

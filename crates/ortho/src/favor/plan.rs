@@ -99,7 +99,10 @@ impl Engine {
             return Err(InputError::argument("chunk", "the chunk size must be at least 1").into());
         }
         let plan = if o.causal {
-            let chunk = o.chunk.unwrap_or(DEFAULT_CHUNK);
+            let chunk = match o.chunk {
+                Some(chunk) => chunk,
+                None => self.default_chunk(s, o)?,
+            };
             let chunk = chunk.min(s.len);
             let with = |g| Plan { chunk, group_chunks: g, ..base };
             let chunks = s.len.div_ceil(chunk).min(group_chunks_cap(chunk));

@@ -81,7 +81,11 @@ impl Engine {
         let s = attention_shape(q.shape(), k.shape(), v.shape(), Some(w.shape()), None).ok()?;
         let row_bytes = 4 * (s.problems() * s.dim.max(s.value_dim)) as u64;
         let rows = (self.binding_limit().ok()?.min(SEGMENT_BYTES) / row_bytes) as usize;
-        let chunk = if o.causal { o.chunk.unwrap_or(DEFAULT_CHUNK).clamp(1, s.len) } else { 1 };
+        let chunk = match (o.causal, o.chunk) {
+            (false, _) => 1,
+            (true, Some(chunk)) => chunk.clamp(1, s.len),
+            (true, None) => self.default_chunk(&s, o).ok()?.clamp(1, s.len),
+        };
         let rows = (rows >= chunk).then(|| rows / chunk * chunk)?;
         let spans = (0..s.len).step_by(rows).map(|at| (at, rows.min(s.len - at))).collect();
         Some(Segments { engine: self, shape: s, spans })
