@@ -60,20 +60,7 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
         for (i, class) in classes.iter().enumerate() {
             eprintln!("ortho: tuning {}/{} on {}: {}", i + 1, classes.len(), engine.describe(), class.describe());
             let r = engine.tune_gemm(*class).map_err(|e| e.to_string())?;
-            let chosen = r.seconds.iter().find(|(v, _)| *v == r.chosen).map_or(f64::NAN, |(_, s)| *s);
-            let runner_up =
-                r.seconds.iter().filter(|(v, _)| *v != r.chosen).map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
-            println!(
-                "{:<40} {:<42} {:<24} {:>10.3} {:>12.2} {:>13.2}",
-                engine.describe(),
-                class.describe(),
-                r.chosen,
-                chosen * 1e3,
-                r.speedup_over(&today).unwrap_or(f64::NAN),
-                runner_up / chosen
-            );
-            let all: Vec<String> = r.seconds.iter().map(|(v, s)| format!("{v} {:.3} ms", s * 1e3)).collect();
-            eprintln!("  {}", all.join(", "));
+            report(engine, &class.describe(), &r.chosen, &r.seconds, &today);
         }
     }
     if args.classes.is_empty() {
@@ -89,7 +76,7 @@ fn tune_chunks(engines: &[Engine]) -> Result<(), String> {
         "{:<40} {:<42} {:<24} {:>10} {:>12} {:>13}",
         "adapter",
         "causal attention (timed shape)",
-        "chosen chunk",
+        "chosen",
         "ms",
         format!("x C={DEFAULT_CHUNK}"),
         "x runner-up"
@@ -98,21 +85,28 @@ fn tune_chunks(engines: &[Engine]) -> Result<(), String> {
         for class in default_chunk_classes() {
             eprintln!("ortho: tuning the causal chunk on {}: {}", engine.describe(), class.describe());
             let r = engine.tune_causal_chunk(class).map_err(|e| e.to_string())?;
-            let chosen = r.seconds.iter().find(|(c, _)| *c == r.chosen).map_or(f64::NAN, |(_, s)| *s);
-            let runner_up =
-                r.seconds.iter().filter(|(c, _)| *c != r.chosen).map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
-            println!(
-                "{:<40} {:<42} {:<24} {:>10.3} {:>12.2} {:>13.2}",
-                engine.describe(),
-                class.describe(),
-                r.chosen,
-                chosen * 1e3,
-                r.speedup_over(DEFAULT_CHUNK).unwrap_or(f64::NAN),
-                runner_up / chosen
-            );
-            let all: Vec<String> = r.seconds.iter().map(|(c, s)| format!("C={c} {:.3} ms", s * 1e3)).collect();
-            eprintln!("  {}", all.join(", "));
+            let seconds: Vec<(String, f64)> = r.seconds.iter().map(|(c, s)| (format!("C={c}"), *s)).collect();
+            report(engine, &class.describe(), &format!("C={}", r.chosen), &seconds, &format!("C={DEFAULT_CHUNK}"));
         }
     }
     Ok(())
+}
+
+/// One row of a table: the chosen candidate's time and its speed-up over `default` and over the
+/// runner-up; every candidate's time on stderr.
+fn report(engine: &Engine, class: &str, chosen: &str, seconds: &[(String, f64)], default: &str) {
+    let of = |name: &str| seconds.iter().find(|(c, _)| c == name).map_or(f64::NAN, |(_, s)| *s);
+    let best = of(chosen);
+    let runner_up = seconds.iter().filter(|(c, _)| c != chosen).map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+    println!(
+        "{:<40} {:<42} {:<24} {:>10.3} {:>12.2} {:>13.2}",
+        engine.describe(),
+        class,
+        chosen,
+        best * 1e3,
+        of(default) / best,
+        runner_up / best
+    );
+    let all: Vec<String> = seconds.iter().map(|(c, s)| format!("{c} {:.3} ms", s * 1e3)).collect();
+    eprintln!("  {}", all.join(", "));
 }

@@ -8,7 +8,7 @@
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernels;
-use crate::operation::{Operation, check_outputs, input_shapes};
+use crate::operation::{Operation, check_outputs, checked_shapes};
 use crate::pool::Recorded;
 use crate::tensor::{DType, GpuTensor};
 use half::f16;
@@ -160,10 +160,7 @@ impl Engine {
 
     /// [`Engine::run_f16`] without blocking (see [`Engine::poll_device`]).
     pub async fn run_f16_async<O: Operation>(&self, op: &O, inputs: &[&Tensor<f16>]) -> Result<Vec<Tensor<f16>>> {
-        let shapes = op.output_shapes(&input_shapes::<O>(inputs.iter().map(|t| t.shape()).collect())?)?;
-        for (t, name) in inputs.iter().zip(O::INPUTS) {
-            t.check_finite(name)?;
-        }
+        let shapes = checked_shapes(op, inputs)?;
         let wide: Vec<Tensor<f32>> = inputs.iter().map(|t| widen(t)).collect::<Result<_>>()?;
         let wide: Vec<&Tensor<f32>> = wide.iter().collect();
         let binding = self.gpu_opt().map(|_| self.binding_limit()).transpose()?;

@@ -197,8 +197,18 @@ pub(crate) fn check_outputs<O: Operation, T: Element>(
     Ok(outputs)
 }
 
+/// The shapes of `op`'s outputs, once its inputs are as many as it takes, of shapes it takes, and
+/// finite.
+pub(crate) fn checked_shapes<O: Operation, T: Element>(op: &O, inputs: &[&Tensor<T>]) -> Result<Vec<Vec<usize>>> {
+    let outputs = op.output_shapes(&input_shapes::<O>(inputs.iter().map(|t| t.shape()).collect())?)?;
+    for (t, name) in inputs.iter().zip(O::INPUTS) {
+        t.check_finite(name)?;
+    }
+    Ok(outputs)
+}
+
 /// The inputs' shapes, once there are as many as `O` takes.
-pub(crate) fn input_shapes<O: Operation>(shapes: Vec<&[usize]>) -> Result<Vec<&[usize]>> {
+fn input_shapes<O: Operation>(shapes: Vec<&[usize]>) -> Result<Vec<&[usize]>> {
     if shapes.len() != O::INPUTS.len() {
         return Err(InputError::argument(
             O::NAME,
@@ -218,10 +228,7 @@ impl Engine {
 
     /// [`Engine::run`] without blocking (see [`Engine::poll_device`]).
     pub async fn run_async<O: Operation>(&self, op: &O, inputs: &[&Tensor<f32>]) -> Result<Vec<Tensor<f32>>> {
-        let outputs = op.output_shapes(&input_shapes::<O>(inputs.iter().map(|t| t.shape()).collect())?)?;
-        for (t, name) in inputs.iter().zip(O::INPUTS) {
-            t.check_finite(name)?;
-        }
+        let outputs = checked_shapes(op, inputs)?;
         op.check_values(inputs)?;
         if !self.is_gpu() {
             if !self.is_reference()
