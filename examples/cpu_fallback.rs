@@ -3,7 +3,8 @@
 //! bidirectional and causal; CWY at N = L = 1024; expm and the Cayley map of 65536 3 x 3 matrices;
 //! the gradients of FAVOR+ at L = 2048 (the f64 twin's are quadratic in L) and, the fast path alone,
 //! at L = 16384; CWY's apply and gradients at N = L = 512; expm and Cayley of 1024 64 x 64
-//! matrices; RKMK4 at n = 32, batch 1024, 5 steps of the isospectral flow.
+//! matrices; RKMK4 at n = 32, batch 1024, 5 steps of the isospectral flow; exact attention at
+//! L = 4096, d = 64.
 //! Median of 5 calls after one untimed call, the call as a user makes it (input and output checks
 //! included).
 //!
@@ -49,6 +50,8 @@ fn main() -> ortho::Result<()> {
     let (bidirectional, causal) = (FavorOptions::new(Kernel::Softmax), FavorOptions::causal(Kernel::Softmax));
     let (u512, x512) = (gaussian(&[512, 512], 1.0, 8), gaussian(&[512, 64], 1.0, 9));
     let g512 = gaussian(&[512, 512], 1.0, 10);
+    let rows = |t: &Tensor<f32>| t.slice_axis(0, 0, 4096);
+    let (q4096, k4096, v4096) = (rows(&q), rows(&k), rows(&v));
     let a64 = skew(&gaussian(&[1024, 64, 64], 0.3 / 64.0, 11));
     let symmetric = |seed| {
         let g = gaussian(&[32, 32], 1.0, seed).to_f64();
@@ -70,6 +73,8 @@ fn main() -> ortho::Result<()> {
         ("cwy N=L=1024", &|e: &Engine| e.cwy(&u)),
         ("expm batch=65536 n=3", &|e: &Engine| e.expm(&a)),
         ("cayley batch=65536 n=3", &|e: &Engine| e.cayley(&a)),
+        ("exact L=4096 d=64", &|e: &Engine| e.exact_attention(&q4096, &k4096, &v4096, false)),
+        ("exact causal L=4096 d=64", &|e: &Engine| e.exact_attention(&q4096, &k4096, &v4096, true)),
         ("expm batch=1024 n=64", &|e: &Engine| e.expm(&a64)),
         ("cayley batch=1024 n=64", &|e: &Engine| e.cayley(&a64)),
         ("rkmk4 n=32 batch=1024 steps=5", &|e: &Engine| e.flow(&rkmk4, &w0).map(|(w, _)| w)),

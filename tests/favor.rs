@@ -126,7 +126,7 @@ fn exact_attention_matches_reference() {
         (1, 3, 100, 1, 128),
         (1, 1, 77, 128, 1),
     ];
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         for (i, &(b, h, l, d, dv)) in shapes.iter().enumerate() {
             let q = gaussian(&[b, h, l, d], 1.0, 3 * i as u64);
             let k = gaussian(&[b, h, l, d], 1.0, 3 * i as u64 + 1);
@@ -156,7 +156,7 @@ fn exact_causal_ignores_the_future() {
     for x in &mut v2.data_mut()[(t + 1) * d..] {
         *x = 1e3;
     }
-    for engine in gpu_engines() {
+    for engine in gpu_engines().into_iter().chain([Engine::cpu("fast path")]) {
         let a = engine.exact_attention(&q, &k, &v, true).unwrap();
         let b = engine.exact_attention(&q, &k2, &v2, true).unwrap();
         assert_eq!(&a.data()[..(t + 1) * d], &b.data()[..(t + 1) * d], "{}", engine.describe());

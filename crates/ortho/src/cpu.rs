@@ -6,10 +6,12 @@ use ortho_ref::Tensor;
 use ortho_ref::favor::{AttentionShape, Kernel};
 
 mod cwy;
+mod exact;
 mod favor_backward;
 mod flow;
 mod matrices;
 pub(crate) use cwy::{cwy, cwy_apply, cwy_apply_backward, cwy_backward};
+pub(crate) use exact::exact_attention;
 pub(crate) use favor_backward::favor_backward;
 pub(crate) use flow::flow;
 pub(crate) use matrices::group_map;

@@ -47,6 +47,10 @@ impl Operation for ExactAttention {
         engine.record_exact_attention(enc, i[0], i[1], i[2], self.causal, o[0])
     }
 
+    fn cpu(&self, i: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
+        Some(crate::cpu::exact_attention([i[0], i[1], i[2]], self.causal).map(|o| vec![o]).map_err(Into::into))
+    }
+
     fn reference(&self, i: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
         Ok(vec![ortho_ref::favor::exact(&i[0], &i[1], &i[2], self.causal)?])
     }
