@@ -233,3 +233,32 @@ fn a_batch_past_one_binding_runs_in_pieces() {
         assert!(upload.contains("max_storage_buffer_binding_size"), "{upload}");
     }
 }
+
+/// Four threads share one engine in f16 storage, each with its own inputs, host and device calls
+/// interleaved: every result is the one a lone call gives, bit for bit.
+#[test]
+fn threads_share_one_engine_in_f16_storage() {
+    let op = Favor(FavorOptions::causal(Kernel::Softmax));
+    let w = projection(32, 16, Scaling::Chi, 51).unwrap().to_f32().to_f16();
+    let inputs: Vec<[Tensor<f16>; 3]> = (0..4u64)
+        .map(|i| [gaussian(&[90, 16], 0.5, 60 + i), gaussian(&[90, 16], 0.5, 70 + i), gaussian(&[90, 8], 1.0, 80 + i)])
+        .map(|t| t.map(|x| x.to_f16()))
+        .collect();
+    for engine in gpu_engines() {
+        let alone: Vec<Tensor<f16>> =
+            inputs.iter().map(|[q, k, v]| engine.run_f16(&op, &[q, k, v, &w]).unwrap().remove(0)).collect();
+        std::thread::scope(|scope| {
+            for ([q, k, v], want) in inputs.iter().zip(&alone) {
+                let (engine, w, op) = (&engine, &w, &op);
+                scope.spawn(move || {
+                    for _ in 0..3 {
+                        assert_eq!(&engine.run_f16(op, &[q, k, v, w]).unwrap().remove(0), want);
+                        let device = [q, k, v, w].map(|t| engine.upload_f16("x", t).unwrap());
+                        let out = engine.run_gpu(op, &device.iter().collect::<Vec<_>>()).unwrap().remove(0);
+                        assert_eq!(&engine.download_f16(&out).unwrap(), want);
+                    }
+                });
+            }
+        });
+    }
+}
