@@ -2,7 +2,7 @@
 //! are not multiples of the tiles, transposed operands and broadcast batches.
 mod common;
 use common::*;
-use ortho::{MatmulOptions, Tensor};
+use ortho::{MatmulOptions, Operation, Tensor};
 
 fn reference(a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions) -> Tensor<f32> {
     ortho::Engine::reference().matmul(a, b, o).unwrap()
@@ -101,5 +101,92 @@ fn gemm_splits_past_the_dispatch_limits() {
                 check(&engine, &a, &b, o, 1e-6);
             }
         }
+    }
+}
+
+/// `a x b` of f16 device tensors recorded with `record_matmul` into an f32 output.
+fn record_f16_product(
+    engine: &ortho::Engine,
+    a: &Tensor<ortho::half::f16>,
+    b: &Tensor<ortho::half::f16>,
+    o: MatmulOptions,
+) -> ortho::Result<Tensor<f32>> {
+    let (ga, gb) = (engine.upload_f16("a", a)?, engine.upload_f16("b", b)?);
+    let shape = ortho::ops::Matmul(o).output_shapes(&[a.shape(), b.shape()])?.remove(0);
+    let c = engine.empty(&shape)?;
+    let mut encoder = engine.device().unwrap().create_command_encoder(&Default::default());
+    let recorded = engine.record_matmul(&mut encoder, &ga, &gb, &c, o)?;
+    engine.queue().unwrap().submit([encoder.finish()]);
+    recorded.submitted();
+    engine.download(&c)
+}
+
+/// Where the adapter has `SHADER_F16`, every variant reads f16 operands itself (f32 sums and
+/// output): the product of the f32 values they hold, as the f32 variant and the reference give it.
+/// Elsewhere recording f16 operands is refused by name, and `run_f16` converts them.
+#[test]
+fn gemm_reads_f16_operands_in_every_variant() {
+    use ortho::half::f16;
+    let shapes = [(3, 65, 17, 63), (1, 130, 129, 70), (4, 5, 200, 9), (1, 3, 5000, 4)];
+    for (engine, variant) in variant_engines(gpu_engines(), true) {
+        let name = format!("{} {variant}", engine.describe());
+        // Without SHADER_F16 one refused product per variant (the first) says enough.
+        let shapes = if engine.has_shader_f16() { &shapes[..] } else { &shapes[..1] };
+        for (i, &(z, m, k, n)) in shapes.iter().enumerate() {
+            for (ta, tb) in [(false, false), (true, false), (false, true)] {
+                let o = MatmulOptions { transpose_a: ta, transpose_b: tb };
+                let a = gaussian(&if ta { [z, k, m] } else { [z, m, k] }, 1.0, i as u64).to_f16();
+                let b = gaussian(&if tb { [n, k] } else { [k, n] }, 1.0, 50 + i as u64).to_f16();
+                let (wide_a, wide_b) = (a.to_f32(), b.to_f32());
+                let got = record_f16_product(&engine, &a, &b, o);
+                if !engine.has_shader_f16() {
+                    let err = got.unwrap_err().to_string();
+                    assert!(err.contains("SHADER_F16") && err.contains("convert_gpu"), "{name}: {err}");
+                    let converted = engine.run_f16(&ortho::ops::Matmul(o), &[&a, &b]).unwrap().remove(0);
+                    let want = reference(&wide_a, &wide_b, o).to_f16().to_f32();
+                    let err = relative_frobenius(converted.to_f32().data(), want.data());
+                    assert!(err < 1e-6 + 1.0 / 2048.0, "{name}: {err}");
+                    break;
+                }
+                let got = got.unwrap();
+                let want = reference(&wide_a, &wide_b, o);
+                let err = relative_frobenius(got.data(), want.data());
+                assert!(err < 1e-6, "{name} {:?} {o:?}: {err}", (z, m, k, n));
+                let f32_variant = engine.matmul(&wide_a, &wide_b, o).unwrap();
+                let err = relative_frobenius(got.data(), f32_variant.data());
+                assert!(err < 1e-6, "{name} {:?} {o:?} against f32 operands: {err}", (z, m, k, n));
+            }
+        }
+        let (a, b) = (Tensor::<f16>::zeros(&[2, 3]), Tensor::<f32>::zeros(&[3, 2]));
+        let (ga, gb, c) =
+            (engine.upload_f16("a", &a).unwrap(), engine.upload("b", &b).unwrap(), engine.empty(&[2, 2]).unwrap());
+        let mut encoder = engine.device().unwrap().create_command_encoder(&Default::default());
+        let err = engine.record_matmul(&mut encoder, &ga, &gb, &c, MatmulOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("f16 and f32 operands"), "{name}: {err}");
+    }
+}
+
+/// `run_gpu` of a product of f16 tensors takes no f32 copies of its operands where the adapter reads
+/// f16: its peak is the output (f16, and the f32 it is rounded from), far below one operand in f32.
+#[test]
+fn an_f16_product_takes_no_working_copies_of_its_operands() {
+    let a = gaussian(&[256, 512], 1.0, 61).to_f16();
+    let b = gaussian(&[512, 8], 1.0, 62).to_f16();
+    for engine in gpu_engines() {
+        let (ga, gb) = (engine.upload_f16("a", &a).unwrap(), engine.upload_f16("b", &b).unwrap());
+        engine.poll_device(true).unwrap();
+        let live = engine.pool_stats().live_bytes;
+        engine.reset_peak();
+        let out = engine.run_gpu(&ortho::ops::Matmul::default(), &[&ga, &gb]).unwrap().remove(0);
+        let taken = engine.pool_stats().peak_bytes - live;
+        let copy_of_a = 4 * a.len() as u64;
+        if engine.has_shader_f16() {
+            assert!(taken < copy_of_a / 8, "{}: {taken} bytes", engine.describe());
+        } else {
+            assert!(taken >= copy_of_a, "{}: {taken} bytes", engine.describe());
+        }
+        let want = reference(&a.to_f32(), &b.to_f32(), MatmulOptions::default()).to_f16();
+        let err = relative_frobenius(engine.download_f16(&out).unwrap().to_f32().data(), want.to_f32().data());
+        assert!(err < 1e-6 + 1.0 / 2048.0, "{}: {err}", engine.describe());
     }
 }

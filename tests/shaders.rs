@@ -8,9 +8,10 @@ fn every_shader_validates() {
         let source = shader.source();
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(&source)));
-        // Variants that use subgroups are only created on devices with them (gemm.rs checks).
-        let capabilities =
-            if shader.name.ends_with("_subgroup") { Capabilities::SUBGROUP } else { Capabilities::empty() };
+        // Variants that use subgroups or f16 are only created on devices with them (gemm.rs checks).
+        let mut capabilities = Capabilities::empty();
+        capabilities.set(Capabilities::SUBGROUP, shader.name.ends_with("_subgroup"));
+        capabilities.set(Capabilities::SHADER_FLOAT16, source.starts_with("enable f16;"));
         Validator::new(ValidationFlags::all(), capabilities)
             .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
             .subgroup_operations(naga::valid::SubgroupOperationSet::all())

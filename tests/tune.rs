@@ -216,3 +216,42 @@ fn the_causal_chunk_is_tuned_per_class() {
         let _ = std::fs::remove_file(&cache);
     }
 }
+
+/// Products of f16 operands are a class of their own: tuned over every variant in its f16 form
+/// where the adapter has `SHADER_F16`, cached beside the f32 class of the same shape, refused by
+/// name elsewhere. A cache entry written before the classes had a dtype reads as f32.
+#[test]
+fn f16_operands_are_a_class_of_their_own() {
+    for engine in gpu_engines() {
+        let name = engine.describe().replace([' ', '/'], "_");
+        let cache = temp_cache(&format!("{name}-f16"));
+        let _ = std::fs::remove_file(&cache);
+        let tuner = tuning_engine(&engine, &cache);
+        let f32_class = GemmClass::new(1, 64, 64, 64, false, false);
+        let class = f32_class.with_f16_inputs();
+        assert!(class.describe().ends_with(", f16") && class != f32_class);
+        if !engine.has_shader_f16() {
+            let err = tuner.tune_gemm(class).unwrap_err().to_string();
+            assert!(err.contains("SHADER_F16"), "{name}: {err}");
+            continue;
+        }
+        let result = tuner.tune_gemm(class).unwrap();
+        let timed: Vec<&str> = result.seconds.iter().map(|(v, _)| v.as_str()).collect();
+        let supported: Vec<String> = engine.gemm_variants().iter().map(|v| v.name()).collect();
+        assert_eq!(timed, supported, "{name}");
+        let f32_result = tuner.tune_gemm(f32_class).unwrap();
+
+        let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+        let entries = file["entries"].as_array_mut().unwrap();
+        let dtypes: Vec<bool> = entries.iter().map(|e| e["result"]["class"]["f16_inputs"].as_bool().unwrap()).collect();
+        assert_eq!(dtypes, [true, false], "{name}");
+        let other = if f32_result.chosen == GemmVariant::DEFAULT.name() { "tiled-8" } else { "tiled-16" };
+        entries[1]["result"]["chosen"] = other.into();
+        entries[1]["result"]["class"].as_object_mut().unwrap().remove("f16_inputs");
+        std::fs::write(&cache, file.to_string()).unwrap();
+        let reader = tuning_engine(&engine, &cache);
+        assert_eq!(reader.gemm_variant(f32_class).unwrap().name(), other, "{name}");
+        assert_eq!(reader.gemm_variant(class).unwrap().name(), result.chosen, "{name}");
+        let _ = std::fs::remove_file(&cache);
+    }
+}

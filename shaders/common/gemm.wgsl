@@ -4,6 +4,8 @@
 //   base(z) = off + (z / inner) * outer + (z % inner) * inner_stride     (B and C alike),
 // so transposes, broadcast operands (strides 0), per-head operands (inner = H) and chunks of a
 // sequence (inner = chunks per problem) are all strides.
+// A and B hold f32, or f16 in the `_F16` kernels of kernels.rs (the same files with f16 bindings,
+// on adapters with SHADER_F16): every load widens to f32, and C and the sums stay f32.
 // Prologue: column `b_ones_col` of B, and column `a_ones_col` of A, read as 1 (the denominator
 // column of attention, [V | 1]).
 // Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of DEPTH (8, 16
@@ -24,13 +26,13 @@ var<workgroup> b_tile: array<vec4<f32>, 512>;
 fn load_a(base: u32, i: u32, kk: u32, k_end: u32) -> f32 {
     if (i >= p.m || kk >= k_end) { return 0.0; }
     if (kk == p.a_ones_col) { return 1.0; }
-    return a[base + i * p.a.rs + kk * p.a.cs];
+    return f32(a[base + i * p.a.rs + kk * p.a.cs]);
 }
 
 fn load_b(base: u32, kk: u32, j: u32, k_end: u32) -> f32 {
     if (kk >= k_end || j >= p.n) { return 0.0; }
     if (j == p.b_ones_col) { return 1.0; }
-    return b[base + kk * p.b.rs + j * p.b.cs];
+    return f32(b[base + kk * p.b.rs + j * p.b.cs]);
 }
 
 @compute @workgroup_size(8, 8, 1)

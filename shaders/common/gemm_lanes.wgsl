@@ -19,8 +19,8 @@ fn gemm_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let b_col = base(p.b, z) + j * p.b.cs;
     var acc = 0.0;
     for (var kk = k_begin; kk < k_end; kk++) {
-        let av = select(a[a_row + kk * p.a.cs], 1.0, kk == p.a_ones_col);
-        let bv = select(b[b_col + kk * p.b.rs], 1.0, j == p.b_ones_col);
+        let av = select(f32(a[a_row + kk * p.a.cs]), 1.0, kk == p.a_ones_col);
+        let bv = select(f32(b[b_col + kk * p.b.rs]), 1.0, j == p.b_ones_col);
         acc += av * bv;
     }
     store_c(base(p.c, z * p.splits + slice), i, j, acc);

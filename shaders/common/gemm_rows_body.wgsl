@@ -25,12 +25,12 @@ var<private> k_end: u32;
 // Indices are clamped into the operands (rows and columns past C's edge are computed and not
 // stored); steps past K read as 0, so that no inf or NaN beyond it reaches the sum.
 fn a_at(i: u32, kk: u32) -> f32 {
-    let v = a[a_base + min(i, p.m - 1u) * p.a.rs + min(kk, k_end - 1u) * p.a.cs];
+    let v = f32(a[a_base + min(i, p.m - 1u) * p.a.rs + min(kk, k_end - 1u) * p.a.cs]);
     return select(select(v, 1.0, kk == p.a_ones_col), 0.0, kk >= k_end);
 }
 
 fn b_at(kk: u32, j: u32) -> f32 {
-    let v = b[b_base + min(kk, k_end - 1u) * p.b.rs + min(j, p.n - 1u) * p.b.cs];
+    let v = f32(b[b_base + min(kk, k_end - 1u) * p.b.rs + min(j, p.n - 1u) * p.b.cs]);
     return select(select(v, 1.0, j == p.b_ones_col), 0.0, kk >= k_end);
 }
 

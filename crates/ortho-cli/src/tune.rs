@@ -10,8 +10,8 @@ pub struct TuneArgs {
     /// auto (every GPU backend), vulkan, gl, metal or dx12. Default: ORTHO_BACKEND, else auto.
     #[arg(long, value_parser = crate::parse_backend)]
     backend: Option<BackendChoice>,
-    /// A class to tune, `batch,m,n,k` with `t` after m or n for a transposed operand
-    /// (`1,4096t,256,64`); repeatable. Default: the classes of the engine's products below, then
+    /// A class to tune, `batch,m,n,k` with `t` after m or n for a transposed operand and `,f16` at
+    /// the end for f16 operands (`1,4096t,256,64`, `1,1024,1024,1024,f16`); repeatable. Default: the classes of the engine's products below, then
     /// the causal chunk of FAVOR+ at d = 64, m = 256, dv = 64 in the auto and sequential schedules.
     #[arg(long = "class", value_parser = parse_class)]
     classes: Vec<GemmClass>,
@@ -24,10 +24,12 @@ fn default_chunk_classes() -> Vec<ChunkClass> {
 
 /// The products the kernels record most: a square GEMM, FAVOR's feature map (L x d times d x m,
 /// the projection read transposed), its key-value state (m x L times L x dv, features read
-/// transposed) and output (L x m times m x dv+1), and the batched blocks of CWY and the flows.
+/// transposed) and output (L x m times m x dv+1), the batched blocks of CWY and the flows, and the
+/// square GEMM of f16 operands (on adapters with `SHADER_F16`).
 fn default_classes() -> Vec<GemmClass> {
     vec![
         GemmClass::new(1, 1024, 1024, 1024, false, false),
+        GemmClass::new(1, 1024, 1024, 1024, false, false).with_f16_inputs(),
         GemmClass::new(1, 4096, 256, 64, false, true),
         GemmClass::new(1, 256, 64, 4096, true, false),
         GemmClass::new(1, 4096, 65, 256, false, false),
@@ -38,11 +40,16 @@ fn default_classes() -> Vec<GemmClass> {
 }
 
 fn parse_class(s: &str) -> Result<GemmClass, String> {
-    let parts: Vec<&str> = s.split(',').collect();
-    let bad = || format!("{s}: expected batch,m,n,k (a `t` after m or n transposes that operand)");
+    let mut parts: Vec<&str> = s.split(',').collect();
+    let f16 = parts.last() == Some(&"f16");
+    if f16 {
+        parts.pop();
+    }
+    let bad = || format!("{s}: expected batch,m,n,k[,f16] (a `t` after m or n transposes that operand)");
     let [z, m, n, k] = parts[..] else { return Err(bad()) };
     let size = |x: &str| x.trim_end_matches('t').parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(bad);
-    Ok(GemmClass::new(size(z)?, size(m)?, size(n)?, size(k)?, m.ends_with('t'), n.ends_with('t')))
+    let class = GemmClass::new(size(z)?, size(m)?, size(n)?, size(k)?, m.ends_with('t'), n.ends_with('t'));
+    Ok(if f16 { class.with_f16_inputs() } else { class })
 }
 
 pub fn run(args: &TuneArgs) -> Result<(), String> {
@@ -58,6 +65,10 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
     );
     for engine in &engines {
         for (i, class) in classes.iter().enumerate() {
+            if class.f16_inputs && !engine.has_shader_f16() {
+                eprintln!("ortho: {} has no SHADER_F16: no products of f16 operands to tune", engine.describe());
+                continue;
+            }
             eprintln!("ortho: tuning {}/{} on {}: {}", i + 1, classes.len(), engine.describe(), class.describe());
             let r = engine.tune_gemm(*class).map_err(|e| e.to_string())?;
             report(engine, &class.describe(), &r.chosen, &r.seconds, &today);

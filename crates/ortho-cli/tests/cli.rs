@@ -802,7 +802,7 @@ fn tune_prints_and_caches_the_fastest_variant() {
     let d = dir("tune");
     let cache = d.join("tune.json");
     let env = [("ORTHO_TUNE_CACHE", p(&cache))];
-    let o = ortho_with(&["tune", "--class", "1,64,64,64", "--class", "4,16t,16,16"], &env);
+    let o = ortho_with(&["tune", "--class", "1,64,64,64", "--class", "4,16t,16,16", "--class", "2,16,16,16,f16"], &env);
     let gpu = backends().contains(&"auto");
     if !gpu {
         assert!(!o.status.success() && stderr(&o).contains("no GPU adapter to tune"), "{}", stderr(&o));
@@ -811,7 +811,11 @@ fn tune_prints_and_caches_the_fastest_variant() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let rows: Vec<&str> = out.lines().skip(1).collect();
-    assert_eq!(rows.len() % 2, 0, "{out}");
+    // Two rows per adapter, and one of f16 operands on each adapter with SHADER_F16.
+    let f16_rows = rows.iter().filter(|r| r.contains(", f16")).count();
+    assert_eq!((rows.len() - f16_rows) % 2, 0, "{out}");
+    let skipped = stderr(&o).matches("has no SHADER_F16").count();
+    assert_eq!(f16_rows + skipped, (rows.len() - f16_rows) / 2, "{out}");
     assert!(!rows.is_empty(), "{out}");
     for row in &rows {
         assert!(ortho::GemmVariant::ALL.iter().any(|v| row.contains(&format!(" {} ", v.name()))), "{row}");
@@ -821,7 +825,7 @@ fn tune_prints_and_caches_the_fastest_variant() {
     assert_eq!(json["entries"].as_array().unwrap().len(), rows.len(), "{json}");
 
     let bad = ortho_with(&["tune", "--class", "1,64,64"], &env);
-    assert!(!bad.status.success() && stderr(&bad).contains("expected batch,m,n,k"), "{}", stderr(&bad));
+    assert!(!bad.status.success() && stderr(&bad).contains("expected batch,m,n,k[,f16]"), "{}", stderr(&bad));
     let x = d.join("x.npy");
     save(&x, &[2, 2], &[0.0f32, 1.0, -1.0, 0.0]);
     let o = ortho_with(&["expm", "--input", p(&x), "--out", p(&d.join("e.npy"))], &[("ORTHO_TUNE", "maybe")]);

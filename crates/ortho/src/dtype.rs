@@ -1,9 +1,10 @@
 //! f16 storage (docs/math.md §0): tensors of f16 in and out of every operation, the kernels in f32
 //! between. An operation given f16 tensors converts them to f32 working copies on the device as it
 //! starts (`common/from_f16`, exact) and rounds its f32 outputs into the f16 outputs as it ends
-//! (`common/to_f16`, to nearest, ties to even, past 65504 to infinity). The conversion is done on the
-//! bits with core WGSL, so it needs no `SHADER_F16` and rounds alike on every adapter; the CPU
-//! fallback rounds the same way with `half`.
+//! (`common/to_f16`, to nearest, ties to even, past 65504 to infinity); one that reads f16 itself
+//! ([`Operation::READS_F16`]: the matrix product, on adapters with `SHADER_F16`) takes its inputs as
+//! they are. The conversion is done on the bits with core WGSL, so it needs no `SHADER_F16` and
+//! rounds alike on every adapter; the CPU fallback rounds the same way with `half`.
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -108,6 +109,22 @@ impl Engine {
             .collect()
     }
 
+    /// What `op` records from: `inputs` themselves where it reads f16 (see
+    /// [`Operation::READS_F16`]), else their f32 working copies.
+    fn recorded_inputs<O: Operation>(&self, inputs: &[&GpuTensor]) -> Result<Vec<GpuTensor>> {
+        let all_f16 = !inputs.is_empty() && inputs.iter().all(|t| t.dtype() == DType::F16);
+        if O::READS_F16 && all_f16 && self.has_shader_f16() {
+            return Ok(inputs.iter().map(|t| (*t).clone()).collect());
+        }
+        self.working_copies(inputs)
+    }
+
+    /// Whether this engine's device has `SHADER_F16`: then [`crate::ops::Matmul`] (and
+    /// [`Engine::record_matmul`]) reads f16 operands directly, without f32 working copies.
+    pub fn has_shader_f16(&self) -> bool {
+        self.gpu_opt().is_some_and(|g| g.device.features().contains(wgpu::Features::SHADER_F16))
+    }
+
     /// [`Operation::submit`] for tensors of any dtype: the conversions in the operation's submission,
     /// or, for one that submits in pieces, f16 inputs converted to f32 working copies in a
     /// submission before them and its f32 outputs rounded into f16 outputs in one after.
@@ -141,7 +158,7 @@ impl Engine {
         inputs: &[&GpuTensor],
         outputs: &[&GpuTensor],
     ) -> Result<Recorded> {
-        let (wide_in, wide_out) = (self.working_copies(inputs)?, self.working_copies(outputs)?);
+        let (wide_in, wide_out) = (self.recorded_inputs::<O>(inputs)?, self.working_copies(outputs)?);
         let (wide_in, wide_out): (Vec<&GpuTensor>, Vec<&GpuTensor>) =
             (wide_in.iter().collect(), wide_out.iter().collect());
         let recorded = self.record_convert(encoder, inputs, &wide_in)?;

@@ -1,20 +1,21 @@
 //! The engine's one matrix product: every kernel that multiplies matrices records it through
 //! [`record_gemm`], with strides for transposes and broadcasting, the ones-column prologue and the
 //! `alpha`, `beta`, `diag` epilogue. It has several [`GemmVariant`]s (`shaders/common/gemm*.wgsl`),
-//! chosen per adapter and shape class by `tune.rs`.
+//! chosen per adapter and shape class by `tune.rs`, each reading f32 operands or (on adapters with
+//! `SHADER_F16`) f16 ones, with f32 sums and output either way.
 
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels;
 use crate::operation::{Operation, run_batches};
 use crate::pool::Recorded;
 use crate::recording::Recording;
-use crate::tensor::GpuTensor;
+use crate::tensor::{DType, GpuTensor};
 use crate::tune::GemmClass;
 use ortho_ref::{Error as InputError, Tensor};
 
-/// Element `(i, p)` of batch `z` sits at `base(z) + i * row_stride + p * col_stride` (in f32
-/// elements), with `base(z) = offset + (z / inner) * outer + (z % inner) * inner_stride`.
+/// Element `(i, p)` of batch `z` sits at `base(z) + i * row_stride + p * col_stride` (in elements
+/// of `dtype`), with `base(z) = offset + (z / inner) * outer + (z % inner) * inner_stride`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Operand<'a> {
     pub buffer: &'a wgpu::Buffer,
@@ -24,12 +25,20 @@ pub(crate) struct Operand<'a> {
     pub inner_stride: usize,
     pub row_stride: usize,
     pub col_stride: usize,
+    /// f32, or f16 for A and B of a product on an adapter with `SHADER_F16` (C is always f32).
+    pub dtype: DType,
 }
 
 impl<'a> Operand<'a> {
-    /// A batch of row-major `[rows, cols]` matrices, one per batch index.
+    /// A batch of row-major `[rows, cols]` f32 matrices, one per batch index.
     pub fn rows(buffer: &'a wgpu::Buffer, rows: usize, cols: usize) -> Self {
-        Operand { buffer, offset: 0, outer: rows * cols, inner: 1, inner_stride: 0, row_stride: cols, col_stride: 1 }
+        let (inner, inner_stride, row_stride, col_stride, dtype) = (1, 0, cols, 1, DType::F32);
+        Operand { buffer, offset: 0, outer: rows * cols, inner, inner_stride, row_stride, col_stride, dtype }
+    }
+
+    /// The same matrices holding `dtype` values.
+    pub fn holding(self, dtype: DType) -> Self {
+        Operand { dtype, ..self }
     }
 
     /// The same matrices read transposed.
@@ -224,6 +233,7 @@ pub(crate) fn record_gemm(
     b: Operand,
     c: Operand,
 ) -> Result<()> {
+    reads_f16(gpu, &a, &b, &c)?;
     if g.m == 0 || g.n == 0 || g.batch == 0 {
         return Ok(());
     }
@@ -328,6 +338,7 @@ fn record_block(
     b: Operand,
     c: Operand,
 ) -> Result<()> {
+    let f16 = reads_f16(gpu, &a, &b, &c)?;
     let (tile_rows, tile_cols) = variant.tile();
     let (gx, gy) = (g.n.div_ceil(tile_cols), g.m.div_ceil(tile_rows));
     let pack = variant.pack();
@@ -353,21 +364,48 @@ fn record_block(
         let zs = (g.batch - z_base).min(max).div_ceil(pack) * splits;
         let groups = [gx as u32, gy as u32, zs as u32];
         let buffers = [a.buffer, b.buffer, c.buffer];
+        let pick = |f32_shader, f16_shader| if f16 { f16_shader } else { f32_shader };
         match variant {
             GemmVariant::Tiled { depth } => {
-                gpu.dispatch_with(pass, &kernels::GEMM, &[("DEPTH", depth as f64)], &params, &buffers, groups)?
+                let shader = pick(&kernels::GEMM, &kernels::GEMM_F16);
+                gpu.dispatch_with(pass, shader, &[("DEPTH", depth as f64)], &params, &buffers, groups)?
             }
             GemmVariant::Rows { rows, lanes, subgroup, packed } => {
-                let shader = if subgroup { &kernels::GEMM_ROWS_SUBGROUP } else { &kernels::GEMM_ROWS };
+                let shader = match subgroup {
+                    true => pick(&kernels::GEMM_ROWS_SUBGROUP, &kernels::GEMM_ROWS_SUBGROUP_F16),
+                    false => pick(&kernels::GEMM_ROWS, &kernels::GEMM_ROWS_F16),
+                };
                 let constants = [("ROWS", rows as f64), ("LANES", lanes as f64), ("PACKED", packed as u8 as f64)];
                 gpu.dispatch_with(pass, shader, &constants, &params, &buffers, groups)?
             }
             GemmVariant::Lanes { rows } => {
-                gpu.dispatch_with(pass, &kernels::GEMM_LANES, &[("LANE_ROWS", rows as f64)], &params, &buffers, groups)?
+                let shader = pick(&kernels::GEMM_LANES, &kernels::GEMM_LANES_F16);
+                gpu.dispatch_with(pass, shader, &[("LANE_ROWS", rows as f64)], &params, &buffers, groups)?
             }
         }
     }
     Ok(())
+}
+
+/// Whether the product reads f16 operands (A and B both f16, on an adapter with `SHADER_F16`) or f32
+/// ones; C is f32 either way.
+fn reads_f16(gpu: &Recording, a: &Operand, b: &Operand, c: &Operand) -> Result<bool> {
+    match (a.dtype, b.dtype, c.dtype) {
+        (DType::F32, DType::F32, DType::F32) => Ok(false),
+        (DType::F16, DType::F16, DType::F32) if gpu.shader_f16() => Ok(true),
+        (DType::F16, DType::F16, DType::F32) => Err(Error::Unsupported(format!(
+            "a product of f16 operands on {}, which lacks SHADER_F16: convert them with \
+                 Engine::convert_gpu, or pass them to Engine::run_gpu or Engine::record with \
+                 ortho::ops::Matmul, which convert them on the device",
+            gpu.adapter_name()
+        ))),
+        (a, b, c) => Err(Error::Unsupported(format!(
+            "a product of {} and {} operands into {}: A and B are both f32 or both f16, C f32",
+            a.name(),
+            b.name(),
+            c.name()
+        ))),
+    }
 }
 
 /// Options of [`Engine::matmul`].
@@ -410,6 +448,7 @@ pub struct Matmul(pub MatmulOptions);
 impl Operation for Matmul {
     const NAME: &'static str = "matmul";
     const INPUTS: &'static [&'static str] = &["a", "b"];
+    const READS_F16: bool = true;
 
     async fn run_split(&self, engine: &Engine, inputs: &[&Tensor<f32>]) -> Option<Result<Vec<Tensor<f32>>>> {
         run_batches(engine, self, inputs, &[3]).await
@@ -485,11 +524,14 @@ impl Engine {
         if c.len() != z * m * n {
             return Err(InputError::shape("c", format!("[{z}, {m}, {n}]"), c.shape()).into());
         }
-        let gpu = self.recording("matmul", &[a, b, c])?;
+        // A and B may be f16 (read as such where the adapter has SHADER_F16: `reads_f16`).
+        let gpu = self.recording("matmul", &[c])?;
+        gpu.keep(&[a, b]);
         let zb = if b.shape().len() == 3 { b.shape()[0] } else { 1 };
-        let mut ao = Operand::rows(a.buffer(), if o.transpose_a { k } else { m }, if o.transpose_a { m } else { k });
-        let mut bo =
-            Operand::rows(b.buffer(), if o.transpose_b { n } else { k }, if o.transpose_b { k } else { n }).cycle(zb);
+        let (a_rows, a_cols) = if o.transpose_a { (k, m) } else { (m, k) };
+        let (b_rows, b_cols) = if o.transpose_b { (n, k) } else { (k, n) };
+        let mut ao = Operand::rows(a.buffer(), a_rows, a_cols).holding(a.dtype());
+        let mut bo = Operand::rows(b.buffer(), b_rows, b_cols).cycle(zb).holding(b.dtype());
         if o.transpose_a {
             ao = ao.t();
         }

@@ -134,7 +134,11 @@ impl ShaderSource {
     /// The whole WGSL module: the shared constants, the uniform block, the bindings, `element_index`,
     /// then the file.
     pub fn source(&self) -> String {
-        let mut out = String::from("// Declarations written by ortho from its kernel contract (kernels.rs).\n");
+        let mut out = String::new();
+        if self.bindings.iter().any(|b| parse_binding(b).2 == "f16") {
+            out.push_str("enable f16;\n");
+        }
+        out.push_str("// Declarations written by ortho from its kernel contract (kernels.rs).\n");
         out.push_str(&shared_constants());
         (self.declare_params)(&mut out);
         out.push_str(&format!("@group(0) @binding(0) var<uniform> p: {};\n", self.params.0));
@@ -299,6 +303,12 @@ shaders! {
     GEMM_ROWS_SUBGROUP: "common/gemm_rows_subgroup" + OPERAND + GEMM_STORE + GEMM_ROWS_BODY, Gemm,
         ["a: read", "b: read", "c: read_write"];
     GEMM_LANES: "common/gemm_lanes" + OPERAND + GEMM_STORE, Gemm, ["a: read", "b: read", "c: read_write"];
+    GEMM_F16: "common/gemm" + OPERAND + GEMM_STORE, Gemm, ["a: read f16", "b: read f16", "c: read_write"];
+    GEMM_ROWS_F16: "common/gemm_rows" + OPERAND + GEMM_STORE + GEMM_ROWS_BODY, Gemm,
+        ["a: read f16", "b: read f16", "c: read_write"];
+    GEMM_ROWS_SUBGROUP_F16: "common/gemm_rows_subgroup" + OPERAND + GEMM_STORE + GEMM_ROWS_BODY, Gemm,
+        ["a: read f16", "b: read f16", "c: read_write"];
+    GEMM_LANES_F16: "common/gemm_lanes" + OPERAND + GEMM_STORE, Gemm, ["a: read f16", "b: read f16", "c: read_write"];
     GEMM_SUM: "common/gemm_sum" + OPERAND, GemmSum, ["partials: read", "c: read_write"];
     FILL: "common/fill", Fill, ["values: read_write"];
     TO_F16: "common/to_f16", Convert, ["src: read", "dst: read_write u32"];

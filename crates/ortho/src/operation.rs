@@ -23,6 +23,9 @@ pub trait Operation {
     /// Whether [`Operation::submit`] submits the work in several pieces (then f16 storage converts
     /// in submissions of their own; otherwise in the operation's one).
     const SUBMITS_IN_PIECES: bool = false;
+    /// Whether [`Operation::record`] reads f16 inputs itself (all of them f16, on an adapter with
+    /// `SHADER_F16`) instead of f32 working copies.
+    const READS_F16: bool = false;
 
     /// Checks the shapes of the inputs and returns those of the outputs.
     fn output_shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>>;

@@ -149,6 +149,15 @@ impl Recording<'_> {
         self.gpu.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// Whether the device has `SHADER_F16`, so that the products can read f16 operands.
+    pub fn shader_f16(&self) -> bool {
+        self.gpu.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    pub fn adapter_name(&self) -> &str {
+        &self.gpu.info.name
+    }
+
     /// Workgroups one dimension of a dispatch may have (65,535 on most devices).
     pub fn max_groups(&self) -> usize {
         self.gpu.device.limits().max_compute_workgroups_per_dimension as usize

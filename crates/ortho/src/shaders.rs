@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 /// Pipeline-overridable constants of a shader (`override` declarations), by name.
 pub(crate) type Constants<'a> = &'a [(&'static str, f64)];
 
-type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
+type PipelineKey = (&'static str, &'static [&'static str], Vec<(&'static str, u64)>);
 
 /// A compiled pipeline and its bind group layout.
 pub(crate) struct Pipeline {
@@ -54,7 +54,7 @@ pub(crate) struct PipelineCache {
 
 impl PipelineCache {
     pub fn get(&self, device: &wgpu::Device, shader: &ShaderSource, constants: Constants) -> Result<Arc<Pipeline>> {
-        let key = (shader.name, constants.iter().map(|&(n, v)| (n, v.to_bits())).collect());
+        let key = (shader.name, shader.bindings, constants.iter().map(|&(n, v)| (n, v.to_bits())).collect());
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());

@@ -10,6 +10,7 @@ pub use chunk::{CHUNK_CANDIDATES, ChunkClass, ChunkResult, FeatureMap};
 use crate::engine::{Engine, Gpu};
 use crate::error::{Error, Result};
 use crate::gemm::{Gemm, GemmVariant, Operand, record_gemm_as};
+use crate::tensor::DType;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -71,7 +72,7 @@ fn bucket(x: usize) -> u8 {
 }
 
 /// Products that tuning treats alike: batch, rows, columns and inner dimension in powers of four,
-/// and whether A and B are read transposed.
+/// whether A and B are read transposed, and whether they hold f16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GemmClass {
     pub batch: u8,
@@ -80,16 +81,25 @@ pub struct GemmClass {
     pub k: u8,
     pub a_transposed: bool,
     pub b_transposed: bool,
+    #[serde(default)]
+    pub f16_inputs: bool,
 }
 
 impl GemmClass {
-    /// The class of `batch` products `[m, k] x [k, n]`.
+    /// The class of `batch` products `[m, k] x [k, n]` of f32 operands.
     pub fn new(batch: usize, m: usize, n: usize, k: usize, a_transposed: bool, b_transposed: bool) -> Self {
-        GemmClass { batch: bucket(batch), m: bucket(m), n: bucket(n), k: bucket(k), a_transposed, b_transposed }
+        let (batch, m, n, k) = (bucket(batch), bucket(m), bucket(n), bucket(k));
+        GemmClass { batch, m, n, k, a_transposed, b_transposed, f16_inputs: false }
+    }
+
+    /// The same products reading f16 A and B (on adapters with `SHADER_F16`).
+    pub fn with_f16_inputs(self) -> Self {
+        GemmClass { f16_inputs: true, ..self }
     }
 
     pub(crate) fn of(g: &Gemm, a: &Operand, b: &Operand) -> Self {
-        GemmClass::new(g.batch, g.m, g.n, g.k, a.col_stride != 1, b.col_stride != 1)
+        let class = GemmClass::new(g.batch, g.m, g.n, g.k, a.col_stride != 1, b.col_stride != 1);
+        if a.dtype == DType::F16 { class.with_f16_inputs() } else { class }
     }
 
     /// The product tuning times for the class: the top of each range, within 2^28 multiply-adds
@@ -100,11 +110,13 @@ impl GemmClass {
         (top(self.batch, ((1 << 28) / (m * n * k)).max(1)), m, n, k)
     }
 
-    /// `batch 1, 512 x 1024 x 512` (the timed shape) with the transposes.
+    /// `batch 1, A 512x1024, B^T 1024x512` (the timed shape) with the transposes, and `, f16` for f16
+    /// inputs.
     pub fn describe(&self) -> String {
         let (z, m, n, k) = self.shape();
         let t = |on: bool| if on { "^T" } else { "" };
-        format!("batch {z}, A{} {m}x{k}, B{} {k}x{n}", t(self.a_transposed), t(self.b_transposed))
+        let f16 = if self.f16_inputs { ", f16" } else { "" };
+        format!("batch {z}, A{} {m}x{k}, B{} {k}x{n}{f16}", t(self.a_transposed), t(self.b_transposed))
     }
 }
 
@@ -269,24 +281,37 @@ impl Tuner {
 /// Times every variant `gpu` supports on `class`'s product (one untimed run, which compiles it,
 /// then the best of two timed ones).
 fn tune(gpu: &Arc<Gpu>, class: GemmClass) -> Result<TuneResult> {
+    if class.f16_inputs && !gpu.device.features().contains(wgpu::Features::SHADER_F16) {
+        return Err(Error::Unsupported(format!(
+            "products of f16 operands on {}, which lacks SHADER_F16",
+            gpu.info.name
+        )));
+    }
     let engine = Engine::of(gpu.clone());
     let (z, m, n, k) = class.shape();
-    let buffer = |floats: usize| {
+    let inputs = if class.f16_inputs { DType::F16 } else { DType::F32 };
+    let buffer = |len: usize, dtype: DType| {
         let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("ortho tuning operand"),
-            size: 4 * floats as u64,
+            size: dtype.bytes(len),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let values: Vec<f32> = (0..floats).map(|i| ((i * 7919) % 1024) as f32 / 1024.0 - 0.5).collect();
-        gpu.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&values));
+        let values: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1024) as f32 / 1024.0 - 0.5).collect();
+        let tensor = ortho_ref::Tensor::new(&[len], values).expect("a vector");
+        let mut bytes: Vec<u8> = match dtype {
+            DType::F32 => bytemuck::cast_slice(tensor.data()).to_vec(),
+            DType::F16 => bytemuck::cast_slice(tensor.to_f16().data()).to_vec(),
+        };
+        bytes.resize(dtype.bytes(len) as usize, 0);
+        gpu.queue.write_buffer(&buffer, 0, &bytes);
         buffer
     };
-    let (a, b, c) = (buffer(z * m * k), buffer(z * k * n), buffer(z * m * n));
+    let (a, b, c) = (buffer(z * m * k, inputs), buffer(z * k * n, inputs), buffer(z * m * n, DType::F32));
     let g = Gemm::new(z, m, n, k);
     let operand = |buffer, rows, cols, transposed: bool| {
         let o = Operand::rows(buffer, if transposed { cols } else { rows }, if transposed { rows } else { cols });
-        if transposed { o.t() } else { o }
+        if transposed { o.t().holding(inputs) } else { o.holding(inputs) }
     };
     let (ao, bo) = (operand(&a, m, k, class.a_transposed), operand(&b, k, n, class.b_transposed));
     let co = Operand::rows(&c, m, n);

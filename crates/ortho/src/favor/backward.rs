@@ -331,15 +331,8 @@ impl Recorder<'_, '_, '_> {
         let ones = self.gpu.scratch(4);
         record_fill(self.gpu, self.pass, ones.buffer(), 1, 1.0)?;
         let one = Operand { row_stride: 0, col_stride: 0, outer: 0, ..Operand::rows(ones.buffer(), 1, 1) };
-        let of_head = Operand {
-            buffer: parts,
-            offset: 0,
-            outer: 0,
-            inner: heads,
-            inner_stride: md,
-            row_stride: heads * md,
-            col_stride: 1,
-        };
+        let of_head =
+            Operand { outer: 0, inner: heads, inner_stride: md, row_stride: heads * md, ..Operand::rows(parts, 1, md) };
         self.gemm(&Gemm::new(heads, 1, md, p.z / heads), one, of_head, Operand::rows(dw, 1, md))
     }
 }
