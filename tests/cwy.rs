@@ -53,6 +53,38 @@ fn cwy_matches_reference_and_is_orthogonal() {
     }
 }
 
+/// CWY's Gram product computes only the upper triangle S reads: under every GEMM variant (each
+/// skips the tiles below the diagonal its own way), and on a device of 8 workgroups a dimension,
+/// where `lanes-8x8` takes the 100 x 100 product in blocks of 64 and the one below the diagonal is
+/// not recorded.
+#[test]
+fn cwy_under_every_gemm_variant_and_in_blocks() {
+    let cases = [(1, 130, 100), (2, 70, 65), (1, 200, 200)];
+    for engine in gpu_engines() {
+        for variant in engine.gemm_variants() {
+            engine.force_gemm_variant(Some(variant)).unwrap();
+            for (i, &(b, n, l)) in cases.iter().enumerate() {
+                let u = gaussian(&[b, n, l], 1.0, 300 + i as u64);
+                let err = max_abs_diff(
+                    engine.cwy(&u).unwrap().data(),
+                    reference::householder_product(&u.to_f64()).unwrap().data(),
+                );
+                let bound = 16.0 * f32_eps() * (l as f64).sqrt();
+                assert!(err <= bound, "{} {} {:?}: {err:e} > {bound:e}", engine.describe(), variant.name(), (b, n, l));
+            }
+        }
+        engine.force_gemm_variant(None).unwrap();
+    }
+    let u = gaussian(&[130, 100], 1.0, 310);
+    let want = reference::householder_product(&u.to_f64()).unwrap();
+    for engine in engines_with_limits(|l| l.max_compute_workgroups_per_dimension = 8) {
+        engine.force_gemm_variant(Some(ortho::GemmVariant::Lanes { rows: 8 })).unwrap();
+        let err = max_abs_diff(engine.cwy(&u).unwrap().data(), want.data());
+        let bound = 16.0 * f32_eps() * 100f64.sqrt();
+        assert!(err <= bound, "{}: {err:e} > {bound:e}", engine.describe());
+    }
+}
+
 #[test]
 fn nearly_parallel_vectors_stay_orthogonal() {
     let (n, l) = (48, 40);

@@ -10,6 +10,9 @@
 // column of attention, [V | 1]).
 // Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of DEPTH (8, 16
 // or 32: the variants `tiled-8`, `tiled-16`, `tiled-32` of gemm.rs), staged in workgroup memory.
+// Upper (p.upper != 0): only C's entries on and above the diagonal are wanted; a workgroup whose
+// tile lies wholly below it returns at once (every variant skips what it can without splitting a
+// group of invocations that share rows; the entries below are left unwritten).
 // Split (splits > 1, for products of few tiles and a long K): workgroup z of the dispatch takes
 // slice z % splits of K, k_slice long, of batch z / splits, and writes alpha times its partial
 // product to batch z of C (beta and diag 0); gemm_sum.wgsl adds the slices up.
@@ -44,6 +47,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let k_end = min(p.k, k_begin + p.k_slice);
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
+    if (p.upper != 0u && row0 >= col0 + TILE) { return; }
     let a_base = base(p.a, z);
     let b_base = base(p.b, z);
     let c_base = base(p.c, z * p.splits + slice);

@@ -11,7 +11,7 @@ fn gemm_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let i = wg.y * LANE_ROWS + lid / cols;
     let j = wg.x * cols + lid % cols;
     let slice = wg.z % p.splits;
-    if (i >= p.m || j >= p.n || wg.z / p.splits >= p.batch) { return; }
+    if (i >= p.m || j >= p.n || wg.z / p.splits >= p.batch || (p.upper != 0u && i > j)) { return; }
     let z = wg.z / p.splits + p.z_base;
     let k_begin = slice * p.k_slice;
     let k_end = min(p.k, k_begin + p.k_slice);

@@ -94,6 +94,9 @@ fn gemm_rows_body(wg: vec3<u32>, lid: u32) {
     b_base = base(p.b, z);
     let c_base = base(p.c, z * p.splits + slice);
     let col = (wg.x * LANES + lid % LANES) * 8u;
+    // Upper: the group's rows against all of the workgroup's LANES * 8 columns, so that a subgroup
+    // broadcasting A's rows leaves or stays together.
+    if (p.upper != 0u && row >= (wg.x + 1u) * LANES * 8u) { return; }
     var acc0: Block;
     var acc1: Block;
     var acc2: Block;

@@ -87,7 +87,9 @@ fn record_inverse<'a>(
     record_unit_columns(gpu, pass, plan, UNIT_FORWARD, (u.buffer(), gram.buffer()), (unit, norms))?;
     let ut = Operand::rows(unit, n, l).t();
     let gram_op = Operand::rows(gram.buffer(), l, l);
-    record_gemm(gpu, pass, &Gemm::new(b, l, l, n), ut, Operand::rows(unit, n, l), gram_op)?;
+    // S reads the Gram matrix's upper triangle only.
+    let upper = Gemm { upper: true, ..Gemm::new(b, l, l, n) };
+    record_gemm(gpu, pass, &upper, ut, Operand::rows(unit, n, l), gram_op)?;
     let params = kernels::SMatrix { batch: b as u32, l: l as u32, padded: padded as u32, _pad: 0 };
     let bufs = [gram.buffer(), s.buffer(), x.buffer()];
     gpu.dispatch(pass, &kernels::S_MATRIX, &params, &bufs, gpu.grid((b * padded * padded) as u64, 256)?)?;

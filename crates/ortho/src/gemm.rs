@@ -76,11 +76,14 @@ pub(crate) struct Gemm {
     pub diag: f32,
     pub ones_col: Option<usize>,
     pub a_ones_col: Option<usize>,
+    /// Only C's entries on and above the diagonal are wanted (a Gram matrix that is read as its
+    /// upper triangle): tiles wholly below it are skipped and their entries left unwritten.
+    pub upper: bool,
 }
 
 impl Gemm {
     pub fn new(batch: usize, m: usize, n: usize, k: usize) -> Self {
-        Gemm { m, n, k, batch, alpha: 1.0, beta: 0.0, diag: 0.0, ones_col: None, a_ones_col: None }
+        Gemm { m, n, k, batch, alpha: 1.0, beta: 0.0, diag: 0.0, ones_col: None, a_ones_col: None, upper: false }
     }
 }
 
@@ -262,7 +265,8 @@ pub(crate) fn record_gemm_as(
     let within =
         |index: Option<usize>, first: usize, len: usize| index.and_then(|x| x.checked_sub(first)).filter(|&x| x < len);
     for i0 in (0..g.m).step_by(rows_side) {
-        for j0 in (0..g.n).step_by(cols_side) {
+        // Blocks wholly below the diagonal of an upper product are not wanted at all.
+        for j0 in (0..g.n).step_by(cols_side).filter(|&j0| !(g.upper && j0 < i0)) {
             let (m, n) = ((g.m - i0).min(rows_side), (g.n - j0).min(cols_side));
             let tiles = m.div_ceil(tile_rows) * n.div_ceil(tile_cols) * g.batch.div_ceil(variant.pack());
             let (splits, slice) = split_k(gpu, &Gemm { m, n, ..*g }, tiles);
@@ -275,6 +279,7 @@ pub(crate) fn record_gemm_as(
                     beta: if k0 == 0 { g.beta } else { 1.0 },
                     // Blocks on C's diagonal start on the same row and column.
                     diag: if k0 == 0 && i0 == j0 { g.diag } else { 0.0 },
+                    upper: g.upper && i0 == j0,
                     ones_col: within(g.ones_col, j0, n),
                     a_ones_col: within(g.a_ones_col, k0, k),
                     ..*g
@@ -360,6 +365,8 @@ fn record_block(
             splits: splits as u32,
             k_slice: slice as u32,
             batch: (g.batch - z_base).min(max) as u32,
+            upper: g.upper as u32,
+            ..Default::default()
         };
         let zs = (g.batch - z_base).min(max).div_ceil(pack) * splits;
         let groups = [gx as u32, gy as u32, zs as u32];

@@ -237,6 +237,7 @@ params! {
         m: u32, n: u32, k: u32, z_base: u32,
         a: GemmOperand, b: GemmOperand, c: GemmOperand,
         b_ones_col: u32, alpha: f32, beta: f32, diag: f32, a_ones_col: u32, splits: u32, k_slice: u32, batch: u32,
+        upper: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
     GemmSum { m: u32, n: u32, batch: u32, splits: u32, c: GemmOperand, beta: f32, diag: f32, _pad0: u32, _pad1: u32 }
     Fill { count: u32, off: u32, value: f32, _pad: u32 }
