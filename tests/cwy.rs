@@ -53,10 +53,11 @@ fn cwy_matches_reference_and_is_orthogonal() {
     }
 }
 
-/// CWY's Gram product computes only the upper triangle S reads: under every GEMM variant (each
-/// skips the tiles below the diagonal its own way), and on a device of 8 workgroups a dimension,
-/// where `lanes-8x8` takes the 100 x 100 product in blocks of 64 and the one below the diagonal is
-/// not recorded.
+/// CWY's products skip what is known to be zero or unwanted: the Gram matrix's lower triangle (S
+/// reads the upper one), and the part of K where `W = S^(-1)` (upper triangular) or `W^T` is zero.
+/// Under every GEMM variant (each skips its own way): Q, the apply both ways and the gradient; and
+/// on a device of 8 workgroups a dimension, where `lanes-8x8` takes the 100 x 100 products in blocks
+/// of 64 (the Gram block below the diagonal is not recorded).
 #[test]
 fn cwy_under_every_gemm_variant_and_in_blocks() {
     let cases = [(1, 130, 100), (2, 70, 65), (1, 200, 200)];
@@ -70,7 +71,19 @@ fn cwy_under_every_gemm_variant_and_in_blocks() {
                     reference::householder_product(&u.to_f64()).unwrap().data(),
                 );
                 let bound = 16.0 * f32_eps() * (l as f64).sqrt();
-                assert!(err <= bound, "{} {} {:?}: {err:e} > {bound:e}", engine.describe(), variant.name(), (b, n, l));
+                let name = format!("{} {} {:?}", engine.describe(), variant.name(), (b, n, l));
+                assert!(err <= bound, "{name}: {err:e} > {bound:e}");
+                let x = gaussian(&[b, n, 5], 1.0, 320 + i as u64);
+                for transpose in [false, true] {
+                    let y = engine.cwy_apply(&u, &x, transpose).unwrap();
+                    let want = reference::apply(&u.to_f64(), &x.to_f64(), transpose).unwrap();
+                    let err = relative_frobenius(y.data(), want.data());
+                    assert!(err <= 1e-5, "{name} apply, transpose {transpose}: {err:e}");
+                }
+                let g = gaussian(&[b, n, n], 1.0, 330 + i as u64);
+                let want = reference::cwy_backward(&u.to_f64(), &g.to_f64()).unwrap();
+                let err = gradient_error(&engine.cwy_backward(&u, &g).unwrap(), &want);
+                assert!(err <= 1e-4, "{name} gradient: {err:e}");
             }
         }
         engine.force_gemm_variant(None).unwrap();

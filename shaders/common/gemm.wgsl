@@ -10,6 +10,8 @@
 // column of attention, [V | 1]).
 // Each 8x8 workgroup computes a 64x64 tile of C, 8x8 per invocation, over K in steps of DEPTH (8, 16
 // or 32: the variants `tiled-8`, `tiled-16`, `tiled-32` of gemm.rs), staged in workgroup memory.
+// A triangular (p.a_triangle): each tile, group or invocation walks only the part of K its rows
+// reach (`k_range`).
 // Upper (p.upper != 0): only C's entries on and above the diagonal are wanted; a workgroup whose
 // tile lies wholly below it returns at once (every variant skips what it can without splitting a
 // group of invocations that share rows; the entries below are left unwritten).
@@ -69,7 +71,8 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var c14 = vec4<f32>(0.0);
     var c15 = vec4<f32>(0.0);
 
-    for (var k0 = k_begin; k0 < k_end; k0 += DEPTH) {
+    let reach = k_range(k_begin, k_end, row0, row0 + TILE - 1u);
+    for (var k0 = reach.x; k0 < reach.y; k0 += DEPTH) {
         // Consecutive invocations read consecutive addresses: along k when the operand is stored
         // k-contiguous, along rows (columns for B) otherwise.
         for (var s = 0u; s < DEPTH; s++) {

@@ -18,7 +18,8 @@ fn gemm_lanes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let a_row = base(p.a, z) + i * p.a.rs;
     let b_col = base(p.b, z) + j * p.b.cs;
     var acc = 0.0;
-    for (var kk = k_begin; kk < k_end; kk++) {
+    let reach = k_range(k_begin, k_end, i, i);
+    for (var kk = reach.x; kk < reach.y; kk++) {
         let av = select(f32(a[a_row + kk * p.a.cs]), 1.0, kk == p.a_ones_col);
         let bv = select(f32(b[b_col + kk * p.b.rs]), 1.0, j == p.b_ones_col);
         acc += av * bv;

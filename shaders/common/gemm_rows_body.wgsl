@@ -89,7 +89,8 @@ fn gemm_rows_body(wg: vec3<u32>, lid: u32) {
     let stores = z < p.batch;
     z = min(z, p.batch - 1u) + p.z_base;
     let k_begin = slice * p.k_slice;
-    k_end = min(p.k, k_begin + p.k_slice);
+    let reach = k_range(k_begin, min(p.k, k_begin + p.k_slice), row, row + ROWS - 1u);
+    k_end = reach.y;
     a_base = base(p.a, z);
     b_base = base(p.b, z);
     let c_base = base(p.c, z * p.splits + slice);
@@ -105,7 +106,7 @@ fn gemm_rows_body(wg: vec3<u32>, lid: u32) {
     var acc5: Block;
     var acc6: Block;
     var acc7: Block;
-    for (var k0 = k_begin; k0 < k_end; k0 += 4u) {
+    for (var k0 = reach.x; k0 < k_end; k0 += 4u) {
         let b = b_block(k0, col);
         let b_wide = b_block(k0, col + 4u);
         accumulate(&acc0, a_rows(row, k0), b, b_wide);

@@ -6,7 +6,7 @@
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::gemm::{Gemm, Operand, record_gemm};
+use crate::gemm::{Gemm, Operand, Triangle, record_gemm};
 use crate::kernels;
 use crate::pool::Recorded;
 use crate::recording::Recording;
@@ -54,6 +54,11 @@ impl Inverse<'_> {
     fn operand(&self, transpose: bool) -> Operand<'_> {
         let w = Operand::rows(self.x, self.padded, self.padded);
         if transpose { w.t() } else { w }
+    }
+
+    /// `g` with `W` (or `W^T`) as its A: upper (lower) triangular, as `S` is.
+    fn times(g: Gemm, transpose: bool) -> Gemm {
+        Gemm { a_triangle: if transpose { Triangle::Lower } else { Triangle::Upper }, ..g }
     }
 }
 
@@ -106,7 +111,8 @@ fn record_inverse<'a>(
         let t = Operand::rows(level_t.buffer(), side, side);
         let joined = Operand::rows(level_joined.buffer(), side, side);
         record_gemm(gpu, pass, &g, at(s.buffer(), side), at(x.buffer(), side * (padded + 1)), t)?;
-        record_gemm(gpu, pass, &Gemm { alpha: -1.0, ..g }, at(x.buffer(), 0), t, joined)?;
+        let upper = Gemm { alpha: -1.0, a_triangle: Triangle::Upper, ..g };
+        record_gemm(gpu, pass, &upper, at(x.buffer(), 0), t, joined)?;
         let params =
             kernels::Place { blocks: (b * pairs) as u32, side: side as u32, n: padded as u32, pairs: pairs as u32 };
         let bufs = [level_joined.buffer(), x.buffer()];
@@ -142,7 +148,7 @@ fn record_du(
     let ll = |buf| Operand::rows(buf, l, l);
     let nl = |buf| Operand::rows(buf, n, l);
     let square = Gemm::new(b, l, l, l);
-    record_gemm(gpu, pass, &square, w.operand(true), ll(p.utgu), ll(t.buffer()))?;
+    record_gemm(gpu, pass, &Inverse::times(square, true), w.operand(true), ll(p.utgu), ll(t.buffer()))?;
     record_gemm(gpu, pass, &square, ll(t.buffer()), w.operand(true), ll(bm.buffer()))?;
     let params = kernels::Mirror { count: (b * l * l) as u32, l: l as u32, ..Default::default() };
     let bufs = [bm.buffer(), pp.buffer()];
@@ -176,7 +182,7 @@ impl Engine {
         let w = record_inverse(&gpu, &mut pass, &plan, u, &scratch.inverse)?;
         // T = W U^T (restricted to the first L columns for Omega), then out = I - U T.
         let (u_op, t) = (Operand::rows(w.u, n, l), Operand::rows(scratch.t.buffer(), l, cols));
-        record_gemm(&gpu, &mut pass, &Gemm::new(b, l, cols, l), w.operand(false), u_op.t(), t)?;
+        record_gemm(&gpu, &mut pass, &Inverse::times(Gemm::new(b, l, cols, l), false), w.operand(false), u_op.t(), t)?;
         let g = Gemm { alpha: -1.0, diag: 1.0, ..Gemm::new(b, n, cols, l) };
         record_gemm(&gpu, &mut pass, &g, u_op, t, Operand::rows(out.buffer(), n, cols))?;
         drop(pass);
@@ -208,7 +214,8 @@ impl Engine {
         let u_op = Operand::rows(w.u, n, l);
         let (utx, wutx) = (Operand::rows(utx.buffer(), l, k), Operand::rows(wutx.buffer(), l, k));
         record_gemm(&gpu, &mut pass, &Gemm::new(b, l, k, n), u_op.t(), Operand::rows(x.buffer(), n, k), utx)?;
-        record_gemm(&gpu, &mut pass, &Gemm::new(b, l, k, l), w.operand(transpose), utx, wutx)?;
+        let g = Inverse::times(Gemm::new(b, l, k, l), transpose);
+        record_gemm(&gpu, &mut pass, &g, w.operand(transpose), utx, wutx)?;
         let g = Gemm { alpha: -1.0, beta: 1.0, ..Gemm::new(b, n, k, l) };
         record_gemm(&gpu, &mut pass, &g, u_op, wutx, Operand::rows(out.buffer(), n, k))?;
         drop(pass);

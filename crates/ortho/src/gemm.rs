@@ -79,11 +79,35 @@ pub(crate) struct Gemm {
     /// Only C's entries on and above the diagonal are wanted (a Gram matrix that is read as its
     /// upper triangle): tiles wholly below it are skipped and their entries left unwritten.
     pub upper: bool,
+    /// A's zeros: a triangular A's rows skip the part of K that holds only zeros.
+    pub a_triangle: Triangle,
+}
+
+/// Where a matrix may be nonzero: everywhere, on and above the diagonal, or on and below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Triangle {
+    Full = 0,
+    Upper = 1,
+    Lower = 2,
+}
+
+impl Triangle {
+    /// The triangle of the block of a matrix that starts at row `i0`, column `k0`, as far as the
+    /// kernels use it: they skip `k < i` (upper) or `k > i` (lower) in the block's own indices,
+    /// which holds only zeros when the block starts on or below (above) the diagonal.
+    fn of_block(self, i0: usize, k0: usize) -> Triangle {
+        match self {
+            Triangle::Upper if i0 >= k0 => Triangle::Upper,
+            Triangle::Lower if i0 <= k0 => Triangle::Lower,
+            _ => Triangle::Full,
+        }
+    }
 }
 
 impl Gemm {
     pub fn new(batch: usize, m: usize, n: usize, k: usize) -> Self {
-        Gemm { m, n, k, batch, alpha: 1.0, beta: 0.0, diag: 0.0, ones_col: None, a_ones_col: None, upper: false }
+        let (ones_col, a_ones_col, upper, a_triangle) = (None, None, false, Triangle::Full);
+        Gemm { m, n, k, batch, alpha: 1.0, beta: 0.0, diag: 0.0, ones_col, a_ones_col, upper, a_triangle }
     }
 }
 
@@ -280,6 +304,7 @@ pub(crate) fn record_gemm_as(
                     // Blocks on C's diagonal start on the same row and column.
                     diag: if k0 == 0 && i0 == j0 { g.diag } else { 0.0 },
                     upper: g.upper && i0 == j0,
+                    a_triangle: g.a_triangle.of_block(i0, k0),
                     ones_col: within(g.ones_col, j0, n),
                     a_ones_col: within(g.a_ones_col, k0, k),
                     ..*g
@@ -366,6 +391,7 @@ fn record_block(
             k_slice: slice as u32,
             batch: (g.batch - z_base).min(max) as u32,
             upper: g.upper as u32,
+            a_triangle: g.a_triangle as u32,
             ..Default::default()
         };
         let zs = (g.batch - z_base).min(max).div_ceil(pack) * splits;

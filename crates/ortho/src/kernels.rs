@@ -75,6 +75,8 @@ pub fn shared_constants() -> String {
         u("WALK_MAX_FEATURES", WALK_MAX_FEATURES),
         u("WALK_TILE", WALK_TILE),
         u("GEMM_TILE", crate::gemm::TILE),
+        u("A_UPPER", crate::gemm::Triangle::Upper as usize),
+        u("A_LOWER", crate::gemm::Triangle::Lower as usize),
         u("TRI_BLOCK", crate::cwy::BLOCK),
         u("UNIT_FORWARD", crate::cwy::UNIT_FORWARD as usize),
         u("UNIT_BACKWARD", crate::cwy::UNIT_BACKWARD as usize),
@@ -237,7 +239,7 @@ params! {
         m: u32, n: u32, k: u32, z_base: u32,
         a: GemmOperand, b: GemmOperand, c: GemmOperand,
         b_ones_col: u32, alpha: f32, beta: f32, diag: f32, a_ones_col: u32, splits: u32, k_slice: u32, batch: u32,
-        upper: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+        upper: u32, a_triangle: u32, _pad0: u32, _pad1: u32,
     }
     GemmSum { m: u32, n: u32, batch: u32, splits: u32, c: GemmOperand, beta: f32, diag: f32, _pad0: u32, _pad1: u32 }
     Fill { count: u32, off: u32, value: f32, _pad: u32 }
