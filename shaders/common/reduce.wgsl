@@ -1,8 +1,7 @@
-// The workgroup reduction of kernels that give one workgroup of REDUCE_GROUP invocations to each row
-// or column and stride over its elements (so that no invocation loops over more than a 64th of
-// them: Mesa's llvmpipe ends an invocation's loops silently after 65,535 iterations).
+// The workgroup reduction of kernels that give one workgroup of REDUCE_GROUP invocations (kernels.rs)
+// to each row or column and stride over its elements (so that no invocation loops over more than a
+// 64th of them: Mesa's llvmpipe ends an invocation's loops silently after 65,535 iterations).
 
-const REDUCE_GROUP: u32 = 64u;
 var<workgroup> reduce_part: array<f32, REDUCE_GROUP>;
 
 // The sum (with take_max, the maximum) of x over the workgroup, in every invocation.

@@ -59,6 +59,9 @@ macro_rules! params {
     )*};
 }
 
+/// Invocations of the kernels that take a workgroup per row (or column) and stride over it.
+pub(crate) const REDUCE_GROUP: usize = 64;
+
 /// The constants shaders share with the engine, as WGSL: each is written once, in Rust.
 pub fn shared_constants() -> String {
     use crate::favor::{KEY_MAX, LOWEST, QUERY_MAX, WALK_MAX_FEATURES, WALK_TILE};
@@ -74,6 +77,7 @@ pub fn shared_constants() -> String {
         u("HALF_SQ", crate::favor::HALF_SQ as usize),
         u("WALK_MAX_FEATURES", WALK_MAX_FEATURES),
         u("WALK_TILE", WALK_TILE),
+        u("REDUCE_GROUP", REDUCE_GROUP),
         u("GEMM_TILE", crate::gemm::TILE),
         u("A_UPPER", crate::gemm::Triangle::Upper as usize),
         u("A_LOWER", crate::gemm::Triangle::Lower as usize),

@@ -142,7 +142,7 @@ impl Recorder<'_, '_, '_> {
             eps,
             ..Default::default()
         };
-        self.run(&kernels::FEATURES, &params, &bufs, p.z * rows * p.m, 256)
+        self.run(&kernels::FEATURES, &params, &bufs, p.z * rows, 1)
     }
 
     /// `a = x~ W^T` for `rows` rows from `start` of `x`, with `x~ = x d^(-1/4)`.
