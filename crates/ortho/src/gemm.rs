@@ -545,6 +545,8 @@ impl Engine {
     }
 
     /// Records `c = a b` into the caller's encoder; keep the returned guard until it is submitted.
+    /// `a` and `b` are both f32 or, where the adapter has `SHADER_F16` ([`Engine::has_shader_f16`]),
+    /// both f16 (read as f16, summed in f32); `c` is f32.
     pub fn record_matmul(
         &self,
         encoder: &mut wgpu::CommandEncoder,
