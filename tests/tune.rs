@@ -6,10 +6,21 @@ use ortho::{
     Engine, EngineOptions, FavorOptions, GemmClass, GemmVariant, Kernel, MatmulOptions, TuneMode, TuneOptions,
 };
 
-fn temp_cache(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ortho-tune-test-{}-{name}", std::process::id()));
+/// `engine`'s name (for messages) and a fresh cache file for the test `tag` on it.
+fn fresh_cache(engine: &Engine, tag: &str) -> (String, std::path::PathBuf) {
+    let name = engine.describe().replace([' ', '/'], "_");
+    let dir = std::env::temp_dir().join(format!("ortho-tune-test-{}-{name}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join("tune.json")
+    let cache = dir.join("tune.json");
+    let _ = std::fs::remove_file(&cache);
+    (name, cache)
+}
+
+/// `result` holds a time for every variant `engine` supports, in the order tuning times them.
+fn assert_timed_every_variant(engine: &Engine, result: &ortho::TuneResult, name: &str) {
+    let timed: Vec<&str> = result.seconds.iter().map(|(v, _)| v.as_str()).collect();
+    let supported: Vec<String> = engine.gemm_variants().iter().map(|v| v.name()).collect();
+    assert_eq!(timed, supported, "{name}");
 }
 
 /// An engine like `engine` (same adapter) that tunes into `cache`.
@@ -78,15 +89,11 @@ fn variants_are_named_and_unsupported_ones_refused() {
 #[test]
 fn tuning_keeps_the_fastest_variant_per_adapter() {
     for engine in gpu_engines() {
-        let name = engine.describe().replace([' ', '/'], "_");
-        let cache = temp_cache(&name);
-        let _ = std::fs::remove_file(&cache);
+        let (name, cache) = fresh_cache(&engine, "fastest");
         let tuner = tuning_engine(&engine, &cache);
         let class = GemmClass::new(1, 64, 64, 64, false, false);
         let result = tuner.tune_gemm(class).unwrap();
-        let timed: Vec<&str> = result.seconds.iter().map(|(v, _)| v.as_str()).collect();
-        let supported: Vec<String> = engine.gemm_variants().iter().map(|v| v.name()).collect();
-        assert_eq!(timed, supported, "{name}");
+        assert_timed_every_variant(&engine, &result, &name);
         let fastest = result.seconds.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
         assert_eq!(result.chosen, fastest.0);
         assert!(result.seconds.iter().all(|(_, s)| s.is_finite() && *s > 0.0), "{result:?}");
@@ -127,9 +134,7 @@ fn tuning_keeps_the_fastest_variant_per_adapter() {
 #[test]
 fn tuning_inside_an_applications_encoder_and_from_threads() {
     for engine in gpu_engines() {
-        let name = engine.describe().replace([' ', '/'], "_");
-        let cache = temp_cache(&format!("{name}-app"));
-        let _ = std::fs::remove_file(&cache);
+        let (name, cache) = fresh_cache(&engine, "app");
         let tuner = tuning_engine(&engine, &cache);
         let reference = Engine::reference();
         let (a, b) = (gaussian(&[33, 20], 1.0, 3), gaussian(&[20, 17], 1.0, 4));
@@ -187,9 +192,7 @@ fn the_causal_chunk_is_tuned_per_class() {
     let with_chunk =
         |e: &Engine, c: usize| e.favor(&q, &k, &v, &w, &FavorOptions { chunk: Some(c), ..causal }).unwrap();
     for engine in gpu_engines() {
-        let name = engine.describe().replace([' ', '/'], "_") + "-chunk";
-        let cache = temp_cache(&name);
-        let _ = std::fs::remove_file(&cache);
+        let (name, cache) = fresh_cache(&engine, "chunk");
         let pinned = TuneMode::Fixed(GemmVariant::DEFAULT);
         let tuner = tuning_engine_as(&engine, &cache, pinned);
         let got = tuner.favor(&q, &k, &v, &w, &causal).unwrap();
@@ -223,9 +226,7 @@ fn the_causal_chunk_is_tuned_per_class() {
 #[test]
 fn f16_operands_are_a_class_of_their_own() {
     for engine in gpu_engines() {
-        let name = engine.describe().replace([' ', '/'], "_");
-        let cache = temp_cache(&format!("{name}-f16"));
-        let _ = std::fs::remove_file(&cache);
+        let (name, cache) = fresh_cache(&engine, "f16");
         let tuner = tuning_engine(&engine, &cache);
         let f32_class = GemmClass::new(1, 64, 64, 64, false, false);
         let class = f32_class.with_f16_inputs();
@@ -236,9 +237,7 @@ fn f16_operands_are_a_class_of_their_own() {
             continue;
         }
         let result = tuner.tune_gemm(class).unwrap();
-        let timed: Vec<&str> = result.seconds.iter().map(|(v, _)| v.as_str()).collect();
-        let supported: Vec<String> = engine.gemm_variants().iter().map(|v| v.name()).collect();
-        assert_eq!(timed, supported, "{name}");
+        assert_timed_every_variant(&engine, &result, &name);
         let f32_result = tuner.tune_gemm(f32_class).unwrap();
 
         let mut file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
