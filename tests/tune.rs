@@ -40,29 +40,32 @@ fn tuning_engine_as(engine: &Engine, cache: &std::path::Path, mode: TuneMode) ->
     e
 }
 
-/// FAVOR+ in both directions (the ones column of the denominator, accumulating and split products)
-/// under every variant: within float rounding of the default variant and of the f64 twin.
+/// FAVOR+ in both directions (the ones column of the denominator, also just past a 64-wide tile at
+/// dv = 64, accumulating and split products) under every variant: within float rounding of the
+/// default variant and of the f64 twin.
 #[test]
 fn every_variant_keeps_attention_results() {
-    let s = (1, 2, 65, 16, 9, 64);
-    let [q, k, v] = attention_inputs(s, 0.5, 7);
-    let w = case_projection(0, 2, 64, 16);
-    for engine in gpu_engines() {
-        for causal in [false, true] {
-            let o = FavorOptions { causal, chunk: Some(16), ..FavorOptions::new(Kernel::Softmax) };
-            let want = Engine::reference().favor(&q, &k, &v, &w, &o).unwrap();
-            engine.force_gemm_variant(Some(GemmVariant::DEFAULT)).unwrap();
-            let default = engine.favor(&q, &k, &v, &w, &o).unwrap();
-            for variant in engine.gemm_variants() {
-                engine.force_gemm_variant(Some(variant)).unwrap();
-                let got = engine.favor(&q, &k, &v, &w, &o).unwrap();
-                let (to_default, to_reference) =
-                    (relative_frobenius(got.data(), default.data()), relative_frobenius(got.data(), want.data()));
-                let what = format!("{} {} causal {causal}", engine.describe(), variant.name());
-                assert!(to_default < 1e-5 && to_reference < 1e-5, "{what}: {to_default:e}, {to_reference:e}");
+    for s in [(1, 2, 65, 16, 9, 64), (1, 1, 70, 16, 64, 32)] {
+        let (_, h, _, d, _, m) = s;
+        let [q, k, v] = attention_inputs(s, 0.5, 7);
+        let w = case_projection(0, h, m, d);
+        for engine in gpu_engines() {
+            for causal in [false, true] {
+                let o = FavorOptions { causal, chunk: Some(16), ..FavorOptions::new(Kernel::Softmax) };
+                let want = Engine::reference().favor(&q, &k, &v, &w, &o).unwrap();
+                engine.force_gemm_variant(Some(GemmVariant::DEFAULT)).unwrap();
+                let default = engine.favor(&q, &k, &v, &w, &o).unwrap();
+                for variant in engine.gemm_variants() {
+                    engine.force_gemm_variant(Some(variant)).unwrap();
+                    let got = engine.favor(&q, &k, &v, &w, &o).unwrap();
+                    let to_default = relative_frobenius(got.data(), default.data());
+                    let to_reference = relative_frobenius(got.data(), want.data());
+                    let what = format!("{} {} {s:?} causal {causal}", engine.describe(), variant.name());
+                    assert!(to_default < 1e-5 && to_reference < 1e-5, "{what}: {to_default:e}, {to_reference:e}");
+                }
             }
+            engine.force_gemm_variant(None).unwrap();
         }
-        engine.force_gemm_variant(None).unwrap();
     }
 }
 
