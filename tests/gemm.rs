@@ -190,3 +190,50 @@ fn an_f16_product_takes_no_working_copies_of_its_operands() {
         assert!(err < 1e-6 + 1.0 / 2048.0, "{}: {err}", engine.describe());
     }
 }
+
+/// Products of f16 operands as applications record them: into their own encoder between their own
+/// copies (the copy before is overwritten, the one after sees the product) next to an f32 product,
+/// one submission; and from four threads on one engine, each result bit for bit a lone call's.
+#[test]
+fn f16_products_in_an_applications_encoder_and_from_threads() {
+    let o = MatmulOptions::default();
+    let pairs: Vec<[Tensor<ortho::half::f16>; 2]> = (0..4u64)
+        .map(|i| [gaussian(&[70, 40], 1.0, 80 + i).to_f16(), gaussian(&[40, 30], 1.0, 90 + i).to_f16()])
+        .collect();
+    for engine in gpu_engines().into_iter().filter(|e| e.has_shader_f16()) {
+        let name = engine.describe();
+        let [a, b] = &pairs[0];
+        let want = reference(&a.to_f32(), &b.to_f32(), o);
+        let (ga, gb) = (engine.upload_f16("a", a).unwrap(), engine.upload_f16("b", b).unwrap());
+        let (wa, wb) = (engine.upload("a", &a.to_f32()).unwrap(), engine.upload("b", &b.to_f32()).unwrap());
+        let (c, c32, after) =
+            (engine.empty(&[70, 30]).unwrap(), engine.empty(&[70, 30]).unwrap(), engine.empty(&[70, 30]).unwrap());
+        let before = engine.upload("before", &Tensor::from_fn(&[70, 30], |i| i as f32)).unwrap();
+        let mut encoder = engine.device().unwrap().create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(before.buffer(), 0, c.buffer(), 0, c.byte_len());
+        let f16_product = engine.record_matmul(&mut encoder, &ga, &gb, &c, o).unwrap();
+        let f32_product = engine.record_matmul(&mut encoder, &wa, &wb, &c32, o).unwrap();
+        encoder.copy_buffer_to_buffer(c.buffer(), 0, after.buffer(), 0, c.byte_len());
+        engine.queue().unwrap().submit([encoder.finish()]);
+        f16_product.submitted();
+        f32_product.submitted();
+        let got = engine.download(&after).unwrap();
+        assert!(relative_frobenius(got.data(), want.data()) < 1e-6, "{name}");
+        assert!(relative_frobenius(got.data(), engine.download(&c32).unwrap().data()) < 1e-6, "{name}");
+
+        let alone: Vec<Tensor<ortho::half::f16>> =
+            pairs.iter().map(|[a, b]| engine.run_f16(&ortho::ops::Matmul(o), &[a, b]).unwrap().remove(0)).collect();
+        std::thread::scope(|scope| {
+            for ([a, b], want) in pairs.iter().zip(&alone) {
+                let engine = &engine;
+                scope.spawn(move || {
+                    for _ in 0..3 {
+                        let (ga, gb) = (engine.upload_f16("a", a).unwrap(), engine.upload_f16("b", b).unwrap());
+                        let out = engine.run_gpu(&ortho::ops::Matmul(o), &[&ga, &gb]).unwrap().remove(0);
+                        assert_eq!(&engine.download_f16(&out).unwrap(), want);
+                    }
+                });
+            }
+        });
+    }
+}
