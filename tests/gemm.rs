@@ -73,7 +73,8 @@ fn gemm_shape_errors() {
 /// Products past what one dispatch may take: K past the 29,952 that llvmpipe's loop limit allows one
 /// invocation (few tiles: the slices split across workgroups and summed, with broadcast operands),
 /// and, on devices opened with 8 workgroups per dimension, M, N and the batch past 8 tiles of 64, and
-/// split products whose slices and batches share those 8.
+/// split products whose slices and batches share those 8 (f16 operands too, where the adapter reads
+/// them).
 #[test]
 fn gemm_splits_past_the_dispatch_limits() {
     let check = |engine: &ortho::Engine, a: &Tensor<f32>, b: &Tensor<f32>, o: MatmulOptions, bound: f64| {
@@ -99,6 +100,13 @@ fn gemm_splits_past_the_dispatch_limits() {
                 let a = gaussian(&if ta { [z, k, m] } else { [z, m, k] }, 1.0, 3);
                 let b = gaussian(&if tb { [n, k] } else { [k, n] }, 1.0, 4);
                 check(&engine, &a, &b, o, 1e-6);
+                // f16 operands through the same blocks and slices, their offsets counted in f16.
+                if engine.has_shader_f16() {
+                    let (a, b) = (a.to_f16(), b.to_f16());
+                    let got = record_f16_product(&engine, &a, &b, o).unwrap();
+                    let err = relative_frobenius(got.data(), reference(&a.to_f32(), &b.to_f32(), o).data());
+                    assert!(err < 1e-6, "{} f16 {:?} {o:?}: {err}", engine.describe(), (z, m, k, n));
+                }
             }
         }
     }
