@@ -106,6 +106,35 @@ fn scratch_returns_to_the_pool() {
     }
 }
 
+/// An engine dropped while the work of its `run_gpu` calls is still running (nothing read back),
+/// right before the process exits: the engine waits for that work first. Freeing the device under
+/// the driver's threads corrupted the process's memory at exit about one run in ten on lavapipe, so
+/// the test runs itself as a child process 40 times, each of which must exit cleanly.
+#[test]
+fn an_engine_dropped_with_work_in_flight_waits_for_it() {
+    const CHILD: &str = "ORTHO_TEST_DROP_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let q = gaussian(&[64, 16], 0.5, 1);
+        let w = projection(32, 16, Scaling::Chi, 2).unwrap().to_f32();
+        for e in gpu_engines() {
+            let (gq, gw) = (e.upload("q", &q).unwrap(), e.upload("w", &w).unwrap());
+            let out = e.favor_gpu(&gq, &gq, &gq, &gw, &FavorOptions::default()).unwrap();
+            drop((out, gq, gw, e));
+        }
+        return;
+    }
+    let this = std::env::current_exe().unwrap();
+    for run in 0..40 {
+        let child = std::process::Command::new(&this)
+            .args(["an_engine_dropped_with_work_in_flight_waits_for_it", "--exact", "--test-threads", "1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        assert!(child.status.success(), "run {run}: {}\n{stderr}", child.status);
+    }
+}
+
 #[test]
 fn embeds_in_an_application_device() {
     for owner in gpu_engines() {

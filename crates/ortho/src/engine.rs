@@ -135,6 +135,15 @@ pub(crate) struct Gpu {
     pub tuner: Tuner,
 }
 
+/// The last engine on a device waits for the work it submitted before the device and the pooled
+/// buffers go: a driver still running that work while they are freed corrupts the process's memory
+/// (lavapipe's threads did so at exit, after `run_gpu` calls nothing had waited for).
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        let _ = poll(&self.device, wgpu::PollType::wait_indefinitely());
+    }
+}
+
 /// The entry point of ortho: a GPU device, or the CPU reference with the reason there is no GPU.
 #[derive(Clone)]
 pub struct Engine {
