@@ -1,7 +1,9 @@
 //! Sparse patterns from a fixed self-attention module (docs/math.md §9) on the GPU: the check and the
-//! refinement's gradient stream blocks of rows of logits through the GEMM and a row reduction
-//! (`shaders/express/`), one block of at most 64 MiB (or one binding) at a time; [`Engine::express`] runs the Las Vegas search of
-//! `ortho_ref::express::search` with them. The CPU twin is `ortho_ref::express`.
+//! refinement's gradient make each logit where it is used (`express/fit_rows` and `fit_columns`,
+//! memory linear in L) for `d <= STREAM_MAX_DIM`, and beyond it stream blocks of rows of logits
+//! through the GEMM and a row reduction, one block of at most 64 MiB (or one binding) at a time;
+//! [`Engine::express`] runs the Las Vegas search of `ortho_ref::express::search` with them. The CPU
+//! twin is `ortho_ref::express`.
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -19,6 +21,14 @@ use std::sync::Arc;
 
 /// Floats of one block of logits (`rows x L`) at most: 64 MiB.
 const BLOCK_FLOATS: usize = 1 << 24;
+/// The largest `d` whose check and gradient make their logits where they are used: the rows of
+/// queries and keys an invocation holds (`shaders/express/fit_row.wgsl`) stay in registers, and
+/// its unrolled loops compile in seconds, up to 16 (lavapipe, at 20 and 36: 2.4x and 10x the time
+/// per logit of 16, and 50 s to compile at 36).
+pub(crate) const STREAM_MAX_DIM: usize = 16;
+/// Rows (or keys) one invocation of `express/fit_rows` (`fit_columns`) takes, the width of a vec4:
+/// each value it loads from the other side serves this many dot products.
+const STREAM_SPAN: usize = 4;
 /// Adam steps between two checks of the refinement.
 const CHECK_EVERY: usize = 10;
 
@@ -28,16 +38,23 @@ const CHECK_EVERY: usize = 10;
 pub struct ExpressFit {
     pattern: Arc<Pattern>,
     gradient: Option<f64>,
+    subgroups: bool,
 }
 
 impl ExpressFit {
     pub fn check(pattern: Arc<Pattern>) -> Self {
-        ExpressFit { pattern, gradient: None }
+        ExpressFit { pattern, gradient: None, subgroups: true }
     }
 
     pub fn gradient(pattern: Arc<Pattern>, delta: f64) -> Result<Self> {
         Tolerances::new(1.0, delta)?;
-        Ok(ExpressFit { pattern, gradient: Some(delta) })
+        Ok(ExpressFit { pattern, gradient: Some(delta), subgroups: true })
+    }
+
+    /// The same, loading in every invocation even where the adapter has subgroups to broadcast with
+    /// (the variant adapters without them run; for comparing the two).
+    pub fn without_subgroups(self) -> Self {
+        ExpressFit { subgroups: false, ..self }
     }
 }
 
@@ -176,7 +193,11 @@ impl Engine {
         let gpu = self.recording("express", &tensors)?;
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("express"), timestamp_writes: None });
-        record_fit(&gpu, &mut pass, op, [x, wq, wk], stats, dx)?;
+        if wq.shape()[1] <= STREAM_MAX_DIM {
+            record_fit_streamed(&gpu, &mut pass, op, [x, wq, wk], stats, dx)?;
+        } else {
+            record_fit_blocks(&gpu, &mut pass, op, [x, wq, wk], stats, dx)?;
+        }
         drop(pass);
         Ok(gpu.finish())
     }
@@ -211,10 +232,51 @@ impl Engine {
     }
 }
 
-/// The check (and gradient) in blocks of rows: `Q = X W_Q`, `K = X W_K`; per block `Z = Q_b K^T`,
-/// the support gathered out of it, the row reduction; for the gradient the support's gradients
-/// scattered back, `dQ_b = dZ K`, `dK += dZ^T Q_b`; finally `dX = dQ W_Q^T + dK W_K^T`.
-fn record_fit(
+/// `Q = X W_Q` and `K = X W_K`, each `[L, d]` with rows `stride` floats apart.
+fn record_queries_keys(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    [x, wq, wk]: [&GpuTensor; 3],
+    [q, k]: [&wgpu::Buffer; 2],
+    stride: usize,
+) -> Result<()> {
+    let (len, n, d) = (x.shape()[0], wq.shape()[0], wq.shape()[1]);
+    for (w, out) in [(wq, q), (wk, k)] {
+        let out = Operand::rows(out, len, d).with_row_stride(stride);
+        record_gemm(
+            gpu,
+            pass,
+            &Gemm::new(1, len, d, n),
+            Operand::rows(x.buffer(), len, n),
+            Operand::rows(w.buffer(), n, d),
+            out,
+        )?;
+    }
+    Ok(())
+}
+
+/// `dX = dQ W_Q^T + dK W_K^T`, `dQ` and `dK` `[L, d]` with rows `stride` floats apart.
+fn record_input_gradient(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    [wq, wk]: [&GpuTensor; 2],
+    [dq, dk]: [&wgpu::Buffer; 2],
+    stride: usize,
+    dx: &GpuTensor,
+) -> Result<()> {
+    let (len, n, d) = (dx.shape()[0], wq.shape()[0], wq.shape()[1]);
+    for (beta, (dy, w)) in [(0.0, (dq, wq)), (1.0, (dk, wk))] {
+        let g = Gemm { beta, ..Gemm::new(1, len, n, d) };
+        let dy = Operand::rows(dy, len, d).with_row_stride(stride);
+        record_gemm(gpu, pass, &g, dy, Operand::rows(w.buffer(), n, d).t(), Operand::rows(dx.buffer(), len, n))?;
+    }
+    Ok(())
+}
+
+/// The check (and gradient) without logits in memory: `Q`, `K` (rows zero-padded to whole vec4s),
+/// `express/fit_rows` (stats, fits and `dQ`) and for the gradient `express/fit_columns` (`dK`, with
+/// the pattern by columns), then `dX`.
+fn record_fit_streamed(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     op: &ExpressFit,
@@ -223,7 +285,101 @@ fn record_fit(
     dx: Option<&GpuTensor>,
 ) -> Result<()> {
     let p = &op.pattern;
-    let (len, n, d) = (p.len, wq.shape()[0], wq.shape()[1]);
+    let (len, d) = (p.len, wq.shape()[1]);
+    let d4 = d.div_ceil(4);
+    let stride = 4 * d4;
+    let grad_floats = if dx.is_some() { len * stride } else { 4 };
+    let sizes = [len * stride, len * stride, 4 * len, grad_floats, grad_floats];
+    let [q, k, fits, dq, dk] = gpu.allocate("express", &sizes)?;
+    if stride != d {
+        gpu.fill(pass, q.buffer(), len * stride, 0.0)?;
+        gpu.fill(pass, k.buffer(), len * stride, 0.0)?;
+    }
+    record_queries_keys(gpu, pass, [x, wq, wk], [q.buffer(), k.buffer()], stride)?;
+    let targets: Vec<f32> = p.targets.iter().map(|&t| t as f32).collect();
+    let targets = gpu.upload(bytemuck::cast_slice(&targets));
+    let params = kernels::ExpressStream {
+        len: len as u32,
+        gradient: dx.is_some() as u32,
+        tau: op.gradient.map_or(0.0, refine::mass_target) as f32,
+        _pad: 0,
+    };
+    let constants = [("D4", d4 as f64)];
+    let groups = gpu.grid(len.div_ceil(STREAM_SPAN) as u64, 64)?;
+    let (starts, columns) =
+        (gpu.upload(bytemuck::cast_slice(&u32s(&p.starts))), gpu.upload(bytemuck::cast_slice(&u32s(&p.columns))));
+    let subgroups = op.subgroups && gpu.subgroups_of_8();
+    let (fit_rows, fit_columns) = match subgroups {
+        true => (&kernels::FIT_ROWS_SUBGROUP, &kernels::FIT_COLUMNS_SUBGROUP),
+        false => (&kernels::FIT_ROWS, &kernels::FIT_COLUMNS),
+    };
+    let rows = [
+        starts.buffer(),
+        columns.buffer(),
+        targets.buffer(),
+        q.buffer(),
+        k.buffer(),
+        stats.buffer(),
+        fits.buffer(),
+        dq.buffer(),
+    ];
+    gpu.dispatch_with(pass, fit_rows, &constants, &params, &rows, groups)?;
+    let Some(dx) = dx else { return Ok(()) };
+    let (col_starts, col_entries) = by_columns(p);
+    let (col_starts, col_entries) =
+        (gpu.upload(bytemuck::cast_slice(&col_starts)), gpu.upload(bytemuck::cast_slice(&col_entries)));
+    let entry_rows = gpu.upload(bytemuck::cast_slice(&entry_rows(p)));
+    let columns = [
+        col_starts.buffer(),
+        col_entries.buffer(),
+        entry_rows.buffer(),
+        targets.buffer(),
+        q.buffer(),
+        k.buffer(),
+        fits.buffer(),
+        dk.buffer(),
+    ];
+    gpu.dispatch_with(pass, fit_columns, &constants, &params, &columns, groups)?;
+    record_input_gradient(gpu, pass, [wq, wk], [dq.buffer(), dk.buffer()], stride, dx)
+}
+
+fn u32s(v: &[usize]) -> Vec<u32> {
+    v.iter().map(|&e| e as u32).collect()
+}
+
+/// The row of each entry of the pattern.
+fn entry_rows(p: &Pattern) -> Vec<u32> {
+    (0..p.len).flat_map(|i| std::iter::repeat_n(i as u32, p.starts[i + 1] - p.starts[i])).collect()
+}
+
+/// The pattern by columns: column `j`'s entries (indices into the rows' order) are
+/// `entries[starts[j]..starts[j + 1]]`.
+fn by_columns(p: &Pattern) -> (Vec<u32>, Vec<u32>) {
+    let mut starts = vec![0u32; p.len + 1];
+    p.columns.iter().for_each(|&j| starts[j + 1] += 1);
+    (0..p.len).for_each(|j| starts[j + 1] += starts[j]);
+    let mut next = starts.clone();
+    let mut entries = vec![0u32; p.columns.len()];
+    for (e, &j) in p.columns.iter().enumerate() {
+        entries[next[j] as usize] = e as u32;
+        next[j] += 1;
+    }
+    (starts, entries)
+}
+
+/// The check (and gradient) in blocks of rows: `Q = X W_Q`, `K = X W_K`; per block `Z = Q_b K^T`,
+/// the support gathered out of it, the row reduction; for the gradient the support's gradients
+/// scattered back, `dQ_b = dZ K`, `dK += dZ^T Q_b`; finally `dX = dQ W_Q^T + dK W_K^T`.
+fn record_fit_blocks(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &ExpressFit,
+    [x, wq, wk]: [&GpuTensor; 3],
+    stats: &GpuTensor,
+    dx: Option<&GpuTensor>,
+) -> Result<()> {
+    let p = &op.pattern;
+    let (len, d) = (p.len, wq.shape()[1]);
     let block = (BLOCK_FLOATS.min(gpu.binding_limit() as usize / 4) / len).clamp(1, len);
     let blocks: Vec<(usize, usize)> = (0..len).step_by(block).map(|r| (r, block.min(len - r))).collect();
     let most_entries = blocks.iter().map(|&(r, rows)| p.starts[r + rows] - p.starts[r]).max().unwrap_or(1);
@@ -231,25 +387,13 @@ fn record_fit(
     let (dq_floats, fits) = (if grad { len * d } else { 1 }, 4 * block);
     let sizes = [len * d, len * d, block * len, most_entries, dq_floats, dq_floats, fits];
     let [q, k, z, support, dq, dk, fits] = gpu.allocate("express", &sizes)?;
-    let u32s = |v: &[usize]| v.iter().map(|&e| e as u32).collect::<Vec<u32>>();
-    let entry_rows: Vec<usize> = (0..len).flat_map(|i| std::iter::repeat_n(i, p.starts[i + 1] - p.starts[i])).collect();
     let starts = gpu.upload(bytemuck::cast_slice(&u32s(&p.starts)));
-    let entry_rows = gpu.upload(bytemuck::cast_slice(&u32s(&entry_rows)));
+    let entry_rows = gpu.upload(bytemuck::cast_slice(&entry_rows(p)));
     let columns = gpu.upload(bytemuck::cast_slice(&u32s(&p.columns)));
     let targets: Vec<f32> = p.targets.iter().map(|&t| t as f32).collect();
     let targets = gpu.upload(bytemuck::cast_slice(&targets));
     let rows_of = Operand::rows;
-    for (w, out) in [(wq, &q), (wk, &k)] {
-        let g = Gemm::new(1, len, d, n);
-        record_gemm(
-            gpu,
-            pass,
-            &g,
-            rows_of(x.buffer(), len, n),
-            rows_of(w.buffer(), n, d),
-            rows_of(out.buffer(), len, d),
-        )?;
-    }
+    record_queries_keys(gpu, pass, [x, wq, wk], [q.buffer(), k.buffer()], d)?;
     let tau = op.gradient.map_or(0.0, refine::mass_target) as f32;
     for (b, &(row0, rows)) in blocks.iter().enumerate() {
         let q_block = rows_of(q.buffer(), len, d).at(row0 * d);
@@ -284,12 +428,8 @@ fn record_fit(
         let dk_all = rows_of(dk.buffer(), len, d);
         record_gemm(gpu, pass, &accumulate, z_block.t(), rows_of(q.buffer(), len, d).at(row0 * d), dk_all)?;
     }
-    if let Some(dx) = dx {
-        for (beta, (dy, w)) in [(0.0, (&dq, wq)), (1.0, (&dk, wk))] {
-            let g = Gemm { beta, ..Gemm::new(1, len, n, d) };
-            let out = rows_of(dx.buffer(), len, n);
-            record_gemm(gpu, pass, &g, rows_of(dy.buffer(), len, d), rows_of(w.buffer(), n, d).t(), out)?;
-        }
+    match dx {
+        Some(dx) => record_input_gradient(gpu, pass, [wq, wk], [dq.buffer(), dk.buffer()], d, dx),
+        None => Ok(()),
     }
-    Ok(())
 }

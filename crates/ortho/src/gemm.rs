@@ -41,6 +41,11 @@ impl<'a> Operand<'a> {
         Operand { dtype, ..self }
     }
 
+    /// The same matrices with their rows `stride` elements apart (inside wider rows).
+    pub fn with_row_stride(self, stride: usize) -> Self {
+        Operand { row_stride: stride, ..self }
+    }
+
     /// The same matrices read transposed.
     pub fn t(self) -> Self {
         Operand { row_stride: self.col_stride, col_stride: self.row_stride, ..self }
@@ -186,10 +191,7 @@ impl GemmVariant {
             GemmVariant::Tiled { .. } => device.limits().max_compute_workgroup_storage_size >= 16 * 1024,
             GemmVariant::Lanes { .. } => true,
             GemmVariant::Rows { lanes, subgroup, .. } => {
-                !subgroup
-                    || (device.features().contains(wgpu::Features::SUBGROUP)
-                        && info.subgroup_min_size >= 8
-                        && (lanes == 64 || info.subgroup_max_size <= lanes))
+                !subgroup || (subgroups_of_8(device, info) && (lanes == 64 || info.subgroup_max_size <= lanes))
             }
         }
     }
@@ -248,6 +250,12 @@ fn operand(o: &Operand) -> kernels::GemmOperand {
         cs: u(o.col_stride),
         ..Default::default()
     }
+}
+
+/// Whether `device` has subgroups of at least 8 invocations: what the variants that load once per 8
+/// lanes and broadcast need.
+pub(crate) fn subgroups_of_8(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> bool {
+    device.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8
 }
 
 /// Records `g` in the variant the engine chose for its shape class (see `tune.rs`); an empty

@@ -157,8 +157,7 @@ impl PlanarPlan {
         states: Option<&SeparatorStates>,
     ) -> Result<()> {
         let marginals = marginals.filter(|_| self.marginals);
-        let fill = kernels::Fill { count: rows as u32, value: self.constant as f32, ..Default::default() };
-        gpu.dispatch(pass, &kernels::FILL, &fill, &[log_z], gpu.grid(rows as u64, 256)?)?;
+        gpu.fill(pass, log_z, rows, self.constant as f32)?;
         for component in &self.dense {
             gpu.reusing(|| record_component(gpu, pass, component, edges, rows, (couplings, log_z, marginals)))?;
         }
@@ -319,8 +318,7 @@ fn record_component(
             marginals: u32::from(marginals.is_some()),
             ..Default::default()
         };
-        let zero = kernels::Fill { count: (count * order * order) as u32, ..Default::default() };
-        gpu.dispatch(pass, &kernels::FILL, &zero, &[k.buffer()], gpu.grid((count * order * order) as u64, 256)?)?;
+        gpu.fill(pass, k.buffer(), count * order * order, 0.0)?;
         let invocations = (count * entries.len() / 5) as u64;
         gpu.dispatch(
             pass,

@@ -78,6 +78,7 @@ pub fn shared_constants() -> String {
         u("WALK_MAX_FEATURES", WALK_MAX_FEATURES),
         u("WALK_TILE", WALK_TILE),
         u("REDUCE_GROUP", REDUCE_GROUP),
+        u("EXPRESS_MAX_D4", crate::express::STREAM_MAX_DIM / 4),
         u("GEMM_TILE", crate::gemm::TILE),
         u("A_UPPER", crate::gemm::Triangle::Upper as usize),
         u("A_LOWER", crate::gemm::Triangle::Lower as usize),
@@ -213,6 +214,10 @@ pub const LIBRARIES: &[&str] = &[
     "ising/entry",
     "ising/front",
     "ising/separator",
+    "express/fit_row",
+    "express/fit_rows_body",
+    "express/fit_columns_body",
+    "common/broadcast4",
 ];
 /// `workgroup_reduce`: the sum or maximum over a workgroup of `REDUCE_GROUP` invocations.
 const REDUCE: &str = include_str!("../../../shaders/common/reduce.wgsl");
@@ -235,6 +240,14 @@ const GEMM_ROWS_BODY: &str = include_str!("../../../shaders/common/gemm_rows_bod
 /// `exp_plan` and `exp_polynomial`: the exponential's scaling and Taylor stage, given a `product` and a
 /// `combine`.
 const EXPM_POLYNOMIAL: &str = include_str!("../../../shaders/flow/expm_polynomial.wgsl");
+/// `Span`, `D4`, `hold`: the rows of queries or keys one express invocation holds.
+const EXPRESS_FIT_ROW: &str = include_str!("../../../shaders/express/fit_row.wgsl");
+/// `fit_rows_body`, given a `load_keys` and a `tile_key`.
+const EXPRESS_FIT_ROWS_BODY: &str = include_str!("../../../shaders/express/fit_rows_body.wgsl");
+/// `fit_columns_body`, given a `load_queries`, a `tile_query` and a `tile_fit`.
+const EXPRESS_FIT_COLUMNS_BODY: &str = include_str!("../../../shaders/express/fit_columns_body.wgsl");
+/// `broadcast4`: lanes 0..4 of a subgroup's vec4, as the columns of a matrix in every lane.
+const BROADCAST4: &str = include_str!("../../../shaders/common/broadcast4.wgsl");
 
 params! {
     /// A GEMM operand: element `(i, p)` of batch `z` at `base(z) + i * rs + p * cs` (see `gemm.rs`).
@@ -300,6 +313,7 @@ params! {
         width: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
     ExpressRows { len: u32, row0: u32, rows: u32, first: u32, entries: u32, tau: f32, _pad0: u32, _pad1: u32 }
+    ExpressStream { len: u32, gradient: u32, tau: f32, _pad: u32 }
     Adam { count: u32, lr: f32, beta1: f32, beta2: f32, c1: f32, c2: f32, eps: f32, _pad: u32 }
     Regression { tasks: u32, points: u32, hidden: u32, params: u32, phi_off: u32, v_off: u32, scale: f32, _pad: u32 }
 }
@@ -370,6 +384,12 @@ shaders! {
     ROW_FIT: "express/row_fit" + REDUCE, ExpressRows,
         ["starts: read u32", "targets: read", "z: read", "support: read", "stats: read_write", "fits: read_write"];
     ROW_GRADIENT: "express/row_gradient", ExpressRows, ["fits: read", "z: read_write"];
+    FIT_ROWS: "express/fit_rows" + EXPRESS_FIT_ROW + EXPRESS_FIT_ROWS_BODY, ExpressStream, ["starts: read u32", "columns: read u32", "targets: read", "q: read vec4<f32>", "k: read vec4<f32>", "stats: read_write", "fits: read_write vec4<f32>", "dq: read_write vec4<f32>"];
+    FIT_ROWS_SUBGROUP: "express/fit_rows_subgroup" + EXPRESS_FIT_ROW + EXPRESS_FIT_ROWS_BODY + BROADCAST4, ExpressStream,
+        ["starts: read u32", "columns: read u32", "targets: read", "q: read vec4<f32>", "k: read vec4<f32>", "stats: read_write", "fits: read_write vec4<f32>", "dq: read_write vec4<f32>"];
+    FIT_COLUMNS: "express/fit_columns" + EXPRESS_FIT_ROW + EXPRESS_FIT_COLUMNS_BODY, ExpressStream, ["col_starts: read u32", "col_entries: read u32", "entry_rows: read u32", "targets: read", "q: read vec4<f32>", "k: read vec4<f32>", "fits: read vec4<f32>", "dk: read_write vec4<f32>"];
+    FIT_COLUMNS_SUBGROUP: "express/fit_columns_subgroup" + EXPRESS_FIT_ROW + EXPRESS_FIT_COLUMNS_BODY + BROADCAST4,
+        ExpressStream, ["col_starts: read u32", "col_entries: read u32", "entry_rows: read u32", "targets: read", "q: read vec4<f32>", "k: read vec4<f32>", "fits: read vec4<f32>", "dk: read_write vec4<f32>"];
     ADAM: "express/adam", Adam, ["g: read", "m: read_write", "v: read_write", "x: read_write"];
     REGRESSION_RESIDUAL: "bilevel/regression_residual", Regression, ["points: read", "r: read_write", "loss: read_write"];
     HIDDEN_GRADIENT: "bilevel/hidden_gradient", Regression, ["r: read", "a: read", "phi: read", "g: read_write"];

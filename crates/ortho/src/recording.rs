@@ -210,6 +210,23 @@ impl Recording<'_> {
         self.dispatch_with(pass, shader, &[], params, buffers, groups)
     }
 
+    /// Records `buffer[0..count] = value`.
+    pub fn fill(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        buffer: &wgpu::Buffer,
+        count: usize,
+        value: f32,
+    ) -> Result<()> {
+        let params = crate::kernels::Fill { count: count as u32, off: 0, value, _pad: 0 };
+        self.dispatch(pass, &crate::kernels::FILL, &params, &[buffer], self.grid(count as u64, 256)?)
+    }
+
+    /// Whether the adapter's subgroups hold at least 8 invocations (see `gemm::subgroups_of_8`).
+    pub fn subgroups_of_8(&self) -> bool {
+        crate::gemm::subgroups_of_8(&self.gpu.device, &self.gpu.info)
+    }
+
     /// The GEMM variant for products of `class` (tuning the class first if it is new).
     pub fn gemm_variant(&self, class: crate::tune::GemmClass) -> Result<crate::gemm::GemmVariant> {
         self.gpu.tuner.variant(self.gpu, class)

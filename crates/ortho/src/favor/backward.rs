@@ -279,10 +279,10 @@ impl Engine {
             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("favor backward"), timestamp_writes: None });
         if segment.is_none() {
             record_reset(&gpu, &mut pass, state_s, state_gamma)?;
-            record_fill(&gpu, &mut pass, bw.r, plan.backward_sizes().r, 0.0)?;
+            gpu.fill(&mut pass, bw.r, plan.backward_sizes().r, 0.0)?;
         }
         if let Some(parts) = &bw.dw_parts {
-            record_fill(&gpu, &mut pass, parts.buffer(), plan.z * plan.all_m * plan.d, 0.0)?;
+            gpu.fill(&mut pass, parts.buffer(), plan.z * plan.all_m * plan.d, 0.0)?;
         }
         let mut r = Recorder { gpu: &gpu, pass: &mut pass, plan, kernel: o.kernel };
         let direction = segment.map_or(Direction::Both, |(d, _)| d);
@@ -329,7 +329,7 @@ impl Recorder<'_, '_, '_> {
         let p = self.plan;
         let md = p.all_m * p.d;
         let ones = self.gpu.scratch(4);
-        record_fill(self.gpu, self.pass, ones.buffer(), 1, 1.0)?;
+        self.gpu.fill(self.pass, ones.buffer(), 1, 1.0)?;
         let one = Operand { row_stride: 0, col_stride: 0, outer: 0, ..Operand::rows(ones.buffer(), 1, 1) };
         let of_head =
             Operand { outer: 0, inner: heads, inner_stride: md, row_stride: heads * md, ..Operand::rows(parts, 1, md) };

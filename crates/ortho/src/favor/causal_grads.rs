@@ -223,7 +223,7 @@ impl Recorder<'_, '_, '_> {
     fn load_gamma(&mut self, saved: &wgpu::Buffer, io: &Io, bw: &Backward, start: usize) -> Result<()> {
         let p = self.plan;
         let (saved, start, len) = match (start, bw.previous_gamma) {
-            (0, None) => return record_fill(self.gpu, self.pass, io.state_gamma, p.z, LOWEST),
+            (0, None) => return self.gpu.fill(self.pass, io.state_gamma, p.z, LOWEST),
             (0, Some(previous)) => (previous.buffer(), previous.shape()[1], previous.shape()[1]),
             _ => (saved, start, p.l),
         };

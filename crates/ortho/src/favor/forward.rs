@@ -134,7 +134,7 @@ impl Engine {
             record_reset(&gpu, &mut pass, state_s, gamma)?;
         }
         if plan.walk {
-            record_fill(&gpu, &mut pass, sc.lost.buffer(), plan.scratch_sizes().lost, 0.0)?;
+            gpu.fill(&mut pass, sc.lost.buffer(), plan.scratch_sizes().lost, 0.0)?;
         }
         let mut r = Recorder { gpu: &gpu, pass: &mut pass, plan, kernel: o.kernel };
         if !o.causal {

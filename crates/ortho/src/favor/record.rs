@@ -405,18 +405,6 @@ pub(super) fn record_reset(
     s: &GpuTensor,
     gamma: &GpuTensor,
 ) -> Result<()> {
-    record_fill(gpu, pass, s.buffer(), s.len(), 0.0)?;
-    record_fill(gpu, pass, gamma.buffer(), gamma.len(), LOWEST)
-}
-
-pub(super) fn record_fill(
-    gpu: &Recording,
-    pass: &mut wgpu::ComputePass<'_>,
-    buffer: &wgpu::Buffer,
-    count: usize,
-    value: f32,
-) -> Result<()> {
-    let params = kernels::Fill { count: count as u32, off: 0, value, _pad: 0 };
-    let groups = gpu.grid(count as u64, 256)?;
-    gpu.dispatch(pass, &kernels::FILL, &params, &[buffer], groups)
+    gpu.fill(pass, s.buffer(), s.len(), 0.0)?;
+    gpu.fill(pass, gamma.buffer(), gamma.len(), LOWEST)
 }

@@ -1,0 +1,17 @@
+// express/fit_rows_body with lane t of each subgroup loading key j0 + t of a tile and broadcasting
+// it: one load where fit_rows.wgsl has four. Needs subgroups of at least 4 invocations; lanes past 4
+// load a copy.
+
+var<private> lane: u32;
+
+fn load_tile(tile: ptr<function, Span>, j0: u32) {
+    let row = min(j0 + lane % 4u, p.len - 1u) * D4;
+    for (var c = 0u; c < D4; c++) { (*tile)[c] = broadcast4(k[row + c]); }
+}
+
+@compute @workgroup_size(64)
+fn fit_rows_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) subgroup_lane: u32) {
+    lane = subgroup_lane;
+    fit_rows_body(element_index(wg, nwg, lid, 64u) * 4u);
+}
