@@ -316,11 +316,14 @@ fn bilevel_cases() -> Vec<Case> {
 }
 
 /// The expressivity check (per-row epsilon and delta) and the refinement's gradient of the paper's
-/// `X` (scaled down so that rows fall on both sides of the mass target) against the f64 twin.
+/// `X` (scaled down so that rows fall on both sides of the mass target) against the f64 twin: made
+/// logit by logit (d <= 16; with subgroups where the adapter has them, and `plain`, without) and in
+/// blocks of rows (d > 16).
 fn express_cases() -> Vec<Case> {
     use ortho::express::{ExpressFit, Pattern, Tolerances, paper, weights};
     let mut cases = Vec::new();
-    for (i, (len, dim)) in [(33, 3), (200, 8)].into_iter().enumerate() {
+    let shapes = [(33, 3, false), (200, 8, false), (200, 8, true), (120, 20, false)];
+    for (i, (len, dim, plain)) in shapes.into_iter().enumerate() {
         let a = Tensor::from_fn(&[len, len], |e| {
             let (r, c) = (e / len, e % len);
             if c == (r * 5 + 2) % len || c == (r + 1) % len { 0.2 + 0.1 * (r % 7) as f64 } else { 0.0 }
@@ -329,8 +332,9 @@ fn express_cases() -> Vec<Case> {
         let tol = Tolerances { epsilon: 0.5, delta: 0.05 };
         for gradient in [false, true] {
             let pattern = pattern.clone();
+            let kernel = if gradient { "express gradient" } else { "express check" };
             cases.push(Case {
-                kernel: if gradient { "express gradient".into() } else { "express check".into() },
+                kernel: if plain { format!("{kernel} plain") } else { kernel.into() },
                 shape: format!("L{len} N2 d{dim}"),
                 bound: 1e-4,
                 run: Box::new(move |e| {
@@ -341,6 +345,7 @@ fn express_cases() -> Vec<Case> {
                     } else {
                         ExpressFit::check(pattern.clone())
                     };
+                    let op = if plain { op.without_subgroups() } else { op };
                     let inputs = [x.to_f32(), wq.to_f32(), wk.to_f32()];
                     let got = e.run(&op, &inputs.iter().collect::<Vec<_>>())?.remove(0);
                     let want = ortho::Operation::reference(&op, &[x, wq, wk])?.remove(0);

@@ -23,8 +23,8 @@ use std::sync::Arc;
 const BLOCK_FLOATS: usize = 1 << 24;
 /// The largest `d` whose check and gradient make their logits where they are used: the rows of
 /// queries and keys an invocation holds (`shaders/express/fit_row.wgsl`) stay in registers, and
-/// its unrolled loops compile in seconds, up to 16 (lavapipe, at 20 and 36: 2.4x and 10x the time
-/// per logit of 16, and 50 s to compile at 36).
+/// its unrolled loops compile in seconds, up to 16 (on lavapipe a step at d = 20 took 2.4x and at
+/// d = 64 8.7x the time of one at d = 16, and each kernel took about 50 s to compile at d = 36).
 pub(crate) const STREAM_MAX_DIM: usize = 16;
 /// Rows (or keys) one invocation of `express/fit_rows` (`fit_columns`) takes, the width of a vec4:
 /// each value it loads from the other side serves this many dot products.
