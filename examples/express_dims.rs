@@ -9,7 +9,9 @@
 //!
 //! Prints a markdown table as it goes (d, the success rate of `--rate-draws` fresh draws at that d,
 //! the search's draws and time; for the paper's method also the d its proof asks for) and the slope of
-//! d against log2 L per series; writes `express_dims.json` and `express_dims.svg` into `--out`.
+//! d against log2 L per series; writes `express_dims.json` (after every row) and `express_dims.svg`
+//! into `--out`.
+//! `--start-dim D` starts each series' search at D (a guess, such as a shorter L's answer).
 //! `--plot-from A.json,B.json` draws the runs of several such files into one plot instead.
 
 use ortho::Engine;
@@ -49,6 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         list(&args, "--methods", "optimized,paper").iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     let rate_draws: usize = list(&args, "--rate-draws", "4")[0].parse()?;
     let max_dim: usize = list(&args, "--max-dim", "1024")[0].parse()?;
+    // Where each series' search starts (later lengths start from the previous answer).
+    let first_dim: usize = list(&args, "--start-dim", "1")[0].parse()?;
     let out = std::path::PathBuf::from(&list(&args, "--out", "express-report")[0]);
     std::fs::create_dir_all(&out)?;
     if args.iter().any(|a| a == "--plot-from") {
@@ -67,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = Vec::new();
     for &method in &methods {
         for &n in &sparsities {
-            let mut start = 1;
+            let mut start = first_dim;
             for &len in &lengths {
                 let pattern = random_pattern(len, n, (len * 100 + n) as u64);
                 let options = Options { method, start_dim: start, max_dim, seed: len as u64, ..Options::new(tol) };
@@ -100,10 +104,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "method": format!("{method:?}"), "n": n, "len": len, "dim": dim, "success": rate,
                     "search_draws": draws, "seconds": seconds, "proof_dim": proof,
                 }));
+                // After every row, so that a run stopped half-way keeps what it measured.
+                std::fs::write(out.join("express_dims.json"), serde_json::to_string_pretty(&rows)?)?;
             }
         }
     }
-    std::fs::write(out.join("express_dims.json"), serde_json::to_string_pretty(&rows)?)?;
     plot(&rows, &out)
 }
 
