@@ -92,6 +92,16 @@ fn the_streamed_fit_holds_no_logits() {
             .collect();
         assert!(peaks[0] < 1 << 20, "{}: peak {} bytes at L = 2048", engine.describe(), peaks[0]);
         assert!(peaks[1] < 3 * peaks[0], "{}: peaks {peaks:?} at L = 2048, 4096", engine.describe());
+        // Twenty steps of a draw at L = 2048 (submitted ten at a time) hold X's moments besides one
+        // step's scratch, not ten steps' scratch.
+        let pattern = Arc::new(Pattern::from_dense(&random_pattern(2048, 2, 5)).unwrap());
+        let (wq, wk) = weights(8, 5).unwrap();
+        let options =
+            Options { max_iterations: 20, patience: 20, ..Options::new(Tolerances::new(1e-6, 1e-6).unwrap()) };
+        engine.reset_peak();
+        assert_eq!(engine.express_draw(&pattern, &options, &wq, &wk, 6).unwrap().iterations, 20);
+        let draw = engine.pool_stats().peak_bytes;
+        assert!(draw < 2 * peaks[0], "{}: a draw's peak {draw} bytes, one gradient's {}", engine.describe(), peaks[0]);
     }
 }
 

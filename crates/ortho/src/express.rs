@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::gemm::{Gemm, Operand, record_gemm};
 use crate::kernels;
 use crate::operation::Operation;
-use crate::pool::Recorded;
+use crate::pool::{PooledBuffer, Recorded};
 use crate::recording::Recording;
 use crate::tensor::GpuTensor;
 pub use ortho_ref::express::search::{Attempt, Options, Progress, SAFETY, Search, Trial};
@@ -154,15 +154,23 @@ impl Engine {
             let mut progress = Progress::new();
             while progress.go_on(options, iterations, &achieved) {
                 let steps = CHECK_EVERY.min(options.max_iterations - iterations);
+                // One recording for the steps and the check, each step's scratch taken again by the
+                // next (the dispatches run in order): what they hold at once is one step's.
                 self.submit("express", |enc| {
-                    let mut recorded = Recorded::default();
+                    let gpu = self.recording("express", &[&x, &wq, &wk, &stats, &dx, &m, &v])?;
+                    let pb = PatternBuffers::upload(&gpu, pattern);
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("express"),
+                        timestamp_writes: None,
+                    });
                     for _ in 0..steps {
                         iterations += 1;
-                        recorded = recorded
-                            .and(self.record_express_fit(enc, &grad, [&x, &wq, &wk], &stats, Some(&dx))?)
-                            .and(self.record_adam(enc, &adam, iterations, [&dx, &m, &v, &x])?);
+                        gpu.reusing(|| record_fit(&gpu, &mut pass, &grad, &pb, [&x, &wq, &wk], &stats, Some(&dx)))?;
+                        record_adam(&gpu, &mut pass, &adam, iterations, [&dx, &m, &v, &x])?;
                     }
-                    Ok(recorded.and(self.record_express_fit(enc, &check, [&x, &wq, &wk], &stats, None)?))
+                    record_fit(&gpu, &mut pass, &check, &pb, [&x, &wq, &wk], &stats, None)?;
+                    drop(pass);
+                    Ok(gpu.finish())
                 })?;
                 achieved = worst(&stats)?;
             }
@@ -193,43 +201,52 @@ impl Engine {
         let gpu = self.recording("express", &tensors)?;
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("express"), timestamp_writes: None });
-        if wq.shape()[1] <= STREAM_MAX_DIM {
-            record_fit_streamed(&gpu, &mut pass, op, [x, wq, wk], stats, dx)?;
-        } else {
-            record_fit_blocks(&gpu, &mut pass, op, [x, wq, wk], stats, dx)?;
-        }
+        let pb = PatternBuffers::upload(&gpu, &op.pattern);
+        record_fit(&gpu, &mut pass, op, &pb, [x, wq, wk], stats, dx)?;
         drop(pass);
         Ok(gpu.finish())
     }
+}
 
-    /// Records one Adam step `t` (from 1): `[g, m, v, x]`, all of one shape.
-    fn record_adam(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        adam: &refine::Adam,
-        t: usize,
-        tensors: [&GpuTensor; 4],
-    ) -> Result<Recorded> {
-        let gpu = self.recording("express", &tensors)?;
-        let mut pass =
-            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("adam"), timestamp_writes: None });
-        let (c1, c2) = adam.corrections(t);
-        let count = tensors[3].len();
-        let params = kernels::Adam {
-            count: count as u32,
-            lr: adam.lr as f32,
-            beta1: adam.beta1 as f32,
-            beta2: adam.beta2 as f32,
-            c1: c1 as f32,
-            c2: c2 as f32,
-            eps: adam.eps as f32,
-            _pad: 0,
-        };
-        let bufs = tensors.map(|t| t.buffer());
-        gpu.dispatch(&mut pass, &kernels::ADAM, &params, &bufs, gpu.grid(count as u64, 256)?)?;
-        drop(pass);
-        Ok(gpu.finish())
+/// Records [`ExpressFit`]: logit by logit up to [`STREAM_MAX_DIM`], in blocks of rows past it.
+fn record_fit(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    op: &ExpressFit,
+    pb: &PatternBuffers,
+    inputs: [&GpuTensor; 3],
+    stats: &GpuTensor,
+    dx: Option<&GpuTensor>,
+) -> Result<()> {
+    if inputs[1].shape()[1] <= STREAM_MAX_DIM {
+        record_fit_streamed(gpu, pass, op, pb, inputs, stats, dx)
+    } else {
+        record_fit_blocks(gpu, pass, op, pb, inputs, stats, dx)
     }
+}
+
+/// Records one Adam step `t` (from 1): `[g, m, v, x]`, all of one shape.
+fn record_adam(
+    gpu: &Recording,
+    pass: &mut wgpu::ComputePass<'_>,
+    adam: &refine::Adam,
+    t: usize,
+    tensors: [&GpuTensor; 4],
+) -> Result<()> {
+    let (c1, c2) = adam.corrections(t);
+    let count = tensors[3].len();
+    let params = kernels::Adam {
+        count: count as u32,
+        lr: adam.lr as f32,
+        beta1: adam.beta1 as f32,
+        beta2: adam.beta2 as f32,
+        c1: c1 as f32,
+        c2: c2 as f32,
+        eps: adam.eps as f32,
+        _pad: 0,
+    };
+    let bufs = tensors.map(|t| t.buffer());
+    gpu.dispatch(pass, &kernels::ADAM, &params, &bufs, gpu.grid(count as u64, 256)?)
 }
 
 /// `Q = X W_Q` and `K = X W_K`, each `[L, d]` with rows `stride` floats apart.
@@ -280,6 +297,7 @@ fn record_fit_streamed(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     op: &ExpressFit,
+    pb: &PatternBuffers,
     [x, wq, wk]: [&GpuTensor; 3],
     stats: &GpuTensor,
     dx: Option<&GpuTensor>,
@@ -296,8 +314,6 @@ fn record_fit_streamed(
         gpu.fill(pass, k.buffer(), len * stride, 0.0)?;
     }
     record_queries_keys(gpu, pass, [x, wq, wk], [q.buffer(), k.buffer()], stride)?;
-    let targets: Vec<f32> = p.targets.iter().map(|&t| t as f32).collect();
-    let targets = gpu.upload(bytemuck::cast_slice(&targets));
     let params = kernels::ExpressStream {
         len: len as u32,
         gradient: dx.is_some() as u32,
@@ -306,17 +322,15 @@ fn record_fit_streamed(
     };
     let constants = [("D4", d4 as f64)];
     let groups = gpu.grid(len.div_ceil(STREAM_SPAN) as u64, 64)?;
-    let (starts, columns) =
-        (gpu.upload(bytemuck::cast_slice(&u32s(&p.starts))), gpu.upload(bytemuck::cast_slice(&u32s(&p.columns))));
     let subgroups = op.subgroups && gpu.subgroups_of_8();
     let (fit_rows, fit_columns) = match subgroups {
         true => (&kernels::FIT_ROWS_SUBGROUP, &kernels::FIT_COLUMNS_SUBGROUP),
         false => (&kernels::FIT_ROWS, &kernels::FIT_COLUMNS),
     };
     let rows = [
-        starts.buffer(),
-        columns.buffer(),
-        targets.buffer(),
+        pb.starts.buffer(),
+        pb.columns.buffer(),
+        pb.targets.buffer(),
         q.buffer(),
         k.buffer(),
         stats.buffer(),
@@ -325,15 +339,11 @@ fn record_fit_streamed(
     ];
     gpu.dispatch_with(pass, fit_rows, &constants, &params, &rows, groups)?;
     let Some(dx) = dx else { return Ok(()) };
-    let (col_starts, col_entries) = by_columns(p);
-    let (col_starts, col_entries) =
-        (gpu.upload(bytemuck::cast_slice(&col_starts)), gpu.upload(bytemuck::cast_slice(&col_entries)));
-    let entry_rows = gpu.upload(bytemuck::cast_slice(&entry_rows(p)));
     let columns = [
-        col_starts.buffer(),
-        col_entries.buffer(),
-        entry_rows.buffer(),
-        targets.buffer(),
+        pb.col_starts.buffer(),
+        pb.col_entries.buffer(),
+        pb.entry_rows.buffer(),
+        pb.targets.buffer(),
         q.buffer(),
         k.buffer(),
         fits.buffer(),
@@ -343,28 +353,43 @@ fn record_fit_streamed(
     record_input_gradient(gpu, pass, [wq, wk], [dq.buffer(), dk.buffer()], stride, dx)
 }
 
-fn u32s(v: &[usize]) -> Vec<u32> {
-    v.iter().map(|&e| e as u32).collect()
+/// The pattern on the device, uploaded once for every fit a recording makes: by rows (`starts`,
+/// `columns`, `targets`, and each entry's row), and by columns (column `j`'s entries, as indices
+/// into the rows' order, are `col_entries[col_starts[j]..col_starts[j + 1]]`, rows ascending).
+struct PatternBuffers {
+    starts: PooledBuffer,
+    columns: PooledBuffer,
+    targets: PooledBuffer,
+    entry_rows: PooledBuffer,
+    col_starts: PooledBuffer,
+    col_entries: PooledBuffer,
 }
 
-/// The row of each entry of the pattern.
-fn entry_rows(p: &Pattern) -> Vec<u32> {
-    (0..p.len).flat_map(|i| std::iter::repeat_n(i as u32, p.starts[i + 1] - p.starts[i])).collect()
-}
-
-/// The pattern by columns: column `j`'s entries (indices into the rows' order) are
-/// `entries[starts[j]..starts[j + 1]]`.
-fn by_columns(p: &Pattern) -> (Vec<u32>, Vec<u32>) {
-    let mut starts = vec![0u32; p.len + 1];
-    p.columns.iter().for_each(|&j| starts[j + 1] += 1);
-    (0..p.len).for_each(|j| starts[j + 1] += starts[j]);
-    let mut next = starts.clone();
-    let mut entries = vec![0u32; p.columns.len()];
-    for (e, &j) in p.columns.iter().enumerate() {
-        entries[next[j] as usize] = e as u32;
-        next[j] += 1;
+impl PatternBuffers {
+    fn upload(gpu: &Recording, p: &Pattern) -> Self {
+        let u32s = |v: &[usize]| v.iter().map(|&e| e as u32).collect::<Vec<u32>>();
+        let entry_rows: Vec<u32> =
+            (0..p.len).flat_map(|i| std::iter::repeat_n(i as u32, p.starts[i + 1] - p.starts[i])).collect();
+        let mut col_starts = vec![0u32; p.len + 1];
+        p.columns.iter().for_each(|&j| col_starts[j + 1] += 1);
+        (0..p.len).for_each(|j| col_starts[j + 1] += col_starts[j]);
+        let mut next = col_starts.clone();
+        let mut col_entries = vec![0u32; p.columns.len()];
+        for (e, &j) in p.columns.iter().enumerate() {
+            col_entries[next[j] as usize] = e as u32;
+            next[j] += 1;
+        }
+        let targets: Vec<f32> = p.targets.iter().map(|&t| t as f32).collect();
+        let put = |data: &[u32]| gpu.upload(bytemuck::cast_slice(data));
+        PatternBuffers {
+            starts: put(&u32s(&p.starts)),
+            columns: put(&u32s(&p.columns)),
+            targets: gpu.upload(bytemuck::cast_slice(&targets)),
+            entry_rows: put(&entry_rows),
+            col_starts: put(&col_starts),
+            col_entries: put(&col_entries),
+        }
     }
-    (starts, entries)
 }
 
 /// The check (and gradient) in blocks of rows: `Q = X W_Q`, `K = X W_K`; per block `Z = Q_b K^T`,
@@ -374,6 +399,7 @@ fn record_fit_blocks(
     gpu: &Recording,
     pass: &mut wgpu::ComputePass<'_>,
     op: &ExpressFit,
+    pb: &PatternBuffers,
     [x, wq, wk]: [&GpuTensor; 3],
     stats: &GpuTensor,
     dx: Option<&GpuTensor>,
@@ -387,11 +413,7 @@ fn record_fit_blocks(
     let (dq_floats, fits) = (if grad { len * d } else { 1 }, 4 * block);
     let sizes = [len * d, len * d, block * len, most_entries, dq_floats, dq_floats, fits];
     let [q, k, z, support, dq, dk, fits] = gpu.allocate("express", &sizes)?;
-    let starts = gpu.upload(bytemuck::cast_slice(&u32s(&p.starts)));
-    let entry_rows = gpu.upload(bytemuck::cast_slice(&entry_rows(p)));
-    let columns = gpu.upload(bytemuck::cast_slice(&u32s(&p.columns)));
-    let targets: Vec<f32> = p.targets.iter().map(|&t| t as f32).collect();
-    let targets = gpu.upload(bytemuck::cast_slice(&targets));
+    let PatternBuffers { starts, columns, targets, entry_rows, .. } = pb;
     let rows_of = Operand::rows;
     record_queries_keys(gpu, pass, [x, wq, wk], [q.buffer(), k.buffer()], d)?;
     let tau = op.gradient.map_or(0.0, refine::mass_target) as f32;
