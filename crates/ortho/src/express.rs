@@ -165,10 +165,12 @@ impl Engine {
                     });
                     for _ in 0..steps {
                         iterations += 1;
-                        gpu.reusing(|| record_fit(&gpu, &mut pass, &grad, &pb, [&x, &wq, &wk], &stats, Some(&dx)))?;
+                        let fit = Fit { op: &grad, pattern: &pb, inputs: [&x, &wq, &wk], stats: &stats, dx: Some(&dx) };
+                        gpu.reusing(|| record_fit(&gpu, &mut pass, &fit))?;
                         record_adam(&gpu, &mut pass, &adam, iterations, [&dx, &m, &v, &x])?;
                     }
-                    record_fit(&gpu, &mut pass, &check, &pb, [&x, &wq, &wk], &stats, None)?;
+                    let fit = Fit { op: &check, pattern: &pb, inputs: [&x, &wq, &wk], stats: &stats, dx: None };
+                    record_fit(&gpu, &mut pass, &fit)?;
                     drop(pass);
                     Ok(gpu.finish())
                 })?;
@@ -202,26 +204,28 @@ impl Engine {
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("express"), timestamp_writes: None });
         let pb = PatternBuffers::upload(&gpu, &op.pattern);
-        record_fit(&gpu, &mut pass, op, &pb, [x, wq, wk], stats, dx)?;
+        record_fit(&gpu, &mut pass, &Fit { op, pattern: &pb, inputs: [x, wq, wk], stats, dx })?;
         drop(pass);
         Ok(gpu.finish())
     }
 }
 
-/// Records [`ExpressFit`]: logit by logit up to [`STREAM_MAX_DIM`], in blocks of rows past it.
-fn record_fit(
-    gpu: &Recording,
-    pass: &mut wgpu::ComputePass<'_>,
-    op: &ExpressFit,
-    pb: &PatternBuffers,
-    inputs: [&GpuTensor; 3],
-    stats: &GpuTensor,
-    dx: Option<&GpuTensor>,
-) -> Result<()> {
-    if inputs[1].shape()[1] <= STREAM_MAX_DIM {
-        record_fit_streamed(gpu, pass, op, pb, inputs, stats, dx)
+/// One [`ExpressFit`] to record: the operation, its pattern on the device, `[x, wq, wk]`, and where
+/// its per-row stats and (for a gradient) `dloss/dX` go.
+struct Fit<'a> {
+    op: &'a ExpressFit,
+    pattern: &'a PatternBuffers,
+    inputs: [&'a GpuTensor; 3],
+    stats: &'a GpuTensor,
+    dx: Option<&'a GpuTensor>,
+}
+
+/// Records `fit`: logit by logit up to [`STREAM_MAX_DIM`], in blocks of rows past it.
+fn record_fit(gpu: &Recording, pass: &mut wgpu::ComputePass<'_>, fit: &Fit) -> Result<()> {
+    if fit.inputs[1].shape()[1] <= STREAM_MAX_DIM {
+        record_fit_streamed(gpu, pass, fit)
     } else {
-        record_fit_blocks(gpu, pass, op, pb, inputs, stats, dx)
+        record_fit_blocks(gpu, pass, fit)
     }
 }
 
@@ -293,15 +297,8 @@ fn record_input_gradient(
 /// The check (and gradient) without logits in memory: `Q`, `K` (rows zero-padded to whole vec4s),
 /// `express/fit_rows` (stats, fits and `dQ`) and for the gradient `express/fit_columns` (`dK`, with
 /// the pattern by columns), then `dX`.
-fn record_fit_streamed(
-    gpu: &Recording,
-    pass: &mut wgpu::ComputePass<'_>,
-    op: &ExpressFit,
-    pb: &PatternBuffers,
-    [x, wq, wk]: [&GpuTensor; 3],
-    stats: &GpuTensor,
-    dx: Option<&GpuTensor>,
-) -> Result<()> {
+fn record_fit_streamed(gpu: &Recording, pass: &mut wgpu::ComputePass<'_>, fit: &Fit) -> Result<()> {
+    let Fit { op, pattern: pb, inputs: [x, wq, wk], stats, dx } = *fit;
     let p = &op.pattern;
     let (len, d) = (p.len, wq.shape()[1]);
     let d4 = d.div_ceil(4);
@@ -395,15 +392,8 @@ impl PatternBuffers {
 /// The check (and gradient) in blocks of rows: `Q = X W_Q`, `K = X W_K`; per block `Z = Q_b K^T`,
 /// the support gathered out of it, the row reduction; for the gradient the support's gradients
 /// scattered back, `dQ_b = dZ K`, `dK += dZ^T Q_b`; finally `dX = dQ W_Q^T + dK W_K^T`.
-fn record_fit_blocks(
-    gpu: &Recording,
-    pass: &mut wgpu::ComputePass<'_>,
-    op: &ExpressFit,
-    pb: &PatternBuffers,
-    [x, wq, wk]: [&GpuTensor; 3],
-    stats: &GpuTensor,
-    dx: Option<&GpuTensor>,
-) -> Result<()> {
+fn record_fit_blocks(gpu: &Recording, pass: &mut wgpu::ComputePass<'_>, fit: &Fit) -> Result<()> {
+    let Fit { op, pattern: pb, inputs: [x, wq, wk], stats, dx } = *fit;
     let p = &op.pattern;
     let (len, d) = (p.len, wq.shape()[1]);
     let block = (BLOCK_FLOATS.min(gpu.binding_limit() as usize / 4) / len).clamp(1, len);
